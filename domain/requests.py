@@ -1,0 +1,173 @@
+"""The access request: its input, its statuses, the decisions on it and the view every edge shows.
+
+``RequestView`` is the single shape returned by the workflow query, stored in the SQL store after every
+transition, served by the REST API and printed by ``grantflow request show --json``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from domain.durations import PositiveDuration
+from domain.identity import Actor, PersonRef
+from domain.policy import RolePolicy
+
+
+class RequestStatus(StrEnum):
+    PENDING = "PENDING"
+    ACTIVE = "ACTIVE"
+    REVOKING = "REVOKING"
+    ENDED = "ENDED"
+    DENIED = "DENIED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    APPROVED = "APPROVED"  # a one-time command approval (hoop `onetime` review): no grant, no timer
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        RequestStatus.ENDED,
+        RequestStatus.DENIED,
+        RequestStatus.TIMED_OUT,
+        RequestStatus.CANCELLED,
+        RequestStatus.FAILED,
+        RequestStatus.APPROVED,
+    }
+)
+
+
+class EndReason(StrEnum):
+    EXPIRED = "expired"
+    RELINQUISHED = "relinquished"
+    REVOKED = "revoked"
+    LEAVER = "leaver"
+
+
+class RetroReview(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class AccessRequestInput(BaseModel):
+    """Everything the workflow needs, validated at the edge. Holds no secrets.
+
+    The policy is copied in at creation so the request is decided under the policy it was made under,
+    and the ledger can say which one that was."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    requester: PersonRef
+    submitted_by: Actor
+    resource: str
+    role: str
+    policy: RolePolicy
+    duration: PositiveDuration
+    reason: str = Field(min_length=1)
+    break_glass: bool = False
+    created_at: AwareDatetime
+
+
+class DecisionInput(BaseModel):
+    """An approve or deny from an edge that has already authenticated ``actor``."""
+
+    actor: Actor
+    verdict: Verdict
+    reason: str = ""
+
+
+class ExtendInput(BaseModel):
+    actor: Actor
+    by: PositiveDuration
+    reason: str = ""
+
+
+class EndInput(BaseModel):
+    """Relinquish, cancel or revoke, with who asked and why."""
+
+    actor: Actor
+    reason: str = ""
+
+
+class Decision(BaseModel):
+    approver: PersonRef
+    verdict: Verdict
+    reason: str = ""
+    channel: str
+    on_behalf_by: PersonRef | None = None
+    at: AwareDatetime
+    stage: str = Field(default="request", description="request, extension or retro_review")
+
+
+class GrantSegment(BaseModel):
+    """One grant written to the gateway. Grants over the gateway's cap are a chain of segments."""
+
+    session_id: str
+    review_id: str
+    correlation_id: str
+    revoke_at: AwareDatetime
+
+
+class PendingExtension(BaseModel):
+    by: PositiveDuration
+    requested_at: AwareDatetime
+    reason: str = ""
+    approvals: list[Decision] = Field(default_factory=list)
+
+
+class RequestView(BaseModel):
+    """What a person (or an auditor) sees of a request at one moment."""
+
+    id: str
+    status: RequestStatus
+    end_reason: EndReason | None = None
+    failure_reason: str | None = None
+    requester: PersonRef
+    submitted_by: str
+    resource: str
+    role: str
+    connection: str
+    reason: str
+    requested_duration: PositiveDuration
+    granted_total: timedelta = timedelta(0)
+    break_glass: bool = False
+    retro_review: RetroReview | None = None
+    required_approvals: int
+    eligible_approvers: list[PersonRef] = Field(default_factory=list)
+    approvals: list[Decision] = Field(default_factory=list)
+    denials: list[Decision] = Field(default_factory=list)
+    auto_approved: bool = False
+    pending_extension: PendingExtension | None = None
+    created_at: datetime
+    decided_at: datetime | None = None
+    granted_at: datetime | None = None
+    expires_at: datetime | None = None
+    ended_at: datetime | None = None
+    timeout_at: datetime | None = None
+    grants: list[GrantSegment] = Field(default_factory=list)
+    revocation_attempts: int = 0
+    revocation_escalated: bool = False
+    policy: RolePolicy
+    updated_at: datetime
+
+
+def request_workflow_id(request_id: str) -> str:
+    """Workflow ids are the request ids: one workflow per request, found without a lookup."""
+    return request_id
+
+
+DEFAULT_GATEWAY_MAX_GRANT = timedelta(hours=48)

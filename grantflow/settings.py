@@ -1,0 +1,148 @@
+"""Configuration from ``GRANTFLOW_*`` environment variables and an optional TOML file.
+
+Precedence: explicit arguments > environment > TOML file (``GRANTFLOW_CONFIG`` or ``--config``) > defaults.
+An invalid setting fails at start-up with :class:`SettingsError`, naming the setting and the problem.
+Secrets are ``SecretStr``: they are read here, handed to adapters in the worker and the web app, and never
+enter workflow inputs, results or history.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from domain.durations import PositiveDuration
+
+ENV_PREFIX = "GRANTFLOW_"
+CONFIG_ENV = "GRANTFLOW_CONFIG"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names each bad setting."""
+
+
+def default_state_dir() -> Path:
+    return Path(".grantflow")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    state_dir: Path = Field(default_factory=default_state_dir, description="local state of grantflow dev")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "grantflow"
+
+    # SQL store and evidence ledger
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite under state_dir")
+    ledger_key: SecretStr | None = Field(default=None, description="HMAC key chaining the evidence ledger")
+    ledger_anchor_path: Path | None = Field(default=None, description="append-only file anchoring the head")
+
+    # Policies and (until SCIM sync) the directory
+    policies_file: Path | None = None
+    organisation_file: Path | None = None
+
+    # The gateway (hoop.dev)
+    hoop_url: str = ""
+    hoop_api_key: SecretStr | None = None
+    gateway_max_grant: PositiveDuration = timedelta(hours=48)
+    renewal_lead: PositiveDuration = timedelta(minutes=30)
+    revoke_escalate_after: PositiveDuration = timedelta(minutes=10)
+
+    # The web app (REST API, review pages) and the CLI that talks to it
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str = Field(default="", description="base URL people reach the web app at (review links)")
+    review_link_secret: SecretStr | None = None
+    review_link_ttl: PositiveDuration = timedelta(hours=24)
+    tokens_file: Path | None = Field(default=None, description="TOML file of API tokens (sha256 hashes)")
+    api_url: str = Field(default="", description="the web app the CLI talks to")
+    api_token: SecretStr | None = None
+
+    @field_validator("hoop_url", "public_url", "api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get(CONFIG_ENV)
+        if config_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
+        return tuple(sources)
+
+    # Derived locations -------------------------------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'grantflow.db').resolve()}"
+
+    @property
+    def effective_anchor_path(self) -> Path:
+        return self.ledger_anchor_path or self.state_dir / "ledger.anchor"
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"http://{self.web_host}:{self.web_port}"
+
+    @property
+    def effective_api_url(self) -> str:
+        return self.api_url or self.effective_public_url
+
+    def require_secret(self, name: str) -> str:
+        """The value of a secret setting, or :class:`SettingsError` naming the variable to set."""
+        value = getattr(self, name)
+        if value is None or not value.get_secret_value():
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} is not set (required for this command)")
+        return str(value.get_secret_value())
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one :class:`SettingsError` naming each setting."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"configuration file {config_file} does not exist")
+        os.environ[CONFIG_ENV] = str(config_file)
+    elif (path := os.environ.get(CONFIG_ENV)) and not Path(path).is_file():
+        raise SettingsError(f"{CONFIG_ENV}={path}: configuration file does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{name}: unknown setting")
+            else:
+                problems.append(f"{ENV_PREFIX}{name.upper()} ({name}): {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

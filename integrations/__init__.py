@@ -1,0 +1,1 @@
+"""Vendor adapters behind small Protocols. Workflows never import this package; activities do."""
