@@ -50,7 +50,9 @@ class Actor(BaseModel):
     person: PersonRef
     channel: str = Field(description="api, cli, web, slack, jira, email, hoop or system")
     admin: PersonRef | None = None
-    channel_user_id: str | None = Field(default=None, description="the channel's own id, e.g. a Slack user id")
+    channel_user_id: str | None = Field(
+        default=None, description="the channel's own id, e.g. a Slack user id"
+    )
 
     @property
     def is_admin(self) -> bool:

@@ -62,6 +62,17 @@ class Verdict(StrEnum):
     DENY = "deny"
 
 
+class GatewayTimings(BaseModel):
+    """Operator settings the workflow needs, copied in at creation (they are not secrets)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_grant: PositiveDuration = timedelta(hours=48)
+    """The gateway refuses longer grants; longer access is a chain of grants renewed before each lapses."""
+    renewal_lead: PositiveDuration = timedelta(minutes=30)
+    revoke_escalate_after: PositiveDuration = timedelta(minutes=10)
+
+
 class AccessRequestInput(BaseModel):
     """Everything the workflow needs, validated at the edge. Holds no secrets.
 
@@ -80,6 +91,7 @@ class AccessRequestInput(BaseModel):
     reason: str = Field(min_length=1)
     break_glass: bool = False
     created_at: AwareDatetime
+    timings: GatewayTimings = GatewayTimings()
 
 
 class DecisionInput(BaseModel):
@@ -148,6 +160,7 @@ class RequestView(BaseModel):
     retro_review: RetroReview | None = None
     required_approvals: int
     eligible_approvers: list[PersonRef] = Field(default_factory=list)
+    approvers_resolved: bool = False
     approvals: list[Decision] = Field(default_factory=list)
     denials: list[Decision] = Field(default_factory=list)
     auto_approved: bool = False
@@ -168,6 +181,3 @@ class RequestView(BaseModel):
 def request_workflow_id(request_id: str) -> str:
     """Workflow ids are the request ids: one workflow per request, found without a lookup."""
     return request_id
-
-
-DEFAULT_GATEWAY_MAX_GRANT = timedelta(hours=48)

@@ -27,6 +27,21 @@ ENV_PREFIX = "GRANTFLOW_"
 CONFIG_ENV = "GRANTFLOW_CONFIG"
 
 
+DEV_SECRETS_FILE = "secrets.toml"
+
+
+class _DevSecretsSource(TomlConfigSettingsSource):
+    """Only the ledger key and review-link secret of a dev stack's generated secrets file."""
+
+    KEYS = ("ledger_key", "review_link_secret")
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__call__().items() if k in self.KEYS}
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, toml_file=path)
+
+
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names each bad setting."""
 
@@ -99,6 +114,12 @@ class Settings(BaseSettings):
         config_path = os.environ.get(CONFIG_ENV)
         if config_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
+        # Lowest priority: the secrets `grantflow dev` generated, so the CLI run in the same folder
+        # (e.g. `grantflow ledger verify`) uses the same ledger key as the dev stack.
+        state_dir = Path(os.environ.get(f"{ENV_PREFIX}STATE_DIR") or default_state_dir())
+        dev_secrets = state_dir / DEV_SECRETS_FILE
+        if dev_secrets.is_file():
+            sources.append(_DevSecretsSource(settings_cls, dev_secrets))
         return tuple(sources)
 
     # Derived locations -------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""Who may decide what on a request, and when a request is decided — pure functions.
+
+The workflow's Update validators call these with the state they hold; they cannot do I/O, so
+eligibility is resolved once by an activity and kept in workflow state. Every refusal is a sentence a
+person understands, because it is shown as is in the CLI, the web page, Slack and Jira, and written
+to the ledger as a refused attempt.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from domain.durations import format_duration
+from domain.identity import Actor
+from domain.requests import Decision, RequestStatus, RequestView, RetroReview, Verdict
+
+
+class Stage(StrEnum):
+    """What a decision made now would decide."""
+
+    REQUEST = "request"
+    EXTENSION = "extension"
+    RETRO_REVIEW = "retro_review"
+
+
+def open_stage(view: RequestView) -> Stage | None:
+    """The stage open for decisions, or None when nothing awaits a decision."""
+    if view.status is RequestStatus.PENDING:
+        return Stage.REQUEST
+    if view.status is RequestStatus.ACTIVE:
+        if view.pending_extension is not None:
+            return Stage.EXTENSION
+        if view.break_glass and view.retro_review is RetroReview.PENDING:
+            return Stage.RETRO_REVIEW
+    return None
+
+
+def votes_in_stage(view: RequestView, stage: Stage) -> list[Decision]:
+    if stage is Stage.EXTENSION:
+        return list(view.pending_extension.approvals) if view.pending_extension else []
+    return [d for d in view.approvals if d.stage == stage.value]
+
+
+def _not_eligible(view: RequestView, who: str) -> str:
+    return (
+        f"{who} is not an approver for {view.resource} {view.role}: "
+        f"approvers need {view.policy.describe_approvers()}"
+    )
+
+
+def decision_refusal(
+    view: RequestView, eligible_ids: set[str] | None, actor: Actor, verdict: Verdict
+) -> str | None:
+    """Why this decision must be refused, or None if it may be recorded."""
+    who = actor.person.email
+    stage = open_stage(view)
+    if stage is None:
+        if view.status is RequestStatus.ACTIVE:
+            return f"request {view.id} is already approved and ACTIVE; there is nothing to decide"
+        return f"request {view.id} is already {view.status.value}; decisions are closed"
+    if eligible_ids is None:
+        return f"request {view.id} is still being set up; try again in a moment"
+    if actor.person.id == view.requester.id:
+        if verdict is Verdict.APPROVE:
+            return f"{who} cannot approve their own request"
+        return f"{who} cannot decide on their own request; cancel or relinquish it instead"
+    if actor.person.id not in eligible_ids:
+        return _not_eligible(view, who)
+    if any(d.approver.id == actor.person.id for d in votes_in_stage(view, stage)):
+        return f"{who} has already approved this {stage.value.replace('_', ' ')}; each approver counts once"
+    return None
+
+
+def quorum_reached(view: RequestView, stage: Stage) -> bool:
+    distinct = {d.approver.id for d in votes_in_stage(view, stage) if d.verdict is Verdict.APPROVE}
+    return len(distinct) >= view.policy.min_approvals
+
+
+def is_requester_or_admin(view: RequestView, actor: Actor) -> bool:
+    return actor.is_admin or actor.person.id == view.requester.id
+
+
+def extension_refusal(view: RequestView, actor: Actor, by: timedelta) -> str | None:
+    if view.status is not RequestStatus.ACTIVE:
+        return f"request {view.id} is {view.status.value}; only ACTIVE access can be extended"
+    if not is_requester_or_admin(view, actor):
+        return f"{actor.person.email} cannot extend {view.requester.email}'s access"
+    if view.pending_extension is not None:
+        return f"an extension of request {view.id} already awaits approval"
+    limit = view.policy.cumulative_limit
+    if view.granted_total + by > limit:
+        left = max(limit - view.granted_total, timedelta(0))
+        return (
+            f"extending by {format_duration(by)} would bring the total to "
+            f"{format_duration(view.granted_total + by)}, beyond the policy's cumulative maximum of "
+            f"{format_duration(limit)} ({format_duration(left) if left else 'nothing'} left)"
+        )
+    return None
+
+
+def end_refusal(view: RequestView, actor: Actor, action: str, eligible_ids: set[str] | None) -> str | None:
+    """Why relinquish, cancel or revoke must be refused, or None."""
+    if action == "cancel":
+        if view.status is not RequestStatus.PENDING:
+            return f"request {view.id} is {view.status.value}; only PENDING requests can be cancelled"
+        if not is_requester_or_admin(view, actor):
+            return f"{actor.person.email} cannot cancel {view.requester.email}'s request"
+        return None
+    if view.status is not RequestStatus.ACTIVE:
+        verb = "relinquished" if action == "relinquish" else "revoked"
+        return f"request {view.id} is {view.status.value}; only ACTIVE access can be {verb}"
+    if action == "relinquish":
+        if not is_requester_or_admin(view, actor):
+            return (
+                f"{actor.person.email} cannot relinquish {view.requester.email}'s access; revoke it instead"
+            )
+        return None
+    if action == "revoke":
+        if actor.is_admin or (eligible_ids is not None and actor.person.id in eligible_ids):
+            return None
+        return f"{actor.person.email} cannot revoke this access: only administrators and its approvers can"
+    raise ValueError(f"unknown action {action!r}")

@@ -1,0 +1,5 @@
+"""``python -m grantflow`` is the ``grantflow`` command."""
+
+from grantflow.cli import run
+
+run()

@@ -1,0 +1,160 @@
+"""The ``grantflow`` command line. See ``grantflow --help``; the public surface is in the design note.
+
+Exit codes: 0 success; 1 refused, conflict, not found or forbidden; 2 bad usage or bad input;
+3 a server (grantflow, Temporal, the gateway) unreachable or failing; 4 invalid configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from grantflow import __version__
+from grantflow.settings import Settings, SettingsError, load_settings
+
+EXIT_CONFIG = 4
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    """Settings for a command, loaded once; an invalid setting exits 4 naming the setting."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = load_settings(obj.get("config"))
+        except SettingsError as exc:
+            click.echo(f"grantflow: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
+    settings: Settings = obj["settings"]
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="GRANTFLOW_CONFIG",
+    help="TOML configuration file (settings named as the GRANTFLOW_* variables, lower case).",
+)
+@click.version_option(__version__, prog_name="grantflow")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """grantflow: just-in-time access, recertification and identity sync beside the hoop gateway."""
+    ctx.ensure_object(dict)["config"] = config
+
+
+def _logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--temporal-port", default=7233, show_default=True)
+@click.option("--temporal-ui-port", default=8233, show_default=True)
+@click.option("--web-port", default=8000, show_default=True)
+@click.option("--hoop-port", default=8010, show_default=True)
+@click.pass_context
+def dev(ctx: click.Context, temporal_port: int, temporal_ui_port: int, web_port: int, hoop_port: int) -> None:
+    """Run the embedded stack: Temporal dev server, worker, web app and the hoop stand-in."""
+    from grantflow.dev import DevPorts, run_dev
+
+    _logging(logging.WARNING)
+    settings = settings_from(ctx)
+    ports = DevPorts(temporal=temporal_port, temporal_ui=temporal_ui_port, web=web_port, hoop=hoop_port)
+    try:
+        asyncio.run(run_dev(settings, ports))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a Temporal worker (scale horizontally: run as many as needed)."""
+    from worker import run_worker
+
+    _logging()
+    settings = settings_from(ctx)
+    _run_until_signal(lambda stop: run_worker(settings, stop))
+
+
+@main.command()
+@click.pass_context
+def server(ctx: click.Context) -> None:
+    """Run the web app: REST API, review pages (scale horizontally behind a load balancer)."""
+    from web.app import serve
+
+    _logging()
+    settings = settings_from(ctx)
+    _run_until_signal(lambda stop: serve(settings, stop))
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply the store's schema migrations (run once per release before starting workers)."""
+    from worker import open_store
+
+    settings = settings_from(ctx)
+    try:
+        open_store(settings).close()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"store schema is up to date ({settings.effective_database_url.split('@')[-1]})")
+
+
+def _run_until_signal(factory: Any) -> None:
+    import signal
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await factory(stop)
+
+    try:
+        asyncio.run(runner())
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _register_subcommands() -> None:
+    from grantflow.commands.ledger import ledger
+    from grantflow.commands.requests import request
+    from grantflow.commands.sandbox import sandbox
+
+    main.add_command(request)
+    main.add_command(ledger)
+    main.add_command(sandbox)
+
+
+_register_subcommands()
+
+
+def run() -> None:
+    """Entry point with a reliable exit code.
+
+    The Temporal SDK can crash at interpreter exit after all work succeeded (sdk-python #300), so we
+    flush and leave with ``os._exit`` carrying click's own exit code."""
+    try:
+        code = main.main(standalone_mode=False)
+        code = code if isinstance(code, int) else 0
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,100 @@
+"""``grantflow sandbox``: act as a person would against the hoop stand-in of ``grantflow dev``.
+
+``connect`` opens a session the way ``hoop connect`` would (refused without a valid grant);
+``sessions`` lists a person's sessions, so the demo can show sessions being killed at expiry.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import httpx
+
+from grantflow.settings import Settings
+
+
+def _hoop(settings: Settings) -> tuple[str, str]:
+    url = settings.hoop_url
+    key = settings.hoop_api_key.get_secret_value() if settings.hoop_api_key else ""
+    dev_file = settings.state_dir / "dev.json"
+    if not url and dev_file.exists():
+        url = json.loads(dev_file.read_text())["hoop_url"]
+    secrets_file = settings.state_dir / "secrets.toml"
+    if not key and secrets_file.exists():
+        import tomllib
+
+        key = tomllib.loads(secrets_file.read_text())["hoop_api_key"]
+    if not url or not key:
+        raise click.ClickException("no hoop stand-in found: start `grantflow dev` first (in this folder)")
+    return url, key
+
+
+@click.group()
+def sandbox() -> None:
+    """Act against the hoop stand-in of grantflow dev (open and list sessions)."""
+
+
+@sandbox.command()
+@click.option("--user", "user_email", required=True, help="email of the person connecting")
+@click.option("--connection", required=True, help="hoop connection name, e.g. pg-prod-admin")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def connect(ctx: click.Context, user_email: str, connection: str, as_json: bool) -> None:
+    """Open a session as `hoop connect` would; refused without a valid grant."""
+    from grantflow.cli import settings_from
+
+    url, key = _hoop(settings_from(ctx))
+    try:
+        resp = httpx.post(
+            f"{url}/api/_sandbox/connect",
+            json={"user_email": user_email, "connection": connection},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        click.echo(f"grantflow: hoop stand-in unreachable at {url}: {exc}", err=True)
+        ctx.exit(3)
+    body = resp.json()
+    if as_json:
+        click.echo(json.dumps(body))
+    if resp.status_code >= 400:
+        if not as_json:
+            click.echo(f"refused: {body.get('message') or body}", err=True)
+        ctx.exit(1)
+    if not as_json:
+        click.echo(f"session {body['session_id']} open for {user_email} on {connection}")
+
+
+@sandbox.command()
+@click.option("--user", "user_email", required=True)
+@click.option("--connection", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sessions(ctx: click.Context, user_email: str, connection: str | None, as_json: bool) -> None:
+    """List a person's sessions in the hoop stand-in (open ones are live)."""
+    from grantflow.cli import settings_from
+
+    url, key = _hoop(settings_from(ctx))
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        # hoop filters sessions by the user's subject id, not their email.
+        user = httpx.get(f"{url}/api/users/{user_email}", headers=headers, timeout=10)
+        if user.status_code == 404:
+            click.echo(f"{user_email} has never signed in to hoop", err=True)
+            ctx.exit(1)
+        params = {"user": user.json()["id"], "limit": "100"}
+        if connection:
+            params["connection"] = connection
+        resp = httpx.get(f"{url}/api/sessions", params=params, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        click.echo(f"grantflow: hoop stand-in unreachable at {url}: {exc}", err=True)
+        ctx.exit(3)
+    rows = resp.json().get("data", [])
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']}  {row.get('connection', '')}  {row.get('status', '')}  {row.get('start_date', '')}"
+        )

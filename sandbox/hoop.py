@@ -1,0 +1,1276 @@
+"""A local hoop.dev gateway for tests and ``grantflow dev``: a real HTTP server answering the calls grantflow
+makes, the way hoop 1.148 answers them (see ``../shared/notes/hoop.md`` and the OpenAPI spec).
+
+    hoop = HoopStandIn(state_file=Path(".grantflow/hoop.json"), clock=clock)
+    hoop.add_user("alice@corp", groups=["eng"])
+    hoop.add_connection("pg-prod", access_groups=["dba"], reviewers=["dba-owners"])
+    url = hoop.start()          # http://127.0.0.1:PORT ; the API is under {url}/api
+    ...
+    hoop.connect("alice@corp", "pg-prod")   # like `hoop connect`: refused without access or a grant
+    hoop.stop()
+
+Behaviour reproduced (where the running gateway and its spec differ, the gateway is followed):
+
+- Auth: ``Authorization: Bearer <api key>`` or the legacy ``Api-Key: <key>`` header (both look up the
+  same key table here; a key's groups come from ``api_keys``; group ``admin`` may do everything).
+  Tokens minted by ``issue_user_token`` authenticate as a person (to exercise "the owner cannot approve
+  their own"). Anything else: **401** ``{"message": "unauthorized"}``. Admin-only here: provision, users,
+  plugins, access-request rules. A non-admin caller lists only its own sessions.
+- ``POST /sessions/provision`` (API-key auth only; a person's token gets 403) → **202**
+  ``{"session_id","user_email","has_review"}``. It creates a session (status ``ready``, verb ``connect``:
+  a grant, not a running connection) and a ``jit`` review. With ``approved_reviewers`` omitted/null every
+  reviewer group of the connection is approved at once by the key, so the review is ``APPROVED`` with
+  ``revoke_at = now + access_duration_sec`` and ``access_duration`` in **nanoseconds**; ``has_review`` is
+  true only when the review was left pending. Every call creates a new session and review (no
+  deduplication); ``correlation_id`` is stored and only usable as a filter. Checks, in order: missing
+  fields → 422; a user who never signed in → **400** ``user not found: <email>``; unknown connection →
+  **404** ``connection not found`` (the spec declares no 404 for this route; chosen to match hoop's other
+  connection lookups, listed as an assumption in the contract test); the session is then written, and
+  only then is ``access_duration_sec > 48 h`` checked → **500**, leaving an orphan session without a
+  review. ``access_duration_sec`` absent or 0 → the connection's ``jit_access_duration_sec`` or 30 min.
+- ``GET /sessions``: filters ``user`` (subject id), ``connection``, ``type``, ``correlation_id``,
+  ``review.status``, ``review.approver``, ``start_date``/``end_date`` (RFC 3339), ``limit`` (default 100,
+  > 100 → 422), ``offset`` (> 10000 → 422), ``count`` (capped|exact|none); newest first;
+  ``{"data","has_next_page","total","total_is_capped"}``. Unknown query parameters are ignored, as in
+  hoop: **there is no** ``status`` **filter** (hoop.md has callers keep the ``open`` rows themselves), so
+  a client relying on one would break against the real gateway too.
+- ``GET /sessions/{id}`` → the session with its ``review`` embedded (null when it has none); ``end_date``
+  is null until the session is done. ``POST /sessions/{id}/kill`` → **204**; a session already ``done``
+  → 400.
+- ``GET /reviews``, ``GET /reviews/{id}`` (review id or session id), ``PUT /reviews/{id}``: only while
+  PENDING or APPROVED, else **400** ``review is in wrong state``; REVOKED only on an APPROVED ``jit``
+  review (400); the owner approving their own → **403**; the caller's groups must include one of
+  ``review_groups_data[].group`` unless it is admin (an admin outside the groups decides for every
+  group) → **403**; one REJECTED ends it; the review is APPROVED once ``min(len(groups), min_approvals)``
+  groups approved, as ``gateway/api/review/review.go`` does (the spec's prose says all groups;
+  ``min_approvals`` unset/0 means all groups). On approval a jit review gets ``revoke_at = now +
+  access_duration``; on REVOKED ``revoke_at`` becomes now (if that is earlier).
+- When a session opens (``connect``): the newest (by creation) APPROVED jit review for (user,
+  connection) allows it while ``revoke_at > clock()``; otherwise one of the user's groups must be in the
+  connection's access-control list (admins bypass). Revoking blocks **new** sessions only: open ones stay
+  open until killed.
+- ``GET /connections`` (an array; with ``page``/``page_size`` → ``{pages, data}``), ``GET
+  /plugins/access_control`` (connections with at least one access group, ``config`` = those groups),
+  ``GET /users``, ``GET``/``PUT /users/{emailOrID}`` (**PUT replaces the whole user**: name, slack_id and
+  groups not sent are cleared, status defaults to active), ``GET /users/groups``, ``GET
+  /access-requests/rules`` (``{pages, data}``).
+- Stand-in only: ``POST /api/_sandbox/connect {"user_email","connection"}`` → 201 ``{"session_id"}`` or
+  403 ``{"message": <why>}`` (admin auth), so the demo can open a session as ``hoop connect`` would.
+
+Test hooks: an injectable ``clock`` (``ManualClock``); ``fail_next`` injects 5xx/429 (with
+``Retry-After``) before or *after* the write; every call is recorded in ``calls``. All state is written
+atomically to ``state_file`` after every mutation and loaded back by the constructor, so a restart
+forgets nothing (calls and faults are not persisted). One lock guards all state: HTTP handlers and the
+in-process helpers run on different threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox._server import BackgroundServer
+
+DEFAULT_API_KEY = "hpk_sandbox_admin_key"
+MAX_ACCESS_DURATION_SEC = 48 * 3600
+DEFAULT_ACCESS_DURATION_SEC = 30 * 60
+NANOS = 1_000_000_000
+MAX_LIMIT = 100
+MAX_OFFSET = 10_000
+COUNT_CAP = 10_000
+ORG_ID = "9d0c3f4e-6b1a-4e52-9f0a-0d1a2b3c4d5e"
+STATE_VERSION = 1
+_ID_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-4e5f-8a9b-0c1d2e3f4a5b")
+
+PENDING, APPROVED, REJECTED, REVOKED = "PENDING", "APPROVED", "REJECTED", "REVOKED"
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class HoopAccessDenied(PermissionError):
+    """``connect`` refused: no standing access and no valid jit grant. ``str()`` says why."""
+
+
+class Call(NamedTuple):
+    """One HTTP exchange with the stand-in, as recorded for assertions."""
+
+    method: str
+    path: str  # as requested, including the /api prefix
+    query: dict[str, str]
+    json: Any  # the parsed request body, or None
+    status: int
+    response: Any = None  # the parsed response body, or None
+    injected: bool = False  # the status came from ``fail_next``
+
+
+class PendingReview(NamedTuple):
+    session_id: str
+    review_id: str
+
+
+class ManualClock:
+    """A clock for tests: stands still until moved. ``HoopStandIn(clock=ManualClock())``."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+        if self._now.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware datetime")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, delta: timedelta | None = None, /, **kwargs: float) -> datetime:
+        with self._lock:
+            self._now += (delta or timedelta()) + timedelta(**kwargs)
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self._now = when
+
+
+@dataclass
+class _Fault:
+    prefix: str
+    status: int
+    retry_after: float | str | None
+    remaining: int
+    after_write: bool
+    method: str | None
+
+
+@dataclass(frozen=True)
+class _Caller:
+    kind: str  # "apikey" | "user"
+    id: str
+    name: str
+    email: str
+    groups: tuple[str, ...]
+    slack_id: str = ""
+
+    @property
+    def admin(self) -> bool:
+        return "admin" in self.groups
+
+    def owner(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "email": self.email, "slack_id": self.slack_id}
+
+
+@dataclass
+class _HTTPError(Exception):
+    status: int
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _empty_state() -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "seq": 0,
+        "users": {},  # subject id -> user
+        "identities": {},  # email -> user known to the IdP but never signed in to hoop
+        "tokens": {},  # personal bearer token -> subject id
+        "connections": {},  # name -> connection
+        "sessions": {},  # id -> session
+        "reviews": {},  # id -> review
+        "rules": {},  # name -> access request rule
+    }
+
+
+class HoopStandIn:
+    """The hoop gateway, in process. See the module docstring for the behaviour and its sources."""
+
+    def __init__(
+        self,
+        *,
+        state_file: Path | None = None,
+        clock: Callable[[], datetime] | None = None,
+        api_keys: dict[str, list[str]] | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._clock = clock or _utcnow
+        self.state_file = Path(state_file) if state_file is not None else None
+        keys = api_keys if api_keys is not None else {DEFAULT_API_KEY: ["admin"]}
+        if not keys:
+            raise ValueError("at least one API key is needed")
+        self._api_keys: dict[str, _Caller] = {
+            key: _Caller(
+                kind="apikey",
+                id=str(uuid.uuid5(_ID_NAMESPACE, key)),
+                name=f"api-key-{n}",
+                email="",
+                groups=tuple(groups),
+            )
+            for n, (key, groups) in enumerate(keys.items(), start=1)
+        }
+        self.api_key = next(iter(keys))
+        self.calls: list[Call] = []
+        self._faults: list[_Fault] = []
+        self._server: BackgroundServer | None = None
+        self._state = _empty_state()
+        if self.state_file is not None and self.state_file.exists():
+            loaded = json.loads(self.state_file.read_text())
+            if loaded.get("version") != STATE_VERSION:
+                raise ValueError(f"{self.state_file}: unknown state version {loaded.get('version')!r}")
+            self._state.update(loaded)
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1 (``port`` 0: any free port). Returns the base URL; the API is under ``/api``."""
+        if self._server is not None:
+            raise RuntimeError("already started")
+        server = BackgroundServer(self.app, port=port)
+        url = server.start()
+        self._server = server
+        return url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return self._server.url
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api"
+
+    def now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the clock must return timezone-aware datetimes")
+        return now
+
+    def __enter__(self) -> HoopStandIn:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ seeding helpers
+
+    def add_user(
+        self,
+        email: str,
+        name: str = "",
+        groups: Iterable[str] = (),
+        status: str = "active",
+        signed_in: bool = True,
+        slack_id: str = "",
+    ) -> str:
+        """Add (or update, keeping its subject) a user; returns the subject id. ``signed_in=False`` keeps the
+        person out of hoop (known only to the IdP) until ``sign_in``: hoop has no such user before a login."""
+        if status not in ("active", "inactive", "invited"):
+            raise ValueError(f"bad status {status!r}")
+        with self._lock:
+            user = self._find_user(email)
+            record = {
+                "email": email,
+                "name": name,
+                "status": status,
+                "slack_id": slack_id,
+                "groups": sorted(set(groups)),
+            }
+            if user is not None:
+                user.update(record)
+                self._save()
+                return str(user["id"])
+            identity = self._state["identities"].get(email)
+            subject = identity["id"] if identity else str(uuid.uuid4())
+            record["id"] = subject
+            if signed_in:
+                self._state["identities"].pop(email, None)
+                self._state["users"][subject] = record
+            else:
+                self._state["identities"][email] = record
+            self._save()
+            return subject
+
+    def sign_in(self, email: str, *, idp_groups: Iterable[str] | None = None) -> str:
+        """The person logs in to hoop. With ``idp_groups`` the IdP claim overwrites their groups, as hoop
+        does at every login when a groups claim is configured. Returns the subject id."""
+        with self._lock:
+            user = self._find_user(email)
+            if user is None:
+                identity = self._state["identities"].pop(email, None)
+                if identity is None:
+                    identity = {
+                        "id": str(uuid.uuid4()),
+                        "email": email,
+                        "name": "",
+                        "status": "active",
+                        "slack_id": "",
+                        "groups": [],
+                    }
+                user = identity
+                self._state["users"][user["id"]] = user
+            if idp_groups is not None:
+                user["groups"] = sorted(set(idp_groups))
+            self._save()
+            return str(user["id"])
+
+    def issue_user_token(self, email: str) -> str:
+        """A bearer token that authenticates as this (signed-in) person, like a hoop web session."""
+        with self._lock:
+            user = self._require_user(email)
+            token = "usr_" + uuid.uuid4().hex
+            self._state["tokens"][token] = user["id"]
+            self._save()
+            return token
+
+    def add_connection(
+        self,
+        name: str,
+        type: str = "database",
+        subtype: str = "postgres",
+        access_groups: Iterable[str] = (),
+        reviewers: Iterable[str] = (),
+        *,
+        min_review_approvals: int | None = None,
+        access_max_duration: int | None = None,
+        jit_access_duration_sec: int | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Add (or update) a connection; ``access_groups`` is its access-control list. Returns its id."""
+        with self._lock:
+            existing = self._state["connections"].get(name)
+            conn = {
+                "id": existing["id"] if existing else str(uuid.uuid4()),
+                "name": name,
+                "type": type,
+                "subtype": subtype,
+                "agent_id": existing["agent_id"] if existing else str(uuid.uuid4()),
+                "access_groups": sorted(set(access_groups)),
+                "reviewers": list(reviewers),
+                "min_review_approvals": min_review_approvals,
+                "access_max_duration": access_max_duration,
+                "jit_access_duration_sec": jit_access_duration_sec,
+                "tags": dict(tags or {}),
+            }
+            self._state["connections"][name] = conn
+            self._save()
+            return str(conn["id"])
+
+    def add_access_rule(
+        self,
+        name: str,
+        *,
+        access_type: str = "jit",
+        connection_names: Sequence[str] = (),
+        reviewers_groups: Sequence[str] = (),
+        min_approvals: int | None = None,
+        access_max_duration: int | None = None,
+        description: str = "",
+    ) -> None:
+        with self._lock:
+            now = _ts(self.now())
+            existing = self._state["rules"].get(name)
+            self._state["rules"][name] = {
+                "id": existing["id"] if existing else str(uuid.uuid4()),
+                "name": name,
+                "description": description,
+                "access_type": access_type,
+                "connection_names": list(connection_names),
+                "reviewers_groups": list(reviewers_groups),
+                "approval_required_groups": [],
+                "force_approval_groups": [],
+                "skip_review_groups": [],
+                "attributes": [],
+                "all_groups_must_approve": False,
+                "min_approvals": min_approvals,
+                "access_max_duration": access_max_duration,
+                "created_at": existing["created_at"] if existing else now,
+                "updated_at": now,
+            }
+            self._save()
+
+    def create_pending_review(
+        self,
+        user_email: str,
+        connection: str,
+        *,
+        type: str = "jit",
+        groups: Sequence[str] | None = None,
+        min_approvals: int | None = None,
+        duration_sec: int = DEFAULT_ACCESS_DURATION_SEC,
+        command: str | None = None,
+        rule_name: str | None = None,
+    ) -> PendingReview:
+        """A review hoop holds as PENDING, as when a person asks for access in hoop itself (``jit``: a
+        timed connection; ``onetime``: one command, ``command``). Groups default to the connection's
+        reviewers."""
+        if type not in ("jit", "onetime"):
+            raise ValueError(f"bad review type {type!r}")
+        with self._lock:
+            user = self._require_user(user_email)
+            conn = self._state["connections"].get(connection)
+            if conn is None:
+                raise KeyError(f"no connection {connection!r}")
+            session = self._new_session(
+                user, conn, verb="exec" if type == "onetime" else "connect", status="ready"
+            )
+            if command is not None:
+                session["script"] = command
+            review = self._new_review(
+                session,
+                type=type,
+                groups=list(groups) if groups is not None else list(conn["reviewers"]),
+                min_approvals=min_approvals if min_approvals is not None else conn["min_review_approvals"],
+                duration_sec=duration_sec if type == "jit" else 0,
+                rule_name=rule_name,
+            )
+            self._save()
+            return PendingReview(session["id"], review["id"])
+
+    # ------------------------------------------------------------------ behaviour helpers
+
+    def connect(self, user_email: str, connection: str) -> str:
+        """Open a session as ``hoop connect`` would; raises ``HoopAccessDenied`` saying why when refused."""
+        with self._lock:
+            session = self._connect_locked(user_email, connection)
+            self._save()
+            return str(session["id"])
+
+    def disconnect(self, session_id: str) -> None:
+        """The person ends their session (it becomes ``done``)."""
+        with self._lock:
+            session = self._state["sessions"][session_id]
+            if session["status"] != "done":
+                session["status"] = "done"
+                session["end_date"] = _ts(self.now())
+                self._save()
+
+    def sessions(
+        self,
+        *,
+        user_email: str | None = None,
+        connection: str | None = None,
+        status: str | None = None,
+        correlation_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Sessions as the API renders them, newest first."""
+        with self._lock:
+            rows = [
+                s
+                for s in self._sorted_sessions()
+                if (user_email is None or s["user_email"] == user_email)
+                and (connection is None or s["connection"] == connection)
+                and (status is None or s["status"] == status)
+                and (correlation_id is None or s.get("correlation_id") == correlation_id)
+            ]
+            return [self._render_session(s) for s in rows]
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        with self._lock:
+            return self._render_session(self._state["sessions"][session_id])
+
+    def review(self, review_id: str) -> dict[str, Any]:
+        with self._lock:
+            return self._render_review(self._state["reviews"][review_id])
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """A deep copy of the raw state, as persisted."""
+        with self._lock:
+            return copy.deepcopy(self._state)
+
+    def user(self, email_or_id: str) -> dict[str, Any]:
+        with self._lock:
+            user = self._find_user(email_or_id)
+            if user is None:
+                raise KeyError(email_or_id)
+            return self._render_user(user)
+
+    # ------------------------------------------------------------------ fault injection
+
+    def fail_next(
+        self,
+        path_prefix: str,
+        status: int = 503,
+        retry_after: float | str | None = None,
+        count: int = 1,
+        after_write: bool = False,
+        method: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests whose path starts with ``path_prefix`` (with or without the
+        ``/api`` prefix) with ``status`` and ``{"message": "injected failure"}``, plus ``Retry-After`` when
+        given (seconds, or an HTTP-date string). ``after_write=True`` runs the request first and replaces its
+        answer: the write happened but the caller sees a failure."""
+        prefix = path_prefix if path_prefix.startswith("/api/") else "/api" + path_prefix
+        with self._lock:
+            self._faults.append(
+                _Fault(prefix, status, retry_after, count, after_write, method.upper() if method else None)
+            )
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    # ------------------------------------------------------------------ internals: state
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
+        os.replace(tmp, self.state_file)
+
+    def _next_seq(self) -> int:
+        self._state["seq"] += 1
+        return int(self._state["seq"])
+
+    def _find_user(self, email_or_id: str) -> dict[str, Any] | None:
+        users: dict[str, dict[str, Any]] = self._state["users"]
+        if email_or_id in users:
+            return users[email_or_id]
+        for user in users.values():
+            if user["email"] == email_or_id:
+                return user
+        return None
+
+    def _require_user(self, email: str) -> dict[str, Any]:
+        user = self._find_user(email)
+        if user is None:
+            raise KeyError(f"{email} has never signed in to hoop")
+        return user
+
+    def _new_session(
+        self, user: dict[str, Any], conn: dict[str, Any], *, verb: str, status: str
+    ) -> dict[str, Any]:
+        session = {
+            "id": str(uuid.uuid4()),
+            "seq": self._next_seq(),
+            "user_id": user["id"],
+            "user_email": user["email"],
+            "user_name": user["name"],
+            "connection": conn["name"],
+            "type": conn["type"],
+            "subtype": conn["subtype"],
+            "tags": dict(conn["tags"]),
+            "verb": verb,
+            "status": status,
+            "start_date": _ts(self.now()),
+            "end_date": None,
+            "correlation_id": None,
+            "metadata": {},
+            "review_id": None,
+            "script": None,
+        }
+        self._state["sessions"][session["id"]] = session
+        return session
+
+    def _new_review(
+        self,
+        session: dict[str, Any],
+        *,
+        type: str,
+        groups: list[str],
+        min_approvals: int | None,
+        duration_sec: int,
+        rule_name: str | None = None,
+        approved_by: _Caller | None = None,
+        approved_groups: set[str] | None = None,
+    ) -> dict[str, Any]:
+        now = self.now()
+        review: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "seq": self._next_seq(),
+            "session_id": session["id"],
+            "owner_id": session["user_id"],
+            "owner_email": session["user_email"],
+            "connection": session["connection"],
+            "type": type,
+            "status": PENDING,
+            "access_duration_ns": duration_sec * NANOS,
+            "created_at": _ts(now),
+            "revoke_at": None,
+            "min_approvals": min_approvals,
+            "rejection_reason": None,
+            "rule_name": rule_name,
+            "groups": [
+                {
+                    "id": str(uuid.uuid4()),
+                    "group": g,
+                    "status": PENDING,
+                    "reviewed_by": None,
+                    "review_date": None,
+                }
+                for g in groups
+            ],
+        }
+        session["review_id"] = review["id"]
+        self._state["reviews"][review["id"]] = review
+        if approved_by is not None:
+            for entry in review["groups"]:
+                if approved_groups is None or entry["group"] in approved_groups:
+                    entry.update(status=APPROVED, reviewed_by=approved_by.owner(), review_date=_ts(now))
+        self._settle_approval(review)
+        return review
+
+    def _settle_approval(self, review: dict[str, Any]) -> None:
+        """PENDING → APPROVED once ``min(len(groups), min_approvals)`` groups approved (as review.go does)."""
+        if review["status"] != PENDING:
+            return
+        groups = review["groups"]
+        needed = len(groups)
+        if review["min_approvals"]:
+            needed = min(needed, review["min_approvals"])
+        if sum(1 for g in groups if g["status"] == APPROVED) >= needed:
+            now = self.now()
+            review["status"] = APPROVED
+            if review["type"] == "jit":
+                review["revoke_at"] = _ts(now + timedelta(microseconds=review["access_duration_ns"] // 1000))
+
+    def _sorted_sessions(self) -> list[dict[str, Any]]:
+        return sorted(
+            self._state["sessions"].values(),
+            key=lambda s: (_parse_ts(s["start_date"]), s["seq"]),
+            reverse=True,
+        )
+
+    def _connect_locked(self, user_email: str, connection: str) -> dict[str, Any]:
+        user = self._find_user(user_email)
+        if user is None:
+            raise HoopAccessDenied(f"{user_email} has never signed in to hoop")
+        conn = self._state["connections"].get(connection)
+        if conn is None:
+            raise HoopAccessDenied(f"connection {connection} does not exist")
+        if user["status"] != "active":
+            raise HoopAccessDenied(f"{user_email} is {user['status']} in hoop")
+        now = self.now()
+        grants = sorted(
+            (
+                r
+                for r in self._state["reviews"].values()
+                if r["type"] == "jit"
+                and r["status"] == APPROVED
+                and r["owner_id"] == user["id"]
+                and r["connection"] == connection
+            ),
+            key=lambda r: (_parse_ts(r["created_at"]), r["seq"]),
+            reverse=True,
+        )
+        newest = grants[0] if grants else None
+        revoke_at = _parse_ts(newest["revoke_at"]) if newest is not None else None
+        via_review = (
+            newest["id"] if newest is not None and revoke_at is not None and revoke_at > now else None
+        )
+        standing = "admin" in user["groups"] or bool(set(user["groups"]) & set(conn["access_groups"]))
+        if via_review is None and not standing:
+            groups = ", ".join(conn["access_groups"]) or "none"
+            if newest is not None:
+                raise HoopAccessDenied(
+                    f"{user_email}'s jit access to {connection} expired at {newest['revoke_at']} "
+                    f"and none of their groups has access (access groups: {groups})"
+                )
+            raise HoopAccessDenied(
+                f"{user_email} has no approved jit grant for {connection} and none of their groups has "
+                f"access (access groups: {groups})"
+            )
+        session = self._new_session(user, conn, verb="connect", status="open")
+        session["review_id"] = via_review
+        return session
+
+    # ------------------------------------------------------------------ internals: rendering
+
+    def _render_review_body(self, review: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": review["id"],
+            "type": review["type"],
+            "status": review["status"],
+            "access_duration": review["access_duration_ns"],
+            "access_request_rule_name": review["rule_name"],
+            "created_at": review["created_at"],
+            "force_approval_groups": [],
+            "min_approvals": review["min_approvals"] or 0,
+            "review_groups_data": [
+                {
+                    "id": g["id"],
+                    "group": g["group"],
+                    "status": g["status"],
+                    "forced_review": False,
+                    "reviewed_by": g["reviewed_by"],
+                    "review_date": g["review_date"],
+                }
+                for g in review["groups"]
+            ],
+            "revoke_at": review["revoke_at"],
+        }
+        if review["rejection_reason"]:
+            body["rejection_reason"] = review["rejection_reason"]
+        return body
+
+    def _render_review(self, review: dict[str, Any]) -> dict[str, Any]:
+        return {**self._render_review_body(review), "session": review["session_id"]}
+
+    def _render_session(self, session: dict[str, Any]) -> dict[str, Any]:
+        review = self._state["reviews"].get(session["review_id"]) if session["review_id"] else None
+        body: dict[str, Any] = {
+            "id": session["id"],
+            "org_id": ORG_ID,
+            "user": session["user_email"],
+            "user_id": session["user_id"],
+            "user_name": session["user_name"],
+            "identity_type": "user",
+            "type": session["type"],
+            "connection": session["connection"],
+            "connection_subtype": session["subtype"],
+            "connection_tags": session["tags"],
+            "role_name": session["connection"],
+            "verb": session["verb"],
+            "status": session["status"],
+            "start_date": session["start_date"],
+            "end_date": session["end_date"],
+            "metadata": session["metadata"],
+            "review": self._render_review_body(review) if review else None,
+        }
+        if session.get("correlation_id"):
+            body["correlation_id"] = session["correlation_id"]
+        if session.get("script") is not None:
+            body["script"] = {"data": session["script"]}
+        return body
+
+    @staticmethod
+    def _render_user(user: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": user["id"],
+            "email": user["email"],
+            "name": user["name"],
+            "status": user["status"],
+            "role": "admin" if "admin" in user["groups"] else "standard",
+            "slack_id": user["slack_id"],
+            "groups": list(user["groups"]),
+        }
+
+    @staticmethod
+    def _render_connection(conn: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": conn["id"],
+            "name": conn["name"],
+            "type": conn["type"],
+            "subtype": conn["subtype"],
+            "agent_id": conn["agent_id"],
+            "status": "online",
+            "access_mode_connect": "enabled",
+            "access_mode_exec": "enabled",
+            "access_mode_runbooks": "enabled",
+            "access_schema": "enabled",
+            "reviewers": list(conn["reviewers"]),
+            "connection_tags": dict(conn["tags"]),
+            "redact_enabled": False,
+            "attributes": [],
+            "effective_features": None,  # the list endpoint never resolves it (spec prose)
+        }
+        for name in ("access_max_duration", "min_review_approvals", "jit_access_duration_sec"):
+            if conn[name] is not None:
+                body[name] = conn[name]
+        return body
+
+    @staticmethod
+    def _render_rule(rule: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in rule.items() if v is not None}
+
+    # ------------------------------------------------------------------ internals: HTTP
+
+    def _build_app(self) -> Starlette:
+        Handler = Callable[..., tuple[int, Any]]
+
+        def route(path: str, handler: Handler, methods: list[str], **opts: bool) -> Route:
+            async def endpoint(request: Request) -> Response:
+                return await self._dispatch(request, handler, **opts)
+
+            return Route(path, endpoint, methods=methods)
+
+        return Starlette(
+            routes=[
+                route("/api/sessions/provision", self._h_provision, ["POST"], admin=True, api_key_only=True),
+                route("/api/sessions", self._h_list_sessions, ["GET"]),
+                route("/api/sessions/{session_id}", self._h_get_session, ["GET"]),
+                route("/api/sessions/{session_id}/kill", self._h_kill, ["POST"]),
+                route("/api/reviews", self._h_list_reviews, ["GET"]),
+                route("/api/reviews/{review_id}", self._h_get_review, ["GET"]),
+                route("/api/reviews/{review_id}", self._h_put_review, ["PUT"]),
+                route("/api/connections", self._h_list_connections, ["GET"]),
+                route("/api/plugins/{name}", self._h_get_plugin, ["GET"], admin=True),
+                route("/api/users", self._h_list_users, ["GET"], admin=True),
+                route("/api/users/groups", self._h_list_groups, ["GET"], admin=True),
+                route("/api/users/{email_or_id}", self._h_get_user, ["GET"], admin=True),
+                route("/api/users/{email_or_id}", self._h_put_user, ["PUT"], admin=True),
+                route("/api/access-requests/rules", self._h_list_rules, ["GET"], admin=True),
+                route("/api/_sandbox/connect", self._h_sandbox_connect, ["POST"], admin=True),
+                # like gin without HandleMethodNotAllowed: anything else is a JSON 404
+                route("/{path:path}", self._h_not_found, _ALL_METHODS),
+            ]
+        )
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if path.startswith(fault.prefix) and (fault.method is None or fault.method == method):
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _authenticate(self, request: Request) -> _Caller:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            token = header[7:].strip()
+            if token in self._api_keys:
+                return self._api_keys[token]
+            subject = self._state["tokens"].get(token)
+            user = self._state["users"].get(subject) if subject else None
+            if user is not None and user["status"] == "active":
+                return _Caller(
+                    kind="user",
+                    id=user["id"],
+                    name=user["name"],
+                    email=user["email"],
+                    groups=tuple(user["groups"]),
+                    slack_id=user["slack_id"],
+                )
+        elif request.headers.get("api-key", "").strip() in self._api_keys:
+            return self._api_keys[request.headers["api-key"].strip()]
+        raise _HTTPError(401, "unauthorized")
+
+    async def _dispatch(
+        self,
+        request: Request,
+        handler: Callable[..., tuple[int, Any]],
+        *,
+        admin: bool = False,
+        api_key_only: bool = False,
+    ) -> Response:
+        method, path = request.method, request.url.path
+        query = dict(request.query_params)
+        raw = await request.body()
+        body: Any = None
+        body_error: str | None = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                body_error = f"invalid json body: {exc}"
+        headers: dict[str, str] = {}
+        with self._lock:
+            fault = self._take_fault(method, path)
+            status: int
+            payload: Any
+            if fault is not None and not fault.after_write:
+                status, payload = fault.status, {"message": "injected failure"}
+            else:
+                try:
+                    caller = self._authenticate(request)
+                    if api_key_only and caller.kind != "apikey":
+                        raise _HTTPError(403, "this route accepts only API key authentication")
+                    if admin and not caller.admin:
+                        raise _HTTPError(403, "access denied")
+                    if body_error is not None:
+                        raise _HTTPError(422, body_error)
+                    status, payload = handler(caller, dict(request.path_params), query, body)
+                except _HTTPError as exc:
+                    status, payload = exc.status, {"message": exc.message, **exc.extra}
+                if fault is not None:
+                    status, payload = fault.status, {"message": "injected failure"}
+            if fault is not None:
+                headers["X-Sandbox-Fault"] = "injected"
+                if fault.retry_after is not None:
+                    ra = fault.retry_after
+                    headers["Retry-After"] = str(int(ra)) if isinstance(ra, int | float) else ra
+            self.calls.append(Call(method, path, query, body, status, payload, fault is not None))
+        if status == 204:
+            return Response(status_code=204, headers=headers)
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    # ------------------------------------------------------------------ handlers (run under the lock)
+
+    def _h_not_found(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        raise _HTTPError(404, "404 page not found")
+
+    @staticmethod
+    def _need_object(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise _HTTPError(422, "the request body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _need_str(body: dict[str, Any], key: str) -> str:
+        value = body.get(key)
+        if not isinstance(value, str) or not value:
+            raise _HTTPError(422, f"missing or invalid attribute {key!r}")
+        return value
+
+    def _h_provision(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        body = self._need_object(body)
+        email = self._need_str(body, "user_email")
+        connection = self._need_str(body, "connection")
+        duration = body.get("access_duration_sec", 0)
+        if not isinstance(duration, int) or isinstance(duration, bool) or duration < 0:
+            raise _HTTPError(422, "access_duration_sec must be a non-negative integer")
+        approved_reviewers = body.get("approved_reviewers")
+        if approved_reviewers is not None and (
+            not isinstance(approved_reviewers, list)
+            or not all(isinstance(g, str) for g in approved_reviewers)
+        ):
+            raise _HTTPError(422, "approved_reviewers must be a list of group names")
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise _HTTPError(422, "metadata must be an object")
+        correlation_id = body.get("correlation_id")
+        if correlation_id is not None and not isinstance(correlation_id, str):
+            raise _HTTPError(422, "correlation_id must be a string")
+        user = self._find_user(email)
+        if user is None:
+            raise _HTTPError(400, f"user not found: {email}")
+        conn = self._state["connections"].get(connection)
+        if conn is None:
+            raise _HTTPError(404, "connection not found")
+        if duration == 0:
+            duration = conn["jit_access_duration_sec"] or DEFAULT_ACCESS_DURATION_SEC
+        session = self._new_session(user, conn, verb="connect", status="ready")
+        session["correlation_id"] = correlation_id or None
+        session["metadata"] = metadata
+        if duration > MAX_ACCESS_DURATION_SEC:
+            # hoop writes the session before it validates the review: the caller gets a 500 and an orphan
+            self._save()
+            raise _HTTPError(500, "failed creating review: access duration exceeds the maximum of 48h")
+        review = self._new_review(
+            session,
+            type="jit",
+            groups=list(conn["reviewers"]),
+            min_approvals=conn["min_review_approvals"],
+            duration_sec=duration,
+            approved_by=caller,
+            approved_groups=None if approved_reviewers is None else set(approved_reviewers),
+        )
+        self._save()
+        return 202, {
+            "session_id": session["id"],
+            "user_email": email,
+            "has_review": review["status"] == PENDING,
+        }
+
+    @staticmethod
+    def _int_param(query: dict[str, str], name: str, default: int) -> int:
+        raw = query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise _HTTPError(422, f"{name} must be an integer") from None
+
+    @staticmethod
+    def _date_param(query: dict[str, str], name: str) -> datetime | None:
+        raw = query.get(name)
+        if not raw:
+            return None
+        try:
+            return _parse_ts(raw)
+        except ValueError:
+            raise _HTTPError(422, f"{name} must be an RFC 3339 date") from None
+
+    def _visible(self, caller: _Caller, session: dict[str, Any]) -> bool:
+        return caller.admin or session["user_id"] == caller.id
+
+    def _h_list_sessions(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        limit = self._int_param(query, "limit", MAX_LIMIT)
+        offset = self._int_param(query, "offset", 0)
+        if not 0 < limit <= MAX_LIMIT:
+            raise _HTTPError(422, f"limit must be between 1 and {MAX_LIMIT}")
+        if not 0 <= offset <= MAX_OFFSET:
+            raise _HTTPError(422, f"offset must be between 0 and {MAX_OFFSET}")
+        count = query.get("count", "capped")
+        if count not in ("capped", "exact", "none"):
+            raise _HTTPError(422, "count must be one of capped, exact, none")
+        start, end = self._date_param(query, "start_date"), self._date_param(query, "end_date")
+        reviews = self._state["reviews"]
+
+        def keep(s: dict[str, Any]) -> bool:
+            review = reviews.get(s["review_id"]) if s["review_id"] else None
+            started = _parse_ts(s["start_date"])
+            assert started is not None
+            return (
+                self._visible(caller, s)
+                and ("user" not in query or s["user_id"] == query["user"])
+                and ("connection" not in query or s["connection"] == query["connection"])
+                and ("type" not in query or s["type"] == query["type"])
+                and ("correlation_id" not in query or s.get("correlation_id") == query["correlation_id"])
+                and (
+                    "review.status" not in query
+                    or (review is not None and review["status"] == query["review.status"])
+                )
+                and (
+                    "review.approver" not in query
+                    or (
+                        review is not None
+                        and any(
+                            (g["reviewed_by"] or {}).get("email") == query["review.approver"]
+                            for g in review["groups"]
+                        )
+                    )
+                )
+                and (start is None or started >= start)
+                and (end is None or started <= end)
+            )
+
+        rows = [s for s in self._sorted_sessions() if keep(s)]
+        page = rows[offset : offset + limit]
+        total: int | None = len(rows)
+        capped = False
+        if count == "none":
+            total = None
+        elif count == "capped" and len(rows) > COUNT_CAP:
+            total, capped = COUNT_CAP, True
+        return 200, {
+            "data": [self._render_session(s) for s in page],
+            "has_next_page": offset + len(page) < len(rows),
+            "total": total,
+            "total_is_capped": capped,
+        }
+
+    def _session_for(self, caller: _Caller, session_id: str) -> dict[str, Any]:
+        session = self._state["sessions"].get(session_id)
+        if session is None:
+            raise _HTTPError(404, "session not found")
+        if not self._visible(caller, session):
+            raise _HTTPError(403, "access denied")
+        return session
+
+    def _h_get_session(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        return 200, self._render_session(self._session_for(caller, params["session_id"]))
+
+    def _h_kill(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        session = self._session_for(caller, params["session_id"])
+        if session["status"] == "done":
+            raise _HTTPError(400, "session is already done")
+        session["status"] = "done"
+        session["end_date"] = _ts(self.now())
+        session["killed"] = True
+        self._save()
+        return 204, None
+
+    def _review_for(self, id_or_session: str) -> dict[str, Any]:
+        reviews = self._state["reviews"]
+        review = reviews.get(id_or_session)
+        if review is None:
+            session = self._state["sessions"].get(id_or_session)
+            if session is not None and session["review_id"]:
+                review = reviews.get(session["review_id"])
+        if review is None:
+            raise _HTTPError(404, "review not found")
+        return review
+
+    @staticmethod
+    def _may_see_review(caller: _Caller, review: dict[str, Any]) -> bool:
+        return (
+            caller.admin
+            or review["owner_id"] == caller.id
+            or bool(set(caller.groups) & {g["group"] for g in review["groups"]})
+        )
+
+    def _h_list_reviews(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        reviews = sorted(self._state["reviews"].values(), key=lambda r: r["seq"], reverse=True)
+        return 200, [self._render_review(r) for r in reviews if self._may_see_review(caller, r)]
+
+    def _h_get_review(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        review = self._review_for(params["review_id"])
+        if not self._may_see_review(caller, review):
+            raise _HTTPError(403, "access denied")
+        return 200, self._render_review(review)
+
+    def _h_put_review(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        body = self._need_object(body)
+        status = body.get("status")
+        if status not in (APPROVED, REJECTED, REVOKED):
+            raise _HTTPError(422, "status must be one of APPROVED, REJECTED, REVOKED")
+        reason = body.get("rejection_reason")
+        if reason is not None and not isinstance(reason, str):
+            raise _HTTPError(422, "rejection_reason must be a string")
+        review = self._review_for(params["review_id"])
+        if review["status"] not in (PENDING, APPROVED):
+            raise _HTTPError(400, "review is in wrong state")
+        if status == REVOKED and (review["status"] != APPROVED or review["type"] != "jit"):
+            raise _HTTPError(400, "only approved jit reviews can be revoked")
+        is_owner = caller.kind == "user" and caller.id == review["owner_id"]
+        if status == APPROVED and is_owner:
+            raise _HTTPError(403, "unable to approve your own review")
+        review_groups = [g["group"] for g in review["groups"]]
+        mine = set(caller.groups) & set(review_groups)
+        if not mine:
+            if caller.admin or (status == REVOKED and is_owner):
+                mine = set(review_groups)
+            else:
+                raise _HTTPError(
+                    403, f"you are not a member of any group of this review: {', '.join(review_groups)}"
+                )
+        now = self.now()
+        for entry in review["groups"]:
+            if entry["group"] in mine:
+                entry.update(status=status, reviewed_by=caller.owner(), review_date=_ts(now))
+        if status == REJECTED:
+            review["status"] = REJECTED
+            review["rejection_reason"] = reason or None
+        elif status == REVOKED:
+            review["status"] = REVOKED
+            current = _parse_ts(review["revoke_at"])
+            if current is None or current > now:
+                review["revoke_at"] = _ts(now)
+        else:
+            self._settle_approval(review)
+        self._save()
+        return 200, self._render_review(review)
+
+    def _h_list_connections(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        conns = sorted(self._state["connections"].values(), key=lambda c: c["name"])
+        for key in ("type", "subtype"):
+            if query.get(key):
+                conns = [c for c in conns if c[key] == query[key]]
+        if query.get("search"):
+            needle = query["search"].lower()
+            conns = [c for c in conns if any(needle in c[k].lower() for k in ("name", "type", "subtype"))]
+        if query.get("tag_selector"):
+            for clause in query["tag_selector"].split(","):
+                negate = "!=" in clause
+                key, _, value = clause.partition("!=" if negate else "=")
+                conns = [c for c in conns if (c["tags"].get(key.strip()) == value.strip()) != negate]
+        rendered = [self._render_connection(c) for c in conns]
+        if "page" not in query and "page_size" not in query:
+            return 200, rendered
+        page = self._int_param(query, "page", 1)
+        size = self._int_param(query, "page_size", MAX_LIMIT)
+        if page < 1 or not 1 <= size <= MAX_LIMIT:
+            raise _HTTPError(422, f"page must be >= 1 and page_size between 1 and {MAX_LIMIT}")
+        data = rendered[(page - 1) * size : page * size]
+        return 200, {"pages": {"page": page, "size": size, "total": len(rendered)}, "data": data}
+
+    def _h_get_plugin(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        if params["name"] != "access_control":
+            raise _HTTPError(404, "plugin not found")
+        conns = sorted(self._state["connections"].values(), key=lambda c: c["name"])
+        return 200, {
+            "id": str(uuid.uuid5(_ID_NAMESPACE, "plugin:access_control")),
+            "name": "access_control",
+            "priority": 0,
+            "connections": [
+                {"id": c["id"], "name": c["name"], "config": list(c["access_groups"])}
+                for c in conns
+                if c["access_groups"]
+            ],
+        }
+
+    def _h_list_users(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        users = sorted(self._state["users"].values(), key=lambda u: u["email"])
+        return 200, [self._render_user(u) for u in users]
+
+    def _h_list_groups(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        return 200, sorted({g for u in self._state["users"].values() for g in u["groups"]})
+
+    def _h_get_user(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        user = self._find_user(params["email_or_id"])
+        if user is None:
+            raise _HTTPError(404, "user not found")
+        return 200, self._render_user(user)
+
+    def _h_put_user(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        body = self._need_object(body)
+        user = self._find_user(params["email_or_id"])
+        if user is None:
+            raise _HTTPError(404, "user not found")
+        email = self._need_str(body, "email")
+        status = body.get("status") or "active"
+        if status not in ("active", "inactive", "invited"):
+            raise _HTTPError(422, "status must be one of active, inactive, invited")
+        groups = body.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise _HTTPError(422, "groups must be a list of strings")
+        for key in ("name", "slack_id"):
+            if not isinstance(body.get(key, ""), str):
+                raise _HTTPError(422, f"{key} must be a string")
+        other = self._find_user(email)
+        if other is not None and other["id"] != user["id"]:
+            raise _HTTPError(400, f"email {email} is already in use")
+        # a full replace: whatever the body leaves out is cleared
+        user.update(
+            email=email,
+            name=body.get("name", ""),
+            slack_id=body.get("slack_id", ""),
+            status=status,
+            groups=sorted(set(groups)),
+        )
+        self._save()
+        return 200, self._render_user(user)
+
+    def _h_list_rules(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        rules = [self._render_rule(r) for r in sorted(self._state["rules"].values(), key=lambda r: r["name"])]
+        page = self._int_param(query, "page", 1)
+        size = self._int_param(query, "page_size", 0)
+        if page < 1 or size < 0:
+            raise _HTTPError(400, "invalid pagination parameters")
+        data = rules if size == 0 else rules[(page - 1) * size : page * size]
+        return 200, {"pages": {"page": page, "size": size, "total": len(rules)}, "data": data}
+
+    def _h_sandbox_connect(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        body = self._need_object(body)
+        email = self._need_str(body, "user_email")
+        connection = self._need_str(body, "connection")
+        try:
+            session = self._connect_locked(email, connection)
+        except HoopAccessDenied as exc:
+            raise _HTTPError(403, str(exc)) from None
+        self._save()
+        return 201, {"session_id": session["id"]}

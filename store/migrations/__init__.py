@@ -1,0 +1,1 @@
+"""Alembic migrations of the store. :meth:`store.Store.migrate` runs them programmatically."""

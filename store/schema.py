@@ -1,0 +1,130 @@
+"""Tables of the SQL store, as SQLAlchemy Core metadata.
+
+The migrations in ``store/migrations/versions`` create exactly these tables (a test compares them);
+a change here needs a new migration.
+
+Timestamps of requests are ``UTCDateTime``: aware UTC in Python, ``timestamptz`` on PostgreSQL and a
+microsecond-precision UTC string on SQLite, so ordering and comparisons agree on both. The ledger's ``at``
+is stored as the exact canonical text that enters its hash, so a round trip can never change a byte.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive value is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, whatever the database does with time zones."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = as_utc(value)
+        # SQLite's DATETIME storage drops the offset: hand it naive UTC so nothing is shifted.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return as_utc(value)
+
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("email", String, nullable=False),
+    Column("email_lower", String, nullable=False),
+    Column("display_name", String, nullable=False, default=""),
+    Column("manager_id", String, nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Index("ix_people_email_lower", "email_lower"),
+    Index("ix_people_manager_id", "manager_id"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("person_id", String, ForeignKey("people.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_name", String, primary_key=True),
+    Column("position", Integer, nullable=False, default=0),
+    Index("ix_group_members_group_name", "group_name"),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("requester_id", String, nullable=False),
+    Column("requester_email", String, nullable=False),
+    Column("resource", String, nullable=False),
+    Column("role", String, nullable=False),
+    Column("connection", String, nullable=False),
+    Column("status", String, nullable=False),
+    # f"{requester_id}|{connection}" while the request is open, NULL once terminal: the UNIQUE index makes
+    # "one open request per (person, connection)" hold across processes without application locks.
+    Column("open_slot", String, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("view_json", Text, nullable=False),
+    Index("uq_requests_open_slot", "open_slot", unique=True),
+    Index("ix_requests_requester_created", "requester_id", "created_at"),
+    Index("ix_requests_requester_connection", "requester_id", "connection"),
+    Index("ix_requests_status_created", "status", "created_at"),
+    Index("ix_requests_created_at", "created_at"),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", String(32), nullable=False),
+    Column("kind", String, nullable=False),
+    Column("subject", String, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("channel", String, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("idempotency_key", String, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("uq_ledger_idempotency_key", "idempotency_key", unique=True),
+    Index("ix_ledger_subject_seq", "subject", "seq"),
+    Index("ix_ledger_kind_seq", "kind", "seq"),
+)

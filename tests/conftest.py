@@ -1,0 +1,77 @@
+"""Shared fixtures: real Temporal servers from the pip wheels, a migrated store, the hoop stand-in.
+
+- ``time_env``: the time-skipping test server (long timers complete at once); session scoped.
+- ``dev_env``: the Temporal dev server (``temporal server start-dev``, in memory); session scoped.
+- ``stack`` / ``time_stack``: a worker with grantflow's real activities on a unique task queue, a SQLite
+  store seeded with the example organisation, and the hoop stand-in over real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.stack import Stack, start_stack
+
+
+def _venv_binary(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.exit(f"{path} is missing: install the test extras (pip install '.[test]')", returncode=4)
+    return str(path)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_venv_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_venv_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    """grantflow's worker on the dev server, with real time: for short end-to-end flows."""
+    async with start_stack(dev_env, tmp_path, time_skipping=False) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def time_stack(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    """grantflow's worker on the time-skipping server; the hoop stand-in reads Temporal's clock."""
+    async with start_stack(time_env, tmp_path, time_skipping=True) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_grantflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Settings under test come from the test, never from the developer's environment."""
+    for name in list(os.environ):
+        if name.startswith("GRANTFLOW_"):
+            monkeypatch.delenv(name)
+    yield

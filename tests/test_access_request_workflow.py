@@ -1,0 +1,454 @@
+"""AccessRequestWorkflow on the time-skipping server, with the real activities, a SQLite store and the
+hoop stand-in over HTTP (its clock is Temporal's). Every outcome of a request is driven here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+
+from domain.policy import BreakGlass
+from domain.requests import (
+    DecisionInput,
+    EndInput,
+    EndReason,
+    ExtendInput,
+    GatewayTimings,
+    RequestStatus,
+    RequestView,
+    RetroReview,
+    Verdict,
+)
+from tests.stack import Stack
+from workflows.access_request import AccessRequestWorkflow
+
+Handle = WorkflowHandle[AccessRequestWorkflow, RequestView]
+
+
+async def approve(stack: Stack, handle: Handle, email: str, reason: str = "ok") -> RequestView:
+    return await handle.execute_update(
+        AccessRequestWorkflow.decide,
+        DecisionInput(actor=stack.actor(email), verdict=Verdict.APPROVE, reason=reason),
+    )
+
+
+async def deny(stack: Stack, handle: Handle, email: str, reason: str = "no") -> RequestView:
+    return await handle.execute_update(
+        AccessRequestWorkflow.decide,
+        DecisionInput(actor=stack.actor(email), verdict=Verdict.DENY, reason=reason),
+    )
+
+
+async def refused(coro: object) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await coro  # type: ignore[misc]
+    return str(info.value.cause)
+
+
+async def ready(stack: Stack, handle: Handle) -> RequestView:
+    """Wait until approvers are resolved (set-up is a few activities; no Temporal time passes)."""
+    return await stack.wait_for(
+        handle, lambda v: v.approvers_resolved or v.status is not RequestStatus.PENDING
+    )
+
+
+async def active(stack: Stack, handle: Handle) -> RequestView:
+    return await stack.wait_for(handle, lambda v: v.status is RequestStatus.ACTIVE)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (real time) for something an activity does after the state a test waited for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def ledger_kinds(stack: Stack, request_id: str) -> list[str]:
+    return [e.kind for e in stack.store.ledger_entries(subject=request_id)]
+
+
+async def test_approved_by_quorum_then_ended_at_expiry_with_sessions_killed(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=2))
+    view = await ready(stack, handle)
+    assert {p.email for p in view.eligible_approvers} == {
+        "bob@example.com",
+        "carol@example.com",
+        "dan@example.com",
+    }
+    await eventually(lambda: len([m for m in stack.notifier.messages if m.event == "request_created"]) == 3)
+    assert [m.recipient.email for m in stack.notifier.messages if m.event == "request_created"] == [
+        "bob@example.com",
+        "carol@example.com",
+        "dan@example.com",
+    ]
+    assert all(
+        m.link and "/review/" in m.link for m in stack.notifier.messages if m.event == "request_created"
+    )
+
+    view = await approve(stack, handle, "bob@example.com")
+    assert view.status is RequestStatus.PENDING  # one of two
+    await approve(stack, handle, "carol@example.com")
+    view = await active(stack, handle)
+    assert view.expires_at is not None and view.granted_at is not None
+    grant = view.grants[0]
+    review = stack.hoop.review(grant.review_id)
+    assert review["status"] == "APPROVED" and review["type"] == "jit"
+    # The expiry is the gateway's revoke_at, read back.
+    assert view.expires_at == grant.revoke_at
+    assert abs((view.expires_at - view.granted_at) - timedelta(hours=2)) < timedelta(seconds=5)
+
+    session_id = await stack.connect("alice@example.com", "pg-prod-admin")
+    # A session alice holds through other means on another connection is left alone.
+    standing = await stack.connect("bob@example.com", "pg-prod-ro")
+
+    result = await handle.result()  # time skips to the expiry
+    assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.EXPIRED
+    assert stack.hoop.review(grant.review_id)["status"] == "REVOKED"
+    assert stack.hoop.session(session_id)["status"] == "done"
+    assert stack.hoop.session(standing)["status"] == "open"
+    stored = stack.store.get_request(view.id)
+    assert stored is not None and stored.status is RequestStatus.ENDED
+    kinds = ledger_kinds(stack, view.id)
+    assert kinds[:2] == ["request.created", "approvers.resolved"]
+    assert kinds.count("decision.approved") == 2
+    assert kinds[-3:] == ["grant.written", "revocation.started", "request.ended"]
+    ended = stack.store.ledger_entries(subject=view.id)[-1]
+    assert session_id in ended.data["killed_session_ids"]
+    assert stack.store.verify_ledger().ok
+
+
+async def test_refused_decisions_change_nothing(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    before = await handle.query(AccessRequestWorkflow.view)
+
+    msg = await refused(approve(stack, handle, "alice@example.com"))
+    assert "cannot approve their own request" in msg
+    msg = await refused(approve(stack, handle, "erin@example.com"))
+    assert "erin@example.com is not an approver for pg-prod admin" in msg and "db-owners" in msg
+    await approve(stack, handle, "bob@example.com")
+    msg = await refused(approve(stack, handle, "bob@example.com"))
+    assert "already approved" in msg
+    msg = await refused(deny(stack, handle, "alice@example.com"))
+    assert "own request" in msg
+
+    after = await handle.query(AccessRequestWorkflow.view)
+    assert after.status is RequestStatus.PENDING
+    assert [d.approver.email for d in after.approvals] == ["bob@example.com"]
+    assert after.denials == before.denials == []
+
+    await approve(stack, handle, "carol@example.com")
+    await active(stack, handle)
+    msg = await refused(approve(stack, handle, "dan@example.com"))
+    assert "already approved and ACTIVE" in msg
+    await handle.execute_update(
+        AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com"))
+    )
+    result = await handle.result()
+    assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.RELINQUISHED
+
+
+async def test_one_eligible_deny_ends_the_request(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    await deny(stack, handle, "carol@example.com", reason="not during the freeze")
+    result = await handle.result()
+    assert result.status is RequestStatus.DENIED
+    assert result.denials[0].approver.email == "carol@example.com"
+    assert result.denials[0].reason == "not during the freeze"
+    assert result.grants == []
+    assert stack.hoop.sessions(user_email="alice@example.com") == []
+    assert stack.notifier.to("alice@example.com", "denied")
+    assert "request.denied" in ledger_kinds(stack, result.id)
+
+
+async def test_times_out_after_a_reminder(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    result = await handle.result()  # 2h request_timeout, reminder 30m before
+    assert result.status is RequestStatus.TIMED_OUT
+    reminded = {m.recipient.email for m in stack.notifier.messages if m.event == "reminder"}
+    assert reminded == {"carol@example.com", "dan@example.com"}  # only those who have not decided
+    assert (
+        result.ended_at is not None and result.timeout_at is not None and result.ended_at >= result.timeout_at
+    )
+    assert "request.timed_out" in ledger_kinds(stack, result.id)
+
+
+async def test_cancel_while_pending(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    msg = await refused(
+        handle.execute_update(AccessRequestWorkflow.cancel, EndInput(actor=stack.actor("erin@example.com")))
+    )
+    assert "cannot cancel" in msg
+    view = await handle.execute_update(
+        AccessRequestWorkflow.cancel, EndInput(actor=stack.actor("alice@example.com"), reason="not needed")
+    )
+    assert view.status is RequestStatus.CANCELLED
+    result = await handle.result()
+    assert result.status is RequestStatus.CANCELLED and result.grants == []
+
+
+async def test_extension_within_and_beyond_the_cumulative_maximum(time_stack: Stack) -> None:
+    stack = time_stack  # pg-prod admin: max 4h, cumulative 8h, extensions need 2 approvals
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=4))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    await approve(stack, handle, "carol@example.com")
+    first = await active(stack, handle)
+    assert first.expires_at is not None
+
+    msg = await refused(
+        handle.execute_update(
+            AccessRequestWorkflow.extend,
+            ExtendInput(actor=stack.actor("alice@example.com"), by=timedelta(hours=5)),
+        )
+    )
+    assert "beyond the policy's cumulative maximum of 8h" in msg
+    view = await handle.execute_update(
+        AccessRequestWorkflow.extend,
+        ExtendInput(actor=stack.actor("alice@example.com"), by=timedelta(hours=3)),
+    )
+    assert view.pending_extension is not None and view.expires_at == first.expires_at
+    assert {m.recipient.email for m in stack.notifier.messages if m.event == "extension_requested"} == {
+        "bob@example.com",
+        "carol@example.com",
+        "dan@example.com",
+    }
+    msg = await refused(approve(stack, handle, "alice@example.com"))
+    assert "own request" in msg
+    await approve(stack, handle, "dan@example.com")
+    view = await approve(stack, handle, "bob@example.com")
+    assert view.pending_extension is None
+    assert view.expires_at == first.expires_at + timedelta(hours=3)
+    assert view.granted_total == timedelta(hours=7)
+    msg = await refused(
+        handle.execute_update(
+            AccessRequestWorkflow.extend,
+            ExtendInput(actor=stack.actor("alice@example.com"), by=timedelta(hours=2)),
+        )
+    )
+    assert "1h left" in msg
+
+    result = await handle.result()
+    assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.EXPIRED
+    # The extension went past the first grant's revoke_at: it was renewed in the gateway.
+    assert len(result.grants) == 2
+    assert result.ended_at is not None and result.ended_at >= first.expires_at + timedelta(hours=3)
+    assert all(stack.hoop.review(g.review_id)["status"] == "REVOKED" for g in result.grants)
+    assert "extension.applied" in ledger_kinds(stack, result.id)
+
+
+async def test_extension_denied_keeps_access_until_the_original_expiry(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    await approve(stack, handle, "carol@example.com")
+    first = await active(stack, handle)
+    await handle.execute_update(
+        AccessRequestWorkflow.extend,
+        ExtendInput(actor=stack.actor("alice@example.com"), by=timedelta(hours=1)),
+    )
+    view = await deny(stack, handle, "dan@example.com", reason="finish tomorrow")
+    assert view.status is RequestStatus.ACTIVE and view.pending_extension is None
+    result = await handle.result()
+    assert result.end_reason is EndReason.EXPIRED and result.expires_at == first.expires_at
+
+
+async def test_self_extension_applies_at_once(time_stack: Stack) -> None:
+    stack = time_stack  # pg-prod read: self_extension, max 8h, cumulative 24h; erin is not on call
+    handle = await stack.start_request("erin@example.com", "pg-prod", "read", timedelta(hours=8))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    first = await active(stack, handle)
+    assert first.expires_at is not None
+    view = await handle.execute_update(
+        AccessRequestWorkflow.extend,
+        ExtendInput(actor=stack.actor("erin@example.com"), by=timedelta(hours=8)),
+    )
+    assert view.pending_extension is None and view.expires_at == first.expires_at + timedelta(hours=8)
+    result = await handle.result()
+    assert result.end_reason is EndReason.EXPIRED
+
+
+async def test_relinquish_and_revoke(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("erin@example.com", "pg-prod", "read", timedelta(hours=4))
+    await ready(stack, handle)
+    await approve(stack, handle, "carol@example.com")
+    view = await active(stack, handle)
+    session = await stack.connect("erin@example.com", "pg-prod-ro")
+    msg = await refused(
+        handle.execute_update(AccessRequestWorkflow.revoke, EndInput(actor=stack.actor("alice@example.com")))
+    )
+    assert "only administrators and its approvers" in msg
+    msg = await refused(
+        handle.execute_update(
+            AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com"))
+        )
+    )
+    assert "cannot relinquish" in msg
+    after = await handle.execute_update(
+        AccessRequestWorkflow.revoke,
+        EndInput(actor=stack.actor("dan@example.com"), reason="suspicious queries"),
+    )
+    assert after.status in (RequestStatus.REVOKING, RequestStatus.ENDED)
+    result = await handle.result()
+    assert result.end_reason is EndReason.REVOKED
+    assert stack.hoop.session(session)["status"] == "done"
+    assert result.ended_at is not None and view.expires_at is not None and result.ended_at < view.expires_at
+
+
+async def test_auto_approve_for_on_call(time_stack: Stack) -> None:
+    stack = time_stack  # dan is in oncall; pg-prod read auto-approves oncall
+    handle = await stack.start_request("dan@example.com", "pg-prod", "read", timedelta(hours=1))
+    view = await active(stack, handle)
+    assert view.auto_approved and view.approvals == []
+    assert stack.notifier.to("bob@example.com", "request_created") == []
+    result = await handle.result()
+    assert result.end_reason is EndReason.EXPIRED
+    assert "request.auto_approved" in ledger_kinds(stack, result.id)
+
+
+async def test_break_glass_retro_review_denied_revokes_at_once(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request(
+        "alice@example.com", "pg-prod", "admin", timedelta(hours=4), break_glass=True
+    )
+    view = await active(stack, handle)
+    assert view.retro_review is RetroReview.PENDING and view.approvals == []
+    await eventually(lambda: len([m for m in stack.notifier.messages if m.event == "retro_review"]) == 3)
+    assert {m.recipient.email for m in stack.notifier.messages if m.event == "retro_review"} == {
+        "bob@example.com",
+        "carol@example.com",
+        "dan@example.com",
+    }
+    session = await stack.connect("alice@example.com", "pg-prod-admin")
+    await deny(stack, handle, "bob@example.com", reason="no incident")
+    result = await handle.result()
+    assert result.retro_review is RetroReview.DENIED and result.end_reason is EndReason.REVOKED
+    assert stack.hoop.session(session)["status"] == "done"
+
+
+async def test_break_glass_unanswered_retro_review_revokes_at_the_deadline(time_stack: Stack) -> None:
+    stack = time_stack
+    _, base = stack.policies.role("k8s-prod", "admin")
+    policy = base.model_copy(
+        update={
+            "max_duration": timedelta(hours=8),
+            "max_cumulative": timedelta(hours=8),
+            "break_glass": BreakGlass(allowed=True, retro_review_within=timedelta(hours=3)),
+        }
+    )
+    handle = await stack.start_request(
+        "erin@example.com", "k8s-prod", "admin", timedelta(hours=8), break_glass=True, policy=policy
+    )
+    await active(stack, handle)
+    await approve(stack, handle, "niaj@example.com")  # one of the two the policy needs
+    result = await handle.result()
+    assert result.retro_review is RetroReview.DENIED and result.end_reason is EndReason.REVOKED
+    assert result.ended_at is not None and result.granted_at is not None
+    assert timedelta(hours=3) <= result.ended_at - result.granted_at < timedelta(hours=3, minutes=5)
+    assert "retro_review.unanswered" in ledger_kinds(stack, result.id)
+
+
+async def test_break_glass_approved_by_quorum_keeps_access(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request(
+        "alice@example.com", "pg-prod", "admin", timedelta(hours=4), break_glass=True
+    )
+    await active(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    view = await approve(stack, handle, "carol@example.com")
+    assert view.retro_review is RetroReview.APPROVED
+    result = await handle.result()
+    assert result.end_reason is EndReason.EXPIRED and result.retro_review is RetroReview.APPROVED
+
+
+async def test_break_glass_refused_when_the_policy_does_not_allow_it(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request(
+        "erin@example.com", "pg-prod", "read", timedelta(hours=1), break_glass=True
+    )
+    result = await handle.result()
+    assert result.status is RequestStatus.FAILED and "does not allow break-glass" in (
+        result.failure_reason or ""
+    )
+
+
+async def test_grants_beyond_the_gateway_cap_are_renewed(time_stack: Stack) -> None:
+    stack = time_stack  # warehouse read allows 7 days; hoop caps one grant at 48h
+    handle = await stack.start_request("erin@example.com", "warehouse", "read", timedelta(days=5))
+    await ready(stack, handle)
+    await approve(stack, handle, "dina@example.com")
+    first = await active(stack, handle)
+    assert first.expires_at is not None and first.granted_at is not None
+    assert first.grants[0].revoke_at - first.granted_at <= timedelta(hours=48, seconds=5)
+    result = await handle.result()
+    assert result.end_reason is EndReason.EXPIRED
+    assert len(result.grants) == 3  # 48h + 48h + 24h
+    # Each renewal was written before the previous grant lapsed: no gap in access.
+    for earlier, later in zip(result.grants, result.grants[1:], strict=False):
+        assert stack.hoop.review(later.review_id)["status"] == "REVOKED"
+        assert later.revoke_at > earlier.revoke_at
+    assert result.ended_at is not None and result.ended_at - first.granted_at >= timedelta(days=5)
+    assert all(
+        call.status in (200, 201, 202)
+        for call in stack.hoop.calls
+        if call.path.endswith("/sessions/provision")
+    )
+
+
+async def test_gateway_refusal_fails_with_a_reason(time_stack: Stack) -> None:
+    stack = time_stack  # mallory has never signed in to hoop
+    handle = await stack.start_request("mallory@example.com", "pg-prod", "read", timedelta(hours=1))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    result = await handle.result()
+    assert result.status is RequestStatus.FAILED
+    assert "never signed in" in (result.failure_reason or "")
+    assert stack.notifier.to("mallory@example.com", "closed")
+    assert "request.failed" in ledger_kinds(stack, result.id)
+
+
+async def test_failing_revocation_shows_revoking_escalates_then_ends(time_stack: Stack) -> None:
+    stack = time_stack
+    timings = GatewayTimings(revoke_escalate_after=timedelta(minutes=5))
+    handle = await stack.start_request(
+        "erin@example.com", "pg-prod", "read", timedelta(hours=1), timings=timings
+    )
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    await active(stack, handle)
+    session = await stack.connect("erin@example.com", "pg-prod-ro")
+    stack.hoop.fail_next("/reviews/", status=503, count=10_000, method="PUT")
+    await stack.env.sleep(timedelta(hours=1))
+    # Retries back off on the server's timers: move time along until the escalation is due.
+    for _ in range(20):
+        view = await handle.query(AccessRequestWorkflow.view)
+        if view.revocation_escalated:
+            break
+        assert view.status is RequestStatus.REVOKING
+        await stack.env.sleep(timedelta(minutes=1))
+    assert view.status is RequestStatus.REVOKING
+    await eventually(lambda: bool(stack.notifier.to("bob@example.com", "revocation_escalated")))
+    stack.hoop.clear_faults()
+    result = await handle.result()
+    assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.EXPIRED
+    assert result.revocation_attempts > 1
+    assert stack.hoop.session(session)["status"] == "done"
+    assert "revocation.escalated" in ledger_kinds(stack, result.id)

@@ -1,0 +1,221 @@
+"""End to end: ``grantflow dev`` as a newcomer runs it, driven by the ``grantflow`` CLI in a second process.
+
+This is the walk-through of the README: a JIT request for pg-prod admin approved by two db-owners,
+a live session through the hoop stand-in, refused self- and ineligible approvals, the end at expiry
+with the session killed, a restart of the whole stack in the middle that does not delay the end, and
+``grantflow ledger verify`` catching an edited row and a deleted last row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DevStack:
+    cwd: Path
+    ports: dict[str, int]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
+        env["GRANTFLOW_API_URL"] = f"http://127.0.0.1:{self.ports['web']}"
+        # The checkout's code, whether or not the package is installed in this environment.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def start(self) -> None:
+        with (self.cwd / "dev.out").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "grantflow",
+                    "dev",
+                    "--temporal-port",
+                    str(self.ports["temporal"]),
+                    "--temporal-ui-port",
+                    str(self.ports["ui"]),
+                    "--web-port",
+                    str(self.ports["web"]),
+                    "--hoop-port",
+                    str(self.ports["hoop"]),
+                ],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"grantflow dev exited: {(self.cwd / 'dev.out').read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.ports['web']}/healthz", timeout=1).status_code == 200:
+                    if "grantflow dev is running" in (self.cwd / "dev.out").read_text():
+                        return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"grantflow dev did not come up: {(self.cwd / 'dev.out').read_text()}")
+
+    def kill_everything(self) -> None:
+        """The whole stack dies at once (power cut): grantflow dev and its Temporal server."""
+        assert self.process is not None
+        temporal_pid = int((self.cwd / ".grantflow" / "temporal.pid").read_text())
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        os.killpg(temporal_pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # Ctrl-C
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cli(self, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "grantflow", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if expect is not None:
+            assert done.returncode == expect, f"{args} exited {done.returncode}: {done.stdout} {done.stderr}"
+        return done
+
+    def show(self, request_id: str) -> dict[str, Any]:
+        return json.loads(self.cli("request", "show", request_id, "--json").stdout)
+
+
+@pytest.fixture
+def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
+    stack = DevStack(
+        cwd=tmp_path,
+        ports={"temporal": _free_port(), "ui": _free_port(), "web": _free_port(), "hoop": _free_port()},
+    )
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _wait_status(stack: DevStack, request_id: str, status: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = stack.show(request_id)
+        if view["status"] == status:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"request {request_id} is {view['status']}, not {status}: {view}")
+        time.sleep(0.3)
+
+
+def test_jit_request_through_grantflow_dev(dev_stack: DevStack) -> None:
+    stack = dev_stack
+    created = json.loads(
+        stack.cli(
+            "request", "create", "--resource", "pg-prod", "--role", "admin", "--duration", "20s",
+            "--reason", "INC-1", "--requester", "alice@example.com", "--json",
+        ).stdout
+    )  # fmt: skip
+    request_id = created["id"]
+    assert created["status"] == "PENDING"
+
+    own = stack.cli("request", "approve", request_id, "--as", "alice@example.com", expect=1)
+    assert "cannot approve their own request" in own.stderr
+    erin = stack.cli("request", "approve", request_id, "--as", "erin@example.com", expect=1)
+    assert "not an approver for pg-prod admin" in erin.stderr
+
+    stack.cli("request", "approve", request_id, "--as", "bob@example.com")
+    stack.cli("request", "approve", request_id, "--as", "carol@example.com")
+    view = _wait_status(stack, request_id, "ACTIVE", 15)
+    assert {a["approver"]["email"] for a in view["approvals"]} == {"bob@example.com", "carol@example.com"}
+    expires_at = datetime.fromisoformat(view["expires_at"])
+
+    hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
+    grant_review = hoop_state["reviews"][view["grants"][0]["review_id"]]
+    assert grant_review["status"] == "APPROVED" and grant_review["type"] == "jit"
+
+    session = json.loads(
+        stack.cli(
+            "sandbox", "connect", "--user", "alice@example.com", "--connection", "pg-prod-admin", "--json"
+        ).stdout
+    )["session_id"]
+    refused = stack.cli(
+        "sandbox", "connect", "--user", "erin@example.com", "--connection", "pg-prod-admin", expect=1
+    )
+    assert "refused" in refused.stderr
+
+    # The whole stack dies while the grant is active, stays down a while, and comes back.
+    stack.kill_everything()
+    time.sleep(3)
+    stack.start()
+    restarted_at = datetime.now(expires_at.tzinfo)
+
+    view = _wait_status(stack, request_id, "ENDED", 40)
+    assert view["end_reason"] == "expired"
+    ended_at = datetime.fromisoformat(view["ended_at"])
+    # The end is not delayed beyond the downtime: it happens at the expiry, or right after the restart
+    # when the expiry fell inside the downtime.
+    assert (ended_at - max(expires_at, restarted_at)).total_seconds() < 5
+
+    sessions = json.loads(stack.cli("sandbox", "sessions", "--user", "alice@example.com", "--json").stdout)
+    assert {s["id"]: s["status"] for s in sessions}[session] == "done"
+    hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
+    assert hoop_state["reviews"][view["grants"][0]["review_id"]]["status"] == "REVOKED"
+
+    # The refused attempts are in the ledger, and the ledger verifies.
+    verified = stack.cli("ledger", "verify", "--json")
+    assert json.loads(verified.stdout)["ok"] is True
+    stack.stop()
+    db = sqlite3.connect(stack.cwd / ".grantflow" / "grantflow.db")
+    kinds = [row[0] for row in db.execute("select kind from ledger where subject = ?", (request_id,))]
+    assert kinds.count("decision.refused") == 2 and kinds.count("decision.approved") == 2
+
+    # One row edited by hand: verify fails and names it.
+    db.execute("update ledger set data = replace(data, 'INC-1', 'INC-2') where seq = 1")
+    db.commit()
+    broken = stack.cli("ledger", "verify", expect=1)
+    assert "1" in (broken.stdout + broken.stderr)
+    db.execute("update ledger set data = replace(data, 'INC-2', 'INC-1') where seq = 1")
+    db.commit()
+    stack.cli("ledger", "verify")
+    # The last row deleted: the anchor outside the table catches the truncation.
+    db.execute("delete from ledger where seq = (select max(seq) from ledger)")
+    db.commit()
+    truncated = stack.cli("ledger", "verify", expect=1)
+    assert "truncat" in (truncated.stdout + truncated.stderr)
+    db.close()

@@ -1,0 +1,346 @@
+"""The REST API under ``/api/v1``: requests and the ledger check, for the CLI and for other programs.
+
+Every route authenticates a bearer token (:mod:`web.auth`), turns the token and the optional ``as`` /
+``requester`` field into an :class:`~domain.identity.Actor`, and hands over to
+:class:`~web.service.RequestService`. Every error is a JSON body ``{"error": "<code>", "detail":
+"<sentence>"}`` with the status of the service error (see the tree in :mod:`web.service`); a missing or
+bad token is 401, a malformed body 422 naming the field. The OpenAPI document is at
+``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.identity import Actor, PersonRef
+from domain.requests import RequestView, Verdict
+from store import LedgerVerification
+from web.auth import Principal, TokenFileError
+from web.service import BadInput, Forbidden, RequestService, ServiceError, Unavailable
+
+if TYPE_CHECKING:
+    from web.app import WebContext
+
+log = logging.getLogger("grantflow.web.api")
+
+API_PREFIX = "/api/v1"
+CHANNEL_HEADER = "X-Grantflow-Channel"
+"""Optional request header naming the channel recorded in the ledger: ``api`` (default) or ``cli``."""
+_CHANNELS = frozenset({"api", "cli"})
+
+
+class Unauthenticated(ServiceError):
+    """No bearer token, or one that is not in the tokens file."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+# --- bodies ----------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str = Field(description="a stable code: bad_input, unauthenticated, forbidden, not_found, ...")
+    detail: str = Field(description="a sentence for a person")
+    existing_request_id: str | None = Field(default=None, description="on conflict: the open request")
+
+
+class CreateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    resource: str = Field(min_length=1, description="the resource, e.g. pg-prod", examples=["pg-prod"])
+    role: str | None = Field(default=None, description="its role; may be left out when it has only one")
+    duration: str = Field(description="how long: 30s, 15m, 2h, 1d or ISO 8601 (PT2H)", examples=["2h"])
+    reason: str = Field(description="why the access is needed (a ticket or incident id)")
+    requester: str | None = Field(
+        default=None, description="whose access (email); someone else than the token's identity needs admin"
+    )
+    break_glass: bool = Field(default=False, description="emergency access at once, reviewed afterwards")
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    reason: str = Field(default="", description="why (shown to the requester and kept in the ledger)")
+    as_: str | None = Field(default=None, alias="as", description="decide as this person (admin tokens only)")
+
+
+class ExtendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    by: str = Field(description="how much longer: 30m, 1h, ...", examples=["1h"])
+    reason: str = ""
+    as_: str | None = Field(default=None, alias="as", description="act as this person (admin tokens only)")
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    reason: str = ""
+    as_: str | None = Field(default=None, alias="as", description="act as this person (admin tokens only)")
+
+
+class RequestList(BaseModel):
+    requests: list[RequestView]
+    count: int
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("missing or invalid bearer token"),
+    403: _error("the token may not do this"),
+    422: _error("the input cannot be used; the detail names the field"),
+    503: _error("Temporal or the store is unavailable"),
+}
+REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: _error("no such request"),
+    409: _error("refused by the workflow or the policy (recorded in the ledger), or a conflicting request"),
+}
+
+
+# --- who is acting ---------------------------------------------------------------------------------
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="an API token from the tokens file (grantflow dev writes one to .grantflow/admin.token)",
+)
+
+
+def context_of(request: Request) -> WebContext:
+    return cast("WebContext", request.app.state.context)
+
+
+def service_of(request: Request) -> RequestService:
+    return context_of(request).service
+
+
+async def principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None:
+        raise Unauthenticated("no bearer token; send the header Authorization: Bearer <token>")
+    tokens = context_of(request).tokens
+    try:
+        found = await asyncio.to_thread(tokens.authenticate, credentials.credentials)
+    except TokenFileError as exc:  # fail closed, and keep the file's path out of the answer
+        log.error("the tokens file cannot be used: %s", exc)
+        raise Unavailable("authentication is unavailable: the server's tokens file cannot be used") from None
+    if found is None:
+        raise Unauthenticated("the bearer token is not valid")
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+Service = Annotated[RequestService, Depends(service_of)]
+
+
+def _channel(request: Request) -> str:
+    wanted = request.headers.get(CHANNEL_HEADER, "api").strip().lower()
+    return wanted if wanted in _CHANNELS else "api"
+
+
+async def acting(request: Request, caller: Principal, as_email: str | None, *, field: str = "as") -> Actor:
+    """The actor for this call: the token's own identity, or (admins only) the person named by ``as``."""
+    service = service_of(request)
+    channel = _channel(request)
+    own = caller.email
+    if as_email and as_email.strip() and (own is None or as_email.strip().lower() != own.lower()):
+        if not caller.is_admin:
+            raise Forbidden(
+                f"token {caller.name!r} acts only as {own}; acting for {as_email.strip()} (field {field!r}) "
+                "needs an admin token"
+            )
+        person = await service.person(as_email, what="requester" if field == "requester" else f"{field!r}:")
+        return Actor(person=person, admin=await _admin_ref(service, caller), channel=channel)
+    if own is None:
+        raise BadInput(f"token {caller.name!r} belongs to no person; say whom this is for with {field!r}")
+    try:
+        me = await service.person(own, what="token's identity")
+    except BadInput as exc:
+        raise Forbidden(str(exc)) from None
+    return Actor(person=me, admin=me if caller.is_admin else None, channel=channel)
+
+
+async def _admin_ref(service: RequestService, caller: Principal) -> PersonRef:
+    if caller.email is not None:
+        try:
+            return await service.person(caller.email)
+        except BadInput:
+            pass
+    return PersonRef(id=f"token:{caller.name}", email=caller.email or f"token:{caller.name}")
+
+
+def _require_requester(caller: Principal, what: str) -> None:
+    if not caller.may_request:
+        raise Forbidden(
+            f"token {caller.name!r} has neither the requester nor the admin role, needed to {what}"
+        )
+
+
+# --- routes ----------------------------------------------------------------------------------------
+
+router = APIRouter(prefix=API_PREFIX, tags=["requests"])
+
+
+@router.post(
+    "/requests",
+    status_code=201,
+    response_model=RequestView,
+    responses=REQUEST_ERRORS,
+    summary="Request just-in-time access",
+)
+async def create_request(request: Request, caller: Caller, service: Service, body: CreateBody) -> RequestView:
+    """Validate and start a request; answers once its approvers are resolved. ``requester`` (admin) asks on
+    behalf of someone. A second open request for the same connection is 409, naming the open one."""
+    _require_requester(caller, "create requests")
+    actor = await acting(request, caller, body.requester, field="requester")
+    return await service.create(
+        actor,
+        resource=body.resource,
+        role=body.role,
+        duration=body.duration,
+        reason=body.reason,
+        break_glass=body.break_glass,
+    )
+
+
+@router.get("/requests", response_model=RequestList, responses=AUTH_ERRORS, summary="List requests")
+async def list_requests(
+    caller: Caller,
+    service: Service,
+    status: Annotated[
+        list[str] | None, Query(description="only these statuses (repeat or comma-separate)")
+    ] = None,
+    requester: Annotated[str | None, Query(description="only this requester's (email)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> RequestList:
+    """Newest first."""
+    views = await service.list(requester_email=requester, statuses=status, limit=limit)
+    return RequestList(requests=views, count=len(views))
+
+
+@router.get(
+    "/requests/{request_id}", response_model=RequestView, responses=REQUEST_ERRORS, summary="Show one"
+)
+async def show_request(request_id: str, caller: Caller, service: Service) -> RequestView:
+    return await service.show(request_id)
+
+
+def _decision_route(verdict: Verdict) -> Any:
+    async def decide(
+        request_id: str,
+        request: Request,
+        caller: Caller,
+        service: Service,
+        body: Annotated[DecisionBody | None, Body()] = None,
+    ) -> RequestView:
+        body = body or DecisionBody()
+        actor = await acting(request, caller, body.as_)
+        return await service.decide(request_id, actor, verdict, body.reason)
+
+    decide.__doc__ = (
+        f"{verdict.value.capitalize()} as the token's identity (or, admin, as ``as``). Refused — not an "
+        "eligible approver, the requester, a second vote, a closed request — is 409 with the reason; the "
+        "refused attempt is recorded in the ledger."
+    )
+    decide.__name__ = f"{verdict.value}_request"
+    return decide
+
+
+router.add_api_route(
+    "/requests/{request_id}/approve",
+    _decision_route(Verdict.APPROVE),
+    methods=["POST"],
+    response_model=RequestView,
+    responses=REQUEST_ERRORS,
+    summary="Approve a request",
+)
+router.add_api_route(
+    "/requests/{request_id}/deny",
+    _decision_route(Verdict.DENY),
+    methods=["POST"],
+    response_model=RequestView,
+    responses=REQUEST_ERRORS,
+    summary="Deny a request",
+)
+
+
+@router.post(
+    "/requests/{request_id}/extend",
+    response_model=RequestView,
+    responses=REQUEST_ERRORS,
+    summary="Extend active access",
+)
+async def extend_request(
+    request_id: str, request: Request, caller: Caller, service: Service, body: ExtendBody
+) -> RequestView:
+    """Within the policy's cumulative maximum; needs approvals unless the policy allows self-extension."""
+    _require_requester(caller, "extend access")
+    actor = await acting(request, caller, body.as_)
+    return await service.extend(request_id, actor, body.by, body.reason)
+
+
+def _action_route(action: str) -> Any:
+    async def act(
+        request_id: str,
+        request: Request,
+        caller: Caller,
+        service: Service,
+        body: Annotated[ActionBody | None, Body()] = None,
+    ) -> RequestView:
+        body = body or ActionBody()
+        if action != "revoke":  # revoking is for admins and approvers; the workflow checks which
+            _require_requester(caller, f"{action} requests")
+        actor = await acting(request, caller, body.as_)
+        method = {"relinquish": service.relinquish, "cancel": service.cancel, "revoke": service.revoke}[
+            action
+        ]
+        return await method(request_id, actor, body.reason)
+
+    act.__name__ = f"{action}_request"
+    return act
+
+
+for _action, _summary, _doc in (
+    ("relinquish", "Give access back early", "The requester (or an admin) ends ACTIVE access now."),
+    ("cancel", "Cancel a pending request", "The requester (or an admin) withdraws a PENDING request."),
+    ("revoke", "Revoke active access", "An admin or one of the request's approvers ends ACTIVE access now."),
+):
+    _endpoint = _action_route(_action)
+    _endpoint.__doc__ = _doc
+    router.add_api_route(
+        f"/requests/{{request_id}}/{_action}",
+        _endpoint,
+        methods=["POST"],
+        response_model=RequestView,
+        responses=REQUEST_ERRORS,
+        summary=_summary,
+    )
+
+
+@router.get(
+    "/ledger/verify",
+    response_model=LedgerVerification,
+    responses=AUTH_ERRORS,
+    tags=["ledger"],
+    summary="Verify the evidence ledger (admin)",
+)
+async def verify_ledger(request: Request, caller: Caller) -> LedgerVerification:
+    """Recompute the keyed hash chain and check the anchor; ``ok`` false names the first bad entry."""
+    if not caller.is_admin:
+        raise Forbidden(f"token {caller.name!r} is not an admin token; verifying the ledger needs one")
+    store = context_of(request).store
+    return await asyncio.to_thread(store.verify_ledger)

@@ -1,0 +1,43 @@
+"""Signed, expiring review links bound to one approver and one request.
+
+A link carries ``(request_id, approver_id)`` signed with ``review_link_secret``; it expires after
+``review_link_ttl``. Whoever holds the link acts as that approver and no one else, so the link is the
+approver's identity on the web page — and the workflow still checks that the approver is eligible.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+
+class ReviewLinkError(ValueError):
+    """A review link that is forged, garbled or expired; the message says which."""
+
+
+class ReviewLinks:
+    SALT = "grantflow.review-link.v1"
+
+    def __init__(self, secret: str, base_url: str, ttl: timedelta) -> None:
+        self._serializer = URLSafeTimedSerializer(secret, salt=self.SALT)
+        self._base_url = base_url.rstrip("/")
+        self._ttl = ttl
+
+    def token(self, request_id: str, approver_id: str) -> str:
+        return str(self._serializer.dumps({"r": request_id, "a": approver_id}))
+
+    def url(self, request_id: str, approver_id: str) -> str:
+        return f"{self._base_url}/review/{self.token(request_id, approver_id)}"
+
+    def read(self, token: str) -> tuple[str, str]:
+        """The (request_id, approver_id) a token was issued for; raises :class:`ReviewLinkError`."""
+        try:
+            data = self._serializer.loads(token, max_age=int(self._ttl.total_seconds()))
+        except SignatureExpired:
+            raise ReviewLinkError("this review link has expired; ask for a new one") from None
+        except BadSignature:
+            raise ReviewLinkError("this review link is not valid") from None
+        if not isinstance(data, dict) or not {"r", "a"} <= data.keys():
+            raise ReviewLinkError("this review link is not valid")
+        return str(data["r"]), str(data["a"])

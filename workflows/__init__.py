@@ -1,0 +1,1 @@
+"""Temporal workflows: one business process per file, deterministic, no I/O, no vendor imports."""

@@ -1,0 +1,650 @@
+"""AccessRequestWorkflow: one just-in-time access request from asking to the end of the access.
+
+    PENDING ──quorum──▶ ACTIVE ──expiry / relinquish / revoke──▶ REVOKING ──verified──▶ ENDED
+       │                  ▲ (auto-approve and break-glass skip PENDING)
+       ├─ one eligible deny ─▶ DENIED
+       ├─ request_timeout ───▶ TIMED_OUT
+       ├─ cancel ────────────▶ CANCELLED
+       └─ gateway refuses ───▶ FAILED (failure_reason says what to do)
+
+Invariants:
+- Decisions arrive as Updates. Validators refuse (with a sentence) anyone not in the eligible set held in
+  state, the requester, a second vote by the same identity, and anything after the stage closed; a
+  refused update writes nothing to history. The edge records refusals in the ledger.
+- The expiry is the gateway's: ``expires_at`` is read back from the grant the gateway reports.
+- The end is never dropped: revocation is retried until the gateway confirms it (and the person's
+  sessions opened under this grant are killed); if that takes longer than ``revoke_escalate_after``
+  the approvers are told, and the request shows ``REVOKING`` meanwhile.
+- Every transition is saved to the store with one ledger entry, serialised by a lock so the store sees
+  them in order, each with an idempotency key derived from the workflow id and a step number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.directory import ApproverResolution, DirectoryActivities, ResolveApproversInput
+    from activities.gateway import (
+        GATEWAY_REFUSED,
+        GatewayActivities,
+        GrantInput,
+        RevokeInput,
+        grant_correlation_id,
+    )
+    from activities.notifications import NotificationActivities, NotifyInput
+    from activities.records import LedgerEvent, RecordActivities, RecordInput
+    from domain.approval import (
+        Stage,
+        decision_refusal,
+        end_refusal,
+        extension_refusal,
+        open_stage,
+        quorum_reached,
+    )
+    from domain.durations import format_duration
+    from domain.identity import Actor, PersonRef
+    from domain.requests import (
+        AccessRequestInput,
+        Decision,
+        DecisionInput,
+        EndInput,
+        EndReason,
+        ExtendInput,
+        GrantSegment,
+        PendingExtension,
+        RequestStatus,
+        RequestView,
+        RetroReview,
+        Verdict,
+    )
+
+# Critical side effects are retried until they succeed or fail permanently.
+CRITICAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
+)
+# Notifications are best effort: a few tries, then logged and forgotten.
+BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# How long an approved request waits for the gateway to accept a grant before it is FAILED.
+GRANT_DEADLINE = timedelta(hours=1)
+# Smallest step of the re-armable timers, so a clock skew cannot make the loop spin.
+MIN_WAIT = timedelta(milliseconds=50)
+
+
+class Refused(ApplicationError):
+    """A decision or action refused with a reason a person understands."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, type="Refused", non_retryable=True)
+
+
+@workflow.defn
+class AccessRequestWorkflow:
+    @workflow.init
+    def __init__(self, inp: AccessRequestInput) -> None:
+        self._input = inp
+        self._view = RequestView(
+            id=inp.request_id,
+            status=RequestStatus.PENDING,
+            requester=inp.requester,
+            submitted_by=inp.submitted_by.describe(),
+            resource=inp.resource,
+            role=inp.role,
+            connection=inp.policy.connection,
+            reason=inp.reason,
+            requested_duration=inp.duration,
+            break_glass=inp.break_glass,
+            required_approvals=inp.policy.min_approvals,
+            policy=inp.policy,
+            created_at=inp.created_at,
+            timeout_at=inp.created_at + inp.policy.request_timeout,
+            updated_at=inp.created_at,
+        )
+        self._eligible: set[str] | None = None
+        self._cancel: EndInput | None = None
+        self._end: tuple[EndReason, str, str, str] | None = None  # reason, actor, channel, note
+        self._active_changed = False
+        self._correlation_ids: list[str] = []
+        self._record_lock = asyncio.Lock()
+        self._step = 0
+
+    # ------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, inp: AccessRequestInput) -> RequestView:
+        await self._record(
+            "request.created",
+            actor=inp.submitted_by,
+            data={
+                "resource": inp.resource,
+                "role": inp.role,
+                "connection": inp.policy.connection,
+                "duration": format_duration(inp.duration),
+                "reason": inp.reason,
+                "break_glass": inp.break_glass,
+                "policy": inp.policy.model_dump(mode="json"),
+            },
+        )
+        resolution = await self._resolve_approvers()
+        if resolution is None:
+            return await self._finish()
+
+        if inp.break_glass:
+            if not inp.policy.break_glass.allowed:
+                self._fail(f"the policy for {inp.resource} {inp.role} does not allow break-glass access")
+                await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
+                return await self._finish()
+            self._view.retro_review = RetroReview.PENDING
+        elif resolution.auto_approve_group is not None:
+            self._view.auto_approved = True
+            self._view.decided_at = workflow.now()
+            await self._record("request.auto_approved", data={"group": resolution.auto_approve_group})
+        else:
+            await self._notify("request_created", self._view.eligible_approvers, with_review_link=True)
+            outcome = await self._await_decision()
+            if outcome is not None:
+                return await self._close(outcome)
+            self._view.decided_at = workflow.now()
+
+        if not await self._grant_first_segment():
+            return await self._finish()
+        if self._view.break_glass:
+            await self._notify("retro_review", self._view.eligible_approvers, with_review_link=True)
+        await self._stay_active()
+        await self._revoke_and_end()
+        return await self._finish()
+
+    # ------------------------------------------------------------------ phases
+
+    async def _resolve_approvers(self) -> ApproverResolution | None:
+        try:
+            resolution = await workflow.execute_activity_method(
+                DirectoryActivities.resolve_approvers,
+                ResolveApproversInput(
+                    request_id=self._view.id,
+                    requester=self._view.requester,
+                    approver_groups=list(self._input.policy.approver_groups),
+                    auto_approve_groups=list(self._input.policy.auto_approve_groups),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CRITICAL_RETRY,
+            )
+        except ActivityError as err:
+            self._fail(_cause_message(err))
+            await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
+            return None
+        self._eligible = {p.id for p in resolution.eligible}
+        self._view.eligible_approvers = list(resolution.eligible)
+        self._view.approvers_resolved = True
+        await self._record(
+            "approvers.resolved",
+            data={
+                "eligible": [p.email for p in resolution.eligible],
+                "required": self._view.required_approvals,
+            },
+        )
+        return resolution
+
+    async def _await_decision(self) -> RequestStatus | None:
+        """Wait for quorum (None), or a deny, cancel or timeout (the status to close with)."""
+        view = self._view
+        assert view.timeout_at is not None
+        reminder_before = self._input.policy.reminder_before
+        reminder_at = view.timeout_at - reminder_before if reminder_before else None
+        while True:
+            if view.denials:
+                return RequestStatus.DENIED
+            if self._cancel is not None:
+                return RequestStatus.CANCELLED
+            if quorum_reached(view, Stage.REQUEST):
+                return None
+            now = workflow.now()
+            if now >= view.timeout_at:
+                return RequestStatus.TIMED_OUT
+            deadline = view.timeout_at
+            if reminder_at is not None:
+                if now >= reminder_at:
+                    reminder_at = None
+                    voted = {d.approver.id for d in view.approvals}
+                    waiting = [p for p in view.eligible_approvers if p.id not in voted]
+                    await self._notify("reminder", waiting, with_review_link=True)
+                    continue
+                deadline = reminder_at
+            await self._wait(
+                lambda: bool(view.denials) or self._cancel is not None or quorum_reached(view, Stage.REQUEST),
+                deadline - now,
+            )
+
+    async def _grant_first_segment(self) -> bool:
+        """Write the grant; True once ACTIVE, False when the gateway refused (the request is FAILED)."""
+        now = workflow.now()
+        duration = self._view.requested_duration
+        try:
+            segment = await self._write_grant(min(duration, self._input.timings.max_grant))
+        except ActivityError as err:
+            self._fail(_cause_message(err))
+            await self._sweep_after_failed_grant()
+            await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
+            await self._notify("closed", [self._view.requester])
+            return False
+        view = self._view
+        view.status = RequestStatus.ACTIVE
+        view.granted_at = now
+        view.granted_total = duration
+        # The gateway enforces its own revoke_at; when one grant covers the whole duration, that is the
+        # expiry. Longer access is renewed segment by segment up to the intended end.
+        view.expires_at = segment.revoke_at if duration <= self._input.timings.max_grant else now + duration
+        await self._record(
+            "grant.written",
+            data={
+                "session_id": segment.session_id,
+                "review_id": segment.review_id,
+                "correlation_id": segment.correlation_id,
+                "revoke_at": segment.revoke_at.isoformat(),
+                "expires_at": view.expires_at.isoformat(),
+                "auto_approved": view.auto_approved,
+                "break_glass": view.break_glass,
+            },
+        )
+        await self._notify("active", [view.requester])
+        return True
+
+    async def _stay_active(self) -> None:
+        """Hold the grant until its end: renew segments, apply extensions, close the retro review."""
+        view = self._view
+        timings = self._input.timings
+        lead = min(timings.renewal_lead, timings.max_grant / 2)
+        retro_deadline = (
+            view.granted_at + self._input.policy.break_glass.retro_review_within
+            if view.break_glass and view.granted_at is not None
+            else None
+        )
+        while self._end is None:
+            assert view.expires_at is not None
+            now = workflow.now()
+            if now >= view.expires_at:
+                self._end = (EndReason.EXPIRED, "grantflow", "system", "")
+                break
+            wake = view.expires_at
+            if retro_deadline is not None and view.retro_review is RetroReview.PENDING:
+                if now >= retro_deadline:
+                    view.retro_review = RetroReview.DENIED
+                    await self._record(
+                        "retro_review.unanswered", data={"deadline": retro_deadline.isoformat()}
+                    )
+                    self._end = (
+                        EndReason.REVOKED,
+                        "grantflow",
+                        "system",
+                        "break-glass retro-review unanswered",
+                    )
+                    break
+                wake = min(wake, retro_deadline)
+            last = view.grants[-1]
+            if last.revoke_at < view.expires_at:
+                renew_at = last.revoke_at - lead
+                if now >= renew_at:
+                    await self._renew()
+                    continue
+                wake = min(wake, renew_at)
+            self._active_changed = False
+            await self._wait(lambda: self._end is not None or self._active_changed, wake - now)
+
+    async def _renew(self) -> None:
+        view = self._view
+        assert view.expires_at is not None
+        remaining = view.expires_at - workflow.now()
+        covers = remaining <= self._input.timings.max_grant
+        try:
+            segment = await self._write_grant(min(remaining, self._input.timings.max_grant))
+        except ActivityError as err:
+            reason = _cause_message(err)
+            view.failure_reason = f"renewing the grant failed: {reason}"
+            await self._record("grant.renewal_failed", data={"reason": reason})
+            self._end = (EndReason.REVOKED, "grantflow", "system", view.failure_reason)
+            return
+        if covers:
+            view.expires_at = segment.revoke_at
+        await self._record(
+            "grant.renewed",
+            data={
+                "session_id": segment.session_id,
+                "review_id": segment.review_id,
+                "revoke_at": segment.revoke_at.isoformat(),
+                "expires_at": view.expires_at.isoformat(),
+            },
+        )
+
+    async def _write_grant(self, duration: timedelta) -> GrantSegment:
+        segment_no = len(self._correlation_ids)
+        self._correlation_ids.append(grant_correlation_id(self._view.id, segment_no))
+        segment = await workflow.execute_activity_method(
+            GatewayActivities.grant,
+            GrantInput(
+                request_id=self._view.id,
+                segment=segment_no,
+                user_email=self._view.requester.email,
+                connection=self._view.connection,
+                duration_seconds=max(1, math.ceil(duration.total_seconds())),  # never end early
+            ),
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=GRANT_DEADLINE,
+            retry_policy=CRITICAL_RETRY,
+        )
+        self._view.grants.append(segment)
+        return segment
+
+    async def _sweep_after_failed_grant(self) -> None:
+        """A grant may exist even though the call failed (e.g. created before a 500): take it away."""
+        try:
+            await self._execute_revoke(start_to_close=timedelta(seconds=60))
+        except ActivityError as err:  # pragma: no cover - the revoke retries until it succeeds
+            workflow.logger.error("cleanup after a failed grant did not complete: %s", err)
+
+    async def _revoke_and_end(self) -> None:
+        assert self._end is not None
+        reason, actor, channel, note = self._end
+        view = self._view
+        view.status = RequestStatus.REVOKING
+        await self._record(
+            "revocation.started", actor=actor, channel=channel, data={"reason": reason, "note": note}
+        )
+        handle = workflow.start_activity_method(
+            GatewayActivities.revoke,
+            self._revoke_input(),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=CRITICAL_RETRY,
+        )
+        escalate_after = self._input.timings.revoke_escalate_after
+        done, _ = await workflow.wait([handle], timeout=escalate_after.total_seconds())
+        if not done:
+            view.revocation_escalated = True
+            await self._record("revocation.escalated", data={"after": format_duration(escalate_after)})
+            await self._notify(
+                "revocation_escalated",
+                view.eligible_approvers,
+                note=f"revocation has not succeeded for {format_duration(escalate_after)}",
+            )
+        result = await handle
+        view.status = RequestStatus.ENDED
+        view.end_reason = reason
+        view.ended_at = workflow.now()
+        view.revocation_attempts = result.attempt
+        await self._record(
+            "request.ended",
+            actor=actor,
+            channel=channel,
+            data={
+                "end_reason": reason.value,
+                "note": note,
+                "revoked_review_ids": result.revoked_review_ids,
+                "killed_session_ids": result.killed_session_ids,
+                "attempts": result.attempt,
+            },
+        )
+        await self._notify("closed", [view.requester, *self._approvers_who_decided()], note=note)
+
+    async def _execute_revoke(self, start_to_close: timedelta) -> Any:
+        return await workflow.execute_activity_method(
+            GatewayActivities.revoke,
+            self._revoke_input(),
+            start_to_close_timeout=start_to_close,
+            retry_policy=CRITICAL_RETRY,
+        )
+
+    def _revoke_input(self) -> RevokeInput:
+        return RevokeInput(
+            request_id=self._view.id,
+            user_email=self._view.requester.email,
+            connection=self._view.connection,
+            correlation_ids=list(self._correlation_ids),
+        )
+
+    async def _close(self, status: RequestStatus) -> RequestView:
+        view = self._view
+        view.status = status
+        view.ended_at = workflow.now()
+        actor: str | Actor = "grantflow"
+        data: dict[str, Any] = {}
+        if status is RequestStatus.CANCELLED and self._cancel is not None:
+            actor = self._cancel.actor
+            data["reason"] = self._cancel.reason
+        elif status is RequestStatus.DENIED:
+            denial = view.denials[0]
+            data = {"by": denial.approver.email, "reason": denial.reason}
+        await self._record(f"request.{status.value.lower()}", actor=actor, data=data)
+        template = "denied" if status is RequestStatus.DENIED else "closed"
+        await self._notify(template, [view.requester])
+        return await self._finish()
+
+    async def _finish(self) -> RequestView:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    # ------------------------------------------------------------------ updates and queries
+
+    @workflow.query
+    def view(self) -> RequestView:
+        return self._view
+
+    @workflow.update
+    async def decide(self, inp: DecisionInput) -> RequestView:
+        refusal = decision_refusal(self._view, self._eligible, inp.actor, inp.verdict)
+        if refusal is not None:  # state may have moved between validation and handling
+            raise Refused(refusal)
+        stage = open_stage(self._view)
+        assert stage is not None
+        view = self._view
+        decision = Decision(
+            approver=inp.actor.person,
+            verdict=inp.verdict,
+            reason=inp.reason,
+            channel=inp.actor.channel,
+            on_behalf_by=inp.actor.admin,
+            at=workflow.now(),
+            stage=stage.value,
+        )
+        kind = "decision.approved" if inp.verdict is Verdict.APPROVE else "decision.denied"
+        data: dict[str, Any] = {"stage": stage.value, "reason": inp.reason}
+        if stage is Stage.EXTENSION:
+            assert view.pending_extension is not None
+            extension = view.pending_extension
+            if inp.verdict is Verdict.APPROVE:
+                extension.approvals.append(decision)
+                if quorum_reached(view, Stage.EXTENSION):
+                    await self._record(kind, actor=inp.actor, data=data)
+                    await self._apply_extension(extension.by, inp.actor, extension.reason)
+                    return view
+            else:
+                view.denials.append(decision)
+                view.pending_extension = None
+                data["extension_denied"] = format_duration(extension.by)
+        elif inp.verdict is Verdict.APPROVE:
+            view.approvals.append(decision)
+            if stage is Stage.RETRO_REVIEW and quorum_reached(view, Stage.RETRO_REVIEW):
+                view.retro_review = RetroReview.APPROVED
+                data["retro_review"] = "approved"
+                self._active_changed = True
+        else:
+            view.denials.append(decision)
+            if stage is Stage.RETRO_REVIEW:
+                view.retro_review = RetroReview.DENIED
+                self._request_end(EndReason.REVOKED, inp.actor, "break-glass retro-review denied")
+        await self._record(kind, actor=inp.actor, data=data)
+        return view
+
+    @decide.validator
+    def _validate_decide(self, inp: DecisionInput) -> None:
+        refusal = decision_refusal(self._view, self._eligible, inp.actor, inp.verdict)
+        if refusal is not None:
+            raise Refused(refusal)
+
+    @workflow.update
+    async def extend(self, inp: ExtendInput) -> RequestView:
+        refusal = extension_refusal(self._view, inp.actor, inp.by)
+        if refusal is not None:
+            raise Refused(refusal)
+        if self._input.policy.self_extension:
+            await self._apply_extension(inp.by, inp.actor, inp.reason)
+            return self._view
+        self._view.pending_extension = PendingExtension(
+            by=inp.by, requested_at=workflow.now(), reason=inp.reason
+        )
+        await self._record(
+            "extension.requested", actor=inp.actor, data={"by": format_duration(inp.by), "reason": inp.reason}
+        )
+        await self._notify("extension_requested", self._view.eligible_approvers, with_review_link=True)
+        return self._view
+
+    @extend.validator
+    def _validate_extend(self, inp: ExtendInput) -> None:
+        refusal = extension_refusal(self._view, inp.actor, inp.by)
+        if refusal is not None:
+            raise Refused(refusal)
+
+    async def _apply_extension(self, by: timedelta, actor: Actor, reason: str) -> None:
+        view = self._view
+        assert view.expires_at is not None
+        view.pending_extension = None
+        view.expires_at = view.expires_at + by
+        view.granted_total = view.granted_total + by
+        self._active_changed = True
+        await self._record(
+            "extension.applied",
+            actor=actor,
+            data={"by": format_duration(by), "expires_at": view.expires_at.isoformat(), "reason": reason},
+        )
+
+    @workflow.update
+    async def relinquish(self, inp: EndInput) -> RequestView:
+        return await self._handle_end("relinquish", inp)
+
+    @relinquish.validator
+    def _validate_relinquish(self, inp: EndInput) -> None:
+        self._validate_end("relinquish", inp)
+
+    @workflow.update
+    async def revoke(self, inp: EndInput) -> RequestView:
+        return await self._handle_end("revoke", inp)
+
+    @revoke.validator
+    def _validate_revoke(self, inp: EndInput) -> None:
+        self._validate_end("revoke", inp)
+
+    @workflow.update
+    async def cancel(self, inp: EndInput) -> RequestView:
+        return await self._handle_end("cancel", inp)
+
+    @cancel.validator
+    def _validate_cancel(self, inp: EndInput) -> None:
+        self._validate_end("cancel", inp)
+
+    def _validate_end(self, action: str, inp: EndInput) -> None:
+        refusal = end_refusal(self._view, inp.actor, action, self._eligible)
+        if refusal is not None:
+            raise Refused(refusal)
+
+    async def _handle_end(self, action: str, inp: EndInput) -> RequestView:
+        self._validate_end(action, inp)
+        if action == "cancel":
+            self._cancel = inp
+            await workflow.wait_condition(lambda: self._view.status is not RequestStatus.PENDING)
+        else:
+            reason = EndReason.RELINQUISHED if action == "relinquish" else EndReason.REVOKED
+            self._request_end(reason, inp.actor, inp.reason)
+            await workflow.wait_condition(lambda: self._view.status is not RequestStatus.ACTIVE)
+        return self._view
+
+    def _request_end(self, reason: EndReason, actor: Actor, note: str) -> None:
+        if self._end is None:
+            self._end = (reason, actor.describe(), actor.channel, note)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _fail(self, reason: str) -> None:
+        self._view.status = RequestStatus.FAILED
+        self._view.failure_reason = reason
+        self._view.ended_at = workflow.now()
+
+    def _approvers_who_decided(self) -> list[PersonRef]:
+        seen: dict[str, PersonRef] = {}
+        for d in [*self._view.approvals, *self._view.denials]:
+            seen.setdefault(d.approver.id, d.approver)
+        return list(seen.values())
+
+    async def _wait(self, condition: Any, timeout: timedelta) -> None:
+        try:
+            await workflow.wait_condition(condition, timeout=max(timeout, MIN_WAIT))
+        except TimeoutError:
+            pass
+
+    async def _record(
+        self,
+        kind: str,
+        *,
+        actor: Actor | str = "grantflow",
+        channel: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        async with self._record_lock:
+            self._step += 1
+            self._view.updated_at = workflow.now()
+            if isinstance(actor, Actor):
+                actor_text, channel = actor.describe(), channel or actor.channel
+            else:
+                actor_text = actor
+            event = LedgerEvent(
+                kind=kind,
+                actor=actor_text,
+                channel=channel or "system",
+                data={"status": self._view.status.value, **(data or {})},
+            )
+            await workflow.execute_activity_method(
+                RecordActivities.record,
+                RecordInput(
+                    view=self._view,
+                    event=event,
+                    idempotency_key=f"{workflow.info().workflow_id}:{self._step}",
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CRITICAL_RETRY,
+            )
+
+    async def _notify(
+        self, event: str, recipients: list[PersonRef], *, with_review_link: bool = False, note: str = ""
+    ) -> None:
+        if not recipients:
+            return
+        try:
+            await workflow.execute_activity_method(
+                NotificationActivities.notify,
+                NotifyInput(
+                    event=event,
+                    view=self._view,
+                    recipients=recipients,
+                    with_review_link=with_review_link,
+                    note=note,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=BEST_EFFORT_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("notification %s for %s not sent: %s", event, self._view.id, err.cause)
+
+
+def _cause_message(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        if cause.type == GATEWAY_REFUSED:
+            return f"the gateway refused: {cause.message}"
+        return cause.message
+    if cause is not None and "Timeout" in type(cause).__name__:
+        return "the gateway did not accept the grant in time; try again later"
+    return str(cause or err)
