@@ -16,9 +16,21 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.stack import Stack, start_stack
+
+
+# The SDK core warns on stdout about capabilities the test servers do not advertise; keep errors only.
+Runtime.set_default(
+    Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+        )
+    ),
+    error_if_already_set=False,
+)
 
 
 def _venv_binary(name: str) -> str:
