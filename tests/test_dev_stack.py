@@ -8,6 +8,7 @@ with the session killed, a restart of the whole stack in the middle that does no
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -29,6 +30,14 @@ pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _installed() -> bool:
+    try:
+        importlib.metadata.distribution("grantflow")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -45,8 +54,10 @@ class DevStack:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
         env["GRANTFLOW_API_URL"] = f"http://127.0.0.1:{self.ports['web']}"
-        # The checkout's code, whether or not the package is installed in this environment.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        if not _installed():
+            # Not installed (running from a bare checkout): use the checkout's code. When installed, the
+            # installed package runs, so what the wheel lacks (a template, a subpackage) fails here.
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         return env
 
     def start(self) -> None:
