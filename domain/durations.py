@@ -70,3 +70,19 @@ PositiveDuration = Annotated[
     PlainSerializer(lambda v: v.total_seconds(), return_type=float, when_used="json"),
 ]
 """A positive ``timedelta`` that accepts the short and ISO forms and seconds; JSON carries seconds."""
+
+
+def _non_negative(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    if isinstance(value, timedelta) and value < timedelta(0):
+        raise DurationError(f"duration {format_duration(value)!r} must not be negative")
+    return value
+
+
+Elapsed = Annotated[
+    timedelta,
+    BeforeValidator(_non_negative),
+    PlainSerializer(lambda v: v.total_seconds(), return_type=float, when_used="json"),
+]
+"""A non-negative ``timedelta`` (e.g. access granted so far); JSON carries seconds like PositiveDuration."""

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from domain.durations import PositiveDuration
+from domain.durations import Elapsed, PositiveDuration
 from domain.identity import Actor, PersonRef
 from domain.policy import RolePolicy
 
@@ -155,7 +155,7 @@ class RequestView(BaseModel):
     connection: str
     reason: str
     requested_duration: PositiveDuration
-    granted_total: timedelta = timedelta(0)
+    granted_total: Elapsed = timedelta(0)
     break_glass: bool = False
     retro_review: RetroReview | None = None
     required_approvals: int

@@ -271,7 +271,7 @@ async def test_extend_relinquish_cancel_revoke(api: Api) -> None:
     rid = (await create(api, "dan", role="read", duration="1h"))["id"]
     await wait_status(api, rid, "ACTIVE")
     ext = await api.call("dan", "POST", f"/requests/{rid}/extend", json={"by": "30m", "reason": "more"})
-    assert ext.status_code == 200 and ext.json()["granted_total"] == "PT1H30M"
+    assert ext.status_code == 200 and ext.json()["granted_total"] == 5400
     too_much = await api.call("dan", "POST", f"/requests/{rid}/extend", json={"by": "2d"})
     assert too_much.status_code == 409 and "cumulative maximum" in too_much.json()["detail"]
     zero = await api.call("dan", "POST", f"/requests/{rid}/extend", json={"by": "0s"})

@@ -54,7 +54,9 @@ async def _record(stack: Stack, name: str, history: WorkflowHistory) -> None:
     if os.environ.get("RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         (HISTORIES / f"{name}.json").write_text(
-            json.dumps({"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}, indent=1)
+            json.dumps(
+                {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}, indent=1
+            )
         )
 
 
@@ -68,13 +70,16 @@ async def test_current_code_replays_its_own_history_and_keeps_secrets_out(time_s
             AccessRequestWorkflow.decide, DecisionInput(actor=stack.actor(email), verdict=Verdict.APPROVE)
         )
     await stack.wait_for(approved, lambda v: v.status is RequestStatus.ACTIVE)
-    await approved.execute_update(AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com")))
+    await approved.execute_update(
+        AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com"))
+    )
     await approved.result()
 
     denied = await stack.start_request("erin@example.com", "pg-prod", "read", timedelta(hours=1))
     await stack.wait_for(denied, lambda v: v.approvers_resolved)
     await denied.execute_update(
-        AccessRequestWorkflow.decide, DecisionInput(actor=stack.actor("dan@example.com"), verdict=Verdict.DENY)
+        AccessRequestWorkflow.decide,
+        DecisionInput(actor=stack.actor("dan@example.com"), verdict=Verdict.DENY),
     )
     await denied.result()
 
