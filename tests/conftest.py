@@ -21,7 +21,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.stack import Stack, start_stack
 
-
 # The SDK core warns on stdout about capabilities the test servers do not advertise; keep errors only.
 Runtime.set_default(
     Runtime(
