@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -17,33 +18,47 @@ from temporalio.worker import Worker
 
 from activities.directory import DirectoryActivities
 from activities.gateway import GatewayActivities
+from activities.identity_sync import IdentitySyncActivities, SyncInput
 from activities.notifications import NotificationActivities
 from activities.records import RecordActivities
+from activities.standing_access import StandingAccessActivities
 from grantflow.settings import Settings
 from integrations.gateway import Gateway
 from integrations.notify import Notifier, OutboxNotifier
+from integrations.scim import ScimDirectory
 from store import Store
 from web.links import ReviewLinks
 from workflows.access_request import AccessRequestWorkflow
+from workflows.identity_sync import IdentitySyncWorkflow
 
 log = logging.getLogger("grantflow.worker")
 
-WORKFLOWS: Sequence[type] = (AccessRequestWorkflow,)
+WORKFLOWS: Sequence[type] = (AccessRequestWorkflow, IdentitySyncWorkflow)
 
 
 def build_activities(
-    *, store: Store, gateway: Gateway, notifier: Notifier, links: ReviewLinks | None
+    *,
+    store: Store,
+    gateway: Gateway,
+    notifier: Notifier,
+    links: ReviewLinks | None,
+    scim: ScimDirectory | None = None,
+    max_deactivation_share: float = 0.10,
 ) -> list[Callable[..., Any]]:
     records = RecordActivities(store)
     directory = DirectoryActivities(store)
     gateway_activities = GatewayActivities(gateway)
     notifications = NotificationActivities(notifier, links)
+    sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share)
+    standing = StandingAccessActivities(store, gateway, scim)
     return [
         records.record,
         directory.resolve_approvers,
         gateway_activities.grant,
         gateway_activities.revoke,
         notifications.notify,
+        sync.sync_directory,
+        standing.revoke_membership,
     ]
 
 
@@ -88,6 +103,52 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
+def build_scim(settings: Settings) -> ScimDirectory | None:
+    if not settings.scim_url:
+        return None
+    return ScimDirectory.connect(settings.scim_url, settings.require_secret("scim_token"))
+
+
+SYNC_SCHEDULES = {"identity-sync-incremental": False, "identity-sync-full": True}
+
+
+async def ensure_sync_schedules(client: Client, settings: Settings) -> None:
+    """Create or update the identity-sync schedules (idempotent; every worker may call it at start)."""
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleAlreadyRunningError,
+        ScheduleIntervalSpec,
+        SchedulePolicy,
+        ScheduleSpec,
+        ScheduleUpdate,
+        ScheduleUpdateInput,
+    )
+    from temporalio.client import ScheduleOverlapPolicy as Overlap
+
+    for schedule_id, full in SYNC_SCHEDULES.items():
+        every = settings.full_sync_interval if full else settings.sync_interval
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                IdentitySyncWorkflow.run,
+                SyncInput(sync_id="", full=full),
+                id=schedule_id,
+                task_queue=settings.task_queue,
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+            # A missed run is made up once, not once per missed interval; overlapping runs are skipped.
+            policy=SchedulePolicy(overlap=Overlap.SKIP, catchup_window=min(every, timedelta(hours=1))),
+        )
+        try:
+            await client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+
+            def replace(_: ScheduleUpdateInput, new: Schedule = schedule) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=new)
+
+            await client.get_schedule_handle(schedule_id).update(replace)
+
+
 def build_gateway(settings: Settings) -> Gateway:
     from integrations.hoop import HoopGateway
 
@@ -101,15 +162,22 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     store = open_store(settings)
     gateway = build_gateway(settings)
     client = await connect_client(settings)
+    scim = build_scim(settings)
     activities = build_activities(
         store=store,
         gateway=gateway,
         notifier=OutboxNotifier(settings.state_dir / "outbox.jsonl"),
         links=review_links(settings),
+        scim=scim,
+        max_deactivation_share=settings.sync_max_deactivation_share,
     )
+    if scim is not None:
+        await ensure_sync_schedules(client, settings)
     worker = build_worker(client, settings.task_queue, activities)
     log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
     async with worker:
         await stop.wait()
     await gateway.aclose()
+    if scim is not None:
+        await scim.aclose()
     store.close()

@@ -8,9 +8,10 @@ and the grant segment, and the adapter looks for an earlier grant under it befor
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -31,6 +32,9 @@ class GrantInput(BaseModel):
     user_email: str
     connection: str
     duration_seconds: int
+    """The grant's length; with ``end_at``, the most it may be."""
+    end_at: AwareDatetime | None = None
+    """For renewals: the grant ends here however late a retried attempt runs (never past the approved end)."""
 
 
 class RevokeInput(BaseModel):
@@ -67,11 +71,16 @@ class GatewayActivities:
     @activity.defn(name="grant_access")
     async def grant(self, inp: GrantInput) -> GrantSegment:
         correlation_id = grant_correlation_id(inp.request_id, inp.segment)
+        duration = inp.duration_seconds
+        if inp.end_at is not None:
+            # Temporal's clock (the attempt's scheduled time), so retries shorten the grant, never extend it.
+            left = (inp.end_at - activity.info().current_attempt_scheduled_time).total_seconds()
+            duration = max(1, min(duration, math.ceil(left)))
         try:
             grant = await self._gateway.provision_grant(
                 user_email=inp.user_email,
                 connection=inp.connection,
-                duration_seconds=inp.duration_seconds,
+                duration_seconds=duration,
                 correlation_id=correlation_id,
             )
         except GatewayError as exc:
@@ -118,7 +127,12 @@ class GatewayActivities:
                 if s.status == "open" and s.review_id in ours
             ]
         except GatewayError as exc:
-            raise _to_application_error(exc, doing) from exc
+            # Never give up on a revocation: even a "permanent" refusal (a rotated API key, a group taken
+            # from grantflow's key) is retried until an operator fixes it; the workflow escalates meanwhile.
+            error = _to_application_error(exc, doing)
+            raise ApplicationError(
+                error.message, type=error.type, next_retry_delay=error.next_retry_delay, non_retryable=False
+            ) from exc
         if still_open or still_granted:
             raise ApplicationError(
                 f"{doing}: read-back still shows access (approved reviews {still_granted}, "

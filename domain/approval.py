@@ -27,7 +27,13 @@ class Stage(StrEnum):
 def open_stage(view: RequestView) -> Stage | None:
     """The stage open for decisions, or None when nothing awaits a decision."""
     if view.status is RequestStatus.PENDING:
-        return Stage.REQUEST
+        decided = (
+            view.auto_approved
+            or view.break_glass
+            or any(d.stage == Stage.REQUEST.value for d in view.denials)
+            or quorum_reached(view, Stage.REQUEST)
+        )
+        return None if decided else Stage.REQUEST
     if view.status is RequestStatus.ACTIVE:
         if view.pending_extension is not None:
             return Stage.EXTENSION
@@ -50,21 +56,37 @@ def _not_eligible(view: RequestView, who: str) -> str:
 
 
 def decision_refusal(
-    view: RequestView, eligible_ids: set[str] | None, actor: Actor, verdict: Verdict
+    view: RequestView,
+    eligible_ids: set[str] | None,
+    actor: Actor,
+    verdict: Verdict,
+    stage_decided: str | None = None,
 ) -> str | None:
-    """Why this decision must be refused, or None if it may be recorded."""
+    """Why this decision must be refused, or None if it may be recorded.
+
+    ``stage_decided`` is the stage the person saw when deciding (a review page, a Slack button): a
+    decision meant for the request must not count towards an extension that opened meanwhile."""
     who = actor.person.email
     stage = open_stage(view)
     if stage is None:
         if view.status is RequestStatus.ACTIVE:
             return f"request {view.id} is already approved and ACTIVE; there is nothing to decide"
+        if view.status is RequestStatus.PENDING:
+            return f"request {view.id} is already decided; decisions are closed"
         return f"request {view.id} is already {view.status.value}; decisions are closed"
+    if stage_decided is not None and stage_decided != stage.value:
+        return (
+            f"this decision was made on the {stage_decided.replace('_', ' ')}, but request {view.id} "
+            f"now awaits a decision on its {stage.value.replace('_', ' ')}; look at it again and decide"
+        )
     if eligible_ids is None:
         return f"request {view.id} is still being set up; try again in a moment"
     if actor.person.id == view.requester.id:
         if verdict is Verdict.APPROVE:
             return f"{who} cannot approve their own request"
         return f"{who} cannot decide on their own request; cancel or relinquish it instead"
+    if actor.admin is not None and actor.admin.id == view.requester.id:
+        return f"{actor.admin.email} cannot decide on their own request, not even on behalf of {who}"
     if actor.person.id not in eligible_ids:
         return _not_eligible(view, who)
     if any(d.approver.id == actor.person.id for d in votes_in_stage(view, stage)):
@@ -104,6 +126,11 @@ def end_refusal(view: RequestView, actor: Actor, action: str, eligible_ids: set[
     if action == "cancel":
         if view.status is not RequestStatus.PENDING:
             return f"request {view.id} is {view.status.value}; only PENDING requests can be cancelled"
+        if open_stage(view) is None:
+            return (
+                f"request {view.id} is already approved and its grant is being written; "
+                "relinquish it once it is ACTIVE"
+            )
         if not is_requester_or_admin(view, actor):
             return f"{actor.person.email} cannot cancel {view.requester.email}'s request"
         return None

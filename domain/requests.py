@@ -100,6 +100,8 @@ class DecisionInput(BaseModel):
     actor: Actor
     verdict: Verdict
     reason: str = ""
+    stage: str | None = None
+    """The stage the person decided on (request, extension, retro_review), when the edge knows it."""
 
 
 class ExtendInput(BaseModel):
@@ -113,6 +115,21 @@ class EndInput(BaseModel):
 
     actor: Actor
     reason: str = ""
+
+
+class PersonLeft(BaseModel):
+    """Identity sync saw this person leave (deactivated or deleted at the identity provider)."""
+
+    person: PersonRef
+    reason: str
+    sync_id: str
+
+
+class ApproversChanged(BaseModel):
+    """Identity sync changed the membership of this request's approver groups: the new eligible set."""
+
+    eligible: list[PersonRef]
+    sync_id: str
 
 
 class Decision(BaseModel):

@@ -58,14 +58,24 @@ def _logging(level: int = logging.INFO) -> None:
 @click.option("--temporal-ui-port", default=8233, show_default=True)
 @click.option("--web-port", default=8000, show_default=True)
 @click.option("--hoop-port", default=8010, show_default=True)
+@click.option("--scim-port", default=8020, show_default=True)
 @click.pass_context
-def dev(ctx: click.Context, temporal_port: int, temporal_ui_port: int, web_port: int, hoop_port: int) -> None:
-    """Run the embedded stack: Temporal dev server, worker, web app and the hoop stand-in."""
+def dev(
+    ctx: click.Context,
+    temporal_port: int,
+    temporal_ui_port: int,
+    web_port: int,
+    hoop_port: int,
+    scim_port: int,
+) -> None:
+    """Run the embedded stack: Temporal dev server, worker, web app, hoop stand-in and SCIM directory."""
     from grantflow.dev import DevPorts, run_dev
 
     _logging(logging.WARNING)
     settings = settings_from(ctx)
-    ports = DevPorts(temporal=temporal_port, temporal_ui=temporal_ui_port, web=web_port, hoop=hoop_port)
+    ports = DevPorts(
+        temporal=temporal_port, temporal_ui=temporal_ui_port, web=web_port, hoop=hoop_port, scim=scim_port
+    )
     try:
         asyncio.run(run_dev(settings, ports))
     except SettingsError as exc:
@@ -128,9 +138,11 @@ def _register_subcommands() -> None:
     from grantflow.commands.ledger import ledger
     from grantflow.commands.requests import request
     from grantflow.commands.sandbox import sandbox
+    from grantflow.commands.sync import sync
 
     main.add_command(request)
     main.add_command(ledger)
+    main.add_command(sync)
     main.add_command(sandbox)
 
 

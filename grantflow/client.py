@@ -185,6 +185,9 @@ class ApiClient:
             params.append(("requester", requester))
         return self._call("GET", "/requests", params=params)
 
+    def sync(self, *, dry_run: bool, full: bool) -> dict[str, Any]:
+        return self._call("POST", "/sync", json={"dry_run": dry_run, "full": full})
+
     def verify_ledger(self) -> dict[str, Any]:
         return self._call("GET", "/ledger/verify")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     policies_file: Path | None = None
     organisation_file: Path | None = None
 
+    # The identity provider (SCIM 2.0); without it the directory comes from organisation_file
+    scim_url: str = ""
+    scim_token: SecretStr | None = None
+    sync_interval: PositiveDuration = timedelta(minutes=15)
+    full_sync_interval: PositiveDuration = timedelta(hours=24)
+    sync_max_deactivation_share: float = Field(
+        default=0.10, gt=0, le=1, description="a sync deactivating more than this share of people stops"
+    )
+    group_sources: dict[str, Literal["idp", "gateway"]] = Field(
+        default_factory=dict,
+        description="where each group's membership is managed for revocations (default: idp)",
+    )
+
     # The gateway (hoop.dev)
     hoop_url: str = ""
     hoop_api_key: SecretStr | None = None
@@ -86,7 +99,7 @@ class Settings(BaseSettings):
     api_url: str = Field(default="", description="the web app the CLI talks to")
     api_token: SecretStr | None = None
 
-    @field_validator("hoop_url", "public_url", "api_url")
+    @field_validator("hoop_url", "public_url", "api_url", "scim_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):

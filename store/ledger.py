@@ -247,6 +247,9 @@ class AnchorReading:
     hash: str | None = None
     missing: bool = False
     problem: str | None = None
+    anchored: dict[int, str] = dataclasses.field(default_factory=dict)
+    """Every (seq, hash) the file records. All are checked: after a truncation, later appends reuse the
+    truncated sequence numbers with new hashes, and only the older anchor lines still show it."""
 
 
 def read_anchor(path: Path) -> AnchorReading:
@@ -262,6 +265,7 @@ def read_anchor(path: Path) -> AnchorReading:
         return AnchorReading(problem=f"the anchor file {path} cannot be read: {exc.strerror or exc}")
     best_seq: int | None = None
     best_hash: str | None = None
+    anchored: dict[int, str] = {}
     with fh:
         try:
             for number, line in enumerate(fh, start=1):
@@ -275,13 +279,21 @@ def read_anchor(path: Path) -> AnchorReading:
                         )
                     )
                 seq = int(match.group(1))
+                if anchored.setdefault(seq, match.group(2)) != match.group(2):
+                    return AnchorReading(
+                        problem=(
+                            f"the anchor file {path} records two different hashes for entry {seq}: entries "
+                            f"from {seq} on were removed and written again"
+                        ),
+                        seq=seq,
+                    )
                 if best_seq is None or seq >= best_seq:
                     best_seq, best_hash = seq, match.group(2)
         except UnicodeDecodeError:
             return AnchorReading(problem=f"the anchor file {path} is garbled: it is not ASCII text")
     if best_seq is None:
         return AnchorReading(problem=f"the anchor file {path} is empty")
-    return AnchorReading(seq=best_seq, hash=best_hash)
+    return AnchorReading(seq=best_seq, hash=best_hash, anchored=anchored)
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -317,6 +329,7 @@ def verify_chain(
             bad_hashes += 1
         if anchor is not None and anchor.seq == row.seq:
             anchored_hash_found = row.hash
+        anchored_hash = anchor.anchored.get(row.seq) if anchor is not None else None
         if problem is None:
             if row.seq != expected_seq:
                 first_bad = expected_seq
@@ -342,6 +355,12 @@ def verify_chain(
             elif not hmac.compare_digest(row.prev_hash, prev_hash):
                 first_bad = row.seq
                 problem = f"entry {row.seq} does not follow entry {row.seq - 1}: its prev_hash differs"
+            elif anchored_hash is not None and not hmac.compare_digest(anchored_hash, row.hash):
+                first_bad = row.seq
+                problem = (
+                    f"entry {row.seq} does not match the anchor: the anchor records a different hash for it "
+                    "(entries were removed and written again, or the ledger was rewritten)"
+                )
         expected_seq = row.seq + 1
         prev_hash = row.hash
 
@@ -359,6 +378,7 @@ def verify_chain(
     if problem is None and anchor is not None:
         where = f" {anchor_path}" if anchor_path is not None else ""
         if anchor.problem is not None:
+            first_bad = anchor.seq  # named when the anchor itself says which entry (two hashes for one)
             problem = anchor.problem + "; truncation of the ledger cannot be ruled out"
         elif anchor.missing:
             if entries:

@@ -75,6 +75,9 @@ people = Table(
     Column("display_name", String, nullable=False, default=""),
     Column("manager_id", String, nullable=True),
     Column("active", Boolean, nullable=False, default=True),
+    # Set by identity sync when the person left (deactivated or deleted at the provider): kept for audit.
+    Column("left_at", UTCDateTime, nullable=True),
+    Column("left_reason", String, nullable=True),
     Index("ix_people_email_lower", "email_lower"),
     Index("ix_people_manager_id", "manager_id"),
 )
@@ -86,6 +89,22 @@ group_members = Table(
     Column("group_name", String, primary_key=True),
     Column("position", Integer, nullable=False, default=0),
     Index("ix_group_members_group_name", "group_name"),
+)
+
+# Groups as the provider knows them: the name is what policies use, the provider id what SCIM writes need.
+directory_groups = Table(
+    "directory_groups",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("provider_id", String, nullable=True),
+)
+
+# Identity sync bookkeeping: the incremental watermark and the time of the last full sync.
+directory_state = Table(
+    "directory_state",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 requests = Table(

@@ -225,6 +225,82 @@ class Store:
         with self._read() as conn:
             return self._people(conn, list(conn.execute(select(p).order_by(p.c.email_lower, p.c.id))))
 
+    def apply_directory_changes(
+        self,
+        *,
+        upserts: list[Person],
+        leavers: list[tuple[str, str]],
+        memberships: dict[str, list[str]],
+        group_ids: dict[str, str] | None = None,
+        state: dict[str, str] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Apply one identity sync in a single transaction: all of it or nothing.
+
+        ``upserts`` are people to insert or update (their ``groups`` are ignored); ``leavers`` are
+        ``(person_id, reason)`` pairs marked inactive with ``left_at``; ``memberships`` replaces the member
+        list of each named group; ``group_ids`` records provider ids of groups; ``state`` is sync
+        bookkeeping (watermarks) written in the same transaction, so a crash never half-applies a sync."""
+        now = _utc(at or datetime.now(UTC))
+        p, gm, dg, ds = schema.people, schema.group_members, schema.directory_groups, schema.directory_state
+        with self._write() as conn:
+            for person in upserts:
+                row = {
+                    "email": person.email,
+                    "email_lower": person.email.lower(),
+                    "display_name": person.display_name,
+                    "manager_id": person.manager_id,
+                    "active": person.active,
+                }
+                if person.active:
+                    row |= {"left_at": None, "left_reason": None}
+                done = conn.execute(update(p).where(p.c.id == person.id).values(**row))
+                if done.rowcount == 0:
+                    conn.execute(insert(p).values(id=person.id, **row))
+            for person_id, reason in leavers:
+                conn.execute(
+                    update(p).where(p.c.id == person_id).values(active=False, left_at=now, left_reason=reason)
+                )
+            for group, member_ids in memberships.items():
+                conn.execute(delete(gm).where(gm.c.group_name == group))
+                known = (
+                    {r.id for r in conn.execute(select(p.c.id).where(p.c.id.in_(member_ids)))}
+                    if member_ids
+                    else set()
+                )
+                rows = [
+                    {"person_id": pid, "group_name": group, "position": 0}
+                    for pid in member_ids
+                    if pid in known
+                ]
+                if rows:
+                    conn.execute(insert(gm), rows)
+            for name, provider_id in (group_ids or {}).items():
+                done = conn.execute(update(dg).where(dg.c.name == name).values(provider_id=provider_id))
+                if done.rowcount == 0:
+                    conn.execute(insert(dg).values(name=name, provider_id=provider_id))
+            for key, value in (state or {}).items():
+                done = conn.execute(update(ds).where(ds.c.key == key).values(value=value))
+                if done.rowcount == 0:
+                    conn.execute(insert(ds).values(key=key, value=value))
+
+    def directory_state(self, key: str) -> str | None:
+        ds = schema.directory_state
+        with self._read() as conn:
+            return conn.execute(select(ds.c.value).where(ds.c.key == key)).scalar()
+
+    def group_provider_id(self, name: str) -> str | None:
+        dg = schema.directory_groups
+        with self._read() as conn:
+            return conn.execute(select(dg.c.provider_id).where(dg.c.name == name)).scalar()
+
+    def open_requests(self) -> list[RequestView]:
+        """Every request not yet terminal (PENDING, ACTIVE, REVOKING), oldest first."""
+        r = schema.requests
+        query = select(r.c.view_json).where(r.c.status.in_(_NON_TERMINAL)).order_by(r.c.created_at, r.c.id)
+        with self._read() as conn:
+            return [RequestView.model_validate_json(row.view_json) for row in conn.execute(query)]
+
     # --- requests --------------------------------------------------------------------------------
 
     @staticmethod

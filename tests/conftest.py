@@ -79,6 +79,13 @@ async def time_stack(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIter
         yield running
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def scim_stack(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    """``time_stack`` whose directory is a seeded scim2-server; the store starts empty."""
+    async with start_stack(time_env, tmp_path, time_skipping=True, with_scim=True) as running:
+        yield running
+
+
 @pytest.fixture(autouse=True)
 def _no_grantflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings under test come from the test, never from the developer's environment."""

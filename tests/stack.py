@@ -13,13 +13,15 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from domain.identity import Actor, Organisation, load_organisation
+from domain.identity import Actor, Organisation, PersonRef, load_organisation
 from domain.policy import PolicySet, RolePolicy, load_policies
 from domain.requests import AccessRequestInput, GatewayTimings, RequestView
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from integrations.hoop import HoopGateway
 from integrations.notify import Message
+from integrations.scim import ScimDirectory
 from sandbox.hoop import HoopStandIn
+from sandbox.scim import ScimDirectoryServer
 from sandbox.seed import seed_hoop
 from store import Store
 from web.links import ReviewLinks
@@ -30,6 +32,7 @@ HOOP_KEY = "hpk_test_grantflow"
 LEDGER_KEY = b"test-ledger-key-0123456789abcdef"
 LINK_SECRET = "test-review-link-secret"
 NEVER_SIGNED_IN = ("mallory@example.com",)
+SCIM_TOKEN = "test-scim-token"
 
 
 class RecordingNotifier:
@@ -60,14 +63,20 @@ class Stack:
     policies: PolicySet
     tmp_path: Path
     timings: GatewayTimings = field(default_factory=GatewayTimings)
+    scim_server: ScimDirectoryServer | None = None
+    scim: ScimDirectory | None = None
 
     def person(self, email: str) -> Actor:
         return self.actor(email)
 
+    def ref(self, email: str) -> PersonRef:
+        """The person as the store knows them now (ids change when the directory comes from SCIM)."""
+        person = self.store.find_person_by_email(email)
+        assert person is not None, f"{email} is not in the directory"
+        return person.ref
+
     def actor(self, email: str, channel: str = "api", admin: str | None = None) -> Actor:
-        people = self.organisation.by_email()
-        admin_ref = people[admin].ref if admin else None
-        return Actor(person=people[email].ref, channel=channel, admin=admin_ref)
+        return Actor(person=self.ref(email), channel=channel, admin=self.ref(admin) if admin else None)
 
     async def start_request(
         self,
@@ -151,15 +160,24 @@ def _temporal_clock(env: WorkflowEnvironment, loop: asyncio.AbstractEventLoop) -
 
 @asynccontextmanager
 async def start_stack(
-    env: WorkflowEnvironment, tmp_path: Path, *, time_skipping: bool
+    env: WorkflowEnvironment, tmp_path: Path, *, time_skipping: bool, with_scim: bool = False
 ) -> AsyncIterator[Stack]:
+    """With ``with_scim`` the directory lives in a seeded scim2-server and the store starts empty: the
+    test runs the first identity sync. Without, the store is seeded from the example organisation."""
     organisation = load_organisation(ORGANISATION_FILE)
     policies = load_policies(POLICIES_FILE)
     store = Store(
         f"sqlite:///{tmp_path / 'grantflow.db'}", ledger_key=LEDGER_KEY, anchor_path=tmp_path / "anchor"
     )
     store.migrate()
-    store.replace_directory(organisation.people)
+    scim_server: ScimDirectoryServer | None = None
+    scim: ScimDirectory | None = None
+    if with_scim:
+        scim_server = ScimDirectoryServer(bearer_token=SCIM_TOKEN)
+        scim = ScimDirectory(scim_server.start(), SCIM_TOKEN)
+        scim_server.seed_organisation(organisation)
+    else:
+        store.replace_directory(organisation.people)
     clock = _temporal_clock(env, asyncio.get_running_loop()) if time_skipping else None
     hoop = HoopStandIn(clock=clock, api_keys={HOOP_KEY: ["admin"]})
     url = hoop.start()
@@ -168,7 +186,7 @@ async def start_stack(
     notifier = RecordingNotifier()
     links = ReviewLinks(LINK_SECRET, "http://127.0.0.1:9", timedelta(hours=1))
     task_queue = f"tq-{uuid.uuid4().hex}"
-    activities = build_activities(store=store, gateway=gateway, notifier=notifier, links=links)
+    activities = build_activities(store=store, gateway=gateway, notifier=notifier, links=links, scim=scim)
     worker = build_worker(env.client, task_queue, activities)
     try:
         async with worker:
@@ -183,8 +201,13 @@ async def start_stack(
                 organisation=organisation,
                 policies=policies,
                 tmp_path=tmp_path,
+                scim_server=scim_server,
+                scim=scim,
             )
     finally:
         await gateway.aclose()
+        if scim is not None and scim_server is not None:
+            await scim.aclose()
+            scim_server.stop()
         hoop.stop()
         store.close()

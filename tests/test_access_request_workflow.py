@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -405,6 +405,10 @@ async def test_grants_beyond_the_gateway_cap_are_renewed(time_stack: Stack) -> N
     for earlier, later in zip(result.grants, result.grants[1:], strict=False):
         assert stack.hoop.review(later.review_id)["status"] == "REVOKED"
         assert later.revoke_at > earlier.revoke_at
+        created = datetime.fromisoformat(
+            stack.hoop.review(later.review_id)["created_at"].replace("Z", "+00:00")
+        )
+        assert created < earlier.revoke_at
     assert result.ended_at is not None and result.ended_at - first.granted_at >= timedelta(days=5)
     assert all(
         call.status in (200, 201, 202)
@@ -452,3 +456,105 @@ async def test_failing_revocation_shows_revoking_escalates_then_ends(time_stack:
     assert result.revocation_attempts > 1
     assert stack.hoop.session(session)["status"] == "done"
     assert "revocation.escalated" in ledger_kinds(stack, result.id)
+
+
+async def test_a_gateway_refusing_revocation_is_retried_escalated_and_never_dropped(
+    time_stack: Stack,
+) -> None:
+    stack = time_stack  # e.g. grantflow's API key was rotated: hoop answers 403 until an operator fixes it
+    timings = GatewayTimings(revoke_escalate_after=timedelta(minutes=5))
+    handle = await stack.start_request(
+        "erin@example.com", "pg-prod", "read", timedelta(hours=1), timings=timings
+    )
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    await active(stack, handle)
+    stack.hoop.fail_next("/reviews/", status=403, count=10_000, method="PUT")
+    await stack.env.sleep(timedelta(hours=1))
+    for _ in range(20):
+        view = await handle.query(AccessRequestWorkflow.view)
+        if view.revocation_escalated:
+            break
+        assert view.status is RequestStatus.REVOKING
+        await stack.env.sleep(timedelta(minutes=1))
+    assert view.revocation_escalated and view.status is RequestStatus.REVOKING
+    stack.hoop.clear_faults()
+    result = await handle.result()
+    assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.EXPIRED
+    assert stack.hoop.review(result.grants[0].review_id)["status"] == "REVOKED"
+
+
+async def test_no_decision_or_cancel_is_taken_while_the_grant_is_being_written(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    stack.hoop.fail_next("/sessions/provision", status=503, count=3)  # the grant takes a few attempts
+    await approve(stack, handle, "bob@example.com")
+    await approve(stack, handle, "carol@example.com")
+    view = await handle.query(AccessRequestWorkflow.view)
+    assert view.status is RequestStatus.PENDING  # the grant is still being retried: decided, not ACTIVE
+    msg = await refused(deny(stack, handle, "dan@example.com"))
+    assert "already decided" in msg
+    msg = await refused(
+        handle.execute_update(AccessRequestWorkflow.cancel, EndInput(actor=stack.actor("alice@example.com")))
+    )
+    assert "grant is being written" in msg
+    view = await active(stack, handle)
+    assert view.denials == []
+    await handle.execute_update(
+        AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com"))
+    )
+    assert (await handle.result()).end_reason is EndReason.RELINQUISHED
+
+
+async def test_an_admin_cannot_approve_their_own_request_on_behalf_of_others(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request("bob@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    on_behalf = DecisionInput(
+        actor=stack.actor("carol@example.com", admin="bob@example.com"), verdict=Verdict.APPROVE
+    )
+    msg = await refused(handle.execute_update(AccessRequestWorkflow.decide, on_behalf))
+    assert (
+        "bob@example.com cannot decide on their own request, not even on behalf of carol@example.com" in msg
+    )
+    by_other_admin = DecisionInput(
+        actor=stack.actor("carol@example.com", admin="grace@example.com"), verdict=Verdict.APPROVE
+    )
+    view = await handle.execute_update(AccessRequestWorkflow.decide, by_other_admin)
+    assert (
+        view.approvals[0].on_behalf_by is not None
+        and view.approvals[0].on_behalf_by.email == "grace@example.com"
+    )
+    await handle.execute_update(AccessRequestWorkflow.cancel, EndInput(actor=stack.actor("bob@example.com")))
+    await handle.result()
+
+
+async def test_a_decision_made_on_another_stage_is_refused(time_stack: Stack) -> None:
+    stack = time_stack
+    handle = await stack.start_request(
+        "alice@example.com", "pg-prod", "admin", timedelta(hours=4), break_glass=True
+    )
+    await active(stack, handle)
+    await handle.execute_update(
+        AccessRequestWorkflow.extend,
+        ExtendInput(actor=stack.actor("alice@example.com"), by=timedelta(hours=1)),
+    )
+    stale = DecisionInput(actor=stack.actor("bob@example.com"), verdict=Verdict.APPROVE, stage="retro_review")
+    msg = await refused(handle.execute_update(AccessRequestWorkflow.decide, stale))
+    assert "made on the retro review" in msg and "now awaits a decision on its extension" in msg
+    await handle.execute_update(AccessRequestWorkflow.revoke, EndInput(actor=stack.actor("dan@example.com")))
+    assert (await handle.result()).end_reason is EndReason.REVOKED
+
+
+async def test_a_quorum_that_cannot_be_reached_fails_at_once(time_stack: Stack) -> None:
+    stack = time_stack
+    _, base = stack.policies.role("pg-prod", "admin")
+    policy = base.model_copy(update={"min_approvals": 4})  # db-owners has 3 members
+    handle = await stack.start_request(
+        "alice@example.com", "pg-prod", "admin", timedelta(hours=1), policy=policy
+    )
+    result = await handle.result()
+    assert result.status is RequestStatus.FAILED
+    assert "needs 4 approvals but only 3 eligible approver(s)" in (result.failure_reason or "")
+    assert stack.notifier.to("alice@example.com", "closed")

@@ -158,7 +158,7 @@ def test_jit_request_through_grantflow_dev(dev_stack: DevStack) -> None:
     stack = dev_stack
     created = json.loads(
         stack.cli(
-            "request", "create", "--resource", "pg-prod", "--role", "admin", "--duration", "20s",
+            "request", "create", "--resource", "pg-prod", "--role", "admin", "--duration", "30s",
             "--reason", "INC-1", "--requester", "alice@example.com", "--json",
         ).stdout
     )  # fmt: skip
@@ -217,16 +217,66 @@ def test_jit_request_through_grantflow_dev(dev_stack: DevStack) -> None:
     assert kinds.count("decision.refused") == 2 and kinds.count("decision.approved") == 2
 
     # One row edited by hand: verify fails and names it.
-    db.execute("update ledger set data = replace(data, 'INC-1', 'INC-2') where seq = 1")
+    (seq,) = db.execute("select min(seq) from ledger where subject = ?", (request_id,)).fetchone()
+    db.execute("update ledger set data = replace(data, 'INC-1', 'INC-2') where seq = ?", (seq,))
     db.commit()
-    broken = stack.cli("ledger", "verify", expect=1)
-    assert "1" in (broken.stdout + broken.stderr)
-    db.execute("update ledger set data = replace(data, 'INC-2', 'INC-1') where seq = 1")
+    broken = json.loads(stack.cli("ledger", "verify", "--json", expect=1).stdout)
+    assert broken["ok"] is False and broken["first_bad_seq"] == seq
+    db.execute("update ledger set data = replace(data, 'INC-2', 'INC-1') where seq = ?", (seq,))
     db.commit()
     stack.cli("ledger", "verify")
     # The last row deleted: the anchor outside the table catches the truncation.
     db.execute("delete from ledger where seq = (select max(seq) from ledger)")
     db.commit()
-    truncated = stack.cli("ledger", "verify", expect=1)
-    assert "truncat" in (truncated.stdout + truncated.stderr)
+    truncated = json.loads(stack.cli("ledger", "verify", "--json", expect=1).stdout)
+    assert "truncated" in truncated["problem"]
+    db.close()
+
+
+def test_leaver_in_the_dev_directory_loses_everything_at_the_next_sync(dev_stack: DevStack) -> None:
+    stack = dev_stack
+    active = json.loads(
+        stack.cli(
+            "request", "create", "--resource", "pg-prod", "--role", "admin", "--duration", "1h",
+            "--reason", "INC-7", "--requester", "alice@example.com", "--json",
+        ).stdout
+    )["id"]  # fmt: skip
+    for approver in ("bob@example.com", "carol@example.com"):
+        stack.cli("request", "approve", active, "--as", approver)
+    _wait_status(stack, active, "ACTIVE", 15)
+    session = json.loads(
+        stack.cli(
+            "sandbox", "connect", "--user", "alice@example.com", "--connection", "pg-prod-admin", "--json"
+        ).stdout
+    )["session_id"]
+    pending = json.loads(
+        stack.cli(
+            "request", "create", "--resource", "warehouse", "--role", "read", "--duration", "1h",
+            "--reason", "report", "--requester", "alice@example.com", "--json",
+        ).stdout
+    )["id"]  # fmt: skip
+
+    stack.cli("sandbox", "deactivate", "--user", "alice@example.com")
+    started = time.monotonic()
+    report = json.loads(stack.cli("sync", "--json").stdout)
+    assert [leaver["person"]["email"] for leaver in report["leavers"]] == ["alice@example.com"]
+    ended = _wait_status(stack, active, "ENDED", 5)
+    cancelled = _wait_status(stack, pending, "CANCELLED", 5)
+    assert time.monotonic() - started < 5 + 2  # the sync itself plus the 5 s the issue allows
+    assert ended["end_reason"] == "leaver"
+    assert cancelled["status"] == "CANCELLED"
+    sessions = json.loads(stack.cli("sandbox", "sessions", "--user", "alice@example.com", "--json").stdout)
+    assert {s["id"]: s["status"] for s in sessions}[session] == "done"
+    hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
+    assert hoop_state["reviews"][ended["grants"][0]["review_id"]]["status"] == "REVOKED"
+    stack.stop()
+    db = sqlite3.connect(stack.cwd / ".grantflow" / "grantflow.db")
+    last = {
+        subject: kind
+        for subject, kind in db.execute(
+            "select subject, kind from ledger where subject in (?, ?) order by seq", (active, pending)
+        )
+    }
+    assert last == {active: "request.ended", pending: "request.cancelled"}
+    assert db.execute("select count(*) from ledger where kind = 'person.left'").fetchone()[0] == 1
     db.close()

@@ -388,6 +388,19 @@ def test_truncation_of_the_last_entry_is_caught_by_the_anchor(store: Store) -> N
     assert_bad(store, 10, "the ledger was truncated: the anchor records entry 10 but the table ends at 9")
 
 
+def test_truncation_stays_caught_after_new_entries_are_appended(store: Store) -> None:
+    """Removing the newest evidence and letting grantflow write on must not hide the removal: the new
+    entries reuse the removed sequence numbers with other hashes, which the older anchor lines contradict."""
+    fill(store, 5)
+    sql(store, "DELETE FROM ledger WHERE seq >= 4")
+    assert not store.verify_ledger().ok
+    for i in range(3):
+        append(store, 100 + i)
+    result = store.verify_ledger()
+    assert not result.ok and result.first_bad_seq == 4
+    assert "two different hashes for entry 4" in (result.problem or "")
+
+
 def test_truncation_of_several_entries_is_caught(store: Store) -> None:
     fill(store)
     sql(store, "DELETE FROM ledger WHERE seq >= 8")
@@ -400,9 +413,12 @@ def test_rewritten_anchored_entry_is_caught(store: Store) -> None:
     """The whole tail rewritten with the key (e.g. the ledger replaced) still disagrees with the anchor."""
     fill(store)
     assert store.anchor_path is not None
-    with store.anchor_path.open("a") as fh:
-        fh.write(f"10 {'ab' * 32}\n")
+    lines = store.anchor_path.read_text().splitlines(keepends=True)
+    store.anchor_path.write_text("".join(lines[:-1]) + f"10 {'ab' * 32}\n")
     assert_bad(store, 10, "entry 10 does not match the anchor")
+    with store.anchor_path.open("a") as fh:  # an anchor naming two hashes for one entry is itself evidence
+        fh.write(f"10 {'cd' * 32}\n")
+    assert_bad(store, 10, "two different hashes for entry 10")
 
 
 def test_anchor_may_lag_the_table(store: Store) -> None:

@@ -38,6 +38,7 @@ from web.links import ReviewLinks
 from web.review import derive_csrf_key
 from web.review import router as review_router
 from web.service import RequestService, ServiceError
+from web.sync_api import router as sync_router
 
 log = logging.getLogger("grantflow.web")
 
@@ -189,6 +190,7 @@ def create_app(context: WebContext) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.include_router(api_router)
+    app.include_router(sync_router)
     app.include_router(review_router)
     return app
 

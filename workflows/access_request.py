@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.identity import Actor, PersonRef
     from domain.requests import (
         AccessRequestInput,
+        ApproversChanged,
         Decision,
         DecisionInput,
         EndInput,
@@ -60,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         ExtendInput,
         GrantSegment,
         PendingExtension,
+        PersonLeft,
         RequestStatus,
         RequestView,
         RetroReview,
@@ -109,6 +111,7 @@ class AccessRequestWorkflow:
         )
         self._eligible: set[str] | None = None
         self._cancel: EndInput | None = None
+        self._requester_left: PersonLeft | None = None
         self._end: tuple[EndReason, str, str, str] | None = None  # reason, actor, channel, note
         self._active_changed = False
         self._correlation_ids: list[str] = []
@@ -147,6 +150,17 @@ class AccessRequestWorkflow:
             self._view.decided_at = workflow.now()
             await self._record("request.auto_approved", data={"group": resolution.auto_approve_group})
         else:
+            eligible, needed = len(self._view.eligible_approvers), self._view.required_approvals
+            if eligible < needed:
+                groups = ", ".join(inp.policy.approver_groups)
+                self._fail(
+                    f"the policy for {inp.resource} {inp.role} needs {needed} approvals but only {eligible} "
+                    f"eligible approver(s) exist in {groups} (the requester never counts); ask the group's "
+                    "owners to add approvers, then request again"
+                )
+                await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
+                await self._notify("closed", [self._view.requester])
+                return await self._finish()
             await self._notify("request_created", self._view.eligible_approvers, with_review_link=True)
             outcome = await self._await_decision()
             if outcome is not None:
@@ -201,7 +215,7 @@ class AccessRequestWorkflow:
         while True:
             if view.denials:
                 return RequestStatus.DENIED
-            if self._cancel is not None:
+            if self._cancel is not None or self._requester_left is not None:
                 return RequestStatus.CANCELLED
             if quorum_reached(view, Stage.REQUEST):
                 return None
@@ -218,22 +232,30 @@ class AccessRequestWorkflow:
                     continue
                 deadline = reminder_at
             await self._wait(
-                lambda: bool(view.denials) or self._cancel is not None or quorum_reached(view, Stage.REQUEST),
+                lambda: (
+                    bool(view.denials)
+                    or self._cancel is not None
+                    or self._requester_left is not None
+                    or quorum_reached(view, Stage.REQUEST)
+                ),
                 deadline - now,
             )
 
     async def _grant_first_segment(self) -> bool:
         """Write the grant; True once ACTIVE, False when the gateway refused (the request is FAILED)."""
-        now = workflow.now()
         duration = self._view.requested_duration
         try:
             segment = await self._write_grant(min(duration, self._input.timings.max_grant))
         except ActivityError as err:
             self._fail(_cause_message(err))
-            await self._sweep_after_failed_grant()
             await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
             await self._notify("closed", [self._view.requester])
+            # A grant may exist although the call failed (created before a 500, or a lost reply): take
+            # it away. The revocation retries until the gateway confirms, like any other.
+            await self._execute_revoke(start_to_close=timedelta(seconds=60))
+            await self._record("grant.swept", data={"correlation_ids": list(self._correlation_ids)})
             return False
+        now = workflow.now()
         view = self._view
         view.status = RequestStatus.ACTIVE
         view.granted_at = now
@@ -268,9 +290,12 @@ class AccessRequestWorkflow:
         )
         while self._end is None:
             assert view.expires_at is not None
+            if self._requester_left is not None:  # left while the grant was being written
+                self._end_for_leaver(self._requester_left)
+                break
             now = workflow.now()
             if now >= view.expires_at:
-                self._end = (EndReason.EXPIRED, "grantflow", "system", "")
+                self._request_end(EndReason.EXPIRED, "grantflow", "")
                 break
             wake = view.expires_at
             if retro_deadline is not None and view.retro_review is RetroReview.PENDING:
@@ -300,17 +325,18 @@ class AccessRequestWorkflow:
     async def _renew(self) -> None:
         view = self._view
         assert view.expires_at is not None
-        remaining = view.expires_at - workflow.now()
+        target = view.expires_at
+        remaining = target - workflow.now()
         covers = remaining <= self._input.timings.max_grant
         try:
-            segment = await self._write_grant(min(remaining, self._input.timings.max_grant))
+            segment = await self._write_grant(min(remaining, self._input.timings.max_grant), end_at=target)
         except ActivityError as err:
             reason = _cause_message(err)
             view.failure_reason = f"renewing the grant failed: {reason}"
             await self._record("grant.renewal_failed", data={"reason": reason})
-            self._end = (EndReason.REVOKED, "grantflow", "system", view.failure_reason)
+            self._request_end(EndReason.REVOKED, "grantflow", view.failure_reason)
             return
-        if covers:
+        if covers and view.expires_at == target:  # an extension applied meanwhile wins
             view.expires_at = segment.revoke_at
         await self._record(
             "grant.renewed",
@@ -322,7 +348,7 @@ class AccessRequestWorkflow:
             },
         )
 
-    async def _write_grant(self, duration: timedelta) -> GrantSegment:
+    async def _write_grant(self, duration: timedelta, *, end_at: datetime | None = None) -> GrantSegment:
         segment_no = len(self._correlation_ids)
         self._correlation_ids.append(grant_correlation_id(self._view.id, segment_no))
         segment = await workflow.execute_activity_method(
@@ -333,6 +359,7 @@ class AccessRequestWorkflow:
                 user_email=self._view.requester.email,
                 connection=self._view.connection,
                 duration_seconds=max(1, math.ceil(duration.total_seconds())),  # never end early
+                end_at=end_at,
             ),
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=GRANT_DEADLINE,
@@ -340,13 +367,6 @@ class AccessRequestWorkflow:
         )
         self._view.grants.append(segment)
         return segment
-
-    async def _sweep_after_failed_grant(self) -> None:
-        """A grant may exist even though the call failed (e.g. created before a 500): take it away."""
-        try:
-            await self._execute_revoke(start_to_close=timedelta(seconds=60))
-        except ActivityError as err:  # pragma: no cover - the revoke retries until it succeeds
-            workflow.logger.error("cleanup after a failed grant did not complete: %s", err)
 
     async def _revoke_and_end(self) -> None:
         assert self._end is not None
@@ -412,14 +432,19 @@ class AccessRequestWorkflow:
         view.status = status
         view.ended_at = workflow.now()
         actor: str | Actor = "grantflow"
+        channel: str | None = None
         data: dict[str, Any] = {}
         if status is RequestStatus.CANCELLED and self._cancel is not None:
             actor = self._cancel.actor
             data["reason"] = self._cancel.reason
+        elif status is RequestStatus.CANCELLED and self._requester_left is not None:
+            actor = "identity sync"
+            data = {"reason": f"the requester left ({self._requester_left.reason})", "leaver": True}
+            channel = "scim"
         elif status is RequestStatus.DENIED:
             denial = view.denials[0]
             data = {"by": denial.approver.email, "reason": denial.reason}
-        await self._record(f"request.{status.value.lower()}", actor=actor, data=data)
+        await self._record(f"request.{status.value.lower()}", actor=actor, channel=channel, data=data)
         template = "denied" if status is RequestStatus.DENIED else "closed"
         await self._notify(template, [view.requester])
         return await self._finish()
@@ -436,7 +461,7 @@ class AccessRequestWorkflow:
 
     @workflow.update
     async def decide(self, inp: DecisionInput) -> RequestView:
-        refusal = decision_refusal(self._view, self._eligible, inp.actor, inp.verdict)
+        refusal = decision_refusal(self._view, self._eligible, inp.actor, inp.verdict, inp.stage)
         if refusal is not None:  # state may have moved between validation and handling
             raise Refused(refusal)
         stage = open_stage(self._view)
@@ -482,7 +507,7 @@ class AccessRequestWorkflow:
 
     @decide.validator
     def _validate_decide(self, inp: DecisionInput) -> None:
-        refusal = decision_refusal(self._view, self._eligible, inp.actor, inp.verdict)
+        refusal = decision_refusal(self._view, self._eligible, inp.actor, inp.verdict, inp.stage)
         if refusal is not None:
             raise Refused(refusal)
 
@@ -512,6 +537,8 @@ class AccessRequestWorkflow:
     async def _apply_extension(self, by: timedelta, actor: Actor, reason: str) -> None:
         view = self._view
         assert view.expires_at is not None
+        if view.pending_extension is not None:  # keep who approved the extension visible
+            view.approvals.extend(view.pending_extension.approvals)
         view.pending_extension = None
         view.expires_at = view.expires_at + by
         view.granted_total = view.granted_total + by
@@ -562,9 +589,93 @@ class AccessRequestWorkflow:
             await workflow.wait_condition(lambda: self._view.status is not RequestStatus.ACTIVE)
         return self._view
 
-    def _request_end(self, reason: EndReason, actor: Actor, note: str) -> None:
+    def _request_end(self, reason: EndReason, actor: Actor | str, note: str, channel: str = "system") -> None:
         if self._end is None:
-            self._end = (reason, actor.describe(), actor.channel, note)
+            if isinstance(actor, Actor):
+                self._end = (reason, actor.describe(), actor.channel, note)
+            else:
+                self._end = (reason, actor, channel, note)
+
+    def _end_for_leaver(self, left: PersonLeft) -> None:
+        self._request_end(
+            EndReason.LEAVER,
+            "identity sync",
+            f"{left.person.email} left the organisation ({left.reason})",
+            "scim",
+        )
+
+    # ------------------------------------------------------------------ identity sync signals
+
+    @workflow.signal
+    async def person_left(self, inp: PersonLeft) -> None:
+        """A leaver loses everything now: their access ends, their pending request is cancelled, and
+        votes they cast on a stage that has not reached quorum are withdrawn."""
+        view = self._view
+        if inp.person.id == view.requester.id:
+            if self._requester_left is None and not view.status.is_terminal:
+                self._requester_left = inp
+                if view.status is RequestStatus.ACTIVE:
+                    self._end_for_leaver(inp)
+            return
+        if self._eligible is None or inp.person.id not in self._eligible:
+            return
+        self._eligible.discard(inp.person.id)
+        view.eligible_approvers = [p for p in view.eligible_approvers if p.id != inp.person.id]
+        withdrawn = self._withdraw_votes(inp.person.id)
+        await self._record(
+            "approver.left",
+            actor="identity sync",
+            channel="scim",
+            data={"approver": inp.person.email, "reason": inp.reason, "withdrawn_votes": withdrawn},
+        )
+
+    @workflow.signal
+    async def approvers_changed(self, inp: ApproversChanged) -> None:
+        """Membership of the approver groups changed: joiners may approve at once, people who moved out
+        may not (their votes on an undecided stage are withdrawn)."""
+        view = self._view
+        if self._eligible is None or view.status.is_terminal:
+            return
+        new = {p.id: p for p in inp.eligible if p.id != view.requester.id}
+        added = [p for pid, p in new.items() if pid not in self._eligible]
+        removed = [p for p in view.eligible_approvers if p.id not in new]
+        if not added and not removed:
+            return
+        self._eligible = set(new)
+        view.eligible_approvers = sorted(new.values(), key=lambda p: p.email)
+        withdrawn = sum(self._withdraw_votes(p.id) for p in removed)
+        await self._record(
+            "approvers.updated",
+            actor="identity sync",
+            channel="scim",
+            data={
+                "added": [p.email for p in added],
+                "removed": [p.email for p in removed],
+                "withdrawn_votes": withdrawn,
+            },
+        )
+        if added and open_stage(view) is not None:
+            event = "extension_requested" if view.pending_extension else "request_created"
+            await self._notify(event, added, with_review_link=True)
+
+    def _withdraw_votes(self, person_id: str) -> int:
+        """Remove a person's approvals from the open stage unless it already reached quorum."""
+        view = self._view
+        stage = open_stage(view)
+        if stage is None or quorum_reached(view, stage):
+            return 0
+        if stage is Stage.EXTENSION:
+            assert view.pending_extension is not None
+            before = len(view.pending_extension.approvals)
+            view.pending_extension.approvals = [
+                d for d in view.pending_extension.approvals if d.approver.id != person_id
+            ]
+            return before - len(view.pending_extension.approvals)
+        before = len(view.approvals)
+        view.approvals = [
+            d for d in view.approvals if not (d.approver.id == person_id and d.stage == stage.value)
+        ]
+        return before - len(view.approvals)
 
     # ------------------------------------------------------------------ helpers
 

@@ -98,3 +98,54 @@ def sessions(ctx: click.Context, user_email: str, connection: str | None, as_jso
         click.echo(
             f"{row['id']}  {row.get('connection', '')}  {row.get('status', '')}  {row.get('start_date', '')}"
         )
+
+
+def _scim(settings: Settings) -> tuple[str, str]:
+    url = settings.scim_url
+    token = settings.scim_token.get_secret_value() if settings.scim_token else ""
+    dev_file = settings.state_dir / "dev.json"
+    if not url and dev_file.exists():
+        url = json.loads(dev_file.read_text()).get("scim_url", "")
+    secrets_file = settings.state_dir / "secrets.toml"
+    if not token and secrets_file.exists():
+        import tomllib
+
+        token = tomllib.loads(secrets_file.read_text()).get("scim_token", "")
+    if not url or not token:
+        raise click.ClickException("no SCIM directory found: start `grantflow dev` first (in this folder)")
+    return url.rstrip("/"), token
+
+
+@sandbox.command()
+@click.option("--user", "user_email", required=True, help="email (userName) of the person to deactivate")
+@click.option("--activate", is_flag=True, help="reactivate instead")
+@click.pass_context
+def deactivate(ctx: click.Context, user_email: str, activate: bool) -> None:
+    """Deactivate (or reactivate) a person in the dev SCIM directory, as an IdP admin would.
+
+    Nothing changes in grantflow until the next identity sync (`grantflow sync`)."""
+    from grantflow.cli import settings_from
+
+    url, token = _scim(settings_from(ctx))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    try:
+        found = httpx.get(
+            f"{url}/Users", params={"filter": f'userName eq "{user_email}"'}, headers=headers, timeout=10
+        ).json()
+        resources = found.get("Resources", [])
+        if not resources:
+            click.echo(f"{user_email} is not in the SCIM directory", err=True)
+            ctx.exit(1)
+        patch = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": activate}],
+        }
+        resp = httpx.patch(f"{url}/Users/{resources[0]['id']}", json=patch, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        click.echo(f"grantflow: SCIM directory unreachable at {url}: {exc}", err=True)
+        ctx.exit(3)
+    if resp.status_code >= 400:
+        click.echo(f"the SCIM directory refused: {resp.text[:200]}", err=True)
+        ctx.exit(1)
+    state = "active" if activate else "deactivated"
+    click.echo(f"{user_email} is {state} in the SCIM directory; run `grantflow sync` to apply it")

@@ -1,0 +1,144 @@
+"""What an identity sync would change: joiners, movers, leavers and group changes — pure functions.
+
+The sync activity lists the provider, builds the incoming directory and asks :func:`diff_directory` what
+changed against the store. A full listing sees everything, deletions included; an incremental listing
+(``meta.lastModified gt …``) sees only what changed, so absence means "unchanged", never "deleted".
+
+:func:`guard` is the safety catch: a sync that would deactivate more than a configured share of the
+directory, or empty a group that had members, is not applied — an IdP hiccup must not revoke everyone.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from domain.identity import Person, PersonRef
+
+
+class LeaveReason(StrEnum):
+    DEACTIVATED = "deactivated"
+    DELETED = "deleted"
+
+
+class Leaver(BaseModel):
+    person: PersonRef
+    reason: LeaveReason
+
+
+class ManagerChange(BaseModel):
+    person: PersonRef
+    old_manager_id: str | None
+    new_manager_id: str | None
+
+
+class GroupChange(BaseModel):
+    group: str
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    members_after: int = 0
+
+
+class DirectoryChanges(BaseModel):
+    """The difference between the store's directory and the provider's, person ids throughout."""
+
+    full: bool
+    joiners: list[PersonRef] = Field(default_factory=list)
+    leavers: list[Leaver] = Field(default_factory=list)
+    movers: list[ManagerChange] = Field(default_factory=list)
+    updated: list[PersonRef] = Field(default_factory=list)
+    group_changes: list[GroupChange] = Field(default_factory=list)
+    upserts: list[Person] = Field(default_factory=list)
+    """People to write (new or changed), without their groups: memberships come from ``memberships``."""
+    memberships: dict[str, list[str]] = Field(default_factory=dict)
+    """Groups whose member list is replaced, with their members after the sync."""
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.joiners or self.leavers or self.movers or self.updated or self.group_changes)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "joiners": len(self.joiners),
+            "movers": len(self.movers),
+            "leavers": len(self.leavers),
+            "updated": len(self.updated),
+            "group_changes": len(self.group_changes),
+        }
+
+
+def diff_directory(
+    current: list[Person],
+    incoming: list[Person],
+    incoming_groups: dict[str, list[str]],
+    *,
+    full: bool,
+) -> DirectoryChanges:
+    """Compare the stored directory with a listing; ``incoming_groups`` maps group name to member ids."""
+    stored = {p.id: p for p in current}
+    listed = {p.id: p for p in incoming}
+    changes = DirectoryChanges(full=full)
+
+    for pid, person in listed.items():
+        before = stored.get(pid)
+        if person.active and (before is None or not before.active):
+            changes.joiners.append(person.ref)
+        elif before is not None and before.active and not person.active:
+            changes.leavers.append(Leaver(person=before.ref, reason=LeaveReason.DEACTIVATED))
+        if before is not None and before.active and person.active and before.manager_id != person.manager_id:
+            changes.movers.append(
+                ManagerChange(
+                    person=person.ref, old_manager_id=before.manager_id, new_manager_id=person.manager_id
+                )
+            )
+        if before is not None and (
+            before.email != person.email or before.display_name != person.display_name
+        ):
+            changes.updated.append(person.ref)
+        if before is None or _fields(before) != _fields(person):
+            changes.upserts.append(person.model_copy(update={"groups": ()}))
+
+    if full:
+        for pid, before in stored.items():
+            if pid not in listed and before.active:
+                changes.leavers.append(Leaver(person=before.ref, reason=LeaveReason.DELETED))
+
+    stored_groups: dict[str, set[str]] = {}
+    for person in current:
+        for group in person.groups:
+            stored_groups.setdefault(group, set()).add(person.id)
+    names = set(incoming_groups) | (set(stored_groups) if full else set())
+    for name in sorted(names):
+        before_ids = stored_groups.get(name, set())
+        after_ids = set(incoming_groups.get(name, []))
+        if before_ids != after_ids:
+            changes.group_changes.append(
+                GroupChange(
+                    group=name,
+                    added=sorted(after_ids - before_ids),
+                    removed=sorted(before_ids - after_ids),
+                    members_after=len(after_ids),
+                )
+            )
+            changes.memberships[name] = sorted(after_ids)
+    return changes
+
+
+def _fields(person: Person) -> tuple[str, str, str | None, bool]:
+    return (person.email, person.display_name, person.manager_id, person.active)
+
+
+def guard(changes: DirectoryChanges, active_before: int, max_deactivation_share: float) -> str | None:
+    """Why this sync must not be applied, or None. Counted against the active people before the sync."""
+    if active_before > 0 and changes.leavers:
+        share = len(changes.leavers) / active_before
+        if share > max_deactivation_share:
+            return (
+                f"the sync would deactivate {len(changes.leavers)} of {active_before} active people "
+                f"({share:.0%}), more than the allowed {max_deactivation_share:.0%}; nothing was applied"
+            )
+    emptied = [g.group for g in changes.group_changes if g.members_after == 0 and g.removed]
+    if emptied:
+        return f"the sync would empty group(s) {', '.join(emptied)}; nothing was applied"
+    return None

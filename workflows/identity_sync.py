@@ -1,0 +1,54 @@
+"""IdentitySyncWorkflow: one identity sync, then every running request concerned is told at once.
+
+Run by a Temporal Schedule (incremental often, full less often — only a full listing sees deletions)
+and on demand by ``grantflow sync``. The sync itself is one activity that applies all or nothing; the
+workflow then signals each affected ``AccessRequestWorkflow`` (a leaver's grants end with
+``end_reason=leaver``, their pending requests are cancelled, their votes withdrawn; joiners become
+eligible). Nothing waits for a timer.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.identity_sync import IdentitySyncActivities, SyncInput, SyncReport
+    from workflows.access_request import AccessRequestWorkflow
+
+# A failing provider is retried a few times; the next scheduled run tries again anyway.
+SYNC_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
+)
+
+SYNC_WORKFLOW_ID = "identity-sync"
+
+
+@workflow.defn
+class IdentitySyncWorkflow:
+    @workflow.run
+    async def run(self, inp: SyncInput) -> SyncReport:
+        if not inp.sync_id:
+            inp = inp.model_copy(update={"sync_id": workflow.info().workflow_id})
+        report = await workflow.execute_activity_method(
+            IdentitySyncActivities.sync_directory,
+            inp,
+            start_to_close_timeout=timedelta(minutes=15),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=SYNC_RETRY,
+        )
+        if not report.applied:
+            return report
+        for signal in report.signals:
+            handle = workflow.get_external_workflow_handle_for(AccessRequestWorkflow.run, signal.request_id)
+            try:
+                if signal.person_left is not None:
+                    await handle.signal(AccessRequestWorkflow.person_left, signal.person_left)
+                if signal.approvers_changed is not None:
+                    await handle.signal(AccessRequestWorkflow.approvers_changed, signal.approvers_changed)
+            except FailureError as err:  # the request finished meanwhile: nothing left to tell it
+                workflow.logger.info("request %s not signalled: %s", signal.request_id, err)
+        return report
