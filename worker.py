@@ -63,10 +63,13 @@ def build_activities(
 
 
 async def connect_client(settings: Settings) -> Client:
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        api_key=api_key,
+        tls=bool(api_key) or settings.temporal_tls,
     )
 
 
@@ -93,13 +96,15 @@ def review_links(settings: Settings) -> ReviewLinks | None:
     )
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, migrate: bool = True) -> Store:
+    """The store; ``migrate=False`` for read-only uses (an auditor's ``ledger verify`` needs no DDL)."""
     store = Store(
         settings.effective_database_url,
         ledger_key=settings.require_secret("ledger_key").encode(),
         anchor_path=settings.effective_anchor_path,
     )
-    store.migrate()
+    if migrate:
+        store.migrate()
     return store
 
 
@@ -160,6 +165,11 @@ def build_gateway(settings: Settings) -> Gateway:
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Run the worker until ``stop`` is set; used by ``grantflow worker`` and ``grantflow dev``."""
     store = open_store(settings)
+    if not settings.scim_url and settings.organisation_file is not None:
+        # Without an identity provider the directory is the organisation file, reloaded at every start.
+        from domain.identity import load_organisation
+
+        store.replace_directory(load_organisation(settings.organisation_file).people)
     gateway = build_gateway(settings)
     client = await connect_client(settings)
     scim = build_scim(settings)

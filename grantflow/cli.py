@@ -139,8 +139,10 @@ def _register_subcommands() -> None:
     from grantflow.commands.requests import request
     from grantflow.commands.sandbox import sandbox
     from grantflow.commands.sync import sync
+    from grantflow.commands.tokens import token
 
     main.add_command(request)
+    main.add_command(token)
     main.add_command(ledger)
     main.add_command(sync)
     main.add_command(sandbox)

@@ -8,6 +8,7 @@ enter workflow inputs, results or history.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,10 @@ from domain.durations import PositiveDuration
 
 ENV_PREFIX = "GRANTFLOW_"
 CONFIG_ENV = "GRANTFLOW_CONFIG"
+# An explicit --config for this load only (the environment is not touched).
+_CONFIG_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "grantflow_config_file", default=None
+)
 
 
 DEV_SECRETS_FILE = "secrets.toml"
@@ -58,6 +63,10 @@ class Settings(BaseSettings):
     # Temporal
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    temporal_api_key: SecretStr | None = Field(
+        default=None, description="Temporal Cloud API key (implies TLS)"
+    )
+    temporal_tls: bool = False
     task_queue: str = "grantflow"
 
     # SQL store and evidence ledger
@@ -89,6 +98,49 @@ class Settings(BaseSettings):
     renewal_lead: PositiveDuration = timedelta(minutes=30)
     revoke_escalate_after: PositiveDuration = timedelta(minutes=10)
 
+    # Slack (approver DMs with buttons, /access); off unless a bot token is set
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = Field(default=None, description="xapp- token: Socket Mode")
+    slack_api_url: str = Field(default="", description="Slack Web API base (a stand-in); default Slack's")
+    slack_access_command: str = "/access"
+
+    # Jira (a ticket per request, decisions by transition, intake project); off unless jira_url is set
+    jira_url: str = ""
+    jira_email: str = ""
+    jira_api_token: SecretStr | None = None
+    jira_project: str = "ACC"
+    jira_issue_type: str = "Task"
+    jira_transitions: dict[str, str] = Field(
+        default_factory=lambda: {
+            "Approve": "Approved",
+            "Deny": "Denied",
+            "Close": "Done",
+            "Cancel": "Cancelled",
+            "Reopen": "Waiting for approval",
+        },
+        description="Jira transition name -> the status it leads to",
+    )
+    jira_approve_status: str = "Approved"
+    jira_deny_status: str = "Denied"
+    jira_webhook_secret: SecretStr | None = None
+    jira_intake_project: str = Field(default="", description="issues created here start requests")
+    jira_intake_fields: dict[str, str] = Field(
+        default_factory=lambda: {"resource": "Resource", "role": "Role", "duration": "Duration"},
+        description="request field -> Jira field id or name in the intake project (reason: the description)",
+    )
+    jira_account_ids: dict[str, str] = Field(
+        default_factory=dict, description="email -> Jira accountId, when user search cannot see emails"
+    )
+
+    # Email over SMTP (request and review link, outcome); off unless smtp_host is set
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "grantflow@localhost"
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+
     # The web app (REST API, review pages) and the CLI that talks to it
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8000, ge=1, le=65535)
@@ -99,12 +151,19 @@ class Settings(BaseSettings):
     api_url: str = Field(default="", description="the web app the CLI talks to")
     api_token: SecretStr | None = None
 
-    @field_validator("hoop_url", "public_url", "api_url", "scim_url")
+    @field_validator("hoop_url", "public_url", "api_url", "scim_url", "jira_url", "slack_api_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("gateway_max_grant")
+    @classmethod
+    def _within_gateway_cap(cls, value: timedelta) -> timedelta:
+        if value > timedelta(hours=48):
+            raise ValueError("hoop refuses grants longer than 48h (and creates an orphan grant when asked)")
+        return value
 
     @field_validator("temporal_address")
     @classmethod
@@ -124,14 +183,15 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_path = os.environ.get(CONFIG_ENV)
+        config_path = _CONFIG_FILE.get() or os.environ.get(CONFIG_ENV)
         if config_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_path)))
         # Lowest priority: the secrets `grantflow dev` generated, so the CLI run in the same folder
         # (e.g. `grantflow ledger verify`) uses the same ledger key as the dev stack.
         state_dir = Path(os.environ.get(f"{ENV_PREFIX}STATE_DIR") or default_state_dir())
         dev_secrets = state_dir / DEV_SECRETS_FILE
-        if dev_secrets.is_file():
+        # Never for a deployment with its own database: a stray dev file must not supply its ledger key.
+        if dev_secrets.is_file() and not os.environ.get(f"{ENV_PREFIX}DATABASE_URL"):
             sources.append(_DevSecretsSource(settings_cls, dev_secrets))
         return tuple(sources)
 
@@ -166,9 +226,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None:
         if not config_file.is_file():
             raise SettingsError(f"configuration file {config_file} does not exist")
-        os.environ[CONFIG_ENV] = str(config_file)
     elif (path := os.environ.get(CONFIG_ENV)) and not Path(path).is_file():
         raise SettingsError(f"{CONFIG_ENV}={path}: configuration file does not exist")
+    token = _CONFIG_FILE.set(str(config_file) if config_file is not None else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -180,3 +240,5 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             else:
                 problems.append(f"{ENV_PREFIX}{name.upper()} ({name}): {err['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    finally:
+        _CONFIG_FILE.reset(token)

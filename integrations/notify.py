@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -37,15 +39,20 @@ class OutboxNotifier:
     def __init__(self, path: Path) -> None:
         self._path = path
 
-    async def send(self, message: Message) -> None:
+    def _append(self, line: str) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"at": datetime.now(UTC).isoformat(), **message.model_dump(mode="json")})
-        with self._path.open("a", encoding="utf-8") as fh:
+        # Review links are credentials: the outbox is readable by its owner only, and logs never carry them.
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(fd, "a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             fh.write(line + "\n")
+
+    async def send(self, message: Message) -> None:
+        line = json.dumps({"at": datetime.now(UTC).isoformat(), **message.model_dump(mode="json")})
+        await asyncio.to_thread(self._append, line)
         log.info(
             "to %s: %s%s",
             message.recipient.email,
             message.subject,
-            f" {message.link}" if message.link else "",
+            " (with a review link)" if message.link else "",
         )

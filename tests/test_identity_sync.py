@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError
-from temporalio.testing import ActivityEnvironment
+from temporalio.client import ScheduleActionStartWorkflow, WorkflowFailureError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.identity_sync import IdentitySyncActivities, SyncInput, SyncReport
 from activities.standing_access import GroupSource, RevokeMembershipInput, StandingAccessActivities
@@ -276,3 +276,22 @@ async def test_revoking_a_gateway_local_membership_in_hoop(time_stack: Stack) ->
     after = stack.hoop.user("judy@example.com")
     assert result.removed and "analytics" not in after["groups"] and "engineering" in after["groups"]
     assert after["name"] == before["name"] and after["status"] == before["status"]  # the rest kept
+
+
+async def test_sync_schedules_are_created_once_and_follow_the_settings(dev_env: WorkflowEnvironment) -> None:
+    from grantflow.settings import Settings
+    from worker import SYNC_SCHEDULES, ensure_sync_schedules
+
+    client = dev_env.client
+    try:
+        await ensure_sync_schedules(client, Settings(sync_interval=timedelta(minutes=15)))
+        await ensure_sync_schedules(client, Settings(sync_interval=timedelta(minutes=5)))  # idempotent update
+        incremental = await client.get_schedule_handle("identity-sync-incremental").describe()
+        full = await client.get_schedule_handle("identity-sync-full").describe()
+        assert incremental.schedule.spec.intervals[0].every == timedelta(minutes=5)
+        assert full.schedule.spec.intervals[0].every == timedelta(hours=24)
+        action = full.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow) and action.workflow == "IdentitySyncWorkflow"
+    finally:
+        for schedule_id in SYNC_SCHEDULES:
+            await client.get_schedule_handle(schedule_id).delete()

@@ -293,3 +293,31 @@ async def test_unknown_requests_and_listing(stack: Stack) -> None:
     await stack.env.client.get_workflow_handle(rid).terminate("test")
     shown = await service.show(rid)
     assert shown.id == rid
+
+
+async def test_a_slot_held_by_a_terminated_pending_request_is_freed(stack: Stack) -> None:
+    service = make_service(stack)
+    first = await create_admin_request(stack, service)
+    await stack.env.client.get_workflow_handle(first).terminate("operator mistake")
+    second = await service.create(
+        stack.actor("alice@example.com"), resource="pg-prod", role="admin", duration="1h", reason="INC-2"
+    )
+    assert second.id != first
+    stored = stack.store.get_request(first)
+    assert stored is not None and stored.status is RequestStatus.FAILED
+    assert "TERMINATED" in (stored.failure_reason or "")
+    assert [e.kind for e in stack.store.ledger_entries(subject=first)][-1] == "request.abandoned"
+
+
+async def test_a_slot_held_by_a_terminated_active_request_stays_taken(stack: Stack) -> None:
+    service = make_service(stack)
+    view = await service.create(
+        stack.actor("erin@example.com"), resource="pg-prod", role="read", duration="1h", reason="INC-3"
+    )
+    await service.decide(view.id, stack.actor("bob@example.com"), Verdict.APPROVE)
+    await wait_view(service, view.id, lambda v: v.status is RequestStatus.ACTIVE)
+    await stack.env.client.get_workflow_handle(view.id).terminate("operator mistake")
+    with pytest.raises(Conflict):  # a grant may still be in the gateway: never hidden
+        await service.create(
+            stack.actor("erin@example.com"), resource="pg-prod", role="read", duration="1h", reason="again"
+        )

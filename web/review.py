@@ -207,8 +207,10 @@ async def review_decide(token: str, request: Request) -> HTMLResponse:
     reason = raw_reason.strip()[:2000] if isinstance(raw_reason, str) else ""
     actor = Actor(person=approver.ref, channel="web")
     action = f"/review/{token}"
+    raw_stage = form.get("stage")
+    stage = raw_stage if isinstance(raw_stage, str) and raw_stage else None
     try:
-        view = await ctx.service.decide(request_id, actor, verdict, reason)
+        view = await ctx.service.decide(request_id, actor, verdict, reason, stage=stage)
     except Refused as exc:
         try:
             current = await ctx.service.show(request_id)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from typing import Any, ClassVar, TypeVar
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -45,7 +47,14 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.approval import Stage, decision_refusal, end_refusal, extension_refusal, quorum_reached
+from domain.approval import (
+    Stage,
+    decision_refusal,
+    end_refusal,
+    extension_refusal,
+    open_stage,
+    quorum_reached,
+)
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.identity import Actor, Person, PersonRef
 from domain.policy import PolicySet
@@ -265,6 +274,16 @@ class RequestService:
         try:
             await self._store_call(self._store.reserve_request, view)
         except SlotTaken as taken:
+            if await self._release_if_abandoned(taken):
+                return await self.create(
+                    actor,
+                    resource=resource,
+                    role=role,
+                    duration=duration,
+                    reason=reason,
+                    requester_email=requester_email,
+                    break_glass=break_glass,
+                )
             raise Conflict(
                 _slot_taken_sentence(requester.email, view.connection, taken),
                 existing_request_id=taken.existing_request_id,
@@ -285,6 +304,48 @@ class RequestService:
                 f"request {request_id} could not be started ({_short(exc)}); nothing was granted, try again"
             ) from exc
         return await self._wait_for_setup(handle, view)
+
+    async def _release_if_abandoned(self, taken: SlotTaken) -> bool:
+        """Free a slot whose request's workflow is no longer running (terminated by an operator, reset, or
+        failed) although the store still shows it open: otherwise the person could never ask again."""
+        try:
+            description = await self._handle(taken.existing_request_id).describe()
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                return False
+            status_name = "NOT_FOUND"
+        else:
+            if description.status is None or description.status is WorkflowExecutionStatus.RUNNING:
+                return False
+            status_name = description.status.name
+        stored = await self._store_call(self._store.get_request, taken.existing_request_id)
+        if stored is None or stored.status.is_terminal:
+            return False
+        if open_stage(stored) is not Stage.REQUEST or stored.status is not RequestStatus.PENDING:
+            # A grant may exist in the gateway (approved, ACTIVE or REVOKING): freeing the slot would
+            # hide it. The request stays open and the refusal says so; an administrator must look.
+            log.error("request %s is %s but its workflow is %s", stored.id, stored.status.value, status_name)
+            return False
+        note = f"its workflow is {status_name} without having finished the request"
+        closed = stored.model_copy(
+            update={
+                "status": RequestStatus.FAILED,
+                "failure_reason": note,
+                "updated_at": datetime.now(UTC),
+            }
+        )
+        await self._store_call(self._store.save_request, closed)
+        await self._store_call(
+            self._store.append_ledger,
+            kind="request.abandoned",
+            subject=stored.id,
+            actor="grantflow",
+            channel="system",
+            data={"previous_status": stored.status.value, "workflow_status": status_name},
+            idempotency_key=f"{stored.id}:abandoned",
+        )
+        log.warning("request %s: %s; its slot is freed", stored.id, note)
+        return True
 
     async def _wait_for_setup(self, handle: WorkflowHandle[Any, Any], fallback: RequestView) -> RequestView:
         return await self._settle(
@@ -337,9 +398,16 @@ class RequestService:
     # --- decisions and actions ---------------------------------------------------------------------
 
     async def decide(
-        self, request_id: str, actor: Actor, verdict: Verdict | str, reason: str = ""
+        self,
+        request_id: str,
+        actor: Actor,
+        verdict: Verdict | str,
+        reason: str = "",
+        *,
+        stage: str | None = None,
     ) -> RequestView:
-        """Approve or deny as ``actor``; eligibility is the workflow's to decide."""
+        """Approve or deny as ``actor``; eligibility is the workflow's to decide. ``stage`` is the stage the
+        person saw (a review page, a Slack button): a decision for another stage is refused."""
         try:
             verdict = Verdict(verdict)
         except ValueError:
@@ -347,7 +415,7 @@ class RequestService:
         if actor.admin is not None and actor.admin.id == actor.person.id:
             # An administrator deciding as themselves decides as a person: no admin power in a vote.
             actor = actor.model_copy(update={"admin": None})
-        inp = DecisionInput(actor=actor, verdict=verdict, reason=_reason(reason))
+        inp = DecisionInput(actor=actor, verdict=verdict, reason=_reason(reason), stage=stage)
 
         def closed(view: RequestView) -> str:
             return decision_refusal(view, None, actor, verdict) or _closed_sentence(view)
@@ -597,5 +665,10 @@ def _closed_sentence(view: RequestView) -> str:
 
 
 def _short(exc: BaseException | None) -> str:
-    text = str(exc) if exc is not None else ""
-    return (text or type(exc).__name__)[:300]
+    """What a caller is told about an internal failure: its kind and an id to find it in the logs.
+
+    The full text (SQL, host names, Temporal internals) goes to the log only: error bodies reach anyone
+    holding a token, and must not leak the deployment's internals."""
+    error_id = secrets.token_hex(4)
+    log.error("error %s: %r", error_id, exc)
+    return f"{type(exc).__name__ if exc is not None else 'error'}, error id {error_id}"

@@ -32,7 +32,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
     settings = settings_of(ctx)
     try:
-        store = open_store(settings)
+        store = open_store(settings, migrate=False)
     except SettingsError as exc:
         click.echo(f"grantflow: {exc}", err=True)
         ctx.exit(EXIT_CONFIG)

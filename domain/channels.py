@@ -1,0 +1,34 @@
+"""Where a request has been presented to people, kept in workflow state so every retry updates the
+same Slack messages and the same Jira ticket instead of creating new ones.
+
+The channel activity receives the state, does what is missing (idempotently) and returns the new state.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from domain.identity import PersonRef
+from domain.requests import RequestView
+
+
+class SlackMessageRef(BaseModel):
+    channel: str
+    ts: str
+
+
+class ChannelState(BaseModel):
+    slack: dict[str, SlackMessageRef] = Field(default_factory=dict)
+    """Person id -> the Slack DM that asked them to decide (updated in place after every change)."""
+    jira_key: str | None = None
+    """The request's Jira ticket, once opened."""
+
+
+class PresentInput(BaseModel):
+    """Present a request as it is now: ask ``ask`` to decide (Slack DM with buttons, email with a review
+    link, the Jira ticket assigned), and bring every place the request was shown up to date (Slack
+    messages updated in place, Jira ticket transitioned and commented, requester told the outcome)."""
+
+    view: RequestView
+    ask: list[PersonRef] = Field(default_factory=list)
+    state: ChannelState = Field(default_factory=ChannelState)
