@@ -92,6 +92,8 @@ class AccessRequestInput(BaseModel):
     break_glass: bool = False
     created_at: AwareDatetime
     timings: GatewayTimings = GatewayTimings()
+    channels: list[str] = Field(default_factory=list)
+    """Channels configured when the request was made (slack, jira, email): where it is presented."""
 
 
 class DecisionInput(BaseModel):

@@ -213,6 +213,18 @@ class Settings(BaseSettings):
     def effective_api_url(self) -> str:
         return self.api_url or self.effective_public_url
 
+    @property
+    def configured_channels(self) -> list[str]:
+        """Where requests are presented besides the web review page (always on)."""
+        channels = []
+        if self.slack_bot_token is not None:
+            channels.append("slack")
+        if self.jira_url:
+            channels.append("jira")
+        if self.smtp_host:
+            channels.append("email")
+        return channels
+
     def require_secret(self, name: str) -> str:
         """The value of a secret setting, or :class:`SettingsError` naming the variable to set."""
         value = getattr(self, name)

@@ -34,10 +34,14 @@ from store import Store
 from web.api import API_PREFIX, Unauthenticated
 from web.api import router as api_router
 from web.auth import TokenFileError, TokenRegistry
+from web.jira_webhook import JiraEdge, build_jira_edge
+from web.jira_webhook import router as jira_router
 from web.links import ReviewLinks
 from web.review import derive_csrf_key
 from web.review import router as review_router
 from web.service import RequestService, ServiceError
+from web.slack_app import SlackEdge, build_slack_edge
+from web.slack_app import router as slack_router
 from web.sync_api import router as sync_router
 
 log = logging.getLogger("grantflow.web")
@@ -59,6 +63,9 @@ class WebContext:
     secure_cookies: bool = False
     """Mark cookies ``Secure``: on when the public URL is https."""
     owns_store: bool = False
+    # --- channel edges (Slack, Jira): None when not configured
+    slack: SlackEdge | None = None
+    jira: JiraEdge | None = None
 
     def close(self) -> None:
         if self.owns_store:
@@ -95,7 +102,17 @@ async def build_context(settings: Settings) -> WebContext:
     except BaseException:
         store.close()
         raise
-    service = RequestService(client, store, policies, settings.task_queue, gateway_timings(settings))
+    service = RequestService(
+        client,
+        store,
+        policies,
+        settings.task_queue,
+        gateway_timings(settings),
+        channels=settings.configured_channels,
+    )
+    # --- channel edges, when configured
+    slack = build_slack_edge(settings, service, store)
+    jira = build_jira_edge(settings, service, store)
     return WebContext(
         settings=settings,
         store=store,
@@ -107,6 +124,8 @@ async def build_context(settings: Settings) -> WebContext:
         csrf_key=derive_csrf_key(secret),
         secure_cookies=settings.effective_public_url.startswith("https://"),
         owns_store=True,
+        slack=slack,
+        jira=jira,
     )
 
 
@@ -192,6 +211,11 @@ def create_app(context: WebContext) -> FastAPI:
     app.include_router(api_router)
     app.include_router(sync_router)
     app.include_router(review_router)
+    # --- channel edges, when configured
+    if context.slack is not None:
+        app.include_router(slack_router)
+    if context.jira is not None:
+        app.include_router(jira_router)
     return app
 
 
@@ -237,8 +261,19 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         app = create_app(context)
         async with running(app, settings.web_host, settings.web_port) as url:
             log.info("web app listening on %s", url)
+            # --- Slack over Socket Mode, when an app-level token is configured
+            if context.slack is not None and context.slack.app_token:
+                try:
+                    await context.slack.start_socket_mode()
+                except Exception:  # the API and review pages still work; say what is off
+                    log.exception("Slack Socket Mode could not connect: Slack buttons and commands are off")
             if ready is not None:
                 ready.set()
             await stop.wait()
     finally:
+        # --- channel edges
+        if context.slack is not None:
+            await context.slack.aclose()
+        if context.jira is not None:
+            await context.jira.aclose()
         context.close()

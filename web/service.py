@@ -176,7 +176,9 @@ class RequestService:
         timings: GatewayTimings | None = None,
         *,
         setup_wait: float = SETUP_WAIT,
+        channels: list[str] | None = None,
     ) -> None:
+        self._channels = list(channels or [])
         self._client = client
         self._store = store
         self._policies = policies
@@ -269,6 +271,7 @@ class RequestService:
             break_glass=break_glass,
             created_at=now,
             timings=self._timings,
+            channels=self._channels,
         )
         view = initial_view(inp)
         try:

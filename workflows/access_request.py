@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         open_stage,
         quorum_reached,
     )
+    from domain.channels import ChannelState, PresentInput
     from domain.durations import format_duration
     from domain.identity import Actor, PersonRef
     from domain.requests import (
@@ -71,6 +72,10 @@ with workflow.unsafe.imports_passed_through():
 # Critical side effects are retried until they succeed or fail permanently.
 CRITICAL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
+)
+# Presenting in Slack/Jira/email is best effort too, but people rely on it: retry generously.
+PRESENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=20
 )
 # Notifications are best effort: a few tries, then logged and forgotten.
 BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -117,11 +122,19 @@ class AccessRequestWorkflow:
         self._correlation_ids: list[str] = []
         self._record_lock = asyncio.Lock()
         self._step = 0
+        # Presenting the request in Slack, Jira and email runs beside the process, newest view first.
+        self._channels = ChannelState()
+        self._present_pending = False
+        self._present_ask: list[PersonRef] = []
+        self._presenter: asyncio.Task[None] | None = None
+        self._closing = False
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
     async def run(self, inp: AccessRequestInput) -> RequestView:
+        if inp.channels and workflow.patched("present-in-channels"):
+            self._presenter = asyncio.create_task(self._present_loop())
         await self._record(
             "request.created",
             actor=inp.submitted_by,
@@ -162,6 +175,7 @@ class AccessRequestWorkflow:
                 await self._notify("closed", [self._view.requester])
                 return await self._finish()
             await self._notify("request_created", self._view.eligible_approvers, with_review_link=True)
+            self._present(ask=self._view.eligible_approvers)
             outcome = await self._await_decision()
             if outcome is not None:
                 return await self._close(outcome)
@@ -171,6 +185,7 @@ class AccessRequestWorkflow:
             return await self._finish()
         if self._view.break_glass:
             await self._notify("retro_review", self._view.eligible_approvers, with_review_link=True)
+            self._present(ask=self._view.eligible_approvers)
         await self._stay_active()
         await self._revoke_and_end()
         return await self._finish()
@@ -451,7 +466,44 @@ class AccessRequestWorkflow:
 
     async def _finish(self) -> RequestView:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._presenter is not None:  # the final state reaches every channel before we end
+            self._closing = True
+            await self._presenter
         return self._view
+
+    # ------------------------------------------------------------------ channels (Slack, Jira, email)
+
+    def _present(self, ask: list[PersonRef] | None = None) -> None:
+        """Ask these people to decide (if any) and bring every channel up to date, in the background."""
+        if self._presenter is None:
+            return
+        self._present_pending = True
+        for person in ask or []:
+            if person.id not in {p.id for p in self._present_ask}:
+                self._present_ask.append(person)
+
+    async def _present_loop(self) -> None:
+        """One presentation at a time, always of the newest view: a burst of changes is coalesced, and an
+        older view can never overwrite a newer one in Slack or Jira. Best effort: a channel that stays
+        down after generous retries is logged and skipped, never failing the request."""
+        while True:
+            await workflow.wait_condition(lambda: self._present_pending or self._closing)
+            if not self._present_pending:
+                return
+            self._present_pending = False
+            ask, self._present_ask = self._present_ask, []
+            try:
+                self._channels = await workflow.execute_activity(
+                    "present_request",
+                    PresentInput(view=self._view, ask=ask, state=self._channels),
+                    result_type=ChannelState,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=PRESENT_RETRY,
+                )
+            except ActivityError as err:
+                workflow.logger.warning(
+                    "request %s not presented in every channel: %s", self._view.id, err.cause
+                )
 
     # ------------------------------------------------------------------ updates and queries
 
@@ -526,6 +578,7 @@ class AccessRequestWorkflow:
             "extension.requested", actor=inp.actor, data={"by": format_duration(inp.by), "reason": inp.reason}
         )
         await self._notify("extension_requested", self._view.eligible_approvers, with_review_link=True)
+        self._present(ask=self._view.eligible_approvers)
         return self._view
 
     @extend.validator
@@ -657,6 +710,7 @@ class AccessRequestWorkflow:
         if added and open_stage(view) is not None:
             event = "extension_requested" if view.pending_extension else "request_created"
             await self._notify(event, added, with_review_link=True)
+            self._present(ask=added)
 
     def _withdraw_votes(self, person_id: str) -> int:
         """Remove a person's approvals from the open stage unless it already reached quorum."""
@@ -717,6 +771,7 @@ class AccessRequestWorkflow:
                 channel=channel or "system",
                 data={"status": self._view.status.value, **(data or {})},
             )
+            self._present()
             await workflow.execute_activity_method(
                 RecordActivities.record,
                 RecordInput(
