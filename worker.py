@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.channels import ChannelActivities, build_channels
 from activities.directory import DirectoryActivities
 from activities.gateway import GatewayActivities
 from activities.identity_sync import IdentitySyncActivities, SyncInput
@@ -44,6 +45,7 @@ def build_activities(
     links: ReviewLinks | None,
     scim: ScimDirectory | None = None,
     max_deactivation_share: float = 0.10,
+    channels: ChannelActivities | None = None,
 ) -> list[Callable[..., Any]]:
     records = RecordActivities(store)
     directory = DirectoryActivities(store)
@@ -51,6 +53,9 @@ def build_activities(
     notifications = NotificationActivities(notifier, links)
     sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share)
     standing = StandingAccessActivities(store, gateway, scim)
+    # Always registered: with no channel configured it presents nowhere, so a request made while another
+    # process had channels configured never waits for an activity no worker runs.
+    channels = channels or ChannelActivities(slack=None, jira=None, email=None, links=links, store=store)
     return [
         records.record,
         directory.resolve_approvers,
@@ -59,6 +64,7 @@ def build_activities(
         notifications.notify,
         sync.sync_directory,
         standing.revoke_membership,
+        channels.present,
     ]
 
 
@@ -173,6 +179,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     gateway = build_gateway(settings)
     client = await connect_client(settings)
     scim = build_scim(settings)
+    channels = build_channels(settings, links=review_links(settings), store=store)
     activities = build_activities(
         store=store,
         gateway=gateway,
@@ -180,6 +187,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         links=review_links(settings),
         scim=scim,
         max_deactivation_share=settings.sync_max_deactivation_share,
+        channels=channels,
     )
     if scim is not None:
         await ensure_sync_schedules(client, settings)
@@ -188,6 +196,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     async with worker:
         await stop.wait()
     await gateway.aclose()
+    await channels.aclose()
     if scim is not None:
         await scim.aclose()
     store.close()

@@ -22,6 +22,8 @@ class ChannelState(BaseModel):
     """Person id -> the Slack DM that asked them to decide (updated in place after every change)."""
     jira_key: str | None = None
     """The request's Jira ticket, once opened."""
+    emailed: list[str] = Field(default_factory=list)
+    """Message-IDs already sent: SMTP cannot be asked what it delivered, so the workflow remembers."""
 
 
 class PresentInput(BaseModel):

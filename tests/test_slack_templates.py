@@ -132,6 +132,8 @@ DECIDABLE = {"pending, no decision", "pending, one of two", "pending, submitted 
     "active, extension asked",
     "break-glass, review pending",
 }
+# the stage each decidable case asks about: button values are "<request id>|<stage>"
+STAGE_OF = {"active, extension asked": "extension", "break-glass, review pending": "retro_review"}
 
 
 def buttons(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -166,7 +168,8 @@ def test_every_template_renders_valid_block_kit_for_every_state(template: str, c
     assert len(ids) == len(set(ids)) and all(i.startswith("gf_") for i in ids)
     decide = buttons(blocks)
     if template != "requester_outcome" and case in DECIDABLE:
-        assert decide[APPROVE_ACTION]["value"] == decide[DENY_ACTION]["value"] == "req-42"
+        stage = STAGE_OF.get(case, "request")
+        assert decide[APPROVE_ACTION]["value"] == decide[DENY_ACTION]["value"] == f"req-42|{stage}"
         assert decide[APPROVE_ACTION]["style"] == "primary" and decide[DENY_ACTION]["style"] == "danger"
     else:
         assert APPROVE_ACTION not in decide and DENY_ACTION not in decide

@@ -498,6 +498,8 @@ class AccessRequestWorkflow:
                     PresentInput(view=self._view, ask=ask, state=self._channels),
                     result_type=ChannelState,
                     start_to_close_timeout=timedelta(seconds=60),
+                    schedule_to_close_timeout=timedelta(minutes=30),  # never holds the request open
+                    heartbeat_timeout=timedelta(seconds=30),
                     retry_policy=PRESENT_RETRY,
                 )
             except ActivityError as err:

@@ -1,0 +1,764 @@
+"""Presenting a request to people in Slack, Jira and email, and keeping what they see up to date.
+
+One activity, ``present_request`` (:meth:`ChannelActivities.present`), takes the request as it is now
+(:class:`~domain.channels.PresentInput`: the view, who must decide now, and the handles of earlier
+presentations) and, for each configured channel (a channel given as None is skipped):
+
+1. **asks** every person in ``ask``: a Slack DM with Approve/Deny buttons and their review link
+   (``templates/slack/request_created.json.j2``), an email with their review link
+   (``templates/email/request_created.*``), and the Jira ticket assigned to the first of them Jira knows;
+2. **ensures the Jira ticket** exists (found by its label ``grantflow-<request id>`` before one is opened);
+3. **brings everything up to date**: every Slack DM in the state is updated in place
+   (``request_updated.json.j2``: who decided via which channel, the status, the expiry; buttons only while
+   that person can still decide), the ticket gets one comment per decision and one per status and is moved to
+   the status matching the request's, and once the request is ACTIVE, APPROVED or over, the requester is told
+   the outcome by Slack DM and by email.
+
+Who is skipped: a person without a Slack account (looked up by email) is not asked in Slack, one whom Jira
+does not know is not assigned, and without review links (``links=None``) nobody is asked by email — each
+logged. The ticket's status follows the request's through the configured transitions: PENDING waits (no
+status comment either; the ticket says it), ACTIVE/APPROVED/REVOKING → approve, DENIED → deny, ENDED → close
+(through approve when the workflow offers no direct way), TIMED_OUT/CANCELLED/FAILED → cancel. A ticket its
+workflow cannot bring there (moved by hand to a dead end) is a permanent failure naming the transition.
+
+It returns the new :class:`~domain.channels.ChannelState` (Slack refs per person, the Jira key), which the
+workflow keeps and passes back next time.
+
+Idempotency — every effect has a key derived from the request, the event and the person, so the activity
+can be run again at any time and only does what is missing:
+
+- Slack DMs are posted with :meth:`SlackChannel.post_once` under ``<request>:ask:<stage>:<person>`` and
+  ``<request>:outcome:<status>``; the key is stored in the message's metadata and looked up before posting.
+  Updates are ``chat.update`` of the same message (idempotent).
+- The Jira ticket is found by label before one is opened; a comment identical to one already there is not
+  posted again (decision comments are rendered as of the decision, not as of now, so they stay identical);
+  a transition to the status the ticket is already in does nothing.
+- Email has no look-up, so emails are keyed by their Message-ID (``<request>.ask.<stage>.<person>``,
+  ``<request>.outcome.<status>``): a Message-ID already sent is skipped, remembered across attempts of one
+  activity in its heartbeat details and across calls in this worker's memory. Residual duplicates: after a
+  dropped connection the SMTP server may have kept the message the retry sends again, and a restarted
+  worker forgets what it sent — both carry the same Message-ID, so mail clients can tell. (A field in
+  ``ChannelState`` would make the record durable.)
+
+Stages and Slack buttons. A new stage (an extension, a break-glass review) asks again with a new DM: the
+person's ref in the state is *replaced* by the new message, the one to keep updating. The old message is
+updated once more, without buttons, and then left alone. Approve/Deny buttons carry
+``"<request id>|<stage>"`` in their ``value`` (see :func:`button_value`); the Slack edge reads it with
+:func:`parse_button_value` and passes the stage with the decision, so a click on an old message cannot count
+towards a stage its author never saw (the workflow refuses it with an explanation).
+
+Errors. Every channel is tried even when another fails, and within a channel every person, except that the
+first *transient* failure stops that channel for this attempt (an outage or a rate limit is not hammered).
+Then, if anything failed, the activity raises an ``ApplicationError``: retryable (type
+``ChannelTransient``, ``next_retry_delay`` = the largest ``Retry-After`` seen) when any failure was
+transient, else non-retryable (type ``ChannelRefused``) naming every failure (template errors and bugs —
+exceptions the adapters did not classify — count as permanent; their tracebacks are logged). Its first
+detail is the state as far as it got, for a caller that gives up. Because everything is idempotent, a
+retry redoes only what is missing.
+
+Best effort. Notifications never fail a request: the workflow runs this activity with generous but bounded
+retries and, when it still fails, logs and goes on (the next presentation catches up, since it brings
+everything up to date from the view).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import jinja2
+from jira import JIRA
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from domain.approval import Stage, open_stage, votes_in_stage
+from domain.channels import ChannelState, PresentInput, SlackMessageRef
+from domain.durations import format_duration
+from domain.identity import PersonRef
+from domain.requests import Decision, RequestStatus, RequestView
+from grantflow.settings import Settings, SettingsError
+from integrations.email import EmailError, EmailPermanentError, EmailSender, EmailTransientError
+from integrations.jira_tickets import (
+    JiraError,
+    JiraPermanentError,
+    JiraTickets,
+    JiraTransientError,
+    JiraWorkflowError,
+    build_jira,
+)
+from integrations.slack import (
+    BlockKitError,
+    MessageRef,
+    SlackChannel,
+    SlackError,
+    SlackNotFoundError,
+    SlackPermanentError,
+    SlackTransientError,
+    build_slack_client,
+    render_blocks,
+)
+from store import Store
+from templates import template_environment
+from web.links import ReviewLinks
+
+__all__ = [
+    "CHANNEL_REFUSED",
+    "CHANNEL_TRANSIENT",
+    "ChannelActivities",
+    "LazyJira",
+    "build_channels",
+    "button_value",
+    "parse_button_value",
+]
+
+CHANNEL_TRANSIENT = "ChannelTransient"
+CHANNEL_REFUSED = "ChannelRefused"
+
+OUTCOME_STATUSES = frozenset(
+    {
+        RequestStatus.ACTIVE,
+        RequestStatus.APPROVED,
+        RequestStatus.ENDED,
+        RequestStatus.DENIED,
+        RequestStatus.TIMED_OUT,
+        RequestStatus.CANCELLED,
+        RequestStatus.FAILED,
+    }
+)
+"""Statuses the requester is told about (once each, in Slack and by email)."""
+
+EMAILED_MEMORY = 10_000
+"""How many Message-IDs a worker remembers having sent (oldest forgotten first)."""
+
+_STAGES = frozenset(s.value for s in Stage)
+
+
+# ------------------------------------------------------------------------------------------ button values
+
+
+def button_value(request_id: str, stage: str) -> str:
+    """The ``value`` of an Approve/Deny button: ``"<request id>|<stage>"``."""
+    return f"{request_id}|{stage}"
+
+
+def parse_button_value(value: str) -> tuple[str, str | None]:
+    """``(request_id, stage)`` from an Approve/Deny button's value. The stage is None for a value without
+    one (a message posted before stages were carried): the edge then decides on whatever stage is open."""
+    request_id, sep, stage = value.strip().rpartition("|")
+    if sep and request_id and stage in _STAGES:
+        return request_id, stage
+    return value.strip(), None
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+def ask_key(request_id: str, stage: str, person_id: str) -> str:
+    return f"{request_id}:ask:{stage}:{person_id}"
+
+
+def outcome_key(request_id: str, status: str) -> str:
+    return f"{request_id}:outcome:{status}"
+
+
+def ask_message_id(request_id: str, stage: str, person_id: str) -> str:
+    return f"{request_id}.ask.{stage}.{person_id}"
+
+
+def outcome_message_id(request_id: str, status: str) -> str:
+    return f"{request_id}.outcome.{status}"
+
+
+# ------------------------------------------------------------------------------------------ failures
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    channel: str
+    message: str
+    transient: bool
+    retry_after: float | None = None
+
+
+_ADAPTER_ERRORS = (SlackError, JiraError, EmailError)
+
+
+def _failure(channel: str, exc: BaseException) -> _Failure:
+    """A failure, classified: the adapters' transient errors are transient, their permanent ones and
+    template errors are not; an adapter error of neither kind (an unknown failure) is retried."""
+    if isinstance(exc, SlackTransientError | JiraTransientError):
+        return _Failure(channel, exc.message, True, exc.retry_after)
+    if isinstance(exc, EmailTransientError):
+        return _Failure(channel, exc.message, True)
+    if isinstance(exc, SlackPermanentError | JiraPermanentError | EmailPermanentError):
+        return _Failure(channel, exc.message, False)
+    if isinstance(exc, _ADAPTER_ERRORS):
+        return _Failure(channel, exc.message, True)
+    if isinstance(exc, BlockKitError | jinja2.TemplateError):
+        return _Failure(channel, f"template error: {exc}", False)
+    return _Failure(channel, f"{type(exc).__name__}: {exc}", False)
+
+
+class _Failures:
+    """The failures of one channel in one attempt; ``stop`` says the channel should stop for now."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.items: list[_Failure] = []
+
+    def add(self, exc: BaseException, doing: str) -> _Failure:
+        """Record a failure while ``doing`` something (a phrase naming whom: "asking bob@corp")."""
+        failure = _failure(self.channel, exc)
+        failure = replace(failure, message=f"{doing}: {failure.message}")
+        self.items.append(failure)
+        log = activity.logger.warning if failure.transient else activity.logger.error
+        log("%s: %s", self.channel, failure.message, exc_info=not isinstance(exc, _ADAPTER_ERRORS))
+        return failure
+
+    @property
+    def stop(self) -> bool:
+        return any(f.transient for f in self.items)
+
+
+# ------------------------------------------------------------------------------------------ Jira, built late
+
+
+class LazyJira:
+    """Jira tickets whose client is built on first use: ``build_jira`` calls Jira, and a worker (which also
+    grants and revokes) must start while Jira is down. A failed build is tried again on the next use."""
+
+    def __init__(self, connect: Callable[[], JIRA], tickets: Callable[[JIRA], JiraTickets]) -> None:
+        self._connect = connect
+        self._make = tickets
+        self._lock = threading.Lock()
+        self._client: JIRA | None = None
+        self._tickets: JiraTickets | None = None
+
+    def get(self) -> JiraTickets:
+        """The tickets adapter (blocking: call from a thread). Raises ``JiraError`` while Jira cannot be
+        reached or refuses the credentials."""
+        with self._lock:
+            if self._tickets is None:
+                client = self._connect()
+                self._client, self._tickets = client, self._make(client)
+            return self._tickets
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = self._tickets = None
+
+
+# ------------------------------------------------------------------------------------------ rendering
+
+
+def _utc(when: datetime | None) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if when else "-"
+
+
+def _environment(*, autoescape: bool) -> jinja2.Environment:
+    env = template_environment(autoescape=autoescape)
+    env.filters["duration"] = format_duration
+    env.filters["utc"] = _utc
+    return env
+
+
+def _decisions(view: RequestView) -> list[Decision]:
+    pending = view.pending_extension.approvals if view.pending_extension else []
+    return [*view.approvals, *pending, *view.denials]
+
+
+def _as_of(view: RequestView, decision: Decision) -> RequestView:
+    """The view as it was when ``decision`` was made, within its stage: what its Jira comment says. Later
+    decisions do not change it, so the comment rendered again is identical and is not posted twice."""
+
+    def earlier(d: Decision) -> bool:
+        return d.stage == decision.stage and d.at <= decision.at
+
+    pending = view.pending_extension.approvals if view.pending_extension else []
+    return view.model_copy(
+        update={
+            "approvals": [d for d in [*view.approvals, *pending] if earlier(d)],
+            "denials": [d for d in view.denials if earlier(d)],
+        }
+    )
+
+
+def _summary(view: RequestView) -> str:
+    prefix = "[break-glass] " if view.break_glass else ""
+    return (
+        f"{prefix}{view.requester.email} asks for {view.resource} / {view.role} "
+        f"for {format_duration(view.requested_duration)} ({view.id})"
+    )
+
+
+# ------------------------------------------------------------------------------------------ the activity
+
+
+class ChannelActivities:
+    """Slack, Jira and email presentation of requests. See the module docstring.
+
+    ``jira`` is a :class:`JiraTickets`, or a :class:`LazyJira` that builds it on first use. The transition
+    names are those of the ticket's workflow (and must be in the adapter's ``transition_names``):
+    ``approve_transition`` leads to the approved status, ``close_transition`` from there to done."""
+
+    def __init__(
+        self,
+        *,
+        slack: SlackChannel | None,
+        jira: JiraTickets | LazyJira | None,
+        email: EmailSender | None,
+        links: ReviewLinks | None,
+        store: Store,
+        approve_transition: str = "Approve",
+        deny_transition: str = "Deny",
+        close_transition: str = "Close",
+        cancel_transition: str = "Cancel",
+    ) -> None:
+        self._slack = slack
+        self._jira = jira
+        self._email = email
+        self._links = links
+        self._store = store
+        self.approve_transition = approve_transition
+        self.deny_transition = deny_transition
+        self.close_transition = close_transition
+        self.cancel_transition = cancel_transition
+        self._emailed: OrderedDict[str, None] = OrderedDict()
+
+    @cached_property
+    def _text(self) -> jinja2.Environment:
+        return _environment(autoescape=False)
+
+    @cached_property
+    def _html(self) -> jinja2.Environment:
+        return _environment(autoescape=True)
+
+    async def aclose(self) -> None:
+        if self._slack is not None:
+            await self._slack.aclose()
+        if isinstance(self._jira, LazyJira):
+            await asyncio.to_thread(self._jira.close)
+
+    @activity.defn(name="present_request")
+    async def present(self, inp: PresentInput) -> ChannelState:
+        view = inp.view
+        state = inp.state.model_copy(deep=True)
+        stage = open_stage(view)
+        ask = list(dict.fromkeys(inp.ask))  # each person once, in order
+        if ask and stage is None:
+            activity.logger.info(
+                "request %s: nothing awaits a decision (%s); not asking %s",
+                view.id,
+                view.status.value,
+                ", ".join(p.email for p in ask),
+            )
+            ask = []
+        asked_stage = stage.value if stage is not None else ""
+        emailed = self._emailed_before() | set(state.emailed)
+        parts: dict[str, Awaitable[list[_Failure]]] = {}
+        if self._slack is not None:
+            parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state)
+        if self._jira is not None:
+            parts["jira"] = asyncio.to_thread(self._present_jira, self._jira, view, ask, state)
+        if self._email is not None:
+            parts["email"] = self._present_email(self._email, view, asked_stage, ask, emailed)
+        # the channels run side by side, and one failing in an unforeseen way does not stop the others
+        results = await asyncio.gather(*parts.values(), return_exceptions=True)
+        failures: list[_Failure] = []
+        for channel, result in zip(parts, results, strict=True):
+            if isinstance(result, Exception):
+                failures.append(_Failures(channel).add(result, "presenting"))
+            elif isinstance(result, BaseException):
+                raise result  # cancelled: Temporal's to handle
+            else:
+                failures.extend(result)
+        state.emailed = sorted(emailed)
+        if failures:
+            raise self._error(view, failures, state)
+        return state
+
+    # ------------------------------------------------------------------ errors
+
+    @staticmethod
+    def _error(view: RequestView, failures: Sequence[_Failure], state: ChannelState) -> ApplicationError:
+        text = "; ".join(f"{f.channel}: {f.message}" for f in failures)
+        message = f"presenting request {view.id}: {text}"
+        details = state.model_dump(mode="json")
+        if any(f.transient for f in failures):
+            waits = [f.retry_after for f in failures if f.retry_after]
+            return ApplicationError(
+                message,
+                details,
+                type=CHANNEL_TRANSIENT,
+                next_retry_delay=timedelta(seconds=max(waits)) if waits else None,
+            )
+        return ApplicationError(message, details, type=CHANNEL_REFUSED, non_retryable=True)
+
+    # ------------------------------------------------------------------ people and links
+
+    def _link(self, view: RequestView, person_id: str | None) -> str | None:
+        if self._links is None or person_id is None:
+            return None
+        return self._links.url(view.id, person_id)
+
+    async def _people(
+        self, view: RequestView, ask: Iterable[PersonRef], ids: Iterable[str]
+    ) -> dict[str, PersonRef]:
+        """Person id -> PersonRef for every id given, from the view and ``ask``, else from the directory."""
+        known: dict[str, PersonRef] = {view.requester.id: view.requester}
+        for person in [*view.eligible_approvers, *ask, *(d.approver for d in _decisions(view))]:
+            known.setdefault(person.id, person)
+        for person_id in ids:
+            if person_id not in known:
+                found = await asyncio.to_thread(self._store.get_person, person_id)
+                if found is not None:
+                    known[person_id] = found.ref
+        return known
+
+    @staticmethod
+    def _may_decide(view: RequestView, person: PersonRef | None) -> bool:
+        """Whether this person's message should still offer Approve/Deny."""
+        stage = open_stage(view)
+        if stage is None or person is None or person.id == view.requester.id:
+            return False
+        if view.eligible_approvers and person.id not in {p.id for p in view.eligible_approvers}:
+            return False
+        return not any(d.approver.id == person.id for d in votes_in_stage(view, stage))
+
+    # ------------------------------------------------------------------ Slack
+
+    async def _present_slack(
+        self,
+        slack: SlackChannel,
+        view: RequestView,
+        stage: str,
+        ask: Sequence[PersonRef],
+        state: ChannelState,
+    ) -> list[_Failure]:
+        failures = _Failures("slack")
+        people = await self._people(view, ask, state.slack)
+        fresh: set[str] = set()  # refs posted now: they already show the view as it is
+        for person in ask:
+            try:
+                await self._ask_slack(slack, view, stage, person, state, fresh)
+            except Exception as exc:
+                failures.add(exc, f"asking {person.email}")
+                if failures.stop:
+                    return failures.items
+        for person_id, ref in list(state.slack.items()):
+            if person_id in fresh:
+                continue
+            recipient = people.get(person_id)
+            try:
+                text, blocks = render_blocks(
+                    "request_updated",
+                    view=view,
+                    recipient=recipient,
+                    link=self._link(view, person_id),
+                    decision_open=self._may_decide(view, recipient),
+                )
+                await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
+            except SlackNotFoundError:
+                # deleted by its reader (or the DM is gone): nothing left to keep up to date
+                activity.logger.info("request %s: Slack message %s of %s is gone", view.id, ref.ts, person_id)
+                del state.slack[person_id]
+            except Exception as exc:
+                failures.add(exc, f"updating the message of {recipient.email if recipient else person_id}")
+                if failures.stop:
+                    return failures.items
+        if view.status in OUTCOME_STATUSES:
+            try:
+                await self._tell_requester_slack(slack, view)
+            except Exception as exc:
+                failures.add(exc, f"telling {view.requester.email} the outcome")
+        return failures.items
+
+    async def _ask_slack(
+        self,
+        slack: SlackChannel,
+        view: RequestView,
+        stage: str,
+        person: PersonRef,
+        state: ChannelState,
+        fresh: set[str],
+    ) -> None:
+        user = await slack.user_id_for_email(person.email)
+        if user is None:
+            activity.logger.info(
+                "request %s: %s has no Slack account; not asked in Slack", view.id, person.email
+            )
+            return
+        key = ask_key(view.id, stage, person.id)
+        posted = await slack.find_posted(user, key)
+        if posted is None:
+            text, blocks = render_blocks(
+                "request_created", view=view, recipient=person, link=self._link(view, person.id)
+            )
+            posted = await slack.post_once(
+                user, text, blocks, key=key, metadata={"request_id": view.id, "stage": stage}
+            )
+            fresh.add(person.id)
+        ref = SlackMessageRef(channel=posted.channel, ts=posted.ts)
+        old = state.slack.get(person.id)
+        if old is not None and old != ref:
+            # a new stage: the earlier message shows the request once more, without buttons, then rests
+            text, blocks = render_blocks(
+                "request_updated",
+                view=view,
+                recipient=person,
+                link=self._link(view, person.id),
+                decision_open=False,
+            )
+            try:
+                await slack.update(MessageRef(channel=old.channel, ts=old.ts), text, blocks)
+            except SlackNotFoundError:
+                pass
+        state.slack[person.id] = ref
+
+    async def _tell_requester_slack(self, slack: SlackChannel, view: RequestView) -> None:
+        user = await slack.user_id_for_email(view.requester.email)
+        if user is None:
+            activity.logger.info(
+                "request %s: requester %s has no Slack account", view.id, view.requester.email
+            )
+            return
+        text, blocks = render_blocks("requester_outcome", view=view, recipient=view.requester)
+        await slack.post_once(
+            user,
+            text,
+            blocks,
+            key=outcome_key(view.id, view.status.value),
+            metadata={"request_id": view.id, "status": view.status.value},
+        )
+
+    # ------------------------------------------------------------------ Jira (blocking: runs in a thread)
+
+    def _present_jira(
+        self, source: JiraTickets | LazyJira, view: RequestView, ask: Sequence[PersonRef], state: ChannelState
+    ) -> list[_Failure]:
+        failures = _Failures("jira")
+        try:
+            jira = source.get() if isinstance(source, LazyJira) else source
+            key = state.jira_key or jira.open_ticket(
+                label=jira.jira_label(view.id),
+                summary=_summary(view),
+                description=self._text.get_template("jira/ticket_description.j2").render(
+                    view=view, decide_with=[self.approve_transition, self.deny_transition]
+                ),
+            )
+        except Exception as exc:
+            failures.add(exc, f"opening the ticket of {view.id}")
+            return failures.items
+        state.jira_key = key
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if ask:
+            steps.append((f"assigning {key}", lambda: self._assign(jira, key, ask)))
+        for decision in sorted(_decisions(view), key=lambda d: d.at):
+            text = self._text.get_template("jira/comment_decision.j2").render(
+                view=_as_of(view, decision), decision=decision
+            )
+            steps.append(
+                (f"commenting {decision.approver.email}'s decision on {key}", _comment(jira, key, text))
+            )
+        if view.status is not RequestStatus.PENDING:
+            text = self._text.get_template("jira/comment_status.j2").render(view=view)
+            steps.append((f"commenting the status on {key}", _comment(jira, key, text)))
+        path = self._transitions(view.status)
+        if path:
+            steps.append((f"moving {key} to match {view.status.value}", lambda: _move(jira, key, path)))
+        for doing, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                failures.add(exc, doing)
+                if failures.stop:
+                    break
+        return failures.items
+
+    def _transitions(self, status: RequestStatus) -> list[str]:
+        """The transitions that bring the ticket to the request's status; the last is the one that matters,
+        the ones before are the way there when the ticket's workflow offers no direct one."""
+        approve, close = self.approve_transition, self.close_transition
+        if status in (RequestStatus.ACTIVE, RequestStatus.APPROVED, RequestStatus.REVOKING):
+            return [approve]
+        if status is RequestStatus.DENIED:
+            return [self.deny_transition]
+        if status is RequestStatus.ENDED:
+            return [approve, close]
+        if status in (RequestStatus.TIMED_OUT, RequestStatus.CANCELLED, RequestStatus.FAILED):
+            return [self.cancel_transition]
+        return []  # PENDING: the ticket waits for approval
+
+    @staticmethod
+    def _assign(jira: JiraTickets, key: str, ask: Sequence[PersonRef]) -> None:
+        for person in ask:
+            account_id = jira.account_id_for_email(person.email)
+            if account_id is not None:
+                jira.assign(key, account_id)
+                return
+
+    # ------------------------------------------------------------------ email
+
+    def _emailed_before(self) -> set[str]:
+        """Message-IDs sent by an earlier attempt of this activity (its last heartbeat) or by this worker."""
+        sent = set(self._emailed)
+        for detail in activity.info().heartbeat_details:
+            if isinstance(detail, dict) and isinstance(detail.get("emailed"), list):
+                sent.update(str(m) for m in detail["emailed"])
+        return sent
+
+    def _mark_emailed(self, message_id: str, emailed: set[str]) -> None:
+        emailed.add(message_id)
+        self._emailed[message_id] = None
+        self._emailed.move_to_end(message_id)
+        while len(self._emailed) > EMAILED_MEMORY:
+            self._emailed.popitem(last=False)
+        activity.heartbeat({"emailed": sorted(emailed)})
+
+    def _render_email(self, event: str, **context: Any) -> tuple[str, str, str]:
+        rendered = self._text.get_template(f"email/{event}.txt.j2").render(**context)
+        subject, _, text = rendered.partition("\n")
+        html = self._html.get_template(f"email/{event}.html.j2").render(**context)
+        return subject.strip(), text.lstrip("\n"), html
+
+    async def _present_email(
+        self, sender: EmailSender, view: RequestView, stage: str, ask: Sequence[PersonRef], emailed: set[str]
+    ) -> list[_Failure]:
+        failures = _Failures("email")
+        sends: list[tuple[str, PersonRef, str, dict[str, Any]]] = []
+        if ask and self._links is None:
+            activity.logger.warning(
+                "request %s: no review links configured; approvers are not emailed", view.id
+            )
+        elif ask:
+            for person in ask:
+                context = {"view": view, "recipient": person, "link": self._link(view, person.id)}
+                sends.append((ask_message_id(view.id, stage, person.id), person, "request_created", context))
+        if view.status in OUTCOME_STATUSES:
+            context = {"view": view, "recipient": view.requester}
+            sends.append((outcome_message_id(view.id, view.status.value), view.requester, "outcome", context))
+        for message_id, person, event, context in sends:
+            if message_id in emailed:
+                continue
+            try:
+                subject, text, html = self._render_email(event, **context)
+                await asyncio.to_thread(sender.send, person.email, subject, text, html, message_id)
+            except Exception as exc:
+                failures.add(exc, f"emailing {person.email} ({event})")
+                if failures.stop:
+                    break
+                continue
+            self._mark_emailed(message_id, emailed)
+        return failures.items
+
+
+def _comment(jira: JiraTickets, key: str, text: str) -> Callable[[], object]:
+    return lambda: jira.comment(key, text)
+
+
+def _move(jira: JiraTickets, key: str, path: Sequence[str]) -> None:
+    """Move the ticket by ``path[-1]``; when its workflow does not offer that from where the ticket is,
+    go the whole way (``transition`` does nothing for a step whose target the ticket is already in)."""
+    try:
+        jira.transition(key, path[-1])
+    except JiraWorkflowError:
+        if len(path) == 1:
+            raise
+        for name in path:
+            jira.transition(key, name)
+
+
+# ------------------------------------------------------------------------------------------ wiring
+
+
+def _slack_base_url(url: str) -> str | None:
+    """The Web API base slack_sdk needs (ending in ``/api/``) from ``slack_api_url``: Slack's own when
+    empty; a server's root (a stand-in's URL) gets ``/api/``, a URL ending in ``/api`` the slash."""
+    if not url:
+        return None
+    url = url.rstrip("/")
+    return url + "/" if url.endswith("/api") else url + "/api/"
+
+
+def _transition_to(transitions: dict[str, str], status: str, default: str) -> str:
+    """The name of the configured transition leading to ``status`` (case-insensitive), else ``default``."""
+    for name, target in transitions.items():
+        if target.lower() == status.lower():
+            return name
+    return default
+
+
+def _configured(transitions: dict[str, str], name: str) -> str:
+    for configured in transitions:
+        if configured.lower() == name.lower():
+            return configured
+    raise SettingsError(
+        f"GRANTFLOW_JIRA_TRANSITIONS has no {name!r} transition (configured: {', '.join(transitions)})"
+    )
+
+
+def build_channels(settings: Settings, *, links: ReviewLinks | None, store: Store) -> ChannelActivities:
+    """The channel activities with a client for each configured channel: Slack when a bot token is set,
+    Jira when ``jira_url`` is (connected on first use), email when ``smtp_host`` is. Close with
+    :meth:`ChannelActivities.aclose`. Raises ``SettingsError`` for an incomplete configuration."""
+    slack: SlackChannel | None = None
+    if settings.slack_bot_token is not None and settings.slack_bot_token.get_secret_value():
+        client = build_slack_client(
+            settings.slack_bot_token.get_secret_value(), base_url=_slack_base_url(settings.slack_api_url)
+        )
+        slack = SlackChannel(client)
+
+    jira: LazyJira | None = None
+    transitions = dict(settings.jira_transitions)
+    approve = _transition_to(transitions, settings.jira_approve_status, "Approve")
+    deny = _transition_to(transitions, settings.jira_deny_status, "Deny")
+    close, cancel = "Close", "Cancel"
+    if settings.jira_url:
+        token = settings.require_secret("jira_api_token")
+        if not settings.jira_email:
+            raise SettingsError("GRANTFLOW_JIRA_EMAIL is not set (the Jira API user, required with jira_url)")
+        approve, deny, close, cancel = (_configured(transitions, n) for n in (approve, deny, close, cancel))
+        url, user = settings.jira_url, settings.jira_email
+
+        def tickets(client: JIRA) -> JiraTickets:
+            return JiraTickets(
+                client,
+                project_key=settings.jira_project,
+                issue_type=settings.jira_issue_type,
+                transition_names=transitions,
+                account_ids=settings.jira_account_ids,
+            )
+
+        jira = LazyJira(lambda: build_jira(url, user, token), tickets)
+
+    email: EmailSender | None = None
+    if settings.smtp_host:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password is not None else None
+        email = EmailSender(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            username=settings.smtp_username or None,
+            password=password,
+            starttls=settings.smtp_starttls,
+        )
+
+    return ChannelActivities(
+        slack=slack,
+        jira=jira,
+        email=email,
+        links=links,
+        store=store,
+        approve_transition=approve,
+        deny_transition=deny,
+        close_transition=close,
+        cancel_transition=cancel,
+    )
