@@ -201,7 +201,7 @@ DEFAULT_WORKFLOW = JiraWorkflow(
         JiraTransition("21", "Deny", "Denied", ("Waiting for approval",)),
         JiraTransition("31", "Close", "Done", ("Approved",)),
         JiraTransition("41", "Cancel", "Cancelled", ("Waiting for approval", "Approved")),
-        JiraTransition("51", "Reopen", "Waiting for approval", ("Denied", "Done", "Cancelled")),
+        JiraTransition("51", "Reopen", "Waiting for approval", ("Approved", "Denied", "Done", "Cancelled")),
     ),
     initial="Waiting for approval",
 )

@@ -1,0 +1,368 @@
+"""The Jira edge over real sockets: the web app (uvicorn on 127.0.0.1) receiving the signed webhooks of the
+Jira stand-in, which people act on (``transition_as``, issues created with their own API tokens), with the
+real stack behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest_asyncio
+from jira import JIRA
+
+from domain.requests import RequestStatus, RequestView
+from grantflow.settings import Settings
+from integrations.jira_tickets import JiraTickets, build_jira
+from sandbox.jira import DEFAULT_WORKFLOW, JiraStandIn, JiraTransition, JiraWorkflow
+from tests.stack import Stack
+from web.app import WebContext, create_app, running
+from web.auth import TokenRegistry
+from web.jira_webhook import JiraEdge, build_jira_edge
+from web.service import RequestService
+
+API_USER, API_TOKEN = "grantflow-bot@example.com", "jira-api-token"
+WEBHOOK_SECRET = "test-jira-webhook-secret"
+OUTSIDER = "zed@elsewhere.example"
+WAITING, APPROVED, DENIED = "Waiting for approval", "Approved", "Denied"
+
+# The default approval workflow, plus "Reopen" from Approved: a refused approval must be undone.
+WORKFLOW = JiraWorkflow(
+    statuses=DEFAULT_WORKFLOW.statuses,
+    transitions=tuple(
+        JiraTransition(t.id, t.name, t.to, (APPROVED, *t.sources)) if t.name == "Reopen" else t
+        for t in DEFAULT_WORKFLOW.transitions
+    ),
+    initial=DEFAULT_WORKFLOW.initial,
+)
+
+
+@dataclass
+class Rig:
+    stack: Stack
+    jira: JiraStandIn
+    edge: JiraEdge
+    service: RequestService
+    context: WebContext
+    url: str
+    accounts: dict[str, str]  # name -> accountId
+    fields: dict[str, str]  # Resource/Role/Duration -> custom field id
+
+    def api(self, email: str = API_USER, token: str = API_TOKEN) -> JIRA:
+        return JIRA(server=self.jira.url, basic_auth=(email, token), max_retries=0)
+
+    async def request(self, requester: str = "alice", **kwargs: Any) -> RequestView:
+        asked = {"resource": "pg-prod", "role": "admin", "duration": "1h", "reason": "INC-1", **kwargs}
+        return await self.service.create(self.stack.actor(f"{requester}@example.com"), **asked)
+
+    async def ticket(self, view: RequestView) -> str:
+        """The request's ticket, opened as the ticket mirror opens it (by grantflow's API user)."""
+
+        def open_it() -> str:
+            client = build_jira(self.jira.url, API_USER, API_TOKEN)
+            tickets = JiraTickets(
+                client, project_key="ACC", issue_type="Task", transition_names={"Approve": APPROVED}
+            )
+            try:
+                return tickets.open_ticket(
+                    label=view.id, summary=f"{view.resource} for alice", description="…"
+                )
+            finally:
+                client.close()
+
+        key = await asyncio.to_thread(open_it)
+        await self.idle()
+        return key
+
+    async def move(self, key: str, transition: str, who: str, comment: str | None = None) -> str:
+        event = await asyncio.to_thread(self.jira.transition_as, key, transition, self.accounts[who], comment)
+        await self.idle()
+        return event
+
+    async def idle(self) -> None:
+        await asyncio.to_thread(self.jira.wait_idle, 30.0)
+
+    def answers(self, event: str) -> list[int | None]:
+        return [d.status for d in self.jira.deliveries_of(event)]
+
+    def ledger(self, subject: str, kind: str) -> list[Any]:
+        return [e for e in self.stack.store.ledger_entries(subject=subject) if e.kind == kind]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rig(stack: Stack) -> AsyncIterator[Rig]:
+    jira = JiraStandIn(users={API_USER: API_TOKEN}, webhook_retry_delays=(0.05,))
+    jira.add_project("ACC", workflow=WORKFLOW)
+    jira.add_project("REQ", "Access requests")
+    fields = {name: jira.add_custom_field(name) for name in ("Resource", "Role", "Duration")}
+    accounts = {
+        "alice": jira.add_user("alice@example.com", "Alice Adams", api_token="alice-token"),
+        "bob": jira.add_user("bob@example.com", "Bob Baker"),
+        "carol": jira.add_user("carol@example.com", "Carol Chen", email_visible=False),
+        "dan": jira.add_user("dan@example.com", "Dan Diaz"),
+        "erin": jira.add_user("erin@example.com", "Erin Evans", api_token="erin-token"),
+        "zed": jira.add_user(OUTSIDER, "Zed Outsider"),
+        "grantflow": jira.account_id(API_USER),
+    }
+    base = jira.start()
+    service = RequestService(stack.env.client, stack.store, stack.policies, stack.task_queue, stack.timings)
+    settings = Settings(
+        state_dir=stack.tmp_path,
+        jira_url=base,
+        jira_email=API_USER,
+        jira_api_token=API_TOKEN,
+        jira_webhook_secret=WEBHOOK_SECRET,
+        jira_intake_project="REQ",
+        # a field by name, one by id
+        jira_intake_fields={"resource": "Resource", "role": fields["Role"], "duration": "Duration"},
+        # carol hides her email from the API user: the configured mapping says who she is
+        jira_account_ids={"carol@example.com": accounts["carol"]},
+    )
+    edge = build_jira_edge(settings, service, stack.store)
+    assert edge is not None
+    context = WebContext(
+        settings=settings,
+        store=stack.store,
+        client=stack.env.client,
+        policies=stack.policies,
+        links=stack.links,
+        tokens=TokenRegistry(stack.tmp_path / "tokens.toml"),
+        service=service,
+        jira=edge,
+    )
+    try:
+        async with running(create_app(context)) as url:
+            jira.set_webhook(f"{url}/jira/webhook", WEBHOOK_SECRET)
+            yield Rig(stack, jira, edge, service, context, url, accounts, fields)
+            jira.set_webhook(None)
+    finally:
+        await edge.aclose()
+        jira.stop()
+
+
+def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+# ----------------------------------------------------------------------------------- decisions
+
+
+async def test_approvals_by_transition_are_counted_and_the_ticket_waits_for_the_quorum(rig: Rig) -> None:
+    view = await rig.request("alice")
+    key = await rig.ticket(view)
+
+    bob = await rig.move(key, "Approve", "bob")
+    assert rig.answers(bob) == [200]
+    shown = await rig.service.show(view.id)
+    assert shown.status is RequestStatus.PENDING
+    assert [(d.approver.email, d.channel) for d in shown.approvals] == [("bob@example.com", "jira")]
+    # one approval of two: the ticket goes back to waiting, saying so
+    assert rig.jira.status_of(key) == WAITING
+    assert any(
+        "grantflow counted the approval of bob@example.com (1 of 2 approvals)" in c
+        for c in rig.jira.comments(key)
+    )
+
+    carol = await rig.move(key, "Approve", "carol")  # email hidden: found through jira_account_ids
+    assert rig.answers(carol) == [200]
+    active = await rig.service.show(view.id)
+    assert active.status is RequestStatus.ACTIVE
+    assert [d.approver.email for d in active.approvals] == ["bob@example.com", "carol@example.com"]
+    assert rig.jira.status_of(key) == APPROVED  # decided: the ticket stays where carol put it
+    markers = rig.ledger(view.id, "jira.webhook")
+    assert [(m.actor, m.data["outcome"]) for m in markers] == [
+        ("bob@example.com", "counted"),
+        ("carol@example.com", "counted"),
+    ]
+
+
+async def test_refused_transitions_are_moved_back_with_the_reason_and_recorded(rig: Rig) -> None:
+    view = await rig.request("alice")
+    key = await rig.ticket(view)
+
+    await rig.move(key, "Approve", "erin")
+    assert rig.jira.status_of(key) == WAITING
+    assert any(
+        "Erin Evans moved this ticket to Approved, but grantflow refused the approval: "
+        "erin@example.com is not an approver for pg-prod admin"
+        in c
+        and "The ticket is back in Waiting for approval" in c
+        for c in rig.jira.comments(key)
+    ), rig.jira.comments(key)
+
+    await rig.move(key, "Approve", "alice")
+    assert rig.jira.status_of(key) == WAITING
+    assert any("alice@example.com cannot approve their own request" in c for c in rig.jira.comments(key))
+
+    await rig.move(key, "Deny", "zed")
+    assert rig.jira.status_of(key) == WAITING
+    assert any(
+        "Zed Outsider moved this ticket to Denied, but grantflow refused the denial: the Jira account of Zed "
+        "Outsider is not linked to an active person in the directory" in c
+        for c in rig.jira.comments(key)
+    )
+
+    refused = rig.ledger(view.id, "decision.refused")
+    assert [(e.actor, e.channel, e.data["verdict"]) for e in refused] == [
+        ("erin@example.com", "jira", "approve"),
+        ("alice@example.com", "jira", "approve"),
+        (f"jira user {rig.accounts['zed']}", "jira", "deny"),
+    ]
+    unchanged = await rig.service.show(view.id)
+    assert unchanged.status is RequestStatus.PENDING and unchanged.approvals == [] and unchanged.denials == []
+
+    # a deny by an approver ends it, with the comment made on the transition as the reason
+    await rig.move(key, "Deny", "dan", comment="not during the freeze")
+    denied = await rig.service.show(view.id)
+    assert denied.status is RequestStatus.DENIED
+    assert [(d.approver.email, d.channel, d.reason) for d in denied.denials] == [
+        ("dan@example.com", "jira", "not during the freeze")
+    ]
+    assert rig.jira.status_of(key) == DENIED
+
+
+async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothing(rig: Rig) -> None:
+    view = await rig.request("alice")
+    key = await rig.ticket(view)
+    forged = json.dumps(
+        {
+            "webhookEvent": "jira:issue_updated",
+            "user": {"accountId": rig.accounts["bob"]},
+            "issue": {"key": key, "fields": {"labels": [f"grantflow-{view.id}"]}},
+            "changelog": {
+                "items": [{"field": "status", "from": "10000", "to": "10001", "toString": APPROVED}]
+            },
+        }
+    ).encode()
+    async with httpx.AsyncClient(base_url=rig.url) as http:
+        headers = {"Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": "forged-1"}
+        unsigned = await http.post("/jira/webhook", content=forged, headers=headers)
+        wrong = await http.post(
+            "/jira/webhook", content=forged, headers={**headers, "X-Hub-Signature": signed(forged, "guess")}
+        )
+        altered = await http.post(
+            "/jira/webhook",
+            content=forged.replace(b"10001", b"10002"),
+            headers={**headers, "X-Hub-Signature": signed(forged)},
+        )
+    for answer in (unsigned, wrong, altered):
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "unauthenticated" and "nothing was done" in answer.json()["detail"]
+    assert (await rig.service.show(view.id)).approvals == []
+
+    bob = await rig.move(key, "Approve", "bob")
+    rig.jira.redeliver(bob)  # as Jira does when it did not see the acknowledgement
+    await rig.idle()
+    assert rig.answers(bob) == [200, 200]
+    shown = await rig.service.show(view.id)
+    assert [d.approver.email for d in shown.approvals] == ["bob@example.com"]  # decided once
+    assert rig.ledger(view.id, "decision.refused") == []
+    assert len(rig.ledger(view.id, "jira.webhook")) == 1
+    assert sum("grantflow counted the approval" in c for c in rig.jira.comments(key)) == 1
+    # a restarted (or another) instance remembers nothing in memory: the ledger says it was handled
+    fresh = build_jira_edge(rig.edge.settings, rig.service, rig.stack.store)
+    assert fresh is not None
+    rig.context.jira = fresh
+    event = rig.jira.event(bob)
+    try:
+        async with httpx.AsyncClient(base_url=rig.url) as http:
+            again = await http.post(
+                "/jira/webhook",
+                content=event.body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature": signed(event.body),
+                    "X-Atlassian-Webhook-Identifier": bob,
+                    "X-Atlassian-Webhook-Retry": "2",
+                },
+            )
+    finally:
+        rig.context.jira = rig.edge
+        await fresh.aclose()
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate", "detail": f"delivery {bob} was handled already (counted)"}
+    assert [d.approver.email for d in (await rig.service.show(view.id)).approvals] == ["bob@example.com"]
+    assert rig.ledger(view.id, "decision.refused") == [] and len(rig.ledger(view.id, "jira.webhook")) == 1
+    assert sum("grantflow counted the approval" in c for c in rig.jira.comments(key)) == 1
+    assert rig.jira.status_of(key) == WAITING
+
+    # grantflow's own API user moving the ticket (the mirror of a decision) is not a decision
+    def deny_as_api_user() -> None:
+        client = rig.api()
+        try:
+            client.transition_issue(key, "21")
+        finally:
+            client.close()
+
+    await asyncio.to_thread(deny_as_api_user)
+    await rig.idle()
+    assert rig.jira.status_of(key) == DENIED
+    after = await rig.service.show(view.id)
+    assert after.status is RequestStatus.PENDING and after.denials == []
+
+
+# ----------------------------------------------------------------------------------- intake
+
+
+async def test_intake_issues_start_requests_or_say_what_is_wrong(rig: Rig) -> None:
+    def create(email: str, token: str, description: str, **values: str) -> str:
+        client = rig.api(email, token)
+        try:
+            fields: dict[str, Any] = {
+                "project": {"key": "REQ"},
+                "issuetype": {"name": "Task"},
+                "summary": "Access please",
+                "description": description,
+                **{rig.fields[name]: value for name, value in values.items()},
+            }
+            return str(client.create_issue(fields=fields, prefetch=False).key)
+        finally:
+            client.close()
+
+    good = await asyncio.to_thread(
+        create,
+        "alice@example.com",
+        "alice-token",
+        "INC-42 the orders table is corrupt",
+        Resource="pg-prod",
+        Role="read",
+        Duration="2h",
+    )
+    await rig.idle()
+    [created] = await rig.service.list(requester_email="alice@example.com")
+    assert created.status is RequestStatus.PENDING
+    assert (created.resource, created.role, created.reason) == (
+        "pg-prod",
+        "read",
+        "INC-42 the orders table is corrupt",
+    )
+    assert f"grantflow-{created.id}" in rig.jira.issue(good)["fields"]["labels"]
+    [comment] = rig.jira.comments(good)
+    assert comment.startswith(
+        f"grantflow request {created.id} is PENDING: it needs 1 approval(s) from group db-owners"
+    )
+
+    # the label makes the intake issue's own transitions decide
+    await rig.move(good, "Approve", "bob")
+    assert (await rig.service.show(created.id)).status is RequestStatus.ACTIVE
+
+    bad = await asyncio.to_thread(
+        create, "erin@example.com", "erin-token", "", Resource="nosuch", Duration="soon"
+    )
+    await rig.idle()
+    [problems] = rig.jira.comments(bad)
+    assert problems.startswith("grantflow did not start a request: ")
+    for part in (
+        "the description is empty",
+        "duration 'soon' is not understood",
+        "unknown resource 'nosuch'",
+        "Create a new issue with the fields filled in",
+    ):
+        assert part in problems, problems
+    assert await rig.service.list(requester_email="erin@example.com") == []
+    assert not any(label.startswith("grantflow-") for label in rig.jira.issue(bad)["fields"]["labels"])
