@@ -59,6 +59,16 @@ def _logging(level: int = logging.INFO) -> None:
 @click.option("--web-port", default=8000, show_default=True)
 @click.option("--hoop-port", default=8010, show_default=True)
 @click.option("--scim-port", default=8020, show_default=True)
+@click.option("--slack-port", default=8030, show_default=True)
+@click.option("--jira-port", default=8040, show_default=True)
+@click.option("--smtp-port", default=8025, show_default=True)
+@click.option(
+    "--with",
+    "with_channels",
+    type=click.Choice(["slack", "jira", "email"]),
+    multiple=True,
+    help="turn a channel on, with its stand-in unless configured for real (repeatable)",
+)
 @click.pass_context
 def dev(
     ctx: click.Context,
@@ -67,6 +77,10 @@ def dev(
     web_port: int,
     hoop_port: int,
     scim_port: int,
+    slack_port: int,
+    jira_port: int,
+    smtp_port: int,
+    with_channels: tuple[str, ...],
 ) -> None:
     """Run the embedded stack: Temporal dev server, worker, web app, hoop stand-in and SCIM directory."""
     from grantflow.dev import DevPorts, run_dev
@@ -74,10 +88,17 @@ def dev(
     _logging(logging.WARNING)
     settings = settings_from(ctx)
     ports = DevPorts(
-        temporal=temporal_port, temporal_ui=temporal_ui_port, web=web_port, hoop=hoop_port, scim=scim_port
+        temporal=temporal_port,
+        temporal_ui=temporal_ui_port,
+        web=web_port,
+        hoop=hoop_port,
+        scim=scim_port,
+        slack=slack_port,
+        jira=jira_port,
+        smtp=smtp_port,
     )
     try:
-        asyncio.run(run_dev(settings, ports))
+        asyncio.run(run_dev(settings, ports, with_channels))
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -48,6 +48,7 @@ def _free_port() -> int:
 class DevStack:
     cwd: Path
     ports: dict[str, int]
+    channels: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,6 +77,15 @@ class DevStack:
                     str(self.ports["web"]),
                     "--hoop-port",
                     str(self.ports["hoop"]),
+                    "--scim-port",
+                    str(self.ports["scim"]),
+                    "--slack-port",
+                    str(self.ports["slack"]),
+                    "--jira-port",
+                    str(self.ports["jira"]),
+                    "--smtp-port",
+                    str(self.ports["smtp"]),
+                    *[arg for channel in self.channels for arg in ("--with", channel)],
                 ],
                 cwd=self.cwd,
                 env=self.env,
@@ -130,12 +140,13 @@ class DevStack:
         return json.loads(self.cli("request", "show", request_id, "--json").stdout)
 
 
+PORTS = ("temporal", "ui", "web", "hoop", "scim", "slack", "jira", "smtp")
+
+
 @pytest.fixture
-def dev_stack(tmp_path: Path) -> Iterator[DevStack]:
-    stack = DevStack(
-        cwd=tmp_path,
-        ports={"temporal": _free_port(), "ui": _free_port(), "web": _free_port(), "hoop": _free_port()},
-    )
+def dev_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevStack]:
+    channels = getattr(request, "param", ())
+    stack = DevStack(cwd=tmp_path, ports={name: _free_port() for name in PORTS}, channels=channels)
     stack.start()
     try:
         yield stack
@@ -280,3 +291,52 @@ def test_leaver_in_the_dev_directory_loses_everything_at_the_next_sync(dev_stack
     assert last == {active: "request.ended", pending: "request.cancelled"}
     assert db.execute("select count(*) from ledger where kind = 'person.left'").fetchone()[0] == 1
     db.close()
+
+
+@pytest.mark.parametrize("dev_stack", [("slack", "jira", "email")], indirect=True)
+def test_channels_in_grantflow_dev_decide_in_slack_and_jira(dev_stack: DevStack) -> None:
+    stack = dev_stack
+    request_id = json.loads(
+        stack.cli(
+            "request", "create", "--resource", "pg-prod", "--role", "admin", "--duration", "1h",
+            "--reason", "INC-9", "--requester", "alice@example.com", "--json",
+        ).stdout
+    )["id"]  # fmt: skip
+
+    def slack_click(user: str) -> subprocess.CompletedProcess[str]:
+        deadline = time.monotonic() + 20
+        while True:  # the DMs are posted in the background right after the request is created
+            done = stack.cli("sandbox", "slack-click", "--user", user, "--request", request_id, expect=None)
+            if "no Slack message" not in done.stderr or time.monotonic() > deadline:
+                return done
+            time.sleep(0.3)
+
+    bob = slack_click("bob@example.com")
+    assert bob.returncode == 0 and "Slack answered 200" in bob.stdout
+    own = stack.cli(
+        "sandbox", "slack-click", "--user", "alice@example.com", "--request", request_id, expect=1
+    )
+    assert "no Slack message" in own.stderr  # the requester is never asked to decide
+    erin = stack.cli("sandbox", "jira-move", "--user", "erin@example.com", "--request", request_id,
+                     "--transition", "Approve")  # fmt: skip
+    assert "not an approver for pg-prod admin" in erin.stdout
+    stack.cli(
+        "sandbox",
+        "jira-move",
+        "--user",
+        "carol@example.com",
+        "--request",
+        request_id,
+        "--transition",
+        "Approve",
+    )
+    view = _wait_status(stack, request_id, "ACTIVE", 15)
+    assert {(a["approver"]["email"], a["channel"]) for a in view["approvals"]} == {
+        ("bob@example.com", "slack"),
+        ("carol@example.com", "jira"),
+    }
+    stack.cli("request", "relinquish", request_id, "--as", "alice@example.com")
+    _wait_status(stack, request_id, "ENDED", 15)
+    out = (stack.cwd / "dev.out").read_text()
+    assert "Slack stand-in" in out and "Jira stand-in" in out and "SMTP sink" in out
+    assert "📧 bob@example.com" in out  # the approver's email with the review link, printed by grantflow dev

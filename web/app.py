@@ -14,12 +14,12 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -253,12 +253,19 @@ async def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Async
         sock.close()
 
 
-async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> None:
     """Run the web app on ``settings.web_host:web_port`` until ``stop`` is set; ``ready`` is set once it
-    accepts connections."""
+    accepts connections. ``extra_routers`` are mounted too (``grantflow dev`` adds its sandbox controls)."""
     context = await build_context(settings)
     try:
         app = create_app(context)
+        for router in extra_routers:
+            app.include_router(router)
         async with running(app, settings.web_host, settings.web_port) as url:
             log.info("web app listening on %s", url)
             # --- Slack over Socket Mode, when an app-level token is configured

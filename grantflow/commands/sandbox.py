@@ -1,7 +1,10 @@
-"""``grantflow sandbox``: act as a person would against the hoop stand-in of ``grantflow dev``.
+"""``grantflow sandbox``: act as a person would against the stand-ins of ``grantflow dev``.
 
-``connect`` opens a session the way ``hoop connect`` would (refused without a valid grant);
-``sessions`` lists a person's sessions, so the demo can show sessions being killed at expiry.
+- ``connect`` opens a session the way ``hoop connect`` would (refused without a valid grant);
+  ``sessions`` lists a person's sessions, so the demo can show sessions being killed at expiry;
+- ``deactivate`` deactivates someone in the SCIM directory, as an identity-provider admin would;
+- ``slack-click`` and ``jira-move`` (with ``grantflow dev --with slack`` / ``--with jira``) click a button in
+  a person's Slack message or transition the request's Jira ticket as that person.
 """
 
 from __future__ import annotations
@@ -149,3 +152,59 @@ def deactivate(ctx: click.Context, user_email: str, activate: bool) -> None:
         ctx.exit(1)
     state = "active" if activate else "deactivated"
     click.echo(f"{user_email} is {state} in the SCIM directory; run `grantflow sync` to apply it")
+
+
+def _dev_api(settings: Settings) -> str:
+    dev_file = settings.state_dir / "dev.json"
+    url = settings.api_url or (json.loads(dev_file.read_text())["api_url"] if dev_file.exists() else "")
+    if not url:
+        raise click.ClickException("no grantflow dev found: start `grantflow dev` first (in this folder)")
+    return str(url).rstrip("/")
+
+
+def _post_sandbox(ctx: click.Context, path: str, body: dict[str, str]) -> dict[str, object]:
+    from grantflow.cli import settings_from
+
+    url = _dev_api(settings_from(ctx))
+    try:
+        resp = httpx.post(f"{url}/_sandbox/{path}", json=body, timeout=30)
+    except httpx.HTTPError as exc:
+        click.echo(f"grantflow: grantflow dev unreachable at {url}: {exc}", err=True)
+        ctx.exit(3)
+    data = resp.json()
+    if resp.status_code >= 400:
+        click.echo(f"grantflow: {data.get('detail', data)}", err=True)
+        ctx.exit(1)
+    return dict(data)
+
+
+@sandbox.command("slack-click")
+@click.option("--user", "user_email", required=True, help="who clicks (their Slack account in the stand-in)")
+@click.option("--request", "request_id", required=True)
+@click.option("--deny", is_flag=True, help="click Deny (and submit the reason) instead of Approve")
+@click.option("--reason", default="", help="the reason typed into Slack's Deny dialog")
+@click.pass_context
+def slack_click(ctx: click.Context, user_email: str, request_id: str, deny: bool, reason: str) -> None:
+    """Click Approve or Deny in the person's Slack message about a request (the Slack stand-in of
+    `grantflow dev --with slack` sends grantflow the signed interaction)."""
+    body = {"user_email": user_email, "request_id": request_id, "action": "deny" if deny else "approve"}
+    result = _post_sandbox(ctx, "slack/click", {**body, "reason": reason})
+    told = [str(t) for t in result.get("told", [])]  # type: ignore[attr-defined]
+    click.echo(
+        f"Slack answered {result['status']}" + "".join(f"\n  Slack told {user_email}: {t}" for t in told)
+    )
+
+
+@sandbox.command("jira-move")
+@click.option("--user", "user_email", required=True, help="who moves the ticket (their Jira account)")
+@click.option("--request", "request_id", required=True)
+@click.option("--transition", required=True, help="e.g. Approve or Deny")
+@click.pass_context
+def jira_move(ctx: click.Context, user_email: str, request_id: str, transition: str) -> None:
+    """Transition the request's Jira ticket as a person would (the Jira stand-in of
+    `grantflow dev --with jira` sends grantflow the signed webhook)."""
+    body = {"user_email": user_email, "request_id": request_id, "transition": transition}
+    result = _post_sandbox(ctx, "jira/move", body)
+    click.echo(f"{result['issue']} is now {result['status']}")
+    for comment in result.get("comments", []):  # type: ignore[attr-defined]
+        click.echo(f"  comment: {comment}")

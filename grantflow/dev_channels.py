@@ -1,0 +1,197 @@
+"""Channels in ``grantflow dev``: Slack, Jira and email, each with its stand-in unless a real one is set.
+
+``grantflow dev --with slack --with jira --with email`` starts the Slack stand-in (every person of the
+organisation has a Slack account), the Jira stand-in (project ACC, every person has an account, signed
+webhooks to the web app) and an SMTP sink, and points grantflow at them. A real workspace, site or SMTP
+server configured through ``GRANTFLOW_SLACK_*``, ``GRANTFLOW_JIRA_*`` or ``GRANTFLOW_SMTP_*`` is used
+instead of the stand-in.
+
+Nobody can click in a stand-in, so the dev web app gets sandbox-only controls that act as the person
+would in Slack or Jira: ``POST /_sandbox/slack/click`` (Slack sends grantflow the signed interaction) and
+``POST /_sandbox/jira/move`` (Jira sends grantflow the signed webhook). ``grantflow sandbox slack-click``
+and ``grantflow sandbox jira-move`` call them. These routes exist only in ``grantflow dev``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel
+
+from domain.identity import Organisation
+from grantflow.settings import Settings
+
+CHANNELS = ("slack", "jira", "email")
+JIRA_API_USER = "grantflow-bot@example.com"
+
+
+@dataclass
+class DevChannels:
+    slack: Any = None  # SlackStandIn
+    jira: Any = None  # JiraStandIn
+    smtp: Any = None  # SmtpSink
+    driver: Any = None  # SlackDriver
+    printed_emails: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for stand_in in (self.slack, self.jira, self.smtp):
+            if stand_in is not None:
+                with contextlib.suppress(Exception):
+                    stand_in.stop()
+        if self.driver is not None:
+            self.driver.close()
+
+
+def start_channels(
+    settings: Settings,
+    wanted: tuple[str, ...],
+    secrets: dict[str, str],
+    org: Organisation,
+    ports: dict[str, int],
+) -> tuple[DevChannels, dict[str, object]]:
+    """Start the stand-in of each wanted channel that is not configured for real; returns them and the
+    settings that point grantflow at them."""
+    channels = DevChannels()
+    overrides: dict[str, object] = {}
+    web = settings.effective_public_url
+    if "slack" in wanted and settings.slack_bot_token is None:
+        from sandbox.slack import SlackDriver, SlackStandIn
+
+        slack = SlackStandIn(
+            bot_token=secrets["slack_bot_token"], signing_secret=secrets["slack_signing_secret"]
+        )
+        for person in org.people:
+            slack.add_user(person.email, person.display_name or person.email)
+        url = slack.start(port=ports["slack"])
+        channels.slack = slack
+        channels.driver = SlackDriver(secrets["slack_signing_secret"], f"{web}/slack/events", slack=slack)
+        overrides |= {
+            "slack_bot_token": secrets["slack_bot_token"],
+            "slack_signing_secret": secrets["slack_signing_secret"],
+            "slack_api_url": url,
+        }
+        channels.notes.append(f"Slack stand-in {url} (click: grantflow sandbox slack-click)")
+    if "jira" in wanted and not settings.jira_url:
+        from sandbox.jira import JiraStandIn
+
+        jira = JiraStandIn(
+            users={JIRA_API_USER: secrets["jira_api_token"]},
+            webhook_secret=secrets["jira_webhook_secret"],
+            webhook_url=f"{web}/jira/webhook",
+        )
+        jira.add_project(settings.jira_project, "Access requests")
+        for person in org.people:
+            jira.add_user(person.email, person.display_name or person.email)
+        url = jira.start(port=ports["jira"])
+        channels.jira = jira
+        overrides |= {
+            "jira_url": url,
+            "jira_email": JIRA_API_USER,
+            "jira_api_token": secrets["jira_api_token"],
+            "jira_webhook_secret": secrets["jira_webhook_secret"],
+        }
+        channels.notes.append(f"Jira stand-in {url} (transition: grantflow sandbox jira-move)")
+    if "email" in wanted and not settings.smtp_host:
+        from sandbox.smtp import SmtpSink
+
+        smtp = SmtpSink()
+        host, port = smtp.start(port=ports["smtp"])
+        channels.smtp = smtp
+        overrides |= {"smtp_host": host, "smtp_port": port}
+        channels.notes.append(f"SMTP sink {host}:{port} (emails are printed below)")
+    return channels, overrides
+
+
+class SlackClick(BaseModel):
+    user_email: str
+    request_id: str
+    action: str = "approve"  # approve or deny
+    reason: str = ""
+
+
+class JiraMove(BaseModel):
+    user_email: str
+    request_id: str
+    transition: str
+
+
+def sandbox_router(channels: DevChannels) -> APIRouter:
+    """Dev-only controls that act as a person in the Slack and Jira stand-ins."""
+    from integrations.slack import APPROVE_ACTION, DENY_ACTION, DENY_REASON_ACTION, DENY_REASON_BLOCK
+
+    router = APIRouter(prefix="/_sandbox", include_in_schema=False)
+
+    @router.post("/slack/click")
+    async def slack_click(body: SlackClick) -> dict[str, Any]:
+        slack, driver = channels.slack, channels.driver
+        if slack is None:
+            raise HTTPException(404, "the Slack stand-in is not running (grantflow dev --with slack)")
+        try:
+            user = slack.user_id(body.user_email)
+        except KeyError:
+            raise HTTPException(404, f"{body.user_email} has no Slack account in the stand-in") from None
+        channel = slack.dm_channel(user)
+        found = [
+            m
+            for m in slack.messages(channel)
+            if body.request_id in str(m.get("blocks", "")) and m.get("blocks")
+        ]
+        if not found:
+            raise HTTPException(404, f"{body.user_email} has no Slack message about {body.request_id}")
+        message = found[-1]
+        seen = len(slack.responses) + len(slack.ephemerals)
+        action = APPROVE_ACTION if body.action == "approve" else DENY_ACTION
+        # The driver posts back to this very app: run it off the event loop.
+        response = await asyncio.to_thread(driver.click_button, user, channel, message["ts"], action)
+        if body.action != "approve" and response.status_code == 200:
+            await asyncio.sleep(0.2)
+            values = {DENY_REASON_BLOCK: {DENY_REASON_ACTION: body.reason or "denied in the Slack stand-in"}}
+            response = await asyncio.to_thread(driver.submit_view, user, values=values)
+        told = await _wait_for_replies(slack, user, seen)
+        return {"status": response.status_code, "told": told}
+
+    @router.post("/jira/move")
+    async def jira_move(body: JiraMove) -> dict[str, Any]:
+        jira = channels.jira
+        if jira is None:
+            raise HTTPException(404, "the Jira stand-in is not running (grantflow dev --with jira)")
+        issues = jira.issues(label=f"grantflow-{body.request_id}")
+        if not issues:
+            raise HTTPException(404, f"no Jira ticket for {body.request_id}")
+        key = issues[0]["key"]
+        before = len(jira.comments(key))
+        await asyncio.to_thread(jira.transition_as, key, body.transition, jira.account_id(body.user_email))
+        await asyncio.to_thread(jira.wait_idle, 5.0)
+        await asyncio.sleep(0.5)  # grantflow answers the webhook, then comments
+        return {"issue": key, "status": jira.status_of(key), "comments": jira.comments(key)[before:]}
+
+    return router
+
+
+async def _wait_for_replies(slack: Any, user: str, seen: int, timeout: float = 3.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = [r["body"].get("text", "") for r in slack.responses] + [e["text"] for e in slack.ephemerals]
+        if len(replies) > seen:
+            return [t for t in replies[seen:] if t]
+        await asyncio.sleep(0.1)
+    return []
+
+
+def print_new_emails(channels: DevChannels) -> None:
+    """Show emails the SMTP sink received since the last call (their review links included)."""
+    if channels.smtp is None:
+        return
+    messages = list(channels.smtp.messages)
+    for message in messages[channels.printed_emails :]:
+        link = next((w for w in (message.text or "").split() if "/review/" in w), "")
+        to = ", ".join(message.rcpt_tos)
+        click.echo(f"  📧 {to}: {message.message['Subject']}" + (f"\n      {link}" if link else ""))
+    channels.printed_emails = len(messages)
