@@ -19,10 +19,13 @@ from temporalio.worker import Worker
 from activities.channels import ChannelActivities, build_channels
 from activities.directory import DirectoryActivities
 from activities.gateway import GatewayActivities
+from activities.hoop_reviews import HoopReviewActivities, HoopReviewGateway
 from activities.identity_sync import IdentitySyncActivities, SyncInput
 from activities.notifications import NotificationActivities
 from activities.records import RecordActivities
 from activities.standing_access import StandingAccessActivities
+from domain.policy import PolicySet, load_policies
+from examples import POLICIES_FILE
 from grantflow.settings import Settings
 from integrations.gateway import Gateway
 from integrations.notify import Notifier, OutboxNotifier
@@ -30,11 +33,12 @@ from integrations.scim import ScimDirectory
 from store import Store
 from web.links import ReviewLinks
 from workflows.access_request import AccessRequestWorkflow
+from workflows.hoop_reviews import HoopReviewDiscoveryWorkflow, ensure_hoop_discovery
 from workflows.identity_sync import IdentitySyncWorkflow
 
 log = logging.getLogger("grantflow.worker")
 
-WORKFLOWS: Sequence[type] = (AccessRequestWorkflow, IdentitySyncWorkflow)
+WORKFLOWS: Sequence[type] = (AccessRequestWorkflow, IdentitySyncWorkflow, HoopReviewDiscoveryWorkflow)
 
 
 def build_activities(
@@ -46,13 +50,18 @@ def build_activities(
     scim: ScimDirectory | None = None,
     max_deactivation_share: float = 0.10,
     channels: ChannelActivities | None = None,
+    policies: PolicySet | None = None,
 ) -> list[Callable[..., Any]]:
+    """``policies``: what reviews started in hoop are admitted under (without them discovery says so)."""
     records = RecordActivities(store)
     directory = DirectoryActivities(store)
     gateway_activities = GatewayActivities(gateway)
     notifications = NotificationActivities(notifier, links)
     sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share)
     standing = StandingAccessActivities(store, gateway, scim)
+    hoop_reviews = HoopReviewActivities(
+        gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies
+    )
     # Always registered: with no channel configured it presents nowhere, so a request made while another
     # process had channels configured never waits for an activity no worker runs.
     channels = channels or ChannelActivities(slack=None, jira=None, email=None, links=links, store=store)
@@ -65,6 +74,11 @@ def build_activities(
         sync.sync_directory,
         standing.revoke_membership,
         channels.present,
+        hoop_reviews.list_pending,
+        hoop_reviews.admit,
+        hoop_reviews.read,
+        hoop_reviews.approve,
+        hoop_reviews.reject,
     ]
 
 
@@ -188,9 +202,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         scim=scim,
         max_deactivation_share=settings.sync_max_deactivation_share,
         channels=channels,
+        policies=load_policies(settings.policies_file or POLICIES_FILE),
     )
     if scim is not None:
         await ensure_sync_schedules(client, settings)
+    if settings.hoop_url:
+        await ensure_hoop_discovery(client, settings)
     worker = build_worker(client, settings.task_queue, activities)
     log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
     async with worker:

@@ -43,6 +43,9 @@ class RevokeInput(BaseModel):
     connection: str
     correlation_ids: list[str]
     """Every correlation id a grant was attempted under, so even a grant whose reply was lost is found."""
+    review_ids: list[str] = []
+    """jit reviews the request holds that grantflow did not provision (the hoop review a request started
+    from): revoked too, and sessions opened under them killed."""
 
 
 class RevokeResult(BaseModel):
@@ -55,7 +58,9 @@ def grant_correlation_id(request_id: str, segment: int) -> str:
     return f"{request_id}:grant:{segment}"
 
 
-def _to_application_error(exc: GatewayError, doing: str) -> ApplicationError:
+def gateway_application_error(exc: GatewayError, doing: str) -> ApplicationError:
+    """A gateway error as the activity raises it: transient ones retried (after ``Retry-After``),
+    permanent ones not (``GatewayRefused``)."""
     if isinstance(exc, GatewayTransientError):
         delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
         return ApplicationError(f"{doing}: {exc.message}", type="GatewayTransient", next_retry_delay=delay)
@@ -84,7 +89,7 @@ class GatewayActivities:
                 correlation_id=correlation_id,
             )
         except GatewayError as exc:
-            raise _to_application_error(exc, f"granting {inp.connection} to {inp.user_email}") from exc
+            raise gateway_application_error(exc, f"granting {inp.connection} to {inp.user_email}") from exc
         if grant.revoke_at is None:
             raise ApplicationError("the gateway returned a grant without revoke_at", type="GatewayTransient")
         return GrantSegment(
@@ -104,6 +109,10 @@ class GatewayActivities:
         doing = f"revoking {inp.connection} from {inp.user_email}"
         try:
             ours: set[str] = set()
+            for review_id in inp.review_ids:
+                ours.add(review_id)
+                # Reads the review back: one already REVOKED counts as revoked, anything else raises.
+                await self._gateway.revoke_grant(review_id)
             for correlation_id in inp.correlation_ids:
                 for grant in await self._gateway.find_grants(correlation_id=correlation_id):
                     ours.add(grant.review_id)
@@ -129,7 +138,7 @@ class GatewayActivities:
         except GatewayError as exc:
             # Never give up on a revocation: even a "permanent" refusal (a rotated API key, a group taken
             # from grantflow's key) is retried until an operator fixes it; the workflow escalates meanwhile.
-            error = _to_application_error(exc, doing)
+            error = gateway_application_error(exc, doing)
             raise ApplicationError(
                 error.message, type=error.type, next_retry_delay=error.next_retry_delay, non_retryable=False
             ) from exc

@@ -30,6 +30,7 @@ def open_stage(view: RequestView) -> Stage | None:
         decided = (
             view.auto_approved
             or view.break_glass
+            or view.outcome_note is not None  # decided outside grantflow (in hoop's own UI)
             or any(d.stage == Stage.REQUEST.value for d in view.denials)
             or quorum_reached(view, Stage.REQUEST)
         )
@@ -72,6 +73,8 @@ def decision_refusal(
         if view.status is RequestStatus.ACTIVE:
             return f"request {view.id} is already approved and ACTIVE; there is nothing to decide"
         if view.status is RequestStatus.PENDING:
+            if view.outcome_note is not None:
+                return f"request {view.id} is already decided ({view.outcome_note}); decisions are closed"
             return f"request {view.id} is already decided; decisions are closed"
         return f"request {view.id} is already {view.status.value}; decisions are closed"
     if stage_decided is not None and stage_decided != stage.value:

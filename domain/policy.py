@@ -127,6 +127,15 @@ class PolicySet(BaseModel):
             raise LookupError(f"resource {resource!r} has no role {role!r}; its roles are: {roles}")
         return role, policy
 
+    def for_connection(self, connection: str) -> tuple[str, str, RolePolicy] | None:
+        """The (resource, role, policy) granting ``connection``, or None when no policy covers it (each
+        connection belongs to at most one role, see ``_one_role_per_connection``)."""
+        for res_name, res in self.resources.items():
+            for role_name, role in res.roles.items():
+                if role.connection == connection:
+                    return res_name, role_name, role
+        return None
+
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"

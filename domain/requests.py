@@ -62,6 +62,38 @@ class Verdict(StrEnum):
     DENY = "deny"
 
 
+class HoopReviewType(StrEnum):
+    """The two kinds of review a person can leave pending in hoop."""
+
+    JIT = "jit"
+    """Time-bound access to a connection: approved, it lets sessions open until hoop's ``revoke_at``."""
+    ONETIME = "onetime"
+    """One command (``command``) awaiting approval, e.g. a schema change: approved, it may run once."""
+
+
+class HoopReviewOrigin(BaseModel):
+    """The review in hoop a request was opened for (the person asked with ``hoop connect``/``exec``).
+
+    Such a request is decided in hoop (``PUT /reviews/{id}``) instead of provisioning a grant: grantflow's
+    quorum approves the review, a deny, timeout or cancel rejects it, and a decision taken in hoop's own
+    UI is mirrored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    review_id: str
+    review_type: HoopReviewType
+    session_id: str
+    command: str | None = None
+    """For ``onetime``: the command the person wants to run, shown to approvers as is."""
+
+
+class HoopReviewChanged(BaseModel):
+    """Discovery saw the review leave PENDING in hoop: the request reads it and mirrors a decision taken
+    in hoop's own UI (or ignores it when grantflow decided it)."""
+
+    review_id: str
+
+
 class GatewayTimings(BaseModel):
     """Operator settings the workflow needs, copied in at creation (they are not secrets)."""
 
@@ -94,6 +126,8 @@ class AccessRequestInput(BaseModel):
     timings: GatewayTimings = GatewayTimings()
     channels: list[str] = Field(default_factory=list)
     """Channels configured when the request was made (slack, jira, email): where it is presented."""
+    origin: HoopReviewOrigin | None = None
+    """Set when the request was opened for a review pending in hoop (see ``HoopReviewOrigin``)."""
 
 
 class DecisionInput(BaseModel):
@@ -195,8 +229,46 @@ class RequestView(BaseModel):
     revocation_escalated: bool = False
     policy: RolePolicy
     updated_at: datetime
+    origin: HoopReviewOrigin | None = None
+    """The hoop review this request decides, when it started in hoop."""
+    outcome_note: str | None = None
+    """How the request was decided when approvals and denials do not show it (e.g. "approved in hoop's
+    own UI")."""
+
+    @property
+    def command(self) -> str | None:
+        """The command a ``onetime`` hoop review asks to run (what approvers decide on), if any."""
+        return self.origin.command if self.origin is not None else None
+
+
+def initial_view(inp: AccessRequestInput) -> RequestView:
+    """The view a request has before anything happened: what the workflow starts from and the store
+    reserves."""
+    return RequestView(
+        id=inp.request_id,
+        status=RequestStatus.PENDING,
+        requester=inp.requester,
+        submitted_by=inp.submitted_by.describe(),
+        resource=inp.resource,
+        role=inp.role,
+        connection=inp.policy.connection,
+        reason=inp.reason,
+        requested_duration=inp.duration,
+        break_glass=inp.break_glass,
+        required_approvals=inp.policy.min_approvals,
+        policy=inp.policy,
+        created_at=inp.created_at,
+        timeout_at=inp.created_at + inp.policy.request_timeout,
+        updated_at=inp.created_at,
+        origin=inp.origin,
+    )
 
 
 def request_workflow_id(request_id: str) -> str:
     """Workflow ids are the request ids: one workflow per request, found without a lookup."""
     return request_id
+
+
+def hoop_request_id(review_id: str) -> str:
+    """The request (and workflow) id of the request opened for a hoop review: one per review, ever."""
+    return f"hoop-{review_id}"

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     gateway_max_grant: PositiveDuration = timedelta(hours=48)
     renewal_lead: PositiveDuration = timedelta(minutes=30)
     revoke_escalate_after: PositiveDuration = timedelta(minutes=10)
+    hoop_review_poll_interval: PositiveDuration = Field(
+        default=timedelta(seconds=15), description="how often reviews left pending in hoop are looked for"
+    )
 
     # Slack (approver DMs with buttons, /access); off unless a bot token is set
     slack_bot_token: SecretStr | None = None

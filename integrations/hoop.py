@@ -19,6 +19,11 @@ Invariants this module keeps:
   (``GET /sessions/{id}``), never computed here.
 - Revoking an already REVOKED review, deciding a review that already has the wanted outcome, and killing a
   session already ``done`` all count as success (hoop answers 400 for them; the state is read back).
+- **Reviews that start in hoop** (a person ran ``hoop connect``/``exec`` and left a review PENDING):
+  ``list_pending_reviews`` reads ``GET /sessions?review.status=PENDING`` (paged; ``GET /reviews`` is not) and
+  takes who asked and the connection from the session, since the Review object has neither; a ``onetime``
+  review's command is the session's ``script.data``. ``get_review`` reads one back, ``decide_review``
+  approves or rejects it.
 - ``list_sessions`` pages through everything (``limit`` 100; hoop refuses ``offset`` > 10000, so a larger
   result raises instead of silently truncating) and filters ``status`` itself: hoop's list has no status
   filter.
@@ -49,12 +54,13 @@ client follows the gateway; ``tests/test_hoop_contract.py`` keeps the list (``KN
 from __future__ import annotations
 
 import email.utils
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 
 from integrations.gateway import (
     GatewayAuthError,
@@ -73,6 +79,7 @@ MAX_GRANT_SECONDS = 48 * 3600
 PAGE_SIZE = 100  # hoop's maximum ``limit``
 MAX_OFFSET = 10_000  # hoop refuses larger offsets
 DEFAULT_TIMEOUT = 10.0
+_ENDED = ("REVOKED", "REJECTED")  # review statuses under which a jit review grants nothing
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -112,6 +119,38 @@ def _message(response: httpx.Response) -> str:
         return str(body["message"])
     text = response.text.strip()
     return text[:300] if text else response.reason_phrase
+
+
+class HoopReview(BaseModel):
+    """A review as hoop holds it (``GET /reviews/{id}``). ``access_duration`` is converted from hoop's
+    nanoseconds; ``revoke_at`` is set once a ``jit`` review is approved."""
+
+    id: str
+    type: str  # jit | onetime
+    status: str  # PENDING | APPROVED | REJECTED | REVOKED
+    session_id: str = ""
+    access_duration: timedelta = timedelta(0)
+    revoke_at: datetime | None = None
+    rejection_reason: str | None = None
+    groups: list[str] = []
+
+
+class HoopPendingReview(BaseModel):
+    """A review pending in hoop, with what the Review object lacks read from its session: who asked,
+    for which connection, and (``onetime``) the command awaiting approval."""
+
+    review_id: str
+    type: str  # jit | onetime
+    session_id: str
+    user_email: str
+    user_subject: str
+    connection: str
+    access_duration: timedelta = timedelta(0)
+    """How long a ``jit`` review grants once approved (zero for ``onetime``)."""
+    command: str | None = None
+    """The session's ``script`` for ``onetime``: the command the person wants to run."""
+    groups: list[str] = []
+    created_at: datetime | None = None
 
 
 class HoopGateway:
@@ -206,14 +245,15 @@ class HoopGateway:
 
     async def revoke_grant(self, review_id: str) -> ProvisionedGrant:
         """End a jit grant now (new sessions are refused; open ones must be killed separately). Revoking an
-        already revoked grant succeeds. Returns the grant as read back."""
+        already revoked grant succeeds, and so does revoking one rejected in hoop meanwhile (a rejected
+        review grants nothing). Returns the grant as read back."""
         try:
             review = self._json(
                 await self._request("PUT", f"/reviews/{_seg(review_id)}", json={"status": "REVOKED"})
             )
         except GatewayRefusedError as exc:
             review = await self._get_review(review_id)
-            if review.get("status") != "REVOKED":
+            if review.get("status") not in _ENDED:
                 raise GatewayRefusedError(
                     f"hoop will not revoke review {review_id}: it is {review.get('status')} ({exc.message})",
                     status=exc.status,
@@ -222,7 +262,7 @@ class HoopGateway:
         grant = self._grant_from_session(session)
         if grant is None or grant.review_id != review_id:
             raise GatewayPermanentError(f"hoop review {review_id} is not the jit grant of its session")
-        if grant.status != "REVOKED":
+        if grant.status not in _ENDED:
             raise GatewayTransientError(
                 f"hoop still reports review {review_id} as {grant.status} after revoking"
             )
@@ -251,6 +291,21 @@ class HoopGateway:
                 "Give the key one of the review's groups (or admin).",
                 status=exc.status,
             ) from exc
+
+    async def get_review(self, review_id: str) -> HoopReview:
+        """A review as hoop holds it now."""
+        return self._review(await self._get_review(review_id))
+
+    async def list_pending_reviews(self) -> list[HoopPendingReview]:
+        """Every review PENDING in hoop, oldest first, one row per review
+        (``GET /sessions?review.status=PENDING``, paged; ``GET /reviews`` is unpaginated)."""
+        found: dict[str, HoopPendingReview] = {}
+        for row in await self._session_rows({"review.status": "PENDING"}):
+            review = row.get("review")
+            if not isinstance(review, dict) or not review.get("id") or review.get("status") != "PENDING":
+                continue
+            found.setdefault(str(review["id"]), self._pending_review(row, review))
+        return list(reversed(found.values()))
 
     # ------------------------------------------------------------------ sessions
 
@@ -465,6 +520,36 @@ class HoopGateway:
         )
 
     @staticmethod
+    def _review(body: dict[str, Any]) -> HoopReview:
+        return HoopReview(
+            id=str(body["id"]),
+            type=str(body.get("type") or ""),
+            status=str(body.get("status") or ""),
+            session_id=str(body.get("session") or ""),
+            access_duration=_nanoseconds(body.get("access_duration")),
+            revoke_at=_parse_time(body.get("revoke_at")),
+            rejection_reason=body.get("rejection_reason") or None,
+            groups=[str(g["group"]) for g in body.get("review_groups_data") or [] if g.get("group")],
+        )
+
+    @staticmethod
+    def _pending_review(row: dict[str, Any], review: dict[str, Any]) -> HoopPendingReview:
+        script = row.get("script")
+        command = script.get("data") if isinstance(script, dict) else script
+        return HoopPendingReview(
+            review_id=str(review["id"]),
+            type=str(review.get("type") or ""),
+            session_id=str(row["id"]),
+            user_email=str(row.get("user") or ""),
+            user_subject=str(row.get("user_id") or ""),
+            connection=str(row.get("connection") or ""),
+            access_duration=_nanoseconds(review.get("access_duration")),
+            command=str(command) if command else None,
+            groups=[str(g["group"]) for g in review.get("review_groups_data") or [] if g.get("group")],
+            created_at=_parse_time(review.get("created_at")),
+        )
+
+    @staticmethod
     def _connection(body: dict[str, Any]) -> GatewayConnection:
         return GatewayConnection(
             name=str(body["name"]),
@@ -485,6 +570,13 @@ class HoopGateway:
             slack_id=str(body.get("slack_id") or ""),
             groups=[str(g) for g in body.get("groups") or []],
         )
+
+
+def _nanoseconds(value: Any) -> timedelta:
+    """hoop's ``access_duration`` (nanoseconds) as a ``timedelta``; missing or bad → zero."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return timedelta(microseconds=value // 1000)
+    return timedelta(0)
 
 
 def _seg(value: str) -> str:

@@ -1,6 +1,6 @@
 """Shared fixtures: real Temporal servers from the pip wheels, a migrated store, the hoop stand-in.
 
-- ``time_env``: the time-skipping test server (long timers complete at once); session scoped.
+- ``time_env``: the time-skipping test server (long timers complete at once); one per module.
 - ``dev_env``: the Temporal dev server (``temporal server start-dev``, in memory); session scoped.
 - ``stack`` / ``time_stack``: a worker with grantflow's real activities on a unique task queue, a SQLite
   store seeded with the example organisation, and the hoop stand-in over real HTTP.
@@ -39,8 +39,11 @@ def _venv_binary(name: str) -> str:
     return str(path)
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server per test module (it starts in ~0.1 s): a workflow one module leaves
+    running on a stopped worker's queue (its timers firing with nobody to run them) must not stop time
+    from skipping in the next module."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_venv_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,

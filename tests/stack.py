@@ -186,7 +186,9 @@ async def start_stack(
     notifier = RecordingNotifier()
     links = ReviewLinks(LINK_SECRET, "http://127.0.0.1:9", timedelta(hours=1))
     task_queue = f"tq-{uuid.uuid4().hex}"
-    activities = build_activities(store=store, gateway=gateway, notifier=notifier, links=links, scim=scim)
+    activities = build_activities(
+        store=store, gateway=gateway, notifier=notifier, links=links, scim=scim, policies=policies
+    )
     worker = build_worker(env.client, task_queue, activities)
     try:
         async with worker:

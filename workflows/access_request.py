@@ -7,6 +7,21 @@
        ├─ cancel ────────────▶ CANCELLED
        └─ gateway refuses ───▶ FAILED (failure_reason says what to do)
 
+A request opened for a review pending in hoop (``origin``, see ``workflows/hoop_reviews.py``) goes through
+the same policy, quorum and validators, but is decided *in hoop* instead of provisioning a grant:
+
+    PENDING ──quorum──▶ review APPROVED in hoop ──▶ APPROVED (onetime: terminal, no timer)
+                                                └─▶ ACTIVE (jit: until hoop's revoke_at) ──▶ … ENDED
+       ├─ deny / timeout / cancel / failure ─▶ the review is REJECTED in hoop, with a reason saying so
+       ├─ approved in hoop's own UI ─────────▶ mirrored: ACTIVE / APPROVED with a note
+       └─ rejected in hoop's own UI ─────────▶ mirrored: DENIED with a note
+
+A hoop ``jit`` request ends through the normal revocation (the review is revoked and the sessions opened
+under it are killed: hoop does neither at ``revoke_at``). Extending it provisions grants as usual (the
+newest grant wins in hoop), swept at the end with the review. All of it is behind
+``workflow.patched("hoop-review-origin")`` and only for requests with an ``origin``: other requests run
+exactly as before.
+
 Invariants:
 - Decisions arrive as Updates. Validators refuse (with a sentence) anyone not in the eligible set held in
   state, the requester, a second vote by the same identity, and anything after the stage closed; a
@@ -24,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -39,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         RevokeInput,
         grant_correlation_id,
     )
+    from activities.hoop_reviews import HoopDecisionInput, HoopReviewActivities
     from activities.notifications import NotificationActivities, NotifyInput
     from activities.records import LedgerEvent, RecordActivities, RecordInput
     from domain.approval import (
@@ -61,13 +77,20 @@ with workflow.unsafe.imports_passed_through():
         EndReason,
         ExtendInput,
         GrantSegment,
+        HoopReviewChanged,
+        HoopReviewOrigin,
+        HoopReviewType,
         PendingExtension,
         PersonLeft,
         RequestStatus,
         RequestView,
         RetroReview,
         Verdict,
+        initial_view,
     )
+
+if TYPE_CHECKING:
+    from integrations.hoop import HoopReview
 
 # Critical side effects are retried until they succeed or fail permanently.
 CRITICAL_RETRY = RetryPolicy(
@@ -83,6 +106,13 @@ BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_a
 GRANT_DEADLINE = timedelta(hours=1)
 # Smallest step of the re-armable timers, so a clock skew cannot make the loop spin.
 MIN_WAIT = timedelta(milliseconds=50)
+# Requests opened for hoop reviews (``origin``): decided in hoop, mirrored from hoop.
+HOOP_ORIGIN_PATCH = "hoop-review-origin"
+# Reading a review to mirror it: a few tries, then again after HOOP_RECHECK (the request keeps waiting).
+HOOP_READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+HOOP_RECHECK = timedelta(seconds=30)
+APPROVED_IN_HOOP = "approved in hoop's own UI"
+REJECTED_IN_HOOP = "rejected in hoop's own UI"
 
 
 class Refused(ApplicationError):
@@ -97,23 +127,7 @@ class AccessRequestWorkflow:
     @workflow.init
     def __init__(self, inp: AccessRequestInput) -> None:
         self._input = inp
-        self._view = RequestView(
-            id=inp.request_id,
-            status=RequestStatus.PENDING,
-            requester=inp.requester,
-            submitted_by=inp.submitted_by.describe(),
-            resource=inp.resource,
-            role=inp.role,
-            connection=inp.policy.connection,
-            reason=inp.reason,
-            requested_duration=inp.duration,
-            break_glass=inp.break_glass,
-            required_approvals=inp.policy.min_approvals,
-            policy=inp.policy,
-            created_at=inp.created_at,
-            timeout_at=inp.created_at + inp.policy.request_timeout,
-            updated_at=inp.created_at,
-        )
+        self._view = initial_view(inp)
         self._eligible: set[str] | None = None
         self._cancel: EndInput | None = None
         self._requester_left: PersonLeft | None = None
@@ -128,11 +142,21 @@ class AccessRequestWorkflow:
         self._present_ask: list[PersonRef] = []
         self._presenter: asyncio.Task[None] | None = None
         self._closing = False
+        # A request for a hoop review (set in run, behind HOOP_ORIGIN_PATCH).
+        self._hoop: HoopReviewOrigin | None = None
+        self._hoop_changed = False  # discovery saw the review leave PENDING: read it
+        self._hoop_recheck_at: datetime | None = None  # reading it failed: try again then
+        self._hoop_checked_at_timeout = False
+        self._hoop_deciding = False  # grantflow is deciding the review itself
+        self._hoop_mirrored: HoopReview | None = None  # decided in hoop's own UI, as read back
+        self._hoop_review_granted = False  # the jit review is APPROVED: revoke it at the end
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
     async def run(self, inp: AccessRequestInput) -> RequestView:
+        if inp.origin is not None and workflow.patched(HOOP_ORIGIN_PATCH):
+            self._hoop = inp.origin
         if inp.channels and workflow.patched("present-in-channels"):
             self._presenter = asyncio.create_task(self._present_loop())
         await self._record(
@@ -150,12 +174,14 @@ class AccessRequestWorkflow:
         )
         resolution = await self._resolve_approvers()
         if resolution is None:
+            await self._reject_in_hoop_after_failure()
             return await self._finish()
 
         if inp.break_glass:
             if not inp.policy.break_glass.allowed:
                 self._fail(f"the policy for {inp.resource} {inp.role} does not allow break-glass access")
                 await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
+                await self._reject_in_hoop_after_failure()
                 return await self._finish()
             self._view.retro_review = RetroReview.PENDING
         elif resolution.auto_approve_group is not None:
@@ -173,6 +199,7 @@ class AccessRequestWorkflow:
                 )
                 await self._record("request.failed", data={"failure_reason": self._view.failure_reason})
                 await self._notify("closed", [self._view.requester])
+                await self._reject_in_hoop_after_failure()
                 return await self._finish()
             await self._notify("request_created", self._view.eligible_approvers, with_review_link=True)
             self._present(ask=self._view.eligible_approvers)
@@ -181,6 +208,8 @@ class AccessRequestWorkflow:
                 return await self._close(outcome)
             self._view.decided_at = workflow.now()
 
+        if self._hoop is not None:
+            return await self._conclude_in_hoop(self._hoop)
         if not await self._grant_first_segment():
             return await self._finish()
         if self._view.break_glass:
@@ -222,7 +251,8 @@ class AccessRequestWorkflow:
         return resolution
 
     async def _await_decision(self) -> RequestStatus | None:
-        """Wait for quorum (None), or a deny, cancel or timeout (the status to close with)."""
+        """Wait for quorum (None), or a deny, cancel or timeout (the status to close with). For a hoop
+        review, a decision taken in hoop's own UI also ends the wait (``_hoop_mirrored`` is then set)."""
         view = self._view
         assert view.timeout_at is not None
         reminder_before = self._input.policy.reminder_before
@@ -235,6 +265,21 @@ class AccessRequestWorkflow:
             if quorum_reached(view, Stage.REQUEST):
                 return None
             now = workflow.now()
+            if self._hoop is not None:
+                if self._hoop_recheck_at is not None and now >= self._hoop_recheck_at:
+                    self._hoop_recheck_at, self._hoop_changed = None, True
+                timed_out = now >= view.timeout_at
+                if self._hoop_changed or (timed_out and not self._hoop_checked_at_timeout):
+                    # Before timing out, look once more: the review may have been decided in hoop.
+                    self._hoop_checked_at_timeout = timed_out
+                    self._hoop_changed = False
+                    if await self._read_hoop_decision(self._hoop):
+                        rejected = (
+                            self._hoop_mirrored is not None and self._hoop_mirrored.status == "REJECTED"
+                        )
+                        return RequestStatus.DENIED if rejected else None
+                    if not timed_out:
+                        continue
             if now >= view.timeout_at:
                 return RequestStatus.TIMED_OUT
             deadline = view.timeout_at
@@ -246,12 +291,15 @@ class AccessRequestWorkflow:
                     await self._notify("reminder", waiting, with_review_link=True)
                     continue
                 deadline = reminder_at
+            if self._hoop_recheck_at is not None:
+                deadline = min(deadline, self._hoop_recheck_at)
             await self._wait(
                 lambda: (
                     bool(view.denials)
                     or self._cancel is not None
                     or self._requester_left is not None
                     or quorum_reached(view, Stage.REQUEST)
+                    or self._hoop_changed
                 ),
                 deadline - now,
             )
@@ -440,6 +488,7 @@ class AccessRequestWorkflow:
             user_email=self._view.requester.email,
             connection=self._view.connection,
             correlation_ids=list(self._correlation_ids),
+            review_ids=[self._hoop.review_id] if self._hoop is not None and self._hoop_review_granted else [],
         )
 
     async def _close(self, status: RequestStatus) -> RequestView:
@@ -456,10 +505,22 @@ class AccessRequestWorkflow:
             actor = "identity sync"
             data = {"reason": f"the requester left ({self._requester_left.reason})", "leaver": True}
             channel = "scim"
-        elif status is RequestStatus.DENIED:
+        elif status is RequestStatus.DENIED and view.denials:
             denial = view.denials[0]
             data = {"by": denial.approver.email, "reason": denial.reason}
+        elif status is RequestStatus.DENIED and self._hoop_mirrored is not None:
+            actor, channel = "hoop", "hoop"
+            data = {
+                "note": view.outcome_note,
+                "review_id": self._hoop_mirrored.id,
+                "reason": self._hoop_mirrored.rejection_reason or "",
+            }
         await self._record(f"request.{status.value.lower()}", actor=actor, channel=channel, data=data)
+        if self._hoop is not None and self._hoop_mirrored is None:
+            await self._reject_in_hoop(self._hoop, self._hoop_rejection_reason(status))
+        if self._hoop_mirrored is not None:  # the denials are empty: say where it was decided
+            await self._notify("closed", [view.requester], note=view.outcome_note or "")
+            return await self._finish()
         template = "denied" if status is RequestStatus.DENIED else "closed"
         await self._notify(template, [view.requester])
         return await self._finish()
@@ -470,6 +531,173 @@ class AccessRequestWorkflow:
             self._closing = True
             await self._presenter
         return self._view
+
+    # ------------------------------------------------------------------ hoop reviews (origin)
+
+    async def _read_hoop_decision(self, origin: HoopReviewOrigin) -> bool:
+        """Read the review; True when it was decided in hoop's own UI (then mirrored: ``_hoop_mirrored``
+        and ``outcome_note`` set, which closes decisions here). A failed read is tried again later."""
+        try:
+            review = await workflow.execute_activity_method(
+                HoopReviewActivities.read,
+                origin.review_id,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=HOOP_READ_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("hoop review %s not read: %s", origin.review_id, err.cause)
+            self._hoop_recheck_at = workflow.now() + HOOP_RECHECK
+            return False
+        if review.status == "PENDING":
+            return False
+        self._hoop_mirrored = review
+        if review.status == "REJECTED":
+            self._view.outcome_note = REJECTED_IN_HOOP
+        elif review.status == "REVOKED":
+            self._view.outcome_note = f"{APPROVED_IN_HOOP}, and revoked there"
+        else:
+            self._view.outcome_note = APPROVED_IN_HOOP
+        return True
+
+    def _hoop_decision_input(self, origin: HoopReviewOrigin, reason: str = "") -> HoopDecisionInput:
+        return HoopDecisionInput(
+            request_id=self._view.id,
+            review_id=origin.review_id,
+            review_type=origin.review_type,
+            user_email=self._view.requester.email,
+            connection=self._view.connection,
+            reason=reason,
+        )
+
+    async def _conclude_in_hoop(self, origin: HoopReviewOrigin) -> RequestView:
+        """Approved here (quorum or policy) or in hoop's UI: approve the review in hoop, then end
+        ``APPROVED`` (onetime) or hold ``ACTIVE`` until hoop's ``revoke_at`` (jit)."""
+        view = self._view
+        review = self._hoop_mirrored
+        if review is None:
+            self._hoop_deciding = True
+            try:
+                review = await workflow.execute_activity_method(
+                    HoopReviewActivities.approve,
+                    self._hoop_decision_input(origin),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    schedule_to_close_timeout=GRANT_DEADLINE,
+                    retry_policy=CRITICAL_RETRY,
+                )
+            except ActivityError as err:
+                self._fail(f"approving review {origin.review_id} in hoop failed: {_cause_message(err)}")
+                await self._record("request.failed", data={"failure_reason": view.failure_reason})
+                await self._notify("closed", [view.requester])
+                return await self._finish()
+            if review.status == "REJECTED":  # rejected in hoop's UI just before grantflow approved it
+                self._hoop_mirrored = review
+                view.outcome_note = REJECTED_IN_HOOP
+                return await self._close(RequestStatus.DENIED)
+            if review.status not in ("APPROVED", "REVOKED"):
+                groups = ", ".join(review.groups) or "its groups"
+                self._fail(
+                    f"grantflow approved review {origin.review_id} but hoop still shows it {review.status}: "
+                    f"it needs approval from {groups}; give grantflow's hoop API key those groups (or admin)"
+                )
+                await self._record("request.failed", data={"failure_reason": view.failure_reason})
+                await self._notify("closed", [view.requester])
+                return await self._finish()
+        mirrored = self._hoop_mirrored is not None
+        actor = "hoop" if mirrored else "grantflow"
+        data: dict[str, Any] = {
+            "review_id": origin.review_id,
+            "review_type": origin.review_type.value,
+            "decided_in": "hoop" if mirrored else "grantflow",
+        }
+        if view.outcome_note:
+            data["note"] = view.outcome_note
+        now = workflow.now()
+        if origin.review_type is HoopReviewType.ONETIME:
+            view.status = RequestStatus.APPROVED
+            view.ended_at = now
+            await self._record("hoop.review_approved", actor=actor, channel="hoop", data=data)
+            await self._notify(
+                "closed", [view.requester, *self._approvers_who_decided()], note=view.outcome_note or ""
+            )
+            return await self._finish()
+        # jit: hoop's clock decides the expiry; the sessions opened under the review end with it.
+        revoke_at = review.revoke_at or now + view.requested_duration
+        view.status = RequestStatus.ACTIVE
+        view.granted_at = now
+        view.granted_total = review.access_duration or view.requested_duration
+        view.expires_at = revoke_at
+        view.grants.append(
+            GrantSegment(
+                session_id=origin.session_id,
+                review_id=origin.review_id,
+                correlation_id="",
+                revoke_at=revoke_at,
+            )
+        )
+        self._hoop_review_granted = True
+        data.update(revoke_at=revoke_at.isoformat(), expires_at=revoke_at.isoformat())
+        await self._record("hoop.review_approved", actor=actor, channel="hoop", data=data)
+        if review.status == "REVOKED":
+            self._request_end(EndReason.REVOKED, "hoop", "revoked in hoop's own UI", "hoop")
+        await self._notify("active", [view.requester], note=view.outcome_note or "")
+        await self._stay_active()
+        await self._revoke_and_end()
+        return await self._finish()
+
+    def _hoop_rejection_reason(self, status: RequestStatus) -> str:
+        """The sentence hoop shows the person when grantflow rejects their review."""
+        view = self._view
+        if status is RequestStatus.DENIED and view.denials:
+            denial = view.denials[0]
+            why = f": {denial.reason}" if denial.reason else ""
+            return f"denied in grantflow by {denial.approver.email}{why}"
+        if status is RequestStatus.TIMED_OUT:
+            timeout = format_duration(self._input.policy.request_timeout)
+            return f"timed out in grantflow: no decision within {timeout}; ask again if still needed"
+        if status is RequestStatus.CANCELLED:
+            if self._cancel is not None:
+                why = f": {self._cancel.reason}" if self._cancel.reason else ""
+                return f"cancelled in grantflow by {self._cancel.actor.describe()}{why}"
+            return "cancelled in grantflow: the requester left the organisation"
+        return f"grantflow could not decide this review: {view.failure_reason or status.value}"
+
+    async def _reject_in_hoop(self, origin: HoopReviewOrigin, reason: str) -> None:
+        """Reject the review in hoop (critical: retried until hoop answers). A permanent refusal is
+        recorded, never raised: the request has already ended."""
+        try:
+            review = await workflow.execute_activity_method(
+                HoopReviewActivities.reject,
+                self._hoop_decision_input(origin, reason),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=CRITICAL_RETRY,
+            )
+        except ActivityError as err:
+            await self._record(
+                "hoop.review_reject_failed",
+                channel="hoop",
+                data={"review_id": origin.review_id, "reason": reason, "error": _cause_message(err)},
+            )
+            return
+        await self._record(
+            "hoop.review_rejected",
+            channel="hoop",
+            data={"review_id": origin.review_id, "reason": reason, "hoop_status": review.status},
+        )
+
+    async def _reject_in_hoop_after_failure(self) -> None:
+        if self._hoop is not None:
+            await self._reject_in_hoop(self._hoop, self._hoop_rejection_reason(RequestStatus.FAILED))
+
+    @workflow.signal
+    def hoop_review_changed(self, inp: HoopReviewChanged) -> None:
+        """Discovery saw this request's review leave PENDING in hoop. Read it (in the run loop) to mirror a
+        decision taken in hoop's own UI; ignored once grantflow decided the review itself."""
+        origin = self._input.origin
+        if origin is None or inp.review_id != origin.review_id:
+            return
+        if self._view.status is not RequestStatus.PENDING or self._hoop_deciding or self._view.outcome_note:
+            return
+        self._hoop_changed = True
 
     # ------------------------------------------------------------------ channels (Slack, Jira, email)
 
