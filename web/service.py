@@ -67,6 +67,7 @@ from domain.requests import (
     RequestStatus,
     RequestView,
     Verdict,
+    initial_view,
     request_workflow_id,
 )
 from store import SlotTaken, Store, StoreError
@@ -615,27 +616,6 @@ class RequestService:
         except Exception as exc:
             log.exception("store call %s failed", getattr(fn, "__name__", fn))
             raise Unavailable(f"the store could not be used: {_short(exc)}") from exc
-
-
-def initial_view(inp: AccessRequestInput) -> RequestView:
-    """The view a request has before its workflow runs: what the store reserves."""
-    return RequestView(
-        id=inp.request_id,
-        status=RequestStatus.PENDING,
-        requester=inp.requester,
-        submitted_by=inp.submitted_by.describe(),
-        resource=inp.resource,
-        role=inp.role,
-        connection=inp.policy.connection,
-        reason=inp.reason,
-        requested_duration=inp.duration,
-        break_glass=inp.break_glass,
-        required_approvals=inp.policy.min_approvals,
-        policy=inp.policy,
-        created_at=inp.created_at,
-        timeout_at=inp.created_at + inp.policy.request_timeout,
-        updated_at=inp.created_at,
-    )
 
 
 def _reason(text: str | None) -> str:
