@@ -53,7 +53,6 @@ client follows the gateway; ``tests/test_hoop_contract.py`` keeps the list (``KN
 
 from __future__ import annotations
 
-import email.utils
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
@@ -74,30 +73,13 @@ from integrations.gateway import (
     GatewayUser,
     ProvisionedGrant,
 )
+from integrations.retry_after import parse_retry_after
 
 MAX_GRANT_SECONDS = 48 * 3600
 PAGE_SIZE = 100  # hoop's maximum ``limit``
 MAX_OFFSET = 10_000  # hoop refuses larger offsets
 DEFAULT_TIMEOUT = 10.0
 _ENDED = ("REVOKED", "REJECTED")  # review statuses under which a jit review grants nothing
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/bad."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _parse_time(value: Any) -> datetime | None:

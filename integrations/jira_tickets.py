@@ -42,11 +42,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import requests
 from jira import JIRA, JIRAError
+
+from integrations.retry_after import parse_retry_after
 
 __all__ = [
     "JiraAuthError",
@@ -121,25 +122,6 @@ class JiraNotFoundError(JiraPermanentError):
 
 class JiraWorkflowError(JiraPermanentError):
     pass
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Retry-After in seconds: a number of seconds, or an HTTP-date (which the ``jira`` client itself cannot
-    read). None when absent or unreadable; never negative."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _error_body(response: requests.Response | None) -> tuple[list[str], dict[str, str]]:

@@ -68,7 +68,6 @@ Error hierarchy (activities translate it into Temporal retry behaviour)::
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -92,6 +91,8 @@ from scim2_models import (
     ServiceProviderConfig,
     User,
 )
+
+from integrations.retry_after import parse_retry_after
 
 DEFAULT_TIMEOUT = 30.0  # a page of 1,000 users takes about a second on scim2-server, more on real providers
 DEFAULT_PAGE_SIZE = 1000
@@ -226,24 +227,6 @@ class Directory(Protocol):
 
 
 # -- parsing -----------------------------------------------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/bad."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _parse_time(value: Any) -> datetime | None:

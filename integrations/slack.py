@@ -50,7 +50,6 @@ import json
 import re
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
@@ -68,6 +67,7 @@ from domain.approval import open_stage, votes_in_stage
 from domain.durations import format_duration
 from domain.identity import PersonRef
 from domain.requests import RequestView, Verdict
+from integrations.retry_after import parse_retry_after
 from templates import template_environment
 
 APPROVE_ACTION = "grantflow_approve"
@@ -177,20 +177,7 @@ class BlockKitError(ValueError):
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
     if not headers:
         return None
-    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if raw is None:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return parse_retry_after(next((v for k, v in headers.items() if k.lower() == "retry-after"), None))
 
 
 def slack_error(exc: BaseException, doing: str) -> SlackError:
