@@ -12,7 +12,9 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Self
 
 import uvicorn
 
@@ -115,6 +117,58 @@ class BackgroundServer:
             self._socket.close()
 
     def __enter__(self) -> BackgroundServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HttpStandIn:
+    """What every stand-in served by :class:`BackgroundServer` shares: start/stop on 127.0.0.1, its URL,
+    an injectable clock (timezone-aware), and use as a context manager. Subclasses set ``self.app``,
+    ``self._clock`` and ``self._server = None`` in their constructor, and may hook ``_started`` and
+    ``_stopping``."""
+
+    app: Any
+    _clock: Callable[[], datetime]
+    _server: BackgroundServer | None
+
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1 (``port`` 0: any free port); returns the base URL."""
+        if self._server is not None:
+            raise RuntimeError("already started")
+        server = BackgroundServer(self.app, port=port)
+        url = server.start()
+        self._server = server
+        self._started(url)
+        return url
+
+    def stop(self) -> None:
+        self._stopping()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def _started(self, url: str) -> None:
+        """Called once serving (e.g. to start background senders)."""
+
+    def _stopping(self) -> None:
+        """Called before the server stops."""
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return self._server.url
+
+    def now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the clock must return timezone-aware datetimes")
+        return now
+
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -82,7 +82,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox._server import BackgroundServer
+from sandbox._server import HttpStandIn
 
 DEFAULT_API_KEY = "hpk_sandbox_admin_key"
 MAX_ACCESS_DURATION_SEC = 48 * 3600
@@ -208,7 +208,7 @@ def _empty_state() -> dict[str, Any]:
     }
 
 
-class HoopStandIn:
+class HoopStandIn(HttpStandIn):
     """The hoop gateway, in process. See the module docstring for the behaviour and its sources."""
 
     def __init__(
@@ -237,7 +237,7 @@ class HoopStandIn:
         self.api_key = next(iter(keys))
         self.calls: list[Call] = []
         self._faults: list[_Fault] = []
-        self._server: BackgroundServer | None = None
+        self._server = None
         self._state = _empty_state()
         if self.state_file is not None and self.state_file.exists():
             loaded = json.loads(self.state_file.read_text())
@@ -248,42 +248,9 @@ class HoopStandIn:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1 (``port`` 0: any free port). Returns the base URL; the API is under ``/api``."""
-        if self._server is not None:
-            raise RuntimeError("already started")
-        server = BackgroundServer(self.app, port=port)
-        url = server.start()
-        self._server = server
-        return url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("not started")
-        return self._server.url
-
     @property
     def api_url(self) -> str:
         return self.url + "/api"
-
-    def now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise ValueError("the clock must return timezone-aware datetimes")
-        return now
-
-    def __enter__(self) -> HoopStandIn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ seeding helpers
 

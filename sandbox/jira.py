@@ -97,7 +97,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox._server import BackgroundServer
+from sandbox._server import HttpStandIn
 
 __all__ = [
     "DEFAULT_WORKFLOW",
@@ -607,7 +607,7 @@ def parse_jql(text: str) -> _Query:
 _Handler = Callable[[_Ctx], tuple[int, Any]]
 
 
-class JiraStandIn:
+class JiraStandIn(HttpStandIn):
     """Jira Cloud, in process. See the module docstring for the behaviour and its sources."""
 
     def __init__(
@@ -643,7 +643,7 @@ class JiraStandIn:
         self._ids = itertools.count(10001)
         self._issue_numbers: dict[str, itertools.count[int]] = {}
         self._retry_counts: dict[str, int] = {}
-        self._server: BackgroundServer | None = None
+        self._server = None
         self._base_url = "http://127.0.0.1"
         # webhook delivery: a heap of due deliveries, worked off by one thread
         self._wh_cond = threading.Condition()
@@ -664,51 +664,23 @@ class JiraStandIn:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1 (``port`` 0: any free port), start the webhook sender; returns the base URL."""
-        if self._server is not None:
-            raise RuntimeError("already started")
-        server = BackgroundServer(self.app, port=port)
-        url = server.start()
-        self._server = server
+    def _started(self, url: str) -> None:
+        """Start the webhook sender once serving."""
         with self._lock:
             self._base_url = url
         with self._wh_cond:
             self._wh_stop = False
         self._wh_thread = threading.Thread(target=self._webhook_worker, name="jira-webhooks", daemon=True)
         self._wh_thread.start()
-        return url
 
-    def stop(self) -> None:
-        """Stop serving. Deliveries still waiting are dropped."""
+    def _stopping(self) -> None:
+        """Deliveries still waiting are dropped."""
         with self._wh_cond:
             self._wh_stop = True
             self._wh_cond.notify_all()
         if self._wh_thread is not None:
             self._wh_thread.join(self.webhook_timeout + 1)
             self._wh_thread = None
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("not started")
-        return self._server.url
-
-    def now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise ValueError("the clock must return timezone-aware datetimes")
-        return now
-
-    def __enter__(self) -> JiraStandIn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ seeding
 
