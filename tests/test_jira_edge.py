@@ -19,7 +19,7 @@ from jira import JIRA
 from domain.requests import RequestStatus, RequestView
 from grantflow.settings import Settings
 from integrations.jira_tickets import JiraTickets, build_jira
-from sandbox.jira import DEFAULT_WORKFLOW, JiraStandIn, JiraTransition, JiraWorkflow
+from sandbox.jira import JiraStandIn
 from tests.stack import Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
@@ -30,16 +30,6 @@ API_USER, API_TOKEN = "grantflow-bot@example.com", "jira-api-token"
 WEBHOOK_SECRET = "test-jira-webhook-secret"
 OUTSIDER = "zed@elsewhere.example"
 WAITING, APPROVED, DENIED = "Waiting for approval", "Approved", "Denied"
-
-# The default approval workflow, plus "Reopen" from Approved: a refused approval must be undone.
-WORKFLOW = JiraWorkflow(
-    statuses=DEFAULT_WORKFLOW.statuses,
-    transitions=tuple(
-        JiraTransition(t.id, t.name, t.to, (APPROVED, *t.sources)) if t.name == "Reopen" else t
-        for t in DEFAULT_WORKFLOW.transitions
-    ),
-    initial=DEFAULT_WORKFLOW.initial,
-)
 
 
 @dataclass
@@ -97,7 +87,7 @@ class Rig:
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(stack: Stack) -> AsyncIterator[Rig]:
     jira = JiraStandIn(users={API_USER: API_TOKEN}, webhook_retry_delays=(0.05,))
-    jira.add_project("ACC", workflow=WORKFLOW)
+    jira.add_project("ACC")  # the default workflow reopens from Approved too
     jira.add_project("REQ", "Access requests")
     fields = {name: jira.add_custom_field(name) for name in ("Resource", "Role", "Duration")}
     accounts = {
