@@ -32,7 +32,7 @@ from domain.identity import load_organisation
 from domain.policy import load_policies
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from grantflow.dev_channels import DevChannels, print_new_emails, sandbox_router, start_channels
-from grantflow.settings import Settings, load_settings
+from grantflow.settings import Settings
 
 DEV_ADMIN_EMAIL = "grace@example.com"
 
@@ -417,7 +417,3 @@ async def run_dev(base: Settings, ports: DevPorts, with_channels: tuple[str, ...
                 os.killpg(temporal.pid, signal.SIGKILL)
         (settings.state_dir / "temporal.pid").unlink(missing_ok=True)
         click.echo("stopped; run grantflow dev again to resume.")
-
-
-def dev_command_settings(config: Path | None) -> Settings:
-    return load_settings(config)

@@ -66,12 +66,14 @@ def _emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
-def _run(
+def run_api_command(
     ctx: click.Context,
     as_json: bool,
     call: Callable[[ApiClient], dict[str, Any]],
     human: Callable[[dict[str, Any]], None],
 ) -> None:
+    """Call the REST API and print the result (one JSON document with ``--json``), mapping errors to the
+    documented exit codes; shared by every command that talks to a running grantflow."""
     settings = settings_of(ctx)
     try:
         client = ApiClient.from_settings(settings)
@@ -211,7 +213,7 @@ def create(
     """Ask for just-in-time access to a role of a resource, for a while."""
     if not reason.strip():
         raise click.BadParameter("the reason is empty; say why the access is needed", param_hint="--reason")
-    _run(
+    run_api_command(
         ctx,
         as_json,
         lambda c: c.create(
@@ -236,7 +238,7 @@ def _decision_command(verdict: str) -> click.Command:
     @_json_option
     @click.pass_context
     def command(ctx: click.Context, request_id: str, as_: str | None, reason: str, as_json: bool) -> None:
-        _run(
+        run_api_command(
             ctx,
             as_json,
             lambda c: c.decide(request_id, verdict, reason=reason, as_=as_),
@@ -257,7 +259,7 @@ request.add_command(_decision_command("deny"))
 @click.pass_context
 def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     """Show request ID."""
-    _run(ctx, as_json, lambda c: c.show(request_id), _printer())
+    run_api_command(ctx, as_json, lambda c: c.show(request_id), _printer())
 
 
 @request.command("list")
@@ -270,7 +272,7 @@ def list_(
     ctx: click.Context, statuses: tuple[str, ...], requester: str | None, limit: int, as_json: bool
 ) -> None:
     """List requests, newest first."""
-    _run(
+    run_api_command(
         ctx, as_json, lambda c: c.list(statuses=list(statuses), requester=requester, limit=limit), _print_list
     )
 
@@ -284,7 +286,7 @@ def list_(
 @click.pass_context
 def extend(ctx: click.Context, request_id: str, by: str, reason: str, as_: str | None, as_json: bool) -> None:
     """Extend active access ID (within the policy's cumulative maximum)."""
-    _run(
+    run_api_command(
         ctx,
         as_json,
         lambda c: c.extend(request_id, by, reason=reason, as_=as_),
@@ -299,7 +301,7 @@ def _action_command(action: str, doc: str, done: str) -> click.Command:
     @_json_option
     @click.pass_context
     def command(ctx: click.Context, request_id: str, reason: str, as_: str | None, as_json: bool) -> None:
-        _run(
+        run_api_command(
             ctx,
             as_json,
             lambda c: c.act(request_id, action, reason=reason, as_=as_),

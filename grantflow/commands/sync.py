@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 
 from grantflow.client import ApiClient
-from grantflow.commands.requests import _run
+from grantflow.commands.requests import run_api_command
 
 EXIT_BLOCKED = 1
 
@@ -57,6 +57,6 @@ def sync(ctx: click.Context, dry_run: bool, full: bool, as_json: bool) -> None:
             report.update(client.sync(dry_run=dry_run, full=full))
         return report
 
-    _run(ctx, as_json, call, _human)
+    run_api_command(ctx, as_json, call, _human)
     if report.get("blocked_reason"):
         ctx.exit(EXIT_BLOCKED)
