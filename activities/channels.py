@@ -735,6 +735,7 @@ def build_channels(settings: Settings, *, links: ReviewLinks | None, store: Stor
                 issue_type=settings.jira_issue_type,
                 transition_names=transitions,
                 account_ids=settings.jira_account_ids,
+                adopted_projects=[settings.jira_intake_project],
             )
 
         jira = LazyJira(lambda: build_jira(url, user, token), tickets)

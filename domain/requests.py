@@ -128,6 +128,9 @@ class AccessRequestInput(BaseModel):
     """Channels configured when the request was made (slack, jira, email): where it is presented."""
     origin: HoopReviewOrigin | None = None
     """Set when the request was opened for a review pending in hoop (see ``HoopReviewOrigin``)."""
+    jira_key: str | None = None
+    """The Jira issue the request was made in (an intake issue): it is the request's ticket, so the
+    people who follow it there see the decisions and the outcome, and no second ticket is opened."""
 
 
 class DecisionInput(BaseModel):

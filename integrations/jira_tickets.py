@@ -246,7 +246,9 @@ class JiraTickets:
     case-insensitively), to the status it leads to (status name or id), e.g. ``{"Approve": "Approved", "Deny":
     "Denied", "Close": "Done"}``: that is how ``transition`` knows a ticket is already where the transition
     would take it, even when the transition is no longer offered from there. ``account_ids`` is the
-    fallback ``{email: accountId}`` mapping for people whom user search cannot find."""
+    fallback ``{email: accountId}`` mapping for people whom user search cannot find. ``adopted_projects``
+    are other projects whose issues can be a request's ticket (the intake project, where people make
+    requests in an issue of their own): ``find_issue`` looks there too, new tickets go to ``project_key``."""
 
     def __init__(
         self,
@@ -258,6 +260,7 @@ class JiraTickets:
         label_prefix: str = "grantflow-",
         extra_fields: Mapping[str, Any] | None = None,
         account_ids: Mapping[str, str] | None = None,
+        adopted_projects: Iterable[str] = (),
     ) -> None:
         if not transition_names:
             raise ValueError("transition_names must name at least one transition and its target status")
@@ -265,6 +268,7 @@ class JiraTickets:
             raise ValueError("label_prefix must be non-empty and without spaces")
         self._client = client
         self.project_key = project_key
+        self.searched_projects = list(dict.fromkeys([project_key, *(p for p in adopted_projects if p)]))
         self.issue_type = issue_type
         self.label_prefix = label_prefix
         self._extra_fields = dict(extra_fields or {})
@@ -294,13 +298,13 @@ class JiraTickets:
     # ------------------------------------------------------------------ tickets
 
     def find_issue(self, label: str) -> str | None:
-        """The key of the ticket carrying this label in the project, or None. Several (which ``open_ticket``
-        never makes): the oldest, with a warning."""
+        """The key of the ticket carrying this label in the project (or an adopted one), or None. Several
+        (which ``open_ticket`` never makes): the oldest, with a warning."""
         jira_label = self.jira_label(label)
-        project, wanted = _jql_string(self.project_key), _jql_string(jira_label)
-        jql = f"project = {project} AND labels = {wanted} ORDER BY created ASC"
+        projects, wanted = ", ".join(map(_jql_string, self.searched_projects)), _jql_string(jira_label)
+        jql = f"project in ({projects}) AND labels = {wanted} ORDER BY created ASC"
         found = _jira_call(
-            f"searching {self.project_key} for label {jira_label}",
+            f"searching {', '.join(self.searched_projects)} for label {jira_label}",
             self._client.search_issues,
             jql,
             maxResults=10,

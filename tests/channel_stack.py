@@ -549,8 +549,10 @@ class ChannelStack:
         """Every Jira issue (any project) labelled with the request."""
         return self.jira.issues(label=f"grantflow-{request_id}")
 
-    async def ticket(self, request_id: str, project: str = ACC) -> str:
-        """The key of the request's ticket in ``project``, once it is there."""
+    async def ticket(self, request_id: str) -> str:
+        """The key of the request's ticket once it is there: the intake issue it was made in, else the one
+        grantflow opened in ACC."""
+        project = INTAKE_PROJECT if request_id in self.intake_issues else ACC
 
         def found() -> str | None:
             keys = [t["key"] for t in self.tickets(request_id) if t["fields"]["project"]["key"] == project]

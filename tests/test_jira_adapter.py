@@ -156,6 +156,23 @@ def test_open_ticket_creates_once_and_finds_it_after(
         tickets.open_ticket(label="has space", summary="s", description="d")
 
 
+def test_an_issue_in_an_adopted_project_is_found_and_no_ticket_is_opened(
+    jira: JiraStandIn, client: JIRA
+) -> None:
+    """A request made in an intake issue has that issue as its ticket: looking the label up must search
+    the intake project too, or a retried activity would open a second ticket."""
+    jira.add_project("REQ", "Access intake")
+    fields = {"project": {"key": "REQ"}, "issuetype": {"name": "Task"}, "summary": "pg-prod please"}
+    asked = str(client.create_issue(fields={**fields, "labels": ["grantflow-req-9"]}, prefetch=False).key)
+    assert make_tickets(client).find_issue("req-9") is None  # ACC only: the intake issue is not seen
+    adopting = make_tickets(client, adopted_projects=["REQ", ""])
+    assert adopting.searched_projects == ["ACC", "REQ"]
+    assert adopting.find_issue("req-9") == asked
+    assert open_one(adopting, "req-9") == asked
+    assert posts(jira, "/issue") == 1  # the intake issue itself
+    assert [i["key"] for i in jira.issues(label="grantflow-req-9")] == [asked]
+
+
 def test_open_ticket_after_a_lost_reply_opens_no_second_ticket(
     jira: JiraStandIn, tickets: JiraTickets
 ) -> None:

@@ -163,6 +163,7 @@ class JiraEdge:
                     issue_type=self.settings.jira_issue_type,
                     transition_names=self.settings.jira_transitions,
                     account_ids=self.settings.jira_account_ids,
+                    adopted_projects=[self.settings.jira_intake_project],
                 )
                 self._client = client
             return self._client, self._tickets
@@ -522,7 +523,7 @@ class JiraEdge:
             assert person is not None
             actor = Actor(person=person.ref, channel=CHANNEL, channel_user_id=reporter)
             try:
-                created = await self.service.create(actor, **asked)
+                created = await self.service.create(actor, **asked, jira_key=key)
             except Unavailable as exc:
                 raise _Transient(exc.detail) from exc
             except ServiceError as exc:

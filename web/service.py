@@ -216,11 +216,13 @@ class RequestService:
         reason: str,
         requester_email: str | None = None,
         break_glass: bool = False,
+        jira_key: str | None = None,
     ) -> RequestView:
         """Validate, reserve the slot, start the workflow and return its view once approvers are known.
 
         ``actor`` is who submits. ``requester_email``, when it names someone else, needs an administrator
-        (``actor.admin``); the request is then the requester's, submitted by "admin X on behalf of Y"."""
+        (``actor.admin``); the request is then the requester's, submitted by "admin X on behalf of Y".
+        ``jira_key`` is the Jira issue the request was made in, which becomes its ticket."""
         reason = _reason(reason)
         if not reason:
             raise BadInput("reason is empty; say why the access is needed (a ticket or incident id)")
@@ -273,6 +275,7 @@ class RequestService:
             created_at=now,
             timings=self._timings,
             channels=self._channels,
+            jira_key=jira_key,
         )
         view = initial_view(inp)
         try:
@@ -287,6 +290,7 @@ class RequestService:
                     reason=reason,
                     requester_email=requester_email,
                     break_glass=break_glass,
+                    jira_key=jira_key,
                 )
             raise Conflict(
                 _slot_taken_sentence(requester.email, view.connection, taken),

@@ -137,7 +137,8 @@ class AccessRequestWorkflow:
         self._record_lock = asyncio.Lock()
         self._step = 0
         # Presenting the request in Slack, Jira and email runs beside the process, newest view first.
-        self._channels = ChannelState()
+        # A request made in a Jira intake issue adopts that issue as its ticket.
+        self._channels = ChannelState(jira_key=inp.jira_key)
         self._present_pending = False
         self._present_ask: list[PersonRef] = []
         self._presenter: asyncio.Task[None] | None = None
