@@ -29,16 +29,24 @@ can be run again at any time and only does what is missing:
 
 - Slack DMs are posted with :meth:`SlackChannel.post_once` under ``<request>:ask:<stage>:<person>`` and
   ``<request>:outcome:<status>``; the key is stored in the message's metadata and looked up before posting.
-  Updates are ``chat.update`` of the same message (idempotent).
+  Updates are ``chat.update`` of the same message (idempotent), sent only when the rendering differs from
+  what the message already shows (``SlackMessageRef.shown``, a fingerprint kept in the state and, between
+  attempts of one activity, in its heartbeat): a retry after a failure re-sends only what is missing, which
+  matters most when the failure was a rate limit.
 - The Jira ticket is found by label before one is opened; a comment identical to one already there is not
   posted again (decision comments are rendered as of the decision, not as of now, so they stay identical);
   a transition to the status the ticket is already in does nothing.
 - Email has no look-up, so emails are keyed by their Message-ID (``<request>.ask.<stage>.<person>``,
   ``<request>.outcome.<status>``): a Message-ID already sent is skipped, remembered across attempts of one
-  activity in its heartbeat details and across calls in this worker's memory. Residual duplicates: after a
-  dropped connection the SMTP server may have kept the message the retry sends again, and a restarted
-  worker forgets what it sent — both carry the same Message-ID, so mail clients can tell. (A field in
-  ``ChannelState`` would make the record durable.)
+  activity in its heartbeat details, across calls in ``ChannelState.emailed`` and in this worker's memory.
+  Residual duplicate: after a dropped connection the SMTP server may have kept the message the retry sends
+  again — it carries the same Message-ID, so mail clients can tell.
+
+The requester's story is told whole. Presentations are coalesced to the newest view, so the one that was
+to say "your access is active" may never run (a short grant that ended while an earlier presentation was
+still retrying). A view whose access was granted and is now being taken away or over therefore tells
+ACTIVE first (rendered as of then), then the end (see :func:`outcomes_to_tell`); the keys above make each
+one once.
 
 Stages and Slack buttons. A new stage (an extension, a break-glass review) asks again with a new DM: the
 person's ref in the state is *replaced* by the new message, the one to keep updating. The old message is
@@ -64,6 +72,8 @@ everything up to date from the view).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -114,6 +124,7 @@ __all__ = [
     "LazyJira",
     "build_channels",
     "button_value",
+    "outcomes_to_tell",
     "parse_button_value",
 ]
 
@@ -132,6 +143,8 @@ OUTCOME_STATUSES = frozenset(
     }
 )
 """Statuses the requester is told about (once each, in Slack and by email)."""
+
+_GRANT_OVER = frozenset({RequestStatus.REVOKING, RequestStatus.ENDED, RequestStatus.FAILED})
 
 EMAILED_MEMORY = 10_000
 """How many Message-IDs a worker remembers having sent (oldest forgotten first)."""
@@ -154,6 +167,37 @@ def parse_button_value(value: str) -> tuple[str, str | None]:
     if sep and request_id and stage in _STAGES:
         return request_id, stage
     return value.strip(), None
+
+
+# ------------------------------------------------------------------------------------------ outcomes
+
+
+def outcomes_to_tell(view: RequestView) -> list[RequestView]:
+    """What the requester is told, oldest first, each as the view to render: the current status when it is
+    an outcome, preceded by ACTIVE (as it was then) when the access was granted and is now being taken
+    away or over — the presentation that would have said so may have been coalesced away."""
+    told: list[RequestView] = []
+    if view.granted_at is not None and view.status in _GRANT_OVER:
+        was_active = {
+            "status": RequestStatus.ACTIVE,
+            "end_reason": None,
+            "ended_at": None,
+            "failure_reason": None,
+            "pending_extension": None,
+        }
+        told.append(view.model_copy(update=was_active))
+    if view.status in OUTCOME_STATUSES:
+        told.append(view)
+    return told
+
+
+def _fingerprint(text: str, blocks: Sequence[dict[str, Any]], link: str | None) -> str:
+    """What a Slack message shows, as a digest, with the review link left out (it is signed anew, with a
+    timestamp, at every rendering, and the one already shown stays valid)."""
+    rendered = json.dumps([text, blocks], sort_keys=True, ensure_ascii=False)
+    if link:
+        rendered = rendered.replace(link, "<review link>")
+    return hashlib.sha256(rendered.encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -362,14 +406,14 @@ class ChannelActivities:
             )
             ask = []
         asked_stage = stage.value if stage is not None else ""
-        emailed = self._emailed_before() | set(state.emailed)
+        emailed = self._resume(state)
         parts: dict[str, Awaitable[list[_Failure]]] = {}
         if self._slack is not None:
-            parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state)
+            parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state, emailed)
         if self._jira is not None:
             parts["jira"] = asyncio.to_thread(self._present_jira, self._jira, view, ask, state)
         if self._email is not None:
-            parts["email"] = self._present_email(self._email, view, asked_stage, ask, emailed)
+            parts["email"] = self._present_email(self._email, view, asked_stage, ask, state, emailed)
         # the channels run side by side, and one failing in an unforeseen way does not stop the others
         results = await asyncio.gather(*parts.values(), return_exceptions=True)
         failures: list[_Failure] = []
@@ -442,6 +486,7 @@ class ChannelActivities:
         stage: str,
         ask: Sequence[PersonRef],
         state: ChannelState,
+        emailed: set[str],
     ) -> list[_Failure]:
         failures = _Failures("slack")
         people = await self._people(view, ask, state.slack)
@@ -458,14 +503,20 @@ class ChannelActivities:
                 continue
             recipient = people.get(person_id)
             try:
+                link = self._link(view, person_id)
                 text, blocks = render_blocks(
                     "request_updated",
                     view=view,
                     recipient=recipient,
-                    link=self._link(view, person_id),
+                    link=link,
                     decision_open=self._may_decide(view, recipient),
                 )
+                shown = _fingerprint(text, blocks, link)
+                if ref.shown == shown:
+                    continue  # it already shows this
                 await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
+                state.slack[person_id] = ref.model_copy(update={"shown": shown})
+                self._checkpoint(state, emailed)
             except SlackNotFoundError:
                 # deleted by its reader (or the DM is gone): nothing left to keep up to date
                 activity.logger.info("request %s: Slack message %s of %s is gone", view.id, ref.ts, person_id)
@@ -474,11 +525,12 @@ class ChannelActivities:
                 failures.add(exc, f"updating the message of {recipient.email if recipient else person_id}")
                 if failures.stop:
                     return failures.items
-        if view.status in OUTCOME_STATUSES:
+        for outcome in outcomes_to_tell(view):  # in order: a failure stops the later ones
             try:
-                await self._tell_requester_slack(slack, view)
+                await self._tell_requester_slack(slack, outcome)
             except Exception as exc:
-                failures.add(exc, f"telling {view.requester.email} the outcome")
+                failures.add(exc, f"telling {view.requester.email} the outcome ({outcome.status.value})")
+                break
         return failures.items
 
     async def _ask_slack(
@@ -508,7 +560,9 @@ class ChannelActivities:
             fresh.add(person.id)
         ref = SlackMessageRef(channel=posted.channel, ts=posted.ts)
         old = state.slack.get(person.id)
-        if old is not None and old != ref:
+        if old is not None and old.same_message(ref):
+            ref = old  # asked again at the same stage: the message, and what it shows, are known
+        elif old is not None:
             # a new stage: the earlier message shows the request once more, without buttons, then rests
             text, blocks = render_blocks(
                 "request_updated",
@@ -605,23 +659,40 @@ class ChannelActivities:
                 jira.assign(key, account_id)
                 return
 
-    # ------------------------------------------------------------------ email
+    # ------------------------------------------------------------------ progress between attempts
 
-    def _emailed_before(self) -> set[str]:
-        """Message-IDs sent by an earlier attempt of this activity (its last heartbeat) or by this worker."""
-        sent = set(self._emailed)
+    def _resume(self, state: ChannelState) -> set[str]:
+        """Take over what an earlier attempt of this activity did (its last heartbeat): the fingerprints of
+        the Slack messages it updated go into ``state``; returns the Message-IDs sent — by that attempt, by
+        earlier presentations (``state.emailed``) or by this worker."""
+        sent = set(self._emailed) | set(state.emailed)
         for detail in activity.info().heartbeat_details:
-            if isinstance(detail, dict) and isinstance(detail.get("emailed"), list):
+            if not isinstance(detail, dict):
+                continue
+            if isinstance(detail.get("emailed"), list):
                 sent.update(str(m) for m in detail["emailed"])
+            shown = detail.get("shown")
+            for person_id, (ts, fingerprint) in shown.items() if isinstance(shown, dict) else []:
+                ref = state.slack.get(person_id)
+                if ref is not None and ref.ts == ts:
+                    state.slack[person_id] = ref.model_copy(update={"shown": fingerprint})
         return sent
 
-    def _mark_emailed(self, message_id: str, emailed: set[str]) -> None:
+    @staticmethod
+    def _checkpoint(state: ChannelState, emailed: set[str]) -> None:
+        """Heartbeat what this attempt has done so far, for the next attempt if this one fails."""
+        shown = {pid: [ref.ts, ref.shown] for pid, ref in state.slack.items() if ref.shown}
+        activity.heartbeat({"emailed": sorted(emailed), "shown": shown})
+
+    # ------------------------------------------------------------------ email
+
+    def _mark_emailed(self, message_id: str, emailed: set[str], state: ChannelState) -> None:
         emailed.add(message_id)
         self._emailed[message_id] = None
         self._emailed.move_to_end(message_id)
         while len(self._emailed) > EMAILED_MEMORY:
             self._emailed.popitem(last=False)
-        activity.heartbeat({"emailed": sorted(emailed)})
+        self._checkpoint(state, emailed)
 
     def _render_email(self, event: str, **context: Any) -> tuple[str, str, str]:
         rendered = self._text.get_template(f"email/{event}.txt.j2").render(**context)
@@ -630,7 +701,13 @@ class ChannelActivities:
         return subject.strip(), text.lstrip("\n"), html
 
     async def _present_email(
-        self, sender: EmailSender, view: RequestView, stage: str, ask: Sequence[PersonRef], emailed: set[str]
+        self,
+        sender: EmailSender,
+        view: RequestView,
+        stage: str,
+        ask: Sequence[PersonRef],
+        state: ChannelState,
+        emailed: set[str],
     ) -> list[_Failure]:
         failures = _Failures("email")
         sends: list[tuple[str, PersonRef, str, dict[str, Any]]] = []
@@ -642,9 +719,10 @@ class ChannelActivities:
             for person in ask:
                 context = {"view": view, "recipient": person, "link": self._link(view, person.id)}
                 sends.append((ask_message_id(view.id, stage, person.id), person, "request_created", context))
-        if view.status in OUTCOME_STATUSES:
-            context = {"view": view, "recipient": view.requester}
-            sends.append((outcome_message_id(view.id, view.status.value), view.requester, "outcome", context))
+        for outcome in outcomes_to_tell(view):
+            context = {"view": outcome, "recipient": view.requester}
+            message_id = outcome_message_id(view.id, outcome.status.value)
+            sends.append((message_id, view.requester, "outcome", context))
         for message_id, person, event, context in sends:
             if message_id in emailed:
                 continue
@@ -656,7 +734,7 @@ class ChannelActivities:
                 if failures.stop:
                     break
                 continue
-            self._mark_emailed(message_id, emailed)
+            self._mark_emailed(message_id, emailed, state)
         return failures.items
 
 

@@ -15,6 +15,12 @@ from domain.requests import RequestView
 class SlackMessageRef(BaseModel):
     channel: str
     ts: str
+    shown: str | None = None
+    """A fingerprint of what the message shows now (its rendering, review link left out: the link is
+    re-signed at every rendering), so an update that would change nothing is not sent. None: unknown."""
+
+    def same_message(self, other: SlackMessageRef) -> bool:
+        return (self.channel, self.ts) == (other.channel, other.ts)
 
 
 class ChannelState(BaseModel):

@@ -306,7 +306,11 @@ async def test_a_request_through_its_life_in_every_channel(
     posts = len(slack.calls_to("chat.postMessage"))
     created = creates(jira)
     again = await present(channels, story.pending(), state, ask=story.approvers)
-    assert again == state
+    assert {p: (r.channel, r.ts) for p, r in again.slack.items()} == {
+        p: (r.channel, r.ts) for p, r in state.slack.items()
+    }
+    assert (again.jira_key, again.emailed) == (state.jira_key, state.emailed)
+    state = again
     assert len(slack.calls_to("chat.postMessage")) == posts and creates(jira) == created
     assert len(dms(slack, story.id)) == 3 and len(tickets_of(jira, story.id)) == 1
     assert len(emails(smtp, story.id)) == 3
@@ -576,6 +580,62 @@ async def test_a_retry_after_a_failed_attempt_does_not_email_twice(
         other_worker.present, PresentInput(view=story.pending(), ask=[people["bob"]])
     )
     assert len(emails(smtp, story.id)) == 4
+
+
+async def test_a_retry_sends_only_the_updates_the_failed_attempt_did_not_make(
+    channels: ChannelActivities, slack: SlackStandIn, people: dict[str, PersonRef]
+) -> None:
+    """The attempt that updated every approver's DM failed afterwards (a 503 telling the requester): its
+    heartbeat carries what the DMs show, so the retry sends none of those updates again; presenting the
+    same view later sends none either, and a change is sent to everyone."""
+    story = Story(people)
+    alice = people["alice"]
+    state = await present(channels, story.pending(), ChannelState(), ask=story.approvers)
+    slack.clear_calls()
+    beats: list[Any] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    slack.fail_next("chat.postMessage", 503)
+    with pytest.raises(ApplicationError) as raised:
+        await env.run(channels.present, PresentInput(view=story.active(), state=state))
+    assert raised.value.type == CHANNEL_TRANSIENT
+    assert len(slack.calls_to("chat.update")) == 3 and dm_of(slack, alice.email, story.id) == []
+
+    retry = ActivityEnvironment()
+    retry.info = replace(retry.info, attempt=2, heartbeat_details=list(beats[-1]))
+    state = await retry.run(channels.present, PresentInput(view=story.active(), state=state))
+    assert len(slack.calls_to("chat.update")) == 3  # none sent again
+    assert len(dm_of(slack, alice.email, story.id)) == 1
+    assert all(ref.shown for ref in state.slack.values())
+    for person in story.approvers:
+        [dm] = dm_of(slack, person.email, story.id)
+        assert "*Approved* · access active until" in text_of(dm), text_of(dm)
+
+    state = await present(channels, story.active(), state)
+    assert len(slack.calls_to("chat.update")) == 3
+    state = await present(channels, story.ended(), state)
+    assert len(slack.calls_to("chat.update")) == 6
+    for person in story.approvers:
+        [dm] = dm_of(slack, person.email, story.id)
+        assert "*Access ended* (expired)" in text_of(dm)
+
+
+async def test_a_grant_over_before_it_was_presented_is_told_active_then_ended(
+    channels: ChannelActivities, slack: SlackStandIn, smtp: SmtpSink, people: dict[str, PersonRef]
+) -> None:
+    """Presentations are coalesced to the newest view: when the one saying "active" never ran (a short
+    grant ended while an earlier one was retrying), the requester is still told both, in order, once."""
+    story = Story(people)
+    alice = people["alice"]
+    state = await present(channels, story.pending(), ChannelState(), ask=story.approvers)
+    for _ in range(2):
+        state = await present(channels, story.ended(), state)
+    told = dm_of(slack, alice.email, story.id)
+    assert [m["metadata"]["event_payload"]["status"] for m in told] == ["ACTIVE", "ENDED"]
+    assert "is active until" in text_of(told[0]) and "has ended" in text_of(told[1])
+    mailed = [str(m.message["Message-ID"]) for m in emails(smtp, story.id) if m.rcpt_tos == (alice.email,)]
+    assert mailed == [f"<{story.id}.outcome.ACTIVE@example.com>", f"<{story.id}.outcome.ENDED@example.com>"]
+    assert {f"{story.id}.outcome.ACTIVE", f"{story.id}.outcome.ENDED"} <= set(state.emailed)
 
 
 @pytest.mark.parametrize(

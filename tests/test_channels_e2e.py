@@ -187,14 +187,11 @@ def assert_over_on_time(rig: ChannelStack, intake: Intake, final: RequestView, s
         assert session in ended.data["killed_session_ids"]
 
 
-def assert_shown_everywhere(
-    rig: ChannelStack, intake: Intake, final: RequestView, *, every_outcome: bool = True
-) -> None:
+def assert_shown_everywhere(rig: ChannelStack, intake: Intake, final: RequestView) -> None:
     """Every Slack message, every email and the Jira ticket say how the request ended, exactly once each.
 
-    The requester is told each outcome once. With ``every_outcome=False`` an intermediate outcome (ACTIVE)
-    may be missing: presentations are coalesced to the newest view, so when the retries of an earlier
-    presentation outlast the whole grant, ACTIVE is never presented and only ENDED is told."""
+    The requester is told each outcome once, in order — ACTIVE too when the retries of an earlier
+    presentation outlasted the whole grant and the presentation saying "active" was coalesced away."""
     rid = final.id
     shown = SHOWN[intake.final]
     deciders = recorded(intake)
@@ -213,17 +210,16 @@ def assert_shown_everywhere(
     # … and the requester: one DM per outcome, the last saying how it ended
     requester_dms = rig.messages(rid, intake.requester)
     statuses = tuple(m["metadata"]["event_payload"].get("status") for m in requester_dms)
-    assert statuses == shown.outcomes or (not every_outcome and statuses == shown.outcomes[-1:]), statuses
+    assert statuses == shown.outcomes, statuses
     assert shown.requester_dm in text_of(requester_dms[-1])
     assert len(rig.messages(rid)) == len([a for a in APPROVERS if a != NO_SLACK]) + len(statuses)
     # email: each approver asked once (dan too), the requester told each outcome once
     received = rig.emails(rid)
     ids = sorted(message_id(m).split("@")[0] for m in received)
-    told = [s for s in shown.outcomes if every_outcome or f"<{rid}.outcome.{s}" in ids]
     expected = [f"<{rid}.ask.request.{rig.ref(a).id}" for a in APPROVERS]
-    expected += [f"<{rid}.outcome.{status}" for status in told]
-    assert ids == sorted(expected) and told[-1] == shown.outcomes[-1], ids
-    [last] = [m for m in received if f".outcome.{told[-1]}@" in message_id(m)]
+    expected += [f"<{rid}.outcome.{status}" for status in shown.outcomes]
+    assert ids == sorted(expected), ids
+    [last] = [m for m in received if f".outcome.{shown.outcomes[-1]}@" in message_id(m)]
     assert shown.requester_email in (last.text or "")
     # Jira: the request's one ticket, closed, with comments naming who decided and how it ended
     [ticket] = rig.tickets(rid)
@@ -384,7 +380,7 @@ async def test_with_a_third_of_the_writes_failing_every_flow_completes_exactly_o
         plan.disable()
         for intake, (final, session) in zip(INTAKES, results, strict=True):
             assert_over_on_time(rig, intake, final, session)
-            assert_shown_everywhere(rig, intake, final, every_outcome=False)
+            assert_shown_everywhere(rig, intake, final)
         # the faults did happen, of every kind, in every service
         print("faults injected:", sorted(Counter((i.service, i.kind) for i in plan.injected).items()))
         assert plan.kinds("slack") == set(FaultPlan.SLACK_KINDS), plan.injected
