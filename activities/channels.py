@@ -337,6 +337,8 @@ def _as_of(view: RequestView, decision: Decision) -> RequestView:
 
 def _summary(view: RequestView) -> str:
     prefix = "[break-glass] " if view.break_glass else ""
+    if view.command is not None:
+        return f"{view.requester.email} asks to run a command on {view.resource} / {view.role} ({view.id})"
     return (
         f"{prefix}{view.requester.email} asks for {view.resource} / {view.role} "
         f"for {format_duration(view.requested_duration)} ({view.id})"

@@ -233,6 +233,15 @@ def assert_shown_everywhere(rig: ChannelStack, intake: Intake, final: RequestVie
     assert comments[-1].startswith(shown.ticket_comment), comments
     assert all(f"{who} via {channel}" in comments[-1] for who, channel in deciders), comments[-1]
     assert len(comments) == len(set(comments)), comments
+    if final.command is not None:  # a onetime review: everyone who decides sees the command itself
+        assert final.command.endswith("SELECT 1;")
+        for approver in APPROVERS:
+            for message in rig.asking(rid, approver):
+                [code] = [b for b in message["blocks"] if b["block_id"] == "gf_command"]
+                assert code["elements"][1]["elements"][0]["text"] == final.command
+            [mail] = [m for m in received if ".ask." in message_id(m) and approver in m.rcpt_tos]
+            assert final.command.splitlines()[-1] in (mail.text or "") and "SELECT 1;" in (mail.html or "")
+        assert final.command.splitlines()[-1] in ticket["fields"]["description"]
 
 
 @pytest.mark.parametrize("intake", INTAKES, ids=str)
@@ -242,6 +251,11 @@ async def test_approved_in_two_channels_then_over_on_time_and_shown_everywhere(
     final, session = await approved_to_the_end(rig, intake, reason_for(intake, "e2e"))
     assert_over_on_time(rig, intake, final, session)
     assert_shown_everywhere(rig, intake, final)
+    if final.command is not None:  # the review page shows the command too, escaped
+        async with httpx.AsyncClient(timeout=10) as http:
+            page = await http.get(rig.minted_link(final.id, DAN))
+        assert page.status_code == 200, page.text
+        assert '<pre class="command">' in page.text and "SELECT 1;" in page.text
 
 
 # ---------------------------------------------------------------------------------------------- refusals

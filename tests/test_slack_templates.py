@@ -18,6 +18,8 @@ from domain.policy import BreakGlass, RolePolicy
 from domain.requests import (
     Decision,
     EndReason,
+    HoopReviewOrigin,
+    HoopReviewType,
     PendingExtension,
     RequestStatus,
     RequestView,
@@ -82,6 +84,10 @@ def view(status: RequestStatus = RequestStatus.PENDING, **changes: Any) -> Reque
     return base.model_copy(update=changes)
 
 
+COMMAND = "-- INC-7: `orders` is stuck\nUPDATE orders SET state = 'done' WHERE id = 42; -- <!channel> *now*"
+ONETIME = HoopReviewOrigin(
+    review_id="rev-1", review_type=HoopReviewType.ONETIME, session_id="ses-1", command=COMMAND
+)
 ACTIVE = {
     "approvals": [decision(BOB), decision(CAROL, channel="web")],
     "decided_at": T0,
@@ -127,8 +133,10 @@ VIEWS: dict[str, RequestView] = {
     "cancelled": view(RequestStatus.CANCELLED),
     "failed": view(RequestStatus.FAILED, failure_reason="the gateway refused: user never signed in to hoop"),
     "approved, one-time": view(RequestStatus.APPROVED, approvals=[decision(BOB), decision(CAROL)]),
+    "pending, one-time command": view(origin=ONETIME),
 }
 DECIDABLE = {"pending, no decision", "pending, one of two", "pending, submitted by an admin"} | {
+    "pending, one-time command",
     "active, extension asked",
     "break-glass, review pending",
 }
@@ -174,6 +182,30 @@ def test_every_template_renders_valid_block_kit_for_every_state(template: str, c
     else:
         assert APPROVE_ACTION not in decide and DENY_ACTION not in decide
     assert decide["grantflow_open"]["url"] == "https://grantflow.example/r/req-42?sig=abc"
+
+
+@pytest.mark.parametrize("template", ["request_created", "request_updated"])
+def test_a_onetime_review_shows_the_command_exactly_as_typed(template: str) -> None:
+    """Approvers decide on the command itself: it is shown literally (preformatted rich text: backticks,
+    mentions and markup stay text), a long one is cut, and no duration is claimed for it."""
+    text, blocks = render_blocks(template, view=VIEWS["pending, one-time command"])
+    command = block(blocks, "gf_command")
+    assert command["type"] == "rich_text"
+    [label, shown] = command["elements"]
+    assert label["elements"][0]["text"] == "Command"
+    assert shown["type"] == "rich_text_preformatted"
+    assert shown["elements"] == [{"type": "text", "text": COMMAND}]
+    assert block(blocks, "gf_header")["text"]["text"] == "Command review: pg-prod / admin"
+    summary = all_text([block(blocks, "gf_summary")])
+    assert "*Duration*" not in summary and "run one command" in summary
+    if template == "request_created":
+        assert "asks to run a command on pg-prod admin" in text
+    long = view(origin=ONETIME.model_copy(update={"command": "SELECT 1;\n" * 1000}))
+    _, blocks = render_blocks(template, view=long)
+    cut = block(blocks, "gf_command")["elements"][1]["elements"][0]["text"]
+    assert len(cut) <= 2900 and cut.endswith("…")
+    assert block_kit_errors(blocks) == []
+    assert "gf_command" not in {b["block_id"] for b in render_blocks(template, view=VIEWS["active"])[1]}
 
 
 def test_approver_message_content() -> None:
