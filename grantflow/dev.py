@@ -316,7 +316,13 @@ def _banner(
             else []
         ),
         *(
-            ["    grantflow sandbox jira-move --user carol@example.com --request <id> --transition Approve"]
+            [
+                "    grantflow sandbox jira-move --user carol@example.com --request <id> "
+                "--transition Approve",
+                "    grantflow sandbox jira-request --user heidi@example.com --resource pg-prod "
+                "--role admin \\",
+                "        --duration 1h --reason INC-7   (a request made in a Jira intake issue)",
+            ]
             if channels.jira is not None
             else []
         ),

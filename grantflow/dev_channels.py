@@ -1,15 +1,20 @@
 """Channels in ``grantflow dev``: Slack, Jira and email, each with its stand-in unless a real one is set.
 
 ``grantflow dev --with slack --with jira --with email`` starts the Slack stand-in (every person of the
-organisation has a Slack account), the Jira stand-in (project ACC, every person has an account, signed
-webhooks to the web app) and an SMTP sink, and points grantflow at them. A real workspace, site or SMTP
-server configured through ``GRANTFLOW_SLACK_*``, ``GRANTFLOW_JIRA_*`` or ``GRANTFLOW_SMTP_*`` is used
-instead of the stand-in.
+organisation has a Slack account), the Jira stand-in and an SMTP sink, and points grantflow at them. A real
+workspace, site or SMTP server configured through ``GRANTFLOW_SLACK_*``, ``GRANTFLOW_JIRA_*`` or
+``GRANTFLOW_SMTP_*`` is used instead of the stand-in.
+
+The Jira stand-in has the tickets project (``settings.jira_project``, ACC) and an intake project
+(``settings.jira_intake_project``, else ACCREQ) with the custom fields Resource, Role and Duration, so a
+request can be made by creating an issue there. Every person has an account and an API token (random,
+made anew on each run and never shown), and the stand-in sends signed webhooks to the web app.
 
 Nobody can click in a stand-in, so the dev web app gets sandbox-only controls that act as the person
-would in Slack or Jira: ``POST /_sandbox/slack/click`` (Slack sends grantflow the signed interaction) and
-``POST /_sandbox/jira/move`` (Jira sends grantflow the signed webhook). ``grantflow sandbox slack-click``
-and ``grantflow sandbox jira-move`` call them. These routes exist only in ``grantflow dev``.
+would in Slack or Jira: ``POST /_sandbox/slack/click`` (Slack sends grantflow the signed interaction),
+``POST /_sandbox/jira/move`` (Jira sends grantflow the signed webhook) and ``POST /_sandbox/jira/request``
+(the person creates an intake issue through Jira's API with their own token). ``grantflow sandbox
+slack-click``, ``jira-move`` and ``jira-request`` call them. These routes exist only in ``grantflow dev``.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from secrets import token_urlsafe
 from typing import Any
 
 import click
+import httpx
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
@@ -29,6 +36,10 @@ from grantflow.settings import Settings
 
 CHANNELS = ("slack", "jira", "email")
 JIRA_API_USER = "grantflow-bot@example.com"
+JIRA_INTAKE_PROJECT = "ACCREQ"
+JIRA_INTAKE_WAIT = 8.0
+"""Seconds ``/_sandbox/jira/request`` waits for grantflow to answer the new intake issue (its Jira edge
+gives itself as long before it answers the webhook)."""
 
 
 @dataclass
@@ -37,6 +48,9 @@ class DevChannels:
     jira: Any = None  # JiraStandIn
     smtp: Any = None  # SmtpSink
     driver: Any = None  # SlackDriver
+    jira_intake_project: str = ""
+    jira_intake_fields: dict[str, str] = field(default_factory=dict)  # resource, role, duration -> field id
+    jira_tokens: dict[str, str] = field(default_factory=dict, repr=False)  # email (lower) -> API token
     printed_emails: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -87,8 +101,16 @@ def start_channels(
             webhook_url=f"{web}/jira/webhook",
         )
         jira.add_project(settings.jira_project, "Access requests")
+        intake = settings.jira_intake_project or JIRA_INTAKE_PROJECT
+        if intake.upper() != settings.jira_project.upper():
+            jira.add_project(intake, "Access intake")
+        channels.jira_intake_project = intake
+        channels.jira_intake_fields = _add_intake_fields(jira, settings.jira_intake_fields)
         for person in org.people:
-            jira.add_user(person.email, person.display_name or person.email)
+            # A token per person, so the sandbox can create intake issues as them through Jira's API.
+            token = token_urlsafe(24)
+            jira.add_user(person.email, person.display_name or person.email, api_token=token)
+            channels.jira_tokens[person.email.lower()] = token
         url = jira.start(port=ports["jira"])
         channels.jira = jira
         overrides |= {
@@ -96,8 +118,12 @@ def start_channels(
             "jira_email": JIRA_API_USER,
             "jira_api_token": secrets["jira_api_token"],
             "jira_webhook_secret": secrets["jira_webhook_secret"],
+            "jira_intake_project": intake,
         }
-        channels.notes.append(f"Jira stand-in {url} (transition: grantflow sandbox jira-move)")
+        channels.notes.append(
+            f"Jira stand-in {url}, projects {settings.jira_project} and intake {intake} "
+            "(transition: grantflow sandbox jira-move; request: grantflow sandbox jira-request)"
+        )
     if "email" in wanted and not settings.smtp_host:
         from sandbox.smtp import SmtpSink
 
@@ -107,6 +133,19 @@ def start_channels(
         overrides |= {"smtp_host": host, "smtp_port": port}
         channels.notes.append(f"SMTP sink {host}:{port} (emails are printed below)")
     return channels, overrides
+
+
+def _add_intake_fields(jira: Any, configured: dict[str, str]) -> dict[str, str]:
+    """The intake project's custom fields, as grantflow is configured to read them (by name, or by a
+    ``customfield_…`` id, which the stand-in then uses); returns resource, role and duration -> field id."""
+    ids: dict[str, str] = {}
+    for part in ("resource", "role", "duration"):
+        name = configured.get(part, part.title())
+        if name.startswith("customfield_"):
+            ids[part] = jira.add_custom_field(part.title(), field_id=name)
+        else:
+            ids[part] = jira.add_custom_field(name)
+    return ids
 
 
 class SlackClick(BaseModel):
@@ -120,6 +159,14 @@ class JiraMove(BaseModel):
     user_email: str
     request_id: str
     transition: str
+
+
+class JiraRequest(BaseModel):
+    user_email: str
+    resource: str
+    role: str = ""
+    duration: str
+    reason: str
 
 
 def sandbox_router(channels: DevChannels) -> APIRouter:
@@ -172,7 +219,73 @@ def sandbox_router(channels: DevChannels) -> APIRouter:
         await asyncio.sleep(0.5)  # grantflow answers the webhook, then comments
         return {"issue": key, "status": jira.status_of(key), "comments": jira.comments(key)[before:]}
 
+    @router.post("/jira/request")
+    async def jira_request(body: JiraRequest) -> dict[str, Any]:
+        jira = channels.jira
+        if jira is None:
+            raise HTTPException(404, "the Jira stand-in is not running (grantflow dev --with jira)")
+        token = channels.jira_tokens.get(body.user_email.lower())
+        if token is None:
+            raise HTTPException(404, f"{body.user_email} has no Jira account in the stand-in")
+        field_ids = channels.jira_intake_fields
+        fields: dict[str, Any] = {
+            "project": {"key": channels.jira_intake_project},
+            "issuetype": {"name": "Task"},
+            "summary": " ".join(filter(None, ("Access to", body.resource, body.role))),
+            "description": body.reason,
+            field_ids["resource"]: body.resource,
+            field_ids["duration"]: body.duration,
+        }
+        if body.role:
+            fields[field_ids["role"]] = body.role
+        # Through Jira's API with the person's own token, as they would: the issue's reporter is them.
+        try:
+            async with httpx.AsyncClient(
+                base_url=jira.url, auth=(body.user_email, token), timeout=10
+            ) as client:
+                response = await client.post("/rest/api/2/issue", json={"fields": fields})
+        except httpx.HTTPError as exc:
+            raise HTTPException(502, f"the Jira stand-in did not answer: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                detail: Any = response.json()
+            except ValueError:
+                detail = response.text
+            raise HTTPException(response.status_code if response.status_code < 500 else 502, detail)
+        key = str(response.json()["key"])
+        issue = await _wait_for_grantflow(jira, key)
+        if issue is None:
+            raise HTTPException(
+                504, f"{key} was created, but grantflow did not answer it within {JIRA_INTAKE_WAIT:.0f} s"
+            )
+        labels = [str(label) for label in issue["fields"]["labels"]]
+        request_id = next(
+            (lb.removeprefix("grantflow-") for lb in labels if lb.startswith("grantflow-")), None
+        )
+        return {
+            "issue": key,
+            "request_id": request_id,
+            "status": issue["fields"]["status"]["name"],
+            "comments": [c["body"] for c in issue["fields"]["comment"]["comments"]],
+        }
+
     return router
+
+
+async def _wait_for_grantflow(
+    jira: Any, key: str, timeout: float = JIRA_INTAKE_WAIT
+) -> dict[str, Any] | None:
+    """The issue once grantflow has commented on it (it labels the issue with the request first), or None
+    when it has not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # The stand-in takes its lock, which its own HTTP handlers hold: read it off the event loop.
+        issue: dict[str, Any] = await asyncio.to_thread(jira.issue, key)
+        authors = [c["author"].get("emailAddress") for c in issue["fields"]["comment"]["comments"]]
+        if JIRA_API_USER in authors:
+            return issue
+        await asyncio.sleep(0.1)
+    return None
 
 
 async def _wait_for_replies(slack: Any, user: str, seen: int, timeout: float = 3.0) -> list[str]:

@@ -2,9 +2,11 @@
 the real activities, the web app with its Slack and Jira edges and review pages, the Slack and Jira
 stand-ins, the SMTP sink and the hoop stand-in (``tests/channel_stack.py`` wires them).
 
-For each intake (``INTAKES``: a slash command, a Jira intake issue): two eligible approvers in two channels
-make the request ACTIVE, the session the requester opened through hoop is killed when the grant ends on
-time, and every Slack message, every email and the Jira ticket end up saying how it ended; an ineligible
+For each intake (``INTAKES``: a slash command, a Jira intake issue, a ``jit`` and a ``onetime`` review left
+pending in hoop): two eligible approvers, with a Slack button and a Jira transition (in the onetime case, a
+Slack button and the emailed link), make the request ACTIVE (APPROVED for onetime), the session the
+requester opened through hoop is killed when the grant ends on time, and every Slack message, every email
+and the Jira ticket end up saying how it ended; an ineligible
 approver and the requester are refused in every channel, visibly; forged, stale and unsigned deliveries
 change nothing; and with a third of the writes to Slack, Jira and SMTP failing, every flow still completes
 with exactly one message per recipient and one ticket per request. One test waits for real: a 429 with
@@ -76,11 +78,11 @@ JIRA_INTAKE = Intake(
     name="jira-intake",
     requester="heidi@example.com",
     start=by_jira_intake,
-    approvals=((CAROL, "jira"), (DAN, "email")),  # dan has no Slack: he uses the emailed link
+    approvals=((BOB, "slack"), (CAROL, "jira")),  # carol moves the very issue heidi opened
 )
-# Reviews left pending in hoop, found by grantflow's discovery (being built in workflows/hoop_reviews.py):
-# add them to INTAKES once that work lands. Each intake has its own requester, so that the fault test can
-# run them all at once (one open request per person and connection).
+# Reviews left pending in hoop, found by grantflow's discovery (workflows/hoop_reviews.py). Each intake has
+# its own requester, so that the fault test can run them all at once (one open request per person and
+# connection).
 HOOP_JIT = Intake(
     name="hoop-jit",
     requester="ivan@example.com",
@@ -91,7 +93,7 @@ HOOP_ONETIME = Intake(
     name="hoop-onetime",
     requester="judy@example.com",
     start=by_hoop_review("onetime"),
-    approvals=((BOB, "slack"), (DAN, "email")),
+    approvals=((BOB, "slack"), (DAN, "email")),  # the one case with the emailed link: dan has no Slack
     final=RequestStatus.APPROVED,  # the command may run; nothing to end, no session to kill
     session=False,
 )

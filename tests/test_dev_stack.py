@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -340,3 +341,43 @@ def test_channels_in_grantflow_dev_decide_in_slack_and_jira(dev_stack: DevStack)
     out = (stack.cwd / "dev.out").read_text()
     assert "Slack stand-in" in out and "Jira stand-in" in out and "SMTP sink" in out
     assert "📧 bob@example.com" in out  # the approver's email with the review link, printed by grantflow dev
+
+
+@pytest.mark.parametrize("dev_stack", [("jira",)], indirect=True)
+def test_request_made_in_a_jira_intake_issue_in_grantflow_dev(dev_stack: DevStack) -> None:
+    stack = dev_stack
+    made = stack.cli(
+        "sandbox", "jira-request", "--user", "heidi@example.com", "--resource", "pg-prod", "--role", "admin",
+        "--duration", "1h", "--reason", "INC-11",
+    )  # fmt: skip
+    started = re.match(r"(ACCREQ-\d+): request (\S+) started\n", made.stdout)
+    assert started, made.stdout
+    issue, request_id = started.groups()
+    assert f"comment: grantflow request {request_id} is PENDING" in made.stdout
+    view = stack.show(request_id)
+    assert view["requester"]["email"] == "heidi@example.com" and view["reason"] == "INC-11"
+
+    # The intake issue is the request's ticket: a transition of it is a decision on the request.
+    carol = stack.cli("sandbox", "jira-move", "--user", "carol@example.com", "--request", request_id,
+                      "--transition", "Approve")  # fmt: skip
+    assert carol.stdout.split()[0] == issue
+    assert "counted the approval of carol@example.com" in carol.stdout
+    assert [(a["approver"]["email"], a["channel"]) for a in stack.show(request_id)["approvals"]] == [
+        ("carol@example.com", "jira")
+    ]
+
+    bad = stack.cli(
+        "sandbox", "jira-request", "--user", "heidi@example.com", "--resource", "pg-nowhere",
+        "--duration", "1h", "--reason", "INC-12", expect=1,
+    )  # fmt: skip
+    assert re.match(r"ACCREQ-\d+: no request started\n", bad.stdout), bad.stdout
+    assert "comment: grantflow did not start a request: unknown resource 'pg-nowhere'" in bad.stdout
+    unknown = stack.cli(
+        "sandbox", "jira-request", "--user", "nobody@example.com", "--resource", "pg-prod",
+        "--duration", "1h", "--reason", "INC-13", expect=1,
+    )  # fmt: skip
+    assert "nobody@example.com has no Jira account" in unknown.stderr
+
+    stack.cli("request", "cancel", request_id, "--as", "heidi@example.com")
+    _wait_status(stack, request_id, "CANCELLED", 15)
+    assert "Jira stand-in" in (stack.cwd / "dev.out").read_text()

@@ -4,7 +4,9 @@
   ``sessions`` lists a person's sessions, so the demo can show sessions being killed at expiry;
 - ``deactivate`` deactivates someone in the SCIM directory, as an identity-provider admin would;
 - ``slack-click`` and ``jira-move`` (with ``grantflow dev --with slack`` / ``--with jira``) click a button in
-  a person's Slack message or transition the request's Jira ticket as that person.
+  a person's Slack message or transition the request's Jira ticket as that person;
+- ``jira-request`` (with ``grantflow dev --with jira``) creates an issue in the Jira intake project as a
+  person, which grantflow turns into a request whose ticket is that issue.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def _hoop(settings: Settings) -> tuple[str, str]:
 
 @click.group()
 def sandbox() -> None:
-    """Act against the hoop stand-in of grantflow dev (open and list sessions)."""
+    """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions), the SCIM
+    directory (deactivate), Slack (slack-click) and Jira (jira-move, jira-request)."""
 
 
 @sandbox.command()
@@ -208,3 +211,33 @@ def jira_move(ctx: click.Context, user_email: str, request_id: str, transition: 
     click.echo(f"{result['issue']} is now {result['status']}")
     for comment in result.get("comments", []):  # type: ignore[attr-defined]
         click.echo(f"  comment: {comment}")
+
+
+@sandbox.command("jira-request")
+@click.option("--user", "user_email", required=True, help="who asks (the reporter of the intake issue)")
+@click.option("--resource", required=True, help="the issue's Resource field, e.g. pg-prod")
+@click.option("--role", default="", help="the issue's Role field, e.g. admin (left empty if not given)")
+@click.option("--duration", required=True, help="the issue's Duration field, e.g. 1h")
+@click.option("--reason", required=True, help="why: the issue's description")
+@click.pass_context
+def jira_request(
+    ctx: click.Context, user_email: str, resource: str, role: str, duration: str, reason: str
+) -> None:
+    """Create an issue in the Jira intake project as a person would, and show grantflow's answer (the Jira
+    stand-in of `grantflow dev --with jira` sends grantflow the signed webhook). Exits 1 when grantflow
+    started no request: its comment on the issue says why."""
+    body = {
+        "user_email": user_email,
+        "resource": resource,
+        "role": role,
+        "duration": duration,
+        "reason": reason,
+    }
+    result = _post_sandbox(ctx, "jira/request", body)
+    request_id = result.get("request_id")
+    started = f"request {request_id} started" if request_id else "no request started"
+    click.echo(f"{result['issue']}: {started}")
+    for comment in result.get("comments", []):  # type: ignore[attr-defined]
+        click.echo(f"  comment: {comment}")
+    if not request_id:
+        ctx.exit(1)
