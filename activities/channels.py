@@ -76,7 +76,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -353,7 +353,9 @@ class ChannelActivities:
 
     ``jira`` is a :class:`JiraTickets`, or a :class:`LazyJira` that builds it on first use. The transition
     names are those of the ticket's workflow (and must be in the adapter's ``transition_names``):
-    ``approve_transition`` leads to the approved status, ``close_transition`` from there to done."""
+    ``approve_transition`` leads to the approved status, ``close_transition`` from there to done.
+    ``ticket_labels`` and ``ticket_fields`` are put on every ticket grantflow opens (custom fields by id);
+    the strings in them are Jinja templates rendered with the request (``view``), checked here."""
 
     def __init__(
         self,
@@ -367,6 +369,8 @@ class ChannelActivities:
         deny_transition: str = "Deny",
         close_transition: str = "Close",
         cancel_transition: str = "Cancel",
+        ticket_labels: Sequence[str] = (),
+        ticket_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self._slack = slack
         self._jira = jira
@@ -378,6 +382,9 @@ class ChannelActivities:
         self.close_transition = close_transition
         self.cancel_transition = cancel_transition
         self._emailed: OrderedDict[str, None] = OrderedDict()
+        # compiled now, so a mistake in the configuration stops the worker at start, not every ticket
+        self._ticket_labels = [self._text.from_string(label) for label in ticket_labels]
+        self._ticket_fields = _compile_values(self._text, dict(ticket_fields or {}))
 
     @cached_property
     def _text(self) -> jinja2.Environment:
@@ -609,6 +616,8 @@ class ChannelActivities:
                 description=self._text.get_template("jira/ticket_description.j2").render(
                     view=view, decide_with=[self.approve_transition, self.deny_transition]
                 ),
+                labels=[_as_label(t.render(view=view)) for t in self._ticket_labels],
+                fields=_render_values(self._ticket_fields, view),
             )
         except Exception as exc:
             failures.add(exc, f"opening the ticket of {view.id}")
@@ -740,6 +749,32 @@ class ChannelActivities:
         return failures.items
 
 
+def _compile_values(env: jinja2.Environment, value: Any) -> Any:
+    """Configured ticket field values with every string compiled as a template (nested values too)."""
+    if isinstance(value, str):
+        return env.from_string(value)
+    if isinstance(value, Mapping):
+        return {k: _compile_values(env, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile_values(env, v) for v in value]
+    return value
+
+
+def _render_values(value: Any, view: RequestView) -> Any:
+    if isinstance(value, jinja2.Template):
+        return value.render(view=view)
+    if isinstance(value, Mapping):
+        return {k: _render_values(v, view) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_values(v, view) for v in value]
+    return value
+
+
+def _as_label(text: str) -> str:
+    """Jira labels cannot hold spaces: a rendered label's words are joined with dashes."""
+    return "-".join(text.split())
+
+
 def _comment(jira: JiraTickets, key: str, text: str) -> Callable[[], object]:
     return lambda: jira.comment(key, text)
 
@@ -832,14 +867,19 @@ def build_channels(settings: Settings, *, links: ReviewLinks | None, store: Stor
             starttls=settings.smtp_starttls,
         )
 
-    return ChannelActivities(
-        slack=slack,
-        jira=jira,
-        email=email,
-        links=links,
-        store=store,
-        approve_transition=approve,
-        deny_transition=deny,
-        close_transition=close,
-        cancel_transition=cancel,
-    )
+    try:
+        return ChannelActivities(
+            slack=slack,
+            jira=jira,
+            email=email,
+            links=links,
+            store=store,
+            approve_transition=approve,
+            deny_transition=deny,
+            close_transition=close,
+            cancel_transition=cancel,
+            ticket_labels=settings.jira_labels,
+            ticket_fields=settings.jira_fields,
+        )
+    except jinja2.TemplateSyntaxError as exc:
+        raise SettingsError(f"GRANTFLOW_JIRA_LABELS or GRANTFLOW_JIRA_FIELDS: {exc.message}") from exc

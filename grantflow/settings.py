@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     jira_api_token: SecretStr | None = None
     jira_project: str = "ACC"
     jira_issue_type: str = "Task"
+    jira_labels: list[str] = Field(
+        default_factory=list,
+        description="labels on every ticket besides grantflow-<id> (Jinja of the request: {{ view.role }})",
+    )
+    jira_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="more fields on every ticket, custom fields by id (customfield_10050); strings in the "
+        'values are Jinja of the request, e.g. {"customfield_10050": "{{ view.resource }}"}',
+    )
     jira_transitions: dict[str, str] = Field(
         default_factory=lambda: {
             "Approve": "Approved",

@@ -90,6 +90,8 @@ def slack() -> Iterator[SlackStandIn]:
 def jira() -> Iterator[JiraStandIn]:
     stand_in = JiraStandIn(users={JIRA_BOT: JIRA_TOKEN})
     stand_in.add_project("ACC", "Access requests")
+    stand_in.add_custom_field("Resource", field_id="customfield_10050")
+    stand_in.add_custom_field("Access", field_id="customfield_10051", field_type="labels")
     for name in ("alice", "bob", "carol", "dan"):
         stand_in.add_user(f"{name}@example.com", name.title(), email_visible=name != "carol")
     stand_in.start()
@@ -748,6 +750,42 @@ async def test_build_channels_from_settings(
             links=links,
             store=store,
         )
+
+
+async def test_tickets_carry_the_configured_labels_and_fields_of_the_request(
+    slack: SlackStandIn,
+    jira: JiraStandIn,
+    smtp: SmtpSink,
+    links: ReviewLinks,
+    store: Store,
+    people: dict[str, PersonRef],
+) -> None:
+    settings = Settings(
+        jira_url=jira.url,
+        jira_email=JIRA_BOT,
+        jira_api_token=JIRA_TOKEN,
+        jira_transitions=TRANSITIONS,
+        jira_labels=["access-request", "{{ view.resource }} {{ view.role }}"],
+        jira_fields={
+            "customfield_10050": "{{ view.connection }}",
+            "customfield_10051": ["jit", "{{ 'break-glass' if view.break_glass else 'reviewed' }}"],
+        },
+    )
+    acts = build_channels(settings, links=links, store=store)
+    story = Story(people)
+    try:
+        state = await present(acts, story.pending(), ChannelState(), ask=[people["bob"]])
+    finally:
+        await acts.aclose()
+    assert state.jira_key is not None
+    fields = jira.issue(state.jira_key)["fields"]
+    assert fields["labels"] == [f"grantflow-{story.id}", "access-request", "pg-prod-admin"]
+    assert fields["customfield_10050"] == "pg-prod-admin"
+    assert fields["customfield_10051"] == ["jit", "reviewed"]
+
+    broken = settings.model_copy(update={"jira_fields": {"customfield_10050": "{{ view.resource "}})
+    with pytest.raises(SettingsError, match="GRANTFLOW_JIRA_FIELDS"):
+        build_channels(broken, links=links, store=store)
 
 
 async def test_jira_down_at_start_is_a_transient_failure_of_the_activity(
