@@ -63,6 +63,11 @@ class Actor(BaseModel):
             return f"admin {self.admin.email} on behalf of {self.person.email}"
         return self.person.email
 
+    def ledger_data(self) -> dict[str, str]:
+        """What the ledger keeps about the acting account beside the identity: the channel's own user id
+        (a Slack user id, a Jira accountId), so an auditor can tie the entry to the click or transition."""
+        return {"channel_user_id": self.channel_user_id} if self.channel_user_id else {}
+
 
 class Organisation(BaseModel):
     """A directory snapshot: people and group names. Loaded from the example file until SCIM sync."""

@@ -243,6 +243,16 @@ async def test_bob_approves_and_carol_denies_with_a_reason(rig: Rig) -> None:
     assert [(d.approver.email, d.channel, d.reason) for d in denied.denials] == [
         ("carol@example.com", "slack", "not during the freeze")
     ]
+    # the ledger keeps the identity, the channel and the Slack user id that clicked
+    decided = [
+        (e.kind, e.actor, e.channel, e.data.get("channel_user_id"))
+        for e in rig.stack.store.ledger_entries(subject=rid)
+        if e.kind in ("decision.approved", "decision.denied")
+    ]
+    assert decided == [
+        ("decision.approved", "bob@example.com", "slack", rig.users["bob"]),
+        ("decision.denied", "carol@example.com", "slack", rig.users["carol"]),
+    ]
 
 
 async def test_a_blank_deny_reason_is_shown_on_the_field(rig: Rig) -> None:
@@ -282,6 +292,7 @@ async def test_requester_ineligible_and_outsider_clicks_are_refused_and_recorded
         ("erin@example.com", "slack"),
         (f"slack user {rig.users['zed']}", "slack"),
     ]
+    assert [e.data.get("channel_user_id") for e in entries[:2]] == [rig.users["alice"], rig.users["erin"]]
     after = await rig.service.show(rid)
     assert after.status is RequestStatus.PENDING and after.approvals == [] and after.denials == []
 

@@ -539,7 +539,7 @@ class RequestService:
                 subject=request_id,
                 actor=actor.describe(),
                 channel=actor.channel,
-                data=data,
+                data={**data, **actor.ledger_data()},
             )
         except Exception as exc:
             log.exception("request %s: a refused attempt could not be recorded", request_id)

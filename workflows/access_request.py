@@ -992,15 +992,17 @@ class AccessRequestWorkflow:
         async with self._record_lock:
             self._step += 1
             self._view.updated_at = workflow.now()
+            account: dict[str, str] = {}
             if isinstance(actor, Actor):
                 actor_text, channel = actor.describe(), channel or actor.channel
+                account = actor.ledger_data()
             else:
                 actor_text = actor
             event = LedgerEvent(
                 kind=kind,
                 actor=actor_text,
                 channel=channel or "system",
-                data={"status": self._view.status.value, **(data or {})},
+                data={"status": self._view.status.value, **(data or {}), **account},
             )
             self._present()
             await workflow.execute_activity_method(
