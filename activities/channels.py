@@ -535,12 +535,47 @@ class ChannelActivities:
                 if failures.stop:
                     return failures.items
         for outcome in outcomes_to_tell(view):  # in order: a failure stops the later ones
+            status = outcome.status.value
+            if status in state.told:
+                continue
             try:
-                await self._tell_requester_slack(slack, outcome)
+                told = await self._tell_requester_slack(slack, outcome)
             except Exception as exc:
-                failures.add(exc, f"telling {view.requester.email} the outcome ({outcome.status.value})")
-                break
+                failures.add(exc, f"telling {view.requester.email} the outcome ({status})")
+                return failures.items
+            if told is not None:
+                state.told[status] = told
+                self._checkpoint(state, emailed)
+        for status, ref in list(state.told.items()):
+            try:
+                await self._refresh_told(slack, view, status, ref, state, emailed)
+            except SlackNotFoundError:
+                del state.told[status]  # deleted by the requester
+            except Exception as exc:
+                failures.add(exc, f"updating the {status} message of {view.requester.email}")
+                if failures.stop:
+                    break
         return failures.items
+
+    async def _refresh_told(
+        self,
+        slack: SlackChannel,
+        view: RequestView,
+        status: str,
+        ref: SlackMessageRef,
+        state: ChannelState,
+        emailed: set[str],
+    ) -> None:
+        """Bring a message that told the requester an outcome up to date: it shows the request as it is
+        now, and an earlier outcome's message says it was overtaken."""
+        note = "" if status == view.status.value else f"Updated: this request is {view.status.value} now."
+        text, blocks = render_blocks("requester_outcome", view=view, recipient=view.requester, note=note)
+        shown = _fingerprint(text, blocks, None)
+        if ref.shown == shown:
+            return
+        await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
+        state.told[status] = ref.model_copy(update={"shown": shown})
+        self._checkpoint(state, emailed)
 
     async def _ask_slack(
         self,
@@ -586,21 +621,24 @@ class ChannelActivities:
                 pass
         state.slack[person.id] = ref
 
-    async def _tell_requester_slack(self, slack: SlackChannel, view: RequestView) -> None:
+    async def _tell_requester_slack(self, slack: SlackChannel, view: RequestView) -> SlackMessageRef | None:
+        """Tell the requester ``view``'s outcome in a DM of its own (a notification); its ref, or None when
+        the requester has no Slack account."""
         user = await slack.user_id_for_email(view.requester.email)
         if user is None:
             activity.logger.info(
                 "request %s: requester %s has no Slack account", view.id, view.requester.email
             )
-            return
+            return None
         text, blocks = render_blocks("requester_outcome", view=view, recipient=view.requester)
-        await slack.post_once(
+        posted = await slack.post_once(
             user,
             text,
             blocks,
             key=outcome_key(view.id, view.status.value),
             metadata={"request_id": view.id, "status": view.status.value},
         )
+        return SlackMessageRef(channel=posted.channel, ts=posted.ts, shown=_fingerprint(text, blocks, None))
 
     # ------------------------------------------------------------------ Jira (blocking: runs in a thread)
 
@@ -674,8 +712,9 @@ class ChannelActivities:
 
     def _resume(self, state: ChannelState) -> set[str]:
         """Take over what an earlier attempt of this activity did (its last heartbeat): the fingerprints of
-        the Slack messages it updated go into ``state``; returns the Message-IDs sent — by that attempt, by
-        earlier presentations (``state.emailed``) or by this worker."""
+        the Slack messages it updated and the requester's outcome DMs it posted go into ``state``; returns
+        the Message-IDs sent — by that attempt, by earlier presentations (``state.emailed``) or by this
+        worker."""
         sent = set(self._emailed) | set(state.emailed)
         for detail in activity.info().heartbeat_details:
             if not isinstance(detail, dict):
@@ -687,13 +726,17 @@ class ChannelActivities:
                 ref = state.slack.get(person_id)
                 if ref is not None and ref.ts == ts:
                     state.slack[person_id] = ref.model_copy(update={"shown": fingerprint})
+            told = detail.get("told")
+            for status, raw in told.items() if isinstance(told, dict) else []:
+                state.told[status] = SlackMessageRef.model_validate(raw)
         return sent
 
     @staticmethod
     def _checkpoint(state: ChannelState, emailed: set[str]) -> None:
         """Heartbeat what this attempt has done so far, for the next attempt if this one fails."""
         shown = {pid: [ref.ts, ref.shown] for pid, ref in state.slack.items() if ref.shown}
-        activity.heartbeat({"emailed": sorted(emailed), "shown": shown})
+        told = {status: ref.model_dump() for status, ref in state.told.items()}
+        activity.heartbeat({"emailed": sorted(emailed), "shown": shown, "told": told})
 
     # ------------------------------------------------------------------ email
 

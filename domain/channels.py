@@ -26,6 +26,9 @@ class SlackMessageRef(BaseModel):
 class ChannelState(BaseModel):
     slack: dict[str, SlackMessageRef] = Field(default_factory=dict)
     """Person id -> the Slack DM that asked them to decide (updated in place after every change)."""
+    told: dict[str, SlackMessageRef] = Field(default_factory=dict)
+    """Request status -> the Slack DM that told the requester about it. Each stays up to date too (an
+    extension moves the expiry; the "active" message ends up saying the access has ended)."""
     jira_key: str | None = None
     """The request's Jira ticket, once opened."""
     emailed: list[str] = Field(default_factory=list)

@@ -616,10 +616,13 @@ async def test_a_retry_sends_only_the_updates_the_failed_attempt_did_not_make(
     state = await present(channels, story.active(), state)
     assert len(slack.calls_to("chat.update")) == 3
     state = await present(channels, story.ended(), state)
-    assert len(slack.calls_to("chat.update")) == 6
+    assert len(slack.calls_to("chat.update")) == 7  # the approvers' three, and alice's "active" DM
     for person in story.approvers:
         [dm] = dm_of(slack, person.email, story.id)
         assert "*Access ended* (expired)" in text_of(dm)
+    active, ended = dm_of(slack, alice.email, story.id)
+    assert "has ended" in text_of(active) and "Updated: this request is ENDED now." in text_of(active)
+    assert "has ended" in text_of(ended) and "Updated:" not in text_of(ended)
 
 
 async def test_a_grant_over_before_it_was_presented_is_told_active_then_ended(
@@ -634,7 +637,17 @@ async def test_a_grant_over_before_it_was_presented_is_told_active_then_ended(
         state = await present(channels, story.ended(), state)
     told = dm_of(slack, alice.email, story.id)
     assert [m["metadata"]["event_payload"]["status"] for m in told] == ["ACTIVE", "ENDED"]
-    assert "is active until" in text_of(told[0]) and "has ended" in text_of(told[1])
+    # the "active" DM was posted (its notification says so), then brought up to date like every message
+    [posted] = [
+        c
+        for c in slack.calls_to("chat.postMessage")
+        if (c.params.get("metadata") or {}).get("event_payload", {}).get("request_id") == story.id
+        and c.params["metadata"]["event_payload"].get("status") == "ACTIVE"
+    ]
+    assert "was approved, active until" in posted.params["text"]
+    assert "has ended" in text_of(told[0]) and "Updated: this request is ENDED now." in text_of(told[0])
+    assert "has ended" in text_of(told[1])
+    assert set(state.told) == {"ACTIVE", "ENDED"}
     mailed = [str(m.message["Message-ID"]) for m in emails(smtp, story.id) if m.rcpt_tos == (alice.email,)]
     assert mailed == [f"<{story.id}.outcome.ACTIVE@example.com>", f"<{story.id}.outcome.ENDED@example.com>"]
     assert {f"{story.id}.outcome.ACTIVE", f"{story.id}.outcome.ENDED"} <= set(state.emailed)

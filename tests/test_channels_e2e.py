@@ -209,11 +209,11 @@ def assert_shown_everywhere(rig: ChannelStack, intake: Intake, final: RequestVie
         assert not {APPROVE_ACTION, DENY_ACTION} & set(buttons(asked[0])), buttons(asked[0])
         for who, channel in deciders:
             assert f"{who} approved via {channel}" in dm, (who, channel, dm)
-    # … and the requester: one DM per outcome, the last saying how it ended
+    # … and the requester: one DM per outcome, each updated to say how it ended
     requester_dms = rig.messages(rid, intake.requester)
     statuses = tuple(m["metadata"]["event_payload"].get("status") for m in requester_dms)
     assert statuses == shown.outcomes, statuses
-    assert shown.requester_dm in text_of(requester_dms[-1])
+    assert all(shown.requester_dm in text_of(m) for m in requester_dms), [text_of(m) for m in requester_dms]
     assert len(rig.messages(rid)) == len([a for a in APPROVERS if a != NO_SLACK]) + len(statuses)
     # email: each approver asked once (dan too), the requester told each outcome once
     received = rig.emails(rid)
