@@ -216,6 +216,67 @@ async def test_refused_transitions_are_moved_back_with_the_reason_and_recorded(r
     assert rig.jira.status_of(key) == DENIED
 
 
+async def test_hidden_emails_are_learned_by_searching_the_requests_people(rig: Rig) -> None:
+    # bob (an approver) and erin (not one) hide their emails and are not in jira_account_ids
+    assert rig.jira.add_user("bob@example.com", "Bob Baker", email_visible=False) == rig.accounts["bob"]
+    rig.jira.add_user("erin@example.com", "Erin Evans", email_visible=False, api_token="erin-token")
+    assert "bob@example.com" not in rig.edge.settings.jira_account_ids
+    view = await rig.request("alice")
+    key = await rig.ticket(view)
+    candidates = {p.email for p in view.eligible_approvers} | {"alice@example.com"}
+    assert "bob@example.com" in candidates and "erin@example.com" not in candidates
+
+    def searched() -> list[str]:
+        return [dict(c.query)["query"] for c in rig.jira.calls_to("GET", "/user/search")]
+
+    bob = await rig.move(key, "Approve", "bob")
+    assert rig.answers(bob) == [200]
+    shown = await rig.service.show(view.id)
+    assert [(d.approver.email, d.channel) for d in shown.approvals] == [("bob@example.com", "jira")]
+    assert "bob@example.com" in searched() and set(searched()) <= candidates
+    assert rig.jira.status_of(key) == WAITING
+    assert any(
+        "grantflow counted the approval of bob@example.com (1 of 2 approvals)" in c
+        for c in rig.jira.comments(key)
+    )
+
+    # bob again: known from the first event, so Jira is not searched (nor asked who he is) again
+    def looked_up() -> int:
+        return sum(c.api_path == "/user" for c in rig.jira.calls_to("GET", "/user"))
+
+    before, asked = searched(), looked_up()
+    again = await rig.move(key, "Approve", "bob")
+    assert rig.answers(again) == [200]
+    assert searched() == before and looked_up() == asked
+    assert rig.jira.status_of(key) == WAITING
+    assert any(
+        "Bob Baker moved this ticket to Approved, but grantflow refused the approval: bob@example.com has "
+        "already approved" in c
+        for c in rig.jira.comments(key)
+    ), rig.jira.comments(key)
+
+    # erin is nobody's candidate: still refused, with the reason, and her email is never searched for
+    erin = await rig.move(key, "Approve", "erin")
+    assert rig.answers(erin) == [200]
+    assert rig.jira.status_of(key) == WAITING
+    assert any(
+        "Erin Evans moved this ticket to Approved, but grantflow refused the approval: the Jira account of "
+        "Erin Evans is not linked to an active person in the directory"
+        in c
+        and "The ticket is back in Waiting for approval" in c
+        for c in rig.jira.comments(key)
+    ), rig.jira.comments(key)
+    assert set(searched()) <= candidates and len(searched()) <= len(candidates)
+    refused = rig.ledger(view.id, "decision.refused")
+    assert [(e.actor, e.data["verdict"]) for e in refused] == [
+        ("bob@example.com", "approve"),
+        (f"jira user {rig.accounts['erin']}", "approve"),
+    ]
+    after = await rig.service.show(view.id)
+    assert after.status is RequestStatus.PENDING
+    assert [d.approver.email for d in after.approvals] == ["bob@example.com"]
+
+
 async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothing(rig: Rig) -> None:
     view = await rig.request("alice")
     key = await rig.ticket(view)

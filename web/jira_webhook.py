@@ -6,6 +6,22 @@ settings.jira_webhook_secret>``); unsigned or wrongly signed deliveries get 401 
 ``user.accountId`` of the event is mapped to a directory person (see "People" below). Transitions made by
 grantflow's own API user (its accountId from ``/myself``) are ignored: they mirror decisions already made.
 
+People: an accountId becomes a directory person, in this order,
+
+1. by the email Jira shows for it (``GET /user``; on Cloud most people hide it);
+2. for a status change on a request's ticket, by user search among the people who could matter: the
+   request's eligible approvers and its requester. Each candidate's accountId is learned by searching their
+   exact email (Cloud finds a hidden email by its exact address; ``JiraTickets.account_id_for_email``, which
+   caches what it finds) and compared with the actor's. At most ``CANDIDATE_LIMIT`` candidates are searched
+   per event; an account whose display name could itself match the email searched is not taken (the search
+   matches names too, so the match would prove nothing);
+3. by the configured ``jira_account_ids`` mapping (email -> accountId), read backwards.
+
+What Jira told (the shown email, or the one learned by search) is trusted for ``ACCOUNT_TTL`` seconds. The
+person found must be an active person in the directory; whether they may decide is the service's to say.
+For an intake issue the candidates are unknown (no request exists yet), so its reporter is mapped by the
+shown email or the mapping only.
+
 Decisions: a ``jira:issue_updated`` whose changelog moves a ticket labelled ``grantflow-<request id>``
 into ``settings.jira_approve_status`` or ``jira_deny_status`` (matched against the status id first, then
 its name: configure ids to survive renames) is ``RequestService.decide`` as that person on channel
@@ -52,7 +68,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -94,6 +110,8 @@ SEEN_LIMIT = 10_000
 """Identifiers remembered in memory; about 30 minutes of Jira's redelivery window at a busy site."""
 ACCOUNT_TTL = 3600.0
 """How long an accountId → email answer from Jira is trusted (emails change, rarely)."""
+CANDIDATE_LIMIT = 50
+"""At most this many of a request's people are searched in Jira to identify one event's actor."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -101,6 +119,16 @@ T = TypeVar("T")
 
 class _Transient(Exception):
     """Something failed that may work on redelivery: answer 503 and remember nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Account:
+    """What Jira told of an accountId: its email (None when hidden, or not yet learned by search) and display
+    name (None when Jira would not tell), and when it was asked."""
+
+    email: str | None
+    display_name: str | None
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +174,7 @@ class JiraEdge:
         self._client_lock = threading.Lock()
         self._myself: str | None = None
         self._fields: dict[str, str] | None = None  # lower-cased field name or id -> field id
-        self._emails: dict[str, tuple[str | None, float]] = {}  # accountId -> (email, fetched at)
+        self._accounts: dict[str, _Account] = {}  # accountId -> what Jira told of it
         self._by_account = {aid: email for email, aid in settings.jira_account_ids.items()}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
@@ -259,30 +287,94 @@ class JiraEdge:
 
     # ------------------------------------------------------------------ people
 
-    async def person_for_account(self, account_id: str | None) -> Person | None:
-        """The active directory person behind a Jira accountId: the email Jira tells (cached for an hour),
-        else the configured ``jira_account_ids`` mapping read backwards; None when neither knows."""
+    async def person_for_account(
+        self,
+        account_id: str | None,
+        candidates: Callable[[], Awaitable[Iterable[str]]] | None = None,
+    ) -> Person | None:
+        """The active directory person behind a Jira accountId: the email Jira shows for it, else the one of
+        the ``candidates`` (emails, loaded only when needed) whose accountId user search finds to be this
+        one, else the configured ``jira_account_ids`` mapping read backwards; None when none knows. Without
+        candidates (intake) only the shown email and the mapping are used."""
         if not account_id:
             return None
-        cached = self._emails.get(account_id)
-        if cached is not None and time.monotonic() - cached[1] < ACCOUNT_TTL:
-            email = cached[0]
-        else:
-
-            def ask() -> str | None:
-                client, _ = self._ensure_client()
-                try:
-                    user = _jira(f"looking up Jira user {account_id}", client.user, account_id)
-                except JiraPermanentError:  # unknown, or not visible to the API user
-                    return None
-                return str(user.raw.get("emailAddress") or "") or None
-
-            email = await self._run(ask) or self._by_account.get(account_id)
-            self._emails[account_id] = (email, time.monotonic())
+        account = await self._account(account_id)
+        email = account.email
+        if not email and candidates is not None and account.display_name is not None:
+            email = await self._search_candidates(account_id, account.display_name, await candidates())
+            if email:
+                self._accounts[account_id] = _Account(email, account.display_name, account.at)
+        email = email or self._by_account.get(account_id)
         if not email:
             return None
         person = await asyncio.to_thread(self.store.find_person_by_email, email)
         return person if person is not None and person.active else None
+
+    async def _account(self, account_id: str) -> _Account:
+        """The accountId's shown email and display name (cached for ``ACCOUNT_TTL`` seconds); a display name
+        of None when Jira would not tell (unknown, or not visible to the API user)."""
+        cached = self._accounts.get(account_id)
+        if cached is not None and time.monotonic() - cached.at < ACCOUNT_TTL:
+            return cached
+
+        def ask() -> _Account:
+            client, _ = self._ensure_client()
+            try:
+                user = _jira(f"looking up Jira user {account_id}", client.user, account_id)
+            except JiraPermanentError:
+                return _Account(None, None, time.monotonic())
+            email = str(user.raw.get("emailAddress") or "") or None
+            return _Account(email, str(user.raw.get("displayName") or ""), time.monotonic())
+
+        account = await self._run(ask)
+        self._accounts[account_id] = account
+        return account
+
+    async def _search_candidates(
+        self, account_id: str, display_name: str, emails: Iterable[str]
+    ) -> str | None:
+        """The email among ``emails`` whose accountId (by user search, cached by ``JiraTickets``) is this
+        one, or None. The search matches display names as well as emails: an account whose display name
+        could match the email searched is not taken on the search's word."""
+        wanted = list(dict.fromkeys(e.strip().lower() for e in emails if e and e.strip()))
+        if len(wanted) > CANDIDATE_LIMIT:
+            log.warning(
+                "%d people could have moved a ticket; only the first %d are searched in Jira",
+                len(wanted),
+                CANDIDATE_LIMIT,
+            )
+            wanted = wanted[:CANDIDATE_LIMIT]
+        names = [display_name.lower(), *display_name.lower().split()]
+        wanted = [e for e in wanted if not any(n.startswith(e) for n in names)]
+        if not wanted:
+            return None
+
+        def search() -> str | None:
+            _, tickets = self._ensure_client()
+            for email in wanted:
+                try:
+                    found = tickets.account_id_for_email(email)
+                except JiraPermanentError as exc:  # e.g. the API user may not browse users
+                    log.warning("could not search Jira's users for %s: %s", email, exc.message)
+                    return None
+                if found == account_id:
+                    return email
+            return None
+
+        return await self._run(search)
+
+    async def _candidates(self, request_id: str) -> list[str]:
+        """The emails of those who could move a request's ticket as a decision: its eligible approvers and
+        its requester (who is told why they may not); none for a request the service does not know."""
+        try:
+            view = await self.service.show(request_id)
+        except Unavailable as exc:
+            raise _Transient(exc.detail) from exc
+        except ServiceError as exc:
+            if type(exc) is ServiceError:
+                raise _Transient(exc.detail) from exc
+            return []
+        return [p.email for p in view.eligible_approvers] + [view.requester.email]
 
     # ------------------------------------------------------------------ markers (durable dedupe)
 
@@ -350,7 +442,7 @@ class JiraEdge:
             )
 
         who = change.actor_display_name or change.actor_account_id or "someone"
-        person = await self.person_for_account(change.actor_account_id)
+        person = await self.person_for_account(change.actor_account_id, lambda: self._candidates(request_id))
         counted: RequestView | None = None
         if person is None:
             sentence = (
@@ -510,6 +602,7 @@ class JiraEdge:
         reporter = str((fields.get("reporter") or {}).get("accountId") or "")
         reporter = reporter or str((payload.get("user") or {}).get("accountId") or "")
         asked, problems = await self._read_intake(fields)
+        # no request yet, so no candidates to search among: the shown email or the configured mapping
         person = await self.person_for_account(reporter)
         if person is None:
             problems.insert(
