@@ -108,9 +108,10 @@ def test_build_jira_talks_to_cloud_without_client_retries(jira: JiraStandIn, cli
     assert [c.api_path for c in jira.calls] == ["/serverInfo"]
     jira.fail_next("/issue", 503, retry_after=30, method="GET")
     started = time.monotonic()
-    with pytest.raises(JiraTransientError):
+    with pytest.raises(JiraTransientError) as unavailable:
         make_tickets(client).status("ACC-1")
     assert time.monotonic() - started < 1  # the client did not sleep and retry
+    assert (unavailable.value.status, unavailable.value.retry_after) == (503, 30)  # for the activity's retry
     assert sum(1 for c in jira.calls if c.api_path == "/issue/ACC-1") == 1
 
 
