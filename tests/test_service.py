@@ -321,3 +321,16 @@ async def test_a_slot_held_by_a_terminated_active_request_stays_taken(stack: Sta
         await service.create(
             stack.actor("erin@example.com"), resource="pg-prod", role="read", duration="1h", reason="again"
         )
+
+
+async def test_an_auto_approved_request_is_answered_as_granted_not_pending(stack: Stack) -> None:
+    """frank is on call: pg-prod read is approved by policy. Whoever answers him (the CLI, Slack, a Jira
+    comment) must say the access is active, never that it waits for an approval it does not need."""
+    service = make_service(stack)
+    frank = stack.actor("frank@example.com")
+    view = await service.create(frank, resource="pg-prod", role="read", duration="15m", reason="INC-9")
+    assert view.auto_approved and view.status is RequestStatus.ACTIVE, view.status
+    assert view.expires_at is not None
+    ended = await service.relinquish(view.id, frank, "done")
+    assert ended.status in (RequestStatus.REVOKING, RequestStatus.ENDED)
+    await wait_view(service, view.id, lambda v: v.status is RequestStatus.ENDED)

@@ -356,8 +356,12 @@ class RequestService:
         return True
 
     async def _wait_for_setup(self, handle: WorkflowHandle[Any, Any], fallback: RequestView) -> RequestView:
+        """The view once the request waits for approvers, or has moved on (an auto-approved one: once
+        granted, so the requester is told "active until", not "pending")."""
         return await self._settle(
-            handle, fallback, lambda v: v.approvers_resolved or v.status is not RequestStatus.PENDING
+            handle,
+            fallback,
+            lambda v: (v.approvers_resolved and not v.auto_approved) or v.status is not RequestStatus.PENDING,
         )
 
     async def _settle(

@@ -241,6 +241,10 @@ class AccessRequestWorkflow:
             return None
         self._eligible = {p.id for p in resolution.eligible}
         self._view.eligible_approvers = list(resolution.eligible)
+        if resolution.auto_approve_group is not None and not self._input.break_glass:
+            # Said together with the approvers, so that nobody reading the view in between (the edge
+            # answering the requester) is told the request waits for an approval it will never need.
+            self._view.auto_approved = True
         self._view.approvers_resolved = True
         await self._record(
             "approvers.resolved",
