@@ -191,6 +191,12 @@ def outcomes_to_tell(view: RequestView) -> list[RequestView]:
     return told
 
 
+def _sentence(note: str) -> str:
+    """A view's ``outcome_note`` ("approved in hoop's own UI") as a sentence for people to read."""
+    note = note.strip()
+    return (note[:1].upper() + note[1:]).rstrip(".") + "." if note else ""
+
+
 def _fingerprint(text: str, blocks: Sequence[dict[str, Any]], link: str | None) -> str:
     """What a Slack message shows, as a digest, with the review link left out (it is signed anew, with a
     timestamp, at every rendering, and the one already shown stays valid)."""
@@ -519,6 +525,7 @@ class ChannelActivities:
                     recipient=recipient,
                     link=link,
                     decision_open=self._may_decide(view, recipient),
+                    note=_sentence(view.outcome_note) if view.outcome_note else "",
                 )
                 shown = _fingerprint(text, blocks, link)
                 if ref.shown == shown:
@@ -568,8 +575,12 @@ class ChannelActivities:
     ) -> None:
         """Bring a message that told the requester an outcome up to date: it shows the request as it is
         now, and an earlier outcome's message says it was overtaken."""
-        note = "" if status == view.status.value else f"Updated: this request is {view.status.value} now."
-        text, blocks = render_blocks("requester_outcome", view=view, recipient=view.requester, note=note)
+        notes = [_sentence(view.outcome_note)] if view.outcome_note else []
+        if status != view.status.value:
+            notes.append(f"Updated: this request is {view.status.value} now.")
+        text, blocks = render_blocks(
+            "requester_outcome", view=view, recipient=view.requester, note=" ".join(notes)
+        )
         shown = _fingerprint(text, blocks, None)
         if ref.shown == shown:
             return
@@ -630,7 +641,12 @@ class ChannelActivities:
                 "request %s: requester %s has no Slack account", view.id, view.requester.email
             )
             return None
-        text, blocks = render_blocks("requester_outcome", view=view, recipient=view.requester)
+        text, blocks = render_blocks(
+            "requester_outcome",
+            view=view,
+            recipient=view.requester,
+            note=_sentence(view.outcome_note) if view.outcome_note else "",
+        )
         posted = await slack.post_once(
             user,
             text,
@@ -672,7 +688,9 @@ class ChannelActivities:
                 (f"commenting {decision.approver.email}'s decision on {key}", _comment(jira, key, text))
             )
         if view.status is not RequestStatus.PENDING:
-            text = self._text.get_template("jira/comment_status.j2").render(view=view)
+            text = self._text.get_template("jira/comment_status.j2").render(
+                view=view, note=_sentence(view.outcome_note) if view.outcome_note else ""
+            )
             steps.append((f"commenting the status on {key}", _comment(jira, key, text)))
         path = self._transitions(view.status)
         if path:
@@ -774,7 +792,8 @@ class ChannelActivities:
                 context = {"view": view, "recipient": person, "link": self._link(view, person.id)}
                 sends.append((ask_message_id(view.id, stage, person.id), person, "request_created", context))
         for outcome in outcomes_to_tell(view):
-            context = {"view": outcome, "recipient": view.requester}
+            note = _sentence(outcome.outcome_note) if outcome.outcome_note else ""
+            context = {"view": outcome, "recipient": view.requester, "note": note}
             message_id = outcome_message_id(view.id, outcome.status.value)
             sends.append((message_id, view.requester, "outcome", context))
         for message_id, person, event, context in sends:
