@@ -311,7 +311,20 @@ def _banner(
         "    grantflow request show <id>",
         "    grantflow sandbox deactivate --user alice@example.com && grantflow sync",
         *(
-            ["    grantflow sandbox slack-click --user bob@example.com --request <id>   (Approve in Slack)"]
+            [
+                "    grantflow sandbox hoop-review --user mallory@example.com --connection pg-prod-admin \\",
+                "        --duration 1h   (left pending in hoop by `hoop connect`; --command: `hoop exec`)",
+            ]
+            if hoop_running
+            else []
+        ),
+        *(
+            [
+                "    grantflow sandbox slack-click --user bob@example.com --request <id>   "
+                "(Approve in Slack)",
+                "    grantflow sandbox slack-command --user ivan@example.com \\",
+                '        --text "pg-prod admin 1h INC-7 fix"   (/access in Slack)',
+            ]
             if channels.slack is not None
             else []
         ),

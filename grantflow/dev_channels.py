@@ -12,34 +12,55 @@ made anew on each run and never shown), and the stand-in sends signed webhooks t
 
 Nobody can click in a stand-in, so the dev web app gets sandbox-only controls that act as the person
 would in Slack or Jira: ``POST /_sandbox/slack/click`` (Slack sends grantflow the signed interaction),
-``POST /_sandbox/jira/move`` (Jira sends grantflow the signed webhook) and ``POST /_sandbox/jira/request``
-(the person creates an intake issue through Jira's API with their own token). ``grantflow sandbox
-slack-click``, ``jira-move`` and ``jira-request`` call them. These routes exist only in ``grantflow dev``.
+``POST /_sandbox/slack/command`` (the person types ``/access …``: Slack sends grantflow the signed slash
+command, and the route answers with what Slack then showed them), ``POST /_sandbox/jira/move`` (Jira sends
+grantflow the signed webhook) and ``POST /_sandbox/jira/request`` (the person creates an intake issue
+through Jira's API with their own token).
+
+The last intake is hoop itself: ``POST /_sandbox/hoop/review`` leaves a review PENDING in the hoop
+stand-in as a person (``POST /api/_sandbox/reviews``: ``jit`` as ``hoop connect`` on a connection that
+needs a review, ``onetime`` with a command as ``hoop exec``), asks grantflow's review discovery to poll now
+(its ``poll_now`` update, instead of waiting for its interval) and answers with the request grantflow opened
+for the review, or with why it opened none. ``grantflow sandbox slack-click``, ``slack-command``,
+``jira-move``, ``jira-request`` and ``hoop-review`` call these routes, which exist only in ``grantflow dev``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import time
 from dataclasses import dataclass, field
 from secrets import token_urlsafe
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
 from domain.identity import Organisation
 from grantflow.settings import Settings
 
+if TYPE_CHECKING:
+    from domain.requests import RequestView
+    from web.app import WebContext
+    from workflows.hoop_reviews import PollSummary
+
+log = logging.getLogger("grantflow.dev")
 CHANNELS = ("slack", "jira", "email")
 JIRA_API_USER = "grantflow-bot@example.com"
 JIRA_INTAKE_PROJECT = "ACCREQ"
 JIRA_INTAKE_WAIT = 8.0
 """Seconds ``/_sandbox/jira/request`` waits for grantflow to answer the new intake issue (its Jira edge
 gives itself as long before it answers the webhook)."""
+SLACK_COMMAND_WAIT = 10.0
+"""Seconds ``/_sandbox/slack/command`` waits for grantflow's answer to an acknowledged slash command."""
+HOOP_REVIEW_WAIT = 10.0
+"""Seconds ``/_sandbox/hoop/review`` waits for the discovery's poll, then again for the request."""
+_REQUEST_IN_SLACK = re.compile(r"Request `([^`\s]+)`")
 
 
 @dataclass
@@ -169,6 +190,18 @@ class JiraRequest(BaseModel):
     reason: str
 
 
+class SlackCommand(BaseModel):
+    user_email: str
+    text: str
+
+
+class HoopReview(BaseModel):
+    user_email: str
+    connection: str
+    duration: str = "1h"  # jit: how long the person asks to connect for
+    command: str | None = None  # given: a onetime review of this command (as ``hoop exec``)
+
+
 def sandbox_router(channels: DevChannels) -> APIRouter:
     """Dev-only controls that act as a person in the Slack and Jira stand-ins."""
     from integrations.slack import APPROVE_ACTION, DENY_ACTION, DENY_REASON_ACTION, DENY_REASON_BLOCK
@@ -269,7 +302,127 @@ def sandbox_router(channels: DevChannels) -> APIRouter:
             "comments": [c["body"] for c in issue["fields"]["comment"]["comments"]],
         }
 
+    @router.post("/slack/command")
+    async def slack_command(body: SlackCommand, request: Request) -> dict[str, Any]:
+        slack, driver = channels.slack, channels.driver
+        if slack is None:
+            raise HTTPException(404, "the Slack stand-in is not running (grantflow dev --with slack)")
+        try:
+            user = slack.user_id(body.user_email)
+        except KeyError:
+            raise HTTPException(404, f"{body.user_email} has no Slack account in the stand-in") from None
+        command = _context(request).settings.slack_access_command
+        before = len(_said_to(slack, user))
+        # Signed with the app's signing secret, as Slack sends it; the driver posts back to this very app.
+        response = await asyncio.to_thread(driver.slash_command, user, command, body.text)
+        if response.status_code != 200:
+            raise HTTPException(502, f"grantflow answered the slash command {response.status_code}")
+        try:
+            ack = str(response.json().get("text") or "")
+        except ValueError:
+            ack = response.text
+        told = [ack] if ack else []
+        if not ack or ack.startswith("Asking for "):  # acknowledged: the outcome follows (response_url)
+            told += await _wait_for_said(slack, user, before, SLACK_COMMAND_WAIT)
+        found = next((m for t in told if (m := _REQUEST_IN_SLACK.search(t))), None)
+        return {"command": f"{command} {body.text}", "told": told, "request_id": found and found.group(1)}
+
+    @router.post("/hoop/review")
+    async def hoop_review(body: HoopReview, request: Request) -> dict[str, Any]:
+        from domain.durations import DurationError, parse_duration
+        from domain.requests import hoop_request_id
+        from workflows.hoop_reviews import HoopReviewDiscoveryWorkflow, ensure_hoop_discovery
+
+        context = _context(request)
+        settings = context.settings
+        if not settings.hoop_url or settings.hoop_api_key is None:
+            raise HTTPException(404, "grantflow dev has no hoop gateway configured")
+        review: dict[str, Any] = {"user_email": body.user_email, "connection": body.connection}
+        if body.command is not None:
+            review |= {"type": "onetime", "command": body.command}
+        else:
+            try:
+                review |= {"type": "jit", "duration_sec": int(parse_duration(body.duration).total_seconds())}
+            except DurationError as exc:
+                raise HTTPException(422, str(exc)) from None
+        headers = {"Authorization": f"Bearer {settings.hoop_api_key.get_secret_value()}"}
+        try:
+            async with httpx.AsyncClient(base_url=settings.hoop_url, headers=headers, timeout=10) as hoop:
+                made = await hoop.post("/api/_sandbox/reviews", json=review)
+                if made.status_code == 404 and not _message(made).startswith("connection not found"):
+                    raise HTTPException(
+                        404, f"{settings.hoop_url} is not the hoop stand-in: it has no sandbox controls"
+                    )
+                if made.status_code >= 400:
+                    message = _message(made)
+                    raise HTTPException(made.status_code if made.status_code < 500 else 502, message)
+                pending = made.json()
+                review_id = str(pending["review_id"])
+                # Poll now rather than at the discovery's interval (it runs already: the worker starts it).
+                discovery = await ensure_hoop_discovery(context.client, settings)
+                try:
+                    summary = await asyncio.wait_for(
+                        discovery.execute_update(HoopReviewDiscoveryWorkflow.poll_now), HOOP_REVIEW_WAIT
+                    )
+                except Exception:  # timed out or refused: the discovery still polls at its interval
+                    log.warning("asking grantflow's hoop review discovery to poll now failed", exc_info=True)
+                    summary = None
+                request_id = hoop_request_id(review_id)
+                turned_down = summary is not None and review_id in (*summary.rejected, *summary.left_alone)
+                view = None if turned_down else await _wait_for_request(context, request_id, HOOP_REVIEW_WAIT)
+                why = None
+                if view is None:
+                    why = await _why_no_request(hoop, review_id, summary)
+        except httpx.HTTPError as exc:
+            raise HTTPException(502, f"the hoop gateway did not answer: {exc}") from exc
+        return {
+            **pending,
+            "request_id": request_id if view is not None else None,
+            "request_status": view.status.value if view is not None else None,
+            "why": why,
+        }
+
     return router
+
+
+def _context(request: Request) -> WebContext:
+    context: WebContext = request.app.state.context
+    return context
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    return str(body.get("message") or body) if isinstance(body, dict) else str(body)
+
+
+async def _wait_for_request(context: WebContext, request_id: str, timeout: float) -> RequestView | None:
+    """The request's view once it is in the store, or None when it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = await asyncio.to_thread(context.store.get_request, request_id)
+        if view is not None or time.monotonic() > deadline:
+            return view
+        await asyncio.sleep(0.2)
+
+
+async def _why_no_request(hoop: httpx.AsyncClient, review_id: str, summary: PollSummary | None) -> str:
+    """Why grantflow opened no request for a review: it rejected it in hoop (the reason is on the review),
+    it left it to hoop's own reviewers, or it has not seen it (yet)."""
+    if summary is None:
+        return "grantflow's review discovery did not poll at once: the request may appear at its next poll"
+    if summary.error:
+        return summary.error
+    found = await hoop.get(f"/api/reviews/{review_id}")
+    state = found.json() if found.status_code == 200 else {}
+    if state.get("status") == "REJECTED" or review_id in summary.rejected:
+        reason = state.get("rejection_reason") or "no reason given"
+        return f"grantflow rejected the review in hoop: {reason}"
+    if review_id in summary.left_alone:
+        return "grantflow left the review to hoop's own reviewers (see grantflow dev's log for why)"
+    return f"the review is {state.get('status', 'unknown')} in hoop and grantflow opened no request for it"
 
 
 async def _wait_for_grantflow(
@@ -286,6 +439,24 @@ async def _wait_for_grantflow(
             return issue
         await asyncio.sleep(0.1)
     return None
+
+
+def _said_to(slack: Any, user: str) -> list[str]:
+    """Every ephemeral text shown to ``user`` in the Slack stand-in (response URLs, chat.postEphemeral)."""
+    texts = [str(r["body"].get("text", "")) for r in list(slack.responses) if r.get("user_id") == user]
+    return texts + [str(e["text"]) for e in list(slack.ephemerals) if e.get("user") == user]
+
+
+async def _wait_for_said(slack: Any, user: str, seen: int, timeout: float) -> list[str]:
+    """The texts shown to ``user`` after the first ``seen`` ones, once there is one (empty after
+    ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [t for t in _said_to(slack, user)[seen:] if t]
+        if fresh:
+            return fresh
+        await asyncio.sleep(0.1)
+    return []
 
 
 async def _wait_for_replies(slack: Any, user: str, seen: int, timeout: float = 3.0) -> list[str]:

@@ -55,7 +55,12 @@ Behaviour reproduced (where the running gateway and its spec differ, the gateway
   groups not sent are cleared, status defaults to active), ``GET /users/groups``, ``GET
   /access-requests/rules`` (``{pages, data}``).
 - Stand-in only: ``POST /api/_sandbox/connect {"user_email","connection"}`` → 201 ``{"session_id"}`` or
-  403 ``{"message": <why>}`` (admin auth), so the demo can open a session as ``hoop connect`` would.
+  403 ``{"message": <why>}`` (admin auth), so the demo can open a session as ``hoop connect`` would; ``POST
+  /api/_sandbox/reviews {"user_email","connection","type"?,"duration_sec"?,"command"?}`` → 201
+  ``{"review_id","session_id","type","status"}`` (admin auth) leaves a review PENDING as that person, as
+  ``hoop connect`` (``jit``, the default, for ``duration_sec``) or ``hoop exec`` (``onetime``, ``command``)
+  on a connection that needs a review would (``create_pending_review``); a user who never signed in → 400,
+  an unknown connection → 404, a bad type, duration or command → 422, each ``{"message": <why>}``.
 
 Test hooks: an injectable ``clock`` (``ManualClock``); ``fail_next`` injects 5xx/429 (with
 ``Retry-After``) before or *after* the write; every call is recorded in ``calls``. All state is written
@@ -807,6 +812,7 @@ class HoopStandIn(HttpStandIn):
                 route("/api/users/{email_or_id}", self._h_put_user, ["PUT"], admin=True),
                 route("/api/access-requests/rules", self._h_list_rules, ["GET"], admin=True),
                 route("/api/_sandbox/connect", self._h_sandbox_connect, ["POST"], admin=True),
+                route("/api/_sandbox/reviews", self._h_sandbox_review, ["POST"], admin=True),
                 # like gin without HandleMethodNotAllowed: anything else is a JSON 404
                 route("/{path:path}", self._h_not_found, _ALL_METHODS),
             ]
@@ -1241,3 +1247,40 @@ class HoopStandIn(HttpStandIn):
             raise _HTTPError(403, str(exc)) from None
         self._save()
         return 201, {"session_id": session["id"]}
+
+    def _h_sandbox_review(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        body = self._need_object(body)
+        email = self._need_str(body, "user_email")
+        connection = self._need_str(body, "connection")
+        kind = body.get("type", "jit")
+        if kind not in ("jit", "onetime"):
+            raise _HTTPError(422, f"type must be jit or onetime, not {kind!r}")
+        command = body.get("command")
+        if command is not None and (not isinstance(command, str) or not command.strip()):
+            raise _HTTPError(422, "command must be a non-empty string")
+        if kind == "onetime" and command is None:
+            raise _HTTPError(422, "a onetime review needs the command to run")
+        duration = body.get("duration_sec", DEFAULT_ACCESS_DURATION_SEC)
+        if kind == "jit" and (
+            isinstance(duration, bool)
+            or not isinstance(duration, int)
+            or not 0 < duration <= MAX_ACCESS_DURATION_SEC
+        ):
+            raise _HTTPError(
+                422, f"duration_sec must be a whole number of seconds from 1 to {MAX_ACCESS_DURATION_SEC}"
+            )
+        if self._find_user(email) is None:
+            raise _HTTPError(400, f"user not found: {email} has never signed in to hoop")
+        if connection not in self._state["connections"]:
+            raise _HTTPError(404, f"connection not found: {connection}")
+        pending = self.create_pending_review(
+            email, connection, type=kind, duration_sec=duration if kind == "jit" else 0, command=command
+        )
+        return 201, {
+            "review_id": pending.review_id,
+            "session_id": pending.session_id,
+            "type": kind,
+            "status": PENDING,
+        }

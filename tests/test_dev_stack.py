@@ -381,3 +381,66 @@ def test_request_made_in_a_jira_intake_issue_in_grantflow_dev(dev_stack: DevStac
     stack.cli("request", "cancel", request_id, "--as", "heidi@example.com")
     _wait_status(stack, request_id, "CANCELLED", 15)
     assert "Jira stand-in" in (stack.cwd / "dev.out").read_text()
+
+
+@pytest.mark.parametrize("dev_stack", [("slack",)], indirect=True)
+def test_request_made_with_the_slash_command_in_grantflow_dev(dev_stack: DevStack) -> None:
+    stack = dev_stack
+    made = stack.cli("sandbox", "slack-command", "--user", "ivan@example.com",
+                     "--text", "pg-prod admin 1h INC-21 fix the orders table")  # fmt: skip
+    started = re.search(r"^request (\S+) started$", made.stdout, re.MULTILINE)
+    assert started, made.stdout
+    request_id = started.group(1)
+    assert f"Slack told ivan@example.com: Request `{request_id}` for pg-prod / admin (1h) is PENDING" in (
+        made.stdout
+    )
+    view = stack.show(request_id)
+    assert view["status"] == "PENDING" and view["requester"]["email"] == "ivan@example.com"
+    assert view["reason"] == "INC-21 fix the orders table"
+
+    bad = stack.cli("sandbox", "slack-command", "--user", "ivan@example.com",
+                    "--text", "pg-nowhere 1h INC-22", expect=1)  # fmt: skip
+    assert "unknown resource 'pg-nowhere'" in bad.stdout and "no request started" in bad.stdout
+    unusable = stack.cli("sandbox", "slack-command", "--user", "ivan@example.com", "--text", "pg-prod",
+                         expect=1)  # fmt: skip
+    assert "Usage: `/access" in unusable.stdout
+    nobody = stack.cli("sandbox", "slack-command", "--user", "nobody@example.com", "--text", "pg-prod 1h x",
+                       expect=1)  # fmt: skip
+    assert "nobody@example.com has no Slack account" in nobody.stderr
+
+    stack.cli("request", "cancel", request_id, "--as", "ivan@example.com")
+    _wait_status(stack, request_id, "CANCELLED", 15)
+
+
+def test_reviews_left_pending_in_hoop_become_requests_in_grantflow_dev(dev_stack: DevStack) -> None:
+    stack = dev_stack
+    made = stack.cli("sandbox", "hoop-review", "--user", "mallory@example.com",
+                     "--connection", "pg-prod-admin", "--duration", "1h")  # fmt: skip
+    started = re.search(r"^request (hoop-(\S+)) started \(PENDING\)$", made.stdout, re.MULTILINE)
+    assert started, made.stdout
+    request_id, review_id = started.groups()
+    view = stack.show(request_id)
+    assert view["requester"]["email"] == "mallory@example.com"
+    assert (view["resource"], view["role"]) == ("pg-prod", "admin")
+    assert view["origin"]["review_id"] == review_id and view["origin"]["review_type"] == "jit"
+    for approver in ("bob@example.com", "carol@example.com"):
+        stack.cli("request", "approve", request_id, "--as", approver)
+    _wait_status(stack, request_id, "ACTIVE", 15)
+    hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
+    assert hoop_state["reviews"][review_id]["status"] == "APPROVED"
+    stack.cli("sandbox", "connect", "--user", "mallory@example.com", "--connection", "pg-prod-admin")
+
+    onetime = json.loads(
+        stack.cli("sandbox", "hoop-review", "--user", "judy@example.com", "--connection", "pg-prod-admin",
+                  "--command", "VACUUM orders;", "--json").stdout
+    )  # fmt: skip
+    assert onetime["type"] == "onetime" and onetime["request_status"] == "PENDING"
+    shown = stack.show(onetime["request_id"])
+    assert shown["origin"]["review_type"] == "onetime" and shown["origin"]["command"] == "VACUUM orders;"
+
+    unknown = stack.cli("sandbox", "hoop-review", "--user", "judy@example.com", "--connection", "pg-nowhere",
+                        expect=1)  # fmt: skip
+    assert "connection not found: pg-nowhere" in unknown.stderr
+    stranger = stack.cli("sandbox", "hoop-review", "--user", "nobody@example.com",
+                         "--connection", "pg-prod-admin", expect=1)  # fmt: skip
+    assert "nobody@example.com has never signed in to hoop" in stranger.stderr

@@ -6,12 +6,21 @@
 - ``slack-click`` and ``jira-move`` (with ``grantflow dev --with slack`` / ``--with jira``) click a button in
   a person's Slack message or transition the request's Jira ticket as that person;
 - ``jira-request`` (with ``grantflow dev --with jira``) creates an issue in the Jira intake project as a
-  person, which grantflow turns into a request whose ticket is that issue.
+  person, which grantflow turns into a request whose ticket is that issue;
+- ``slack-command`` (with ``grantflow dev --with slack``) types ``/access …`` in Slack as a person: Slack
+  sends grantflow the signed slash command, and the command shows what Slack then told them;
+- ``hoop-review`` leaves a review PENDING in the hoop stand-in as a person (``jit``, as ``hoop connect`` on
+  a connection that needs a review; ``onetime`` with ``--command``, as ``hoop exec``), has grantflow's review
+  discovery poll at once and shows the request it opened for the review.
+
+The intakes (``slack-command``, ``jira-request``, ``hoop-review``) exit 1 when grantflow started no request,
+saying why.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import click
 import httpx
@@ -37,8 +46,8 @@ def _hoop(settings: Settings) -> tuple[str, str]:
 
 @click.group()
 def sandbox() -> None:
-    """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions), the SCIM
-    directory (deactivate), Slack (slack-click) and Jira (jira-move, jira-request)."""
+    """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions, hoop-review), the
+    SCIM directory (deactivate), Slack (slack-click, slack-command) and Jira (jira-move, jira-request)."""
 
 
 @sandbox.command()
@@ -165,7 +174,7 @@ def _dev_api(settings: Settings) -> str:
     return str(url).rstrip("/")
 
 
-def _post_sandbox(ctx: click.Context, path: str, body: dict[str, str]) -> dict[str, object]:
+def _post_sandbox(ctx: click.Context, path: str, body: Mapping[str, str | None]) -> dict[str, object]:
     from grantflow.cli import settings_from
 
     url = _dev_api(settings_from(ctx))
@@ -239,5 +248,60 @@ def jira_request(
     click.echo(f"{result['issue']}: {started}")
     for comment in result.get("comments", []):  # type: ignore[attr-defined]
         click.echo(f"  comment: {comment}")
+    if not request_id:
+        ctx.exit(1)
+
+
+@sandbox.command("slack-command")
+@click.option("--user", "user_email", required=True, help="who types the command (their Slack account)")
+@click.option("--text", required=True, help='what follows /access, e.g. "pg-prod admin 1h INC-7 fix"')
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def slack_command(ctx: click.Context, user_email: str, text: str, as_json: bool) -> None:
+    """Type `/access <resource> [<role>] <duration> <reason…>` in Slack as a person would (the Slack stand-in
+    of `grantflow dev --with slack` sends grantflow the signed slash command), and show what Slack told them.
+    Exits 1 when grantflow started no request: Slack's message says why."""
+    result = _post_sandbox(ctx, "slack/command", {"user_email": user_email, "text": text})
+    request_id = result.get("request_id")
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(str(result["command"]))
+        for told in result.get("told", []):  # type: ignore[attr-defined]
+            click.echo(f"  Slack told {user_email}: {told}")
+        click.echo(f"request {request_id} started" if request_id else "no request started")
+    if not request_id:
+        ctx.exit(1)
+
+
+@sandbox.command("hoop-review")
+@click.option("--user", "user_email", required=True, help="who asks in hoop (their hoop user)")
+@click.option("--connection", required=True, help="hoop connection name, e.g. pg-prod-admin")
+@click.option("--duration", default="1h", show_default=True, help="jit: how long to connect for")
+@click.option("--command", default=None, help="a onetime review of this command (as `hoop exec`), not jit")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def hoop_review(
+    ctx: click.Context, user_email: str, connection: str, duration: str, command: str | None, as_json: bool
+) -> None:
+    """Leave a review PENDING in the hoop stand-in as a person would with `hoop connect` on a connection
+    that needs a review (jit, for --duration) or `hoop exec` (onetime, with --command); grantflow's review
+    discovery polls at once and the request it opened for the review is shown. Exits 1 when grantflow
+    opened none (it rejected the review in hoop, or left it to hoop): the reason is printed."""
+    body = {"user_email": user_email, "connection": connection, "duration": duration, "command": command}
+    result = _post_sandbox(ctx, "hoop/review", body)
+    request_id = result.get("request_id")
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        asked = f"for {connection} for {duration}" if command is None else f"to run a command on {connection}"
+        click.echo(
+            f"hoop review {result['review_id']} ({result['type']}, session {result['session_id']}) "
+            f"PENDING: {user_email} asks {asked}"
+        )
+        if request_id:
+            click.echo(f"request {request_id} started ({result['request_status']})")
+        else:
+            click.echo(f"no request started: {result.get('why')}")
     if not request_id:
         ctx.exit(1)
