@@ -202,6 +202,17 @@ class HoopReview(BaseModel):
     command: str | None = None  # given: a onetime review of this command (as ``hoop exec``)
 
 
+def _slack_person(channels: DevChannels, email: str) -> tuple[Any, Any, str]:
+    """The Slack stand-in, its driver and the person's Slack user id; 404 when either is missing."""
+    if channels.slack is None:
+        raise HTTPException(404, "the Slack stand-in is not running (grantflow dev --with slack)")
+    try:
+        user = str(channels.slack.user_id(email))
+    except KeyError:
+        raise HTTPException(404, f"{email} has no Slack account in the stand-in") from None
+    return channels.slack, channels.driver, user
+
+
 def sandbox_router(channels: DevChannels) -> APIRouter:
     """Dev-only controls that act as a person in the Slack and Jira stand-ins."""
     from integrations.slack import APPROVE_ACTION, DENY_ACTION, DENY_REASON_ACTION, DENY_REASON_BLOCK
@@ -210,13 +221,7 @@ def sandbox_router(channels: DevChannels) -> APIRouter:
 
     @router.post("/slack/click")
     async def slack_click(body: SlackClick) -> dict[str, Any]:
-        slack, driver = channels.slack, channels.driver
-        if slack is None:
-            raise HTTPException(404, "the Slack stand-in is not running (grantflow dev --with slack)")
-        try:
-            user = slack.user_id(body.user_email)
-        except KeyError:
-            raise HTTPException(404, f"{body.user_email} has no Slack account in the stand-in") from None
+        slack, driver, user = _slack_person(channels, body.user_email)
         channel = slack.dm_channel(user)
         found = [
             m
@@ -304,13 +309,7 @@ def sandbox_router(channels: DevChannels) -> APIRouter:
 
     @router.post("/slack/command")
     async def slack_command(body: SlackCommand, request: Request) -> dict[str, Any]:
-        slack, driver = channels.slack, channels.driver
-        if slack is None:
-            raise HTTPException(404, "the Slack stand-in is not running (grantflow dev --with slack)")
-        try:
-            user = slack.user_id(body.user_email)
-        except KeyError:
-            raise HTTPException(404, f"{body.user_email} has no Slack account in the stand-in") from None
+        slack, driver, user = _slack_person(channels, body.user_email)
         command = _context(request).settings.slack_access_command
         before = len(_said_to(slack, user))
         # Signed with the app's signing secret, as Slack sends it; the driver posts back to this very app.
