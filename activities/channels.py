@@ -30,15 +30,21 @@ can be run again at any time and only does what is missing:
 - Slack DMs are posted with :meth:`SlackChannel.post_once` under ``<request>:ask:<stage>:<person>`` and
   ``<request>:outcome:<status>``; the key is stored in the message's metadata and looked up before posting.
   Updates are ``chat.update`` of the same message (idempotent), sent only when the rendering differs from
-  what the message already shows (``SlackMessageRef.shown``, a fingerprint kept in the state and, between
-  attempts of one activity, in its heartbeat): a retry after a failure re-sends only what is missing, which
+  what the message already shows (``SlackMessageRef.shown``, a fingerprint kept in the state), which
   matters most when the failure was a rate limit.
 - The Jira ticket is found by label before one is opened; a comment identical to one already there is not
   posted again (decision comments are rendered as of the decision, not as of now, so they stay identical);
-  a transition to the status the ticket is already in does nothing.
+  a transition to the status the ticket is already in does nothing. Steps done (assignment, each comment
+  by its digest, each move) are kept in ``ChannelState.jira_done`` and neither done nor checked again.
 - Email has no look-up, so emails are keyed by their Message-ID (``<request>.ask.<stage>.<person>``,
-  ``<request>.outcome.<status>``): a Message-ID already sent is skipped, remembered across attempts of one
-  activity in its heartbeat details, across calls in ``ChannelState.emailed`` and in this worker's memory.
+  ``<request>.outcome.<status>``): a Message-ID already sent is skipped, remembered in
+  ``ChannelState.emailed`` and in this worker's memory.
+
+Progress carries over. Each attempt heartbeats the channel state after every effect (and once more
+before it fails), and the next attempt starts from that state instead of the input's: people already asked
+are not looked up again, nor the ticket, nor anything done. With a third of all calls failing, an attempt
+rarely gets through everything, but every attempt gets further; Slack user ids found by email are also
+remembered by the worker.
   Residual duplicate: after a dropped connection the SMTP server may have kept the message the retry sends
   again — it carries the same Message-ID, so mail clients can tell.
 
@@ -65,8 +71,9 @@ detail is the state as far as it got, for a caller that gives up. Because everyt
 retry redoes only what is missing.
 
 Best effort. Notifications never fail a request: the workflow runs this activity with generous but bounded
-retries and, when it still fails, logs and goes on (the next presentation catches up, since it brings
-everything up to date from the view).
+retries and, when it still fails, keeps the state the error carries and, for transient failures, tries
+again after a pause with the people still to ask (a few rounds at most); the next presentation catches up
+in any case, since it brings everything up to date from the view.
 """
 
 from __future__ import annotations
@@ -421,12 +428,15 @@ class ChannelActivities:
             )
             ask = []
         asked_stage = stage.value if stage is not None else ""
-        emailed = self._resume(state)
+        state, emailed = self._resume(state)
         parts: dict[str, Awaitable[list[_Failure]]] = {}
         if self._slack is not None:
             parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state, emailed)
         if self._jira is not None:
-            parts["jira"] = asyncio.to_thread(self._present_jira, self._jira, view, ask, state)
+            # Jira runs in a thread on its own copy (the heartbeats of the other channels read ``state``
+            # meanwhile); its ticket and steps are merged back below.
+            ticket = state.model_copy(deep=True)
+            parts["jira"] = asyncio.to_thread(self._present_jira, self._jira, view, ask, ticket)
         if self._email is not None:
             parts["email"] = self._present_email(self._email, view, asked_stage, ask, state, emailed)
         # the channels run side by side, and one failing in an unforeseen way does not stop the others
@@ -439,8 +449,11 @@ class ChannelActivities:
                 raise result  # cancelled: Temporal's to handle
             else:
                 failures.extend(result)
+        if self._jira is not None:
+            state.jira_key, state.jira_done = ticket.jira_key, ticket.jira_done
         state.emailed = sorted(emailed)
         if failures:
+            self._checkpoint(state, emailed)  # the next attempt goes on from here
             raise self._error(view, failures, state)
         return state
 
@@ -513,6 +526,8 @@ class ChannelActivities:
                 failures.add(exc, f"asking {person.email}")
                 if failures.stop:
                     return failures.items
+            else:
+                self._checkpoint(state, emailed)
         for person_id, ref in list(state.slack.items()):
             if person_id in fresh:
                 continue
@@ -597,21 +612,22 @@ class ChannelActivities:
         state: ChannelState,
         fresh: set[str],
     ) -> None:
+        key = ask_key(view.id, stage, person.id)
+        if key in state.asked and person.id in state.slack:
+            return  # asked by an earlier attempt or presentation: its message is the one to update
         user = await slack.user_id_for_email(person.email)
         if user is None:
             activity.logger.info(
                 "request %s: %s has no Slack account; not asked in Slack", view.id, person.email
             )
             return
-        key = ask_key(view.id, stage, person.id)
-        posted = await slack.find_posted(user, key)
-        if posted is None:
-            text, blocks = render_blocks(
-                "request_created", view=view, recipient=person, link=self._link(view, person.id)
-            )
-            posted = await slack.post_once(
-                user, text, blocks, key=key, metadata={"request_id": view.id, "stage": stage}
-            )
+        text, blocks = render_blocks(
+            "request_created", view=view, recipient=person, link=self._link(view, person.id)
+        )
+        posted, now = await slack.ensure_posted(
+            user, text, blocks, key=key, metadata={"request_id": view.id, "stage": stage}
+        )
+        if now:
             fresh.add(person.id)
         ref = SlackMessageRef(channel=posted.channel, ts=posted.ts)
         old = state.slack.get(person.id)
@@ -631,6 +647,7 @@ class ChannelActivities:
             except SlackNotFoundError:
                 pass
         state.slack[person.id] = ref
+        state.asked.append(key)
 
     async def _tell_requester_slack(self, slack: SlackChannel, view: RequestView) -> SlackMessageRef | None:
         """Tell the requester ``view``'s outcome in a DM of its own (a notification); its ref, or None when
@@ -677,31 +694,37 @@ class ChannelActivities:
             failures.add(exc, f"opening the ticket of {view.id}")
             return failures.items
         state.jira_key = key
-        steps: list[tuple[str, Callable[[], object]]] = []
+        # (what it is, for ``state.jira_done``; what it does, for errors; the call)
+        steps: list[tuple[str, str, Callable[[], object]]] = []
         if ask:
-            steps.append((f"assigning {key}", lambda: self._assign(jira, key, ask)))
+            assignees = "assign:" + ",".join(p.id for p in ask)
+            steps.append((assignees, f"assigning {key}", lambda: self._assign(jira, key, ask)))
         for decision in sorted(_decisions(view), key=lambda d: d.at):
             text = self._text.get_template("jira/comment_decision.j2").render(
                 view=_as_of(view, decision), decision=decision
             )
-            steps.append(
-                (f"commenting {decision.approver.email}'s decision on {key}", _comment(jira, key, text))
-            )
+            doing = f"commenting {decision.approver.email}'s decision on {key}"
+            steps.append((_comment_step(text), doing, _comment(jira, key, text)))
         if view.status is not RequestStatus.PENDING:
             text = self._text.get_template("jira/comment_status.j2").render(
                 view=view, note=_sentence(view.outcome_note) if view.outcome_note else ""
             )
-            steps.append((f"commenting the status on {key}", _comment(jira, key, text)))
+            steps.append((_comment_step(text), f"commenting the status on {key}", _comment(jira, key, text)))
         path = self._transitions(view.status)
         if path:
-            steps.append((f"moving {key} to match {view.status.value}", lambda: _move(jira, key, path)))
-        for doing, step in steps:
+            doing = f"moving {key} to match {view.status.value}"
+            steps.append((f"move:{view.status.value}", doing, lambda: _move(jira, key, path)))
+        for step_id, doing, step in steps:
+            if step_id in state.jira_done:
+                continue  # done by an earlier attempt or presentation
             try:
                 step()
             except Exception as exc:
                 failures.add(exc, doing)
                 if failures.stop:
                     break
+            else:
+                state.jira_done.append(step_id)
         return failures.items
 
     def _transitions(self, status: RequestStatus) -> list[str]:
@@ -728,33 +751,21 @@ class ChannelActivities:
 
     # ------------------------------------------------------------------ progress between attempts
 
-    def _resume(self, state: ChannelState) -> set[str]:
-        """Take over what an earlier attempt of this activity did (its last heartbeat): the fingerprints of
-        the Slack messages it updated and the requester's outcome DMs it posted go into ``state``; returns
-        the Message-IDs sent — by that attempt, by earlier presentations (``state.emailed``) or by this
-        worker."""
-        sent = set(self._emailed) | set(state.emailed)
+    def _resume(self, state: ChannelState) -> tuple[ChannelState, set[str]]:
+        """Take over what an earlier attempt of this activity did: its last heartbeat holds the channel
+        state as far as it got (a superset of the input's, from which it started), so a retry goes on
+        from there instead of looking everything up again. Returns that state and the Message-IDs sent —
+        by that attempt, by earlier presentations (``state.emailed``) or by this worker."""
         for detail in activity.info().heartbeat_details:
-            if not isinstance(detail, dict):
-                continue
-            if isinstance(detail.get("emailed"), list):
-                sent.update(str(m) for m in detail["emailed"])
-            shown = detail.get("shown")
-            for person_id, (ts, fingerprint) in shown.items() if isinstance(shown, dict) else []:
-                ref = state.slack.get(person_id)
-                if ref is not None and ref.ts == ts:
-                    state.slack[person_id] = ref.model_copy(update={"shown": fingerprint})
-            told = detail.get("told")
-            for status, raw in told.items() if isinstance(told, dict) else []:
-                state.told[status] = SlackMessageRef.model_validate(raw)
-        return sent
+            if isinstance(detail, dict) and isinstance(detail.get("state"), dict):
+                state = ChannelState.model_validate(detail["state"])
+        return state, set(self._emailed) | set(state.emailed)
 
     @staticmethod
     def _checkpoint(state: ChannelState, emailed: set[str]) -> None:
         """Heartbeat what this attempt has done so far, for the next attempt if this one fails."""
-        shown = {pid: [ref.ts, ref.shown] for pid, ref in state.slack.items() if ref.shown}
-        told = {status: ref.model_dump() for status, ref in state.told.items()}
-        activity.heartbeat({"emailed": sorted(emailed), "shown": shown, "told": told})
+        state.emailed = sorted(emailed)
+        activity.heartbeat({"state": state.model_dump(mode="json")})
 
     # ------------------------------------------------------------------ email
 
@@ -835,6 +846,11 @@ def _render_values(value: Any, view: RequestView) -> Any:
 def _as_label(text: str) -> str:
     """Jira labels cannot hold spaces: a rendered label's words are joined with dashes."""
     return "-".join(text.split())
+
+
+def _comment_step(text: str) -> str:
+    """The ``jira_done`` entry of a comment: its digest (the same text is never posted twice)."""
+    return "comment:" + hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:24]
 
 
 def _comment(jira: JiraTickets, key: str, text: str) -> Callable[[], object]:

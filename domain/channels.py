@@ -26,11 +26,16 @@ class SlackMessageRef(BaseModel):
 class ChannelState(BaseModel):
     slack: dict[str, SlackMessageRef] = Field(default_factory=dict)
     """Person id -> the Slack DM that asked them to decide (updated in place after every change)."""
+    asked: list[str] = Field(default_factory=list)
+    """The ask keys (request, stage, person) whose Slack DM is known: not looked up again."""
     told: dict[str, SlackMessageRef] = Field(default_factory=dict)
     """Request status -> the Slack DM that told the requester about it. Each stays up to date too (an
     extension moves the expiry; the "active" message ends up saying the access has ended)."""
     jira_key: str | None = None
     """The request's Jira ticket, once opened."""
+    jira_done: list[str] = Field(default_factory=list)
+    """Steps already done on the ticket (an assignment, a comment by its digest, a move to a status):
+    not done, nor checked, again."""
     emailed: list[str] = Field(default_factory=list)
     """Message-IDs already sent: SMTP cannot be asked what it delivered, so the workflow remembers."""
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -95,6 +96,10 @@ ELLIPSIS = "…"
 HISTORY_PAGE_SIZE = 200
 HISTORY_SCAN_LIMIT = 1000
 """How many of a channel's newest messages ``post_once`` reads before concluding it never posted."""
+USER_ID_TTL = 3600.0
+"""How long a Slack user id found by email is trusted (an account rarely changes owner)."""
+USER_ID_MEMORY = 10_000
+"""How many people's Slack user ids a worker remembers (forgotten all at once beyond that)."""
 
 _TRANSIENT_CODES = frozenset(
     {"ratelimited", "rate_limited", "fatal_error", "internal_error", "service_unavailable", "request_timeout"}
@@ -297,6 +302,8 @@ class SlackChannel:
         self._scan_limit = history_scan_limit
         self._page_size = history_page_size
         self._dms: dict[str, str] = {}
+        # email -> (Slack user id, when learned): a retried activity does not look people up again
+        self._user_ids: dict[str, tuple[str, float]] = {}
 
     @property
     def client(self) -> AsyncWebClient:
@@ -314,14 +321,23 @@ class SlackChannel:
         return str(resp["user_id"])
 
     async def user_id_for_email(self, email: str) -> str | None:
-        """The Slack user with this email, or None when there is none or the account is deactivated."""
+        """The Slack user with this email, or None when there is none or the account is deactivated.
+        Found ids are remembered for ``USER_ID_TTL`` seconds (who has no account is asked again)."""
+        key = email.strip().lower()
+        known = self._user_ids.get(key)
+        if known is not None and time.monotonic() - known[1] < USER_ID_TTL:
+            return known[0]
         try:
             resp = await self._call(f"looking up {email}", self._client.users_lookupByEmail(email=email))
         except SlackNotFoundError:
             return None
         user = resp["user"]
         if user.get("deleted"):
+            self._user_ids.pop(key, None)
             return None
+        if len(self._user_ids) >= USER_ID_MEMORY:
+            self._user_ids.clear()
+        self._user_ids[key] = (str(user["id"]), time.monotonic())
         return str(user["id"])
 
     async def email_for_user(self, user_id: str) -> str | None:
@@ -388,6 +404,19 @@ class SlackChannel:
     ) -> MessageRef:
         """Post unless a message under ``key`` is already there; either way return its ref. ``channel``
         may be a user id (the DM is used). ``metadata`` adds fields to the stored ``event_payload``."""
+        ref, _ = await self.ensure_posted(channel, text, blocks, key=key, metadata=metadata)
+        return ref
+
+    async def ensure_posted(
+        self,
+        channel: str,
+        text: str,
+        blocks: Sequence[Mapping[str, Any]],
+        *,
+        key: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[MessageRef, bool]:
+        """``post_once``, also saying whether the message was posted now (True) or found (False)."""
         if not text:
             raise ValueError("text is required: it is the notification and screen-reader fallback")
         if not key:
@@ -395,7 +424,7 @@ class SlackChannel:
         channel = await self._conversation(channel)
         found = await self.find_posted(channel, key)
         if found is not None:
-            return found
+            return found, False
         resp = await self._call(
             f"posting to {channel}",
             self._client.chat_postMessage(
@@ -410,7 +439,7 @@ class SlackChannel:
                 unfurl_media=False,
             ),
         )
-        return MessageRef(channel=str(resp["channel"]), ts=str(resp["ts"]))
+        return MessageRef(channel=str(resp["channel"]), ts=str(resp["ts"])), True
 
     async def update(self, ref: MessageRef, text: str, blocks: Sequence[Mapping[str, Any]]) -> MessageRef:
         """Replace the text and blocks of a message grantflow posted (its metadata is kept)."""

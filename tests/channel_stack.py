@@ -21,14 +21,18 @@ form (GET, then POST with the CSRF field and cookie), start requests by slash co
 a review left pending in hoop (:class:`Intake`, ``by_slash_command``, ``by_jira_intake``,
 ``by_hoop_review``), and read final states.
 
-Faults: :class:`FaultPlan` decides, call by call, whether a write grantflow makes fails — Slack
-``chat.postMessage``/``chat.update``/``conversations.open``, Jira create/transition/comment (by grantflow's
-API user only: a person's own calls are never failed), SMTP ``DATA`` — and how (429 with ``Retry-After``,
-503 before or after the write, a connection dropped before or after the write; SMTP: 451 or a drop before the
-message is kept). The n-th call of each kind gets the same fate on every run with the same seed. The
-stand-ins are subclassed for this, feeding their own ``fail_next``/``drop_next`` at the moment a call
-arrives; the Slack and Jira subclasses also record when each call arrived (``arrivals``). With a third of
-the writes failing, ``quick_retries=True`` shortens the waits between the presentation activity's attempts
+Faults: :class:`FaultPlan` decides, call by call, whether a call grantflow makes fails — the writes (Slack
+``chat.postMessage``/``chat.update``/``conversations.open``, Jira create/transition/comment, SMTP ``DATA``)
+and the look-ups that make them idempotent (Slack ``conversations.history``/``users.lookupByEmail``, Jira's
+issue search, user search and GETs of an issue, its transitions and its comments) — and how (429 with
+``Retry-After``, 503 before or after the write, a connection dropped before or after the write; a look-up
+fails before it is answered: 429, 503 or a drop; SMTP: 451 or a drop before the message is kept). Only
+grantflow's own calls fail: Slack's with the bot token, Jira's by grantflow's API user (a person's own calls,
+the test's in-process reads and people's moves through ``transition_as`` never do). The n-th call of each
+kind gets the same fate on every run with the same seed. The stand-ins are subclassed for this, feeding
+their own ``fail_next``/``drop_next`` at the moment a call arrives; the Slack and Jira subclasses also
+record when each call arrived (``arrivals``). With a third of the calls failing, ``quick_retries=True``
+shortens the waits between the presentation activity's attempts
 (:class:`QuickPresentRetries`) so that a flow takes seconds, not minutes.
 """
 
@@ -45,12 +49,14 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import pytest_asyncio
+from aiohttp import web
 from jira import JIRA
 from temporalio.client import WorkflowHandle
 from temporalio.worker import (
@@ -132,19 +138,24 @@ def jira_token(email: str) -> str:
 
 class Injected(NamedTuple):
     service: str  # slack, jira, smtp
-    call: str  # chat.postMessage, POST /issue/{key}/comment, DATA
+    call: str  # chat.postMessage, conversations.history, POST /issue/{key}/comment, GET /search/jql, DATA
     kind: str  # 429, 503, 503-after, drop, drop-after, 451
     nth: int  # the n-th call of its kind (0-based)
 
 
 class FaultPlan:
-    """Which writes fail, and how. Off until :meth:`enable`; then each call of a faultable kind fails with
+    """Which calls fail, and how. Off until :meth:`enable`; then each call of a faultable kind fails with
     probability ``rate``, decided by a generator seeded with (seed, service, call kind, n): reproducible for
-    the n-th call of each kind whatever the interleaving of concurrent flows."""
+    the n-th call of each kind whatever the interleaving of concurrent flows (:func:`fault_of` is that
+    decision, without a stack). Writes fail with one of ``SLACK_KINDS``/``JIRA_KINDS``/``SMTP_KINDS``,
+    look-ups with one of ``READ_KINDS`` (nothing is written, so nothing can fail "after")."""
 
     SLACK_KINDS = ("429", "503", "503-after", "drop", "drop-after")
     JIRA_KINDS = ("429", "503", "503-after", "drop", "drop-after")
     SMTP_KINDS = ("451", "drop")
+    READ_KINDS = ("429", "503", "drop")
+    JIRA_SEARCHES = ("GET /search/jql", "POST /search/jql", "GET /search", "POST /search")
+    """The call kinds of Jira's issue search (which one the ``jira`` client uses depends on its version)."""
 
     def __init__(self) -> None:
         self.seed = 0
@@ -169,11 +180,9 @@ class FaultPlan:
                 return None
             nth = self._counts[(service, call)]
             self._counts[(service, call)] += 1
-            rng = random.Random(f"{self.seed}|{service}|{call}|{nth}")
-            if rng.random() >= self.rate:
-                return None
-            kind = rng.choice(kinds)
-            self.injected.append(Injected(service, call, kind, nth))
+            kind = fault_of(self.seed, self.rate, service, call, nth, kinds)
+            if kind is not None:
+                self.injected.append(Injected(service, call, kind, nth))
             return kind
 
     def kinds(self, service: str) -> set[str]:
@@ -184,21 +193,52 @@ class FaultPlan:
         with self._lock:
             return sum(1 for i in self.injected if service in (None, i.service))
 
+    def faulted(self, service: str, *calls: str) -> list[Injected]:
+        """The faults injected into these calls (call kinds as in :class:`Injected`) of ``service``."""
+        with self._lock:
+            return [i for i in self.injected if i.service == service and i.call in calls]
+
+
+def fault_of(seed: int, rate: float, service: str, call: str, nth: int, kinds: Sequence[str]) -> str | None:
+    """The fate of the ``nth`` call of kind ``call`` (0-based): None, or the fault, one of ``kinds``."""
+    rng = random.Random(f"{seed}|{service}|{call}|{nth}")
+    if rng.random() >= rate:
+        return None
+    return rng.choice(kinds)
+
+
+_slack_token: ContextVar[str | None] = ContextVar("_slack_token", default=None)
+"""The bearer token of the Web API call the Slack stand-in is handling (in that call's task)."""
+
 
 class FaultySlack(SlackStandIn):
-    """The Slack stand-in, failing the writes the plan picks; ``arrivals`` holds (method, monotonic time)
-    of every Web API call."""
+    """The Slack stand-in, failing the writes and look-ups the plan picks among those made with grantflow's
+    bot token; ``arrivals`` holds (method, monotonic time) of every Web API call."""
 
-    FAULTED = frozenset({"chat.postMessage", "chat.update", "conversations.open"})
+    WRITES = frozenset({"chat.postMessage", "chat.update", "conversations.open"})
+    READS = frozenset({"conversations.history", "users.lookupByEmail"})
 
     def __init__(self, plan: FaultPlan, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.arrivals: list[tuple[str, float]] = []
 
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        reset = _slack_token.set(token)
+        try:
+            return await super()._handle_api(request)
+        finally:
+            _slack_token.reset(reset)
+
     def _take_fault(self, method: str) -> Any:  # called once per Web API call, under the stand-in's lock
         self.arrivals.append((method, time.monotonic()))
-        kind = self.plan.choose("slack", method, FaultPlan.SLACK_KINDS) if method in self.FAULTED else None
+        kind = None
+        if _slack_token.get() == SLACK_BOT and method in self.WRITES:
+            kind = self.plan.choose("slack", method, FaultPlan.SLACK_KINDS)
+        elif _slack_token.get() == SLACK_BOT and method in self.READS:
+            kind = self.plan.choose("slack", method, FaultPlan.READ_KINDS)
         if kind == "429":
             self.fail_next(method, 429, retry_after=self.plan.retry_after)
         elif kind in ("503", "503-after"):
@@ -213,16 +253,27 @@ class FaultySlack(SlackStandIn):
 
 
 _API_PATH = re.compile(r"^/rest/api/[^/]+(/.*)?$")
-_JIRA_FAULTED = (
-    (re.compile(r"^/issue/?$"), "POST /issue"),
-    (re.compile(r"^/issue/[^/]+/transitions/?$"), "POST /issue/{key}/transitions"),
-    (re.compile(r"^/issue/[^/]+/comment/?$"), "POST /issue/{key}/comment"),
+_JIRA_WRITES = (
+    ("POST", re.compile(r"^/issue/?$"), "POST /issue"),
+    ("POST", re.compile(r"^/issue/[^/]+/transitions/?$"), "POST /issue/{key}/transitions"),
+    ("POST", re.compile(r"^/issue/[^/]+/comment/?$"), "POST /issue/{key}/comment"),
+)
+_JIRA_READS = (
+    ("GET", re.compile(r"^/search/jql/?$"), "GET /search/jql"),
+    ("POST", re.compile(r"^/search/jql/?$"), "POST /search/jql"),
+    ("GET", re.compile(r"^/search/?$"), "GET /search"),
+    ("POST", re.compile(r"^/search/?$"), "POST /search"),
+    ("GET", re.compile(r"^/user/search/?$"), "GET /user/search"),
+    ("GET", re.compile(r"^/issue/[^/]+/transitions/?$"), "GET /issue/{key}/transitions"),
+    ("GET", re.compile(r"^/issue/[^/]+/comment/?$"), "GET /issue/{key}/comment"),
+    ("GET", re.compile(r"^/issue/[^/]+/?$"), "GET /issue/{key}"),
 )
 
 
 class FaultyJira(JiraStandIn):
-    """The Jira stand-in, failing the creates, transitions and comments of grantflow's API user that the
-    plan picks (a person's own calls never fail); ``arrivals`` holds (method, api path, monotonic time)."""
+    """The Jira stand-in, failing the creates, transitions and comments, and the searches and GETs of an
+    issue, its transitions and comments, of grantflow's API user that the plan picks (a person's own calls
+    never fail, nor do the in-process helpers); ``arrivals`` holds (method, api path, monotonic time)."""
 
     def __init__(self, plan: FaultPlan, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -235,16 +286,27 @@ class FaultyJira(JiraStandIn):
         match = _API_PATH.match(path)
         api_path = (match.group(1) or "/") if match else ""
         self.arrivals.append((method, api_path, time.monotonic()))
-        call = next((name for pattern, name in _JIRA_FAULTED if pattern.match(api_path)), None)
-        if method == "POST" and call is not None and _basic_user(headers) == JIRA_BOT:
-            kind = self.plan.choose("jira", call, FaultPlan.JIRA_KINDS)
-            if kind == "429":
-                self.fail_next(api_path, 429, retry_after=self.plan.retry_after, method="POST")
-            elif kind in ("503", "503-after"):
-                self.fail_next(api_path, 503, method="POST", after_write=kind == "503-after")
-            elif kind in ("drop", "drop-after"):
-                self.drop_next(api_path, method="POST", after_write=kind == "drop-after")
+        faultable = _jira_call_kind(method, api_path) if match else None
+        kind = None
+        if faultable is not None and _basic_user(headers) == JIRA_BOT:
+            kind = self.plan.choose("jira", *faultable)
+        # the fault is taken by this very request (the stand-in takes the first one matching it)
+        if kind == "429":
+            self.fail_next(api_path, 429, retry_after=self.plan.retry_after, method=method)
+        elif kind in ("503", "503-after"):
+            self.fail_next(api_path, 503, method=method, after_write=kind == "503-after")
+        elif kind in ("drop", "drop-after"):
+            self.drop_next(api_path, method=method, after_write=kind == "drop-after")
         return super()._handle(method, path, query, headers, raw)
+
+
+def _jira_call_kind(method: str, api_path: str) -> tuple[str, Sequence[str]] | None:
+    """The faultable call kind of a Jira request, with the faults it may get; None when it is not one."""
+    for table, kinds in ((_JIRA_WRITES, FaultPlan.JIRA_KINDS), (_JIRA_READS, FaultPlan.READ_KINDS)):
+        for wanted, pattern, call in table:
+            if method == wanted and pattern.match(api_path):
+                return call, kinds
+    return None
 
 
 def _basic_user(headers: Mapping[str, str]) -> str | None:

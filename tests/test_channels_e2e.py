@@ -63,9 +63,12 @@ APPROVERS = (BOB, CAROL, DAN)  # db-owners: eligible for pg-prod admin (two of t
 CONNECTION = "pg-prod-admin"
 GRANT = timedelta(seconds=10)
 ON_TIME = timedelta(seconds=3)  # the end may come this much after the expiry (a workflow task, a revoke)
-FAULT_SEED = 8255
-"""Chosen so that the first ticket created and the first Slack DM posted are dropped *after* the write (the
-retry must find them, not make a second), and the first few calls of each kind cover every fault kind."""
+FAULT_SEED = 225133
+"""Chosen (with ``channel_stack.fault_of``, the plan's decision) so that the first ticket created and the
+first Slack DM posted are dropped *after* the write (the retry must find them, not make a second); the first
+``conversations.history``, ``users.lookupByEmail``, Jira issue search and Jira user search fail (so each
+look-up is faulted in every run); and the first few calls of each kind cover every fault kind (writes: 429,
+503, 503 after the write, drop, drop after the write; look-ups: 429, 503, drop; SMTP: 451, drop)."""
 
 # The intakes: how a request comes in, its requester, who approves it where, how it ends.
 SLASH = Intake(
@@ -404,6 +407,11 @@ async def test_with_a_third_of_the_writes_failing_every_flow_completes_exactly_o
         assert plan.kinds("smtp") == set(FaultPlan.SMTP_KINDS), plan.injected
         first_create = next(i for i in plan.injected if i.call == "POST /issue")
         assert (first_create.nth, first_create.kind) == (0, "drop-after")
+        first_post = next(i for i in plan.injected if i.call == "chat.postMessage")
+        assert (first_post.nth, first_post.kind) == (0, "drop-after")
+        # … the look-ups behind the duplicate checks failed too, and never made a second DM or ticket
+        assert plan.faulted("slack", "conversations.history") and plan.faulted("slack", "users.lookupByEmail")
+        assert plan.faulted("jira", *FaultPlan.JIRA_SEARCHES) and plan.faulted("jira", "GET /user/search")
         assert rig.smtp.refusals and rig.smtp.drops
         opened = [i["key"] for i in rig.jira.issues() if i["fields"]["project"]["key"] == ACC]
         # one per request, although creates were dropped; the Jira intake's request keeps its own issue

@@ -100,6 +100,11 @@ CRITICAL_RETRY = RetryPolicy(
 PRESENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=20
 )
+# A presentation that gave up on transient failures keeps what it did and is tried again, after a pause,
+# with the people it was to ask: a few rounds at most, so a long outage never holds a request open.
+PRESENT_RESUME_PATCH = "present-resume-after-giving-up"
+PRESENT_ROUNDS = 3
+PRESENT_ROUND_PAUSE = timedelta(minutes=1)
 # Notifications are best effort: a few tries, then logged and forgotten.
 BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # How long an approved request waits for the gateway to accept a grant before it is FAILED.
@@ -142,6 +147,7 @@ class AccessRequestWorkflow:
         self._present_pending = False
         self._present_ask: list[PersonRef] = []
         self._presenter: asyncio.Task[None] | None = None
+        self._present_rounds = 0  # presentations given up and tried again (PRESENT_ROUNDS at most)
         self._closing = False
         # A request for a hoop review (set in run, behind HOOP_ORIGIN_PATCH).
         self._hoop: HoopReviewOrigin | None = None
@@ -739,6 +745,34 @@ class AccessRequestWorkflow:
                 workflow.logger.warning(
                     "request %s not presented in every channel: %s", self._view.id, err.cause
                 )
+                if workflow.patched(PRESENT_RESUME_PATCH) and self._resume_presentation(err, ask):
+                    try:  # a pause before the next round, cut short when the request closes
+                        await workflow.wait_condition(
+                            lambda: self._closing, timeout=PRESENT_ROUND_PAUSE.total_seconds()
+                        )
+                    except TimeoutError:
+                        pass
+
+    def _resume_presentation(self, err: ActivityError, ask: list[PersonRef]) -> bool:
+        """After a presentation gave up: keep what it did (the channel state its last attempt carried in
+        the error: the messages it posted are then kept up to date, the ticket it opened is not opened
+        twice) and, when it gave up on transient failures, queue another round with the people it was
+        to ask. True when a round was queued."""
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+            try:
+                self._channels = ChannelState.model_validate(cause.details[0])
+            except ValueError:
+                pass  # not a state: keep the one from before
+        if isinstance(cause, ApplicationError) and cause.non_retryable:
+            return False  # refused: another round would be refused again
+        if self._present_rounds >= PRESENT_ROUNDS:
+            return False
+        self._present_rounds += 1
+        queued = {p.id for p in self._present_ask}
+        self._present_ask = [*(p for p in ask if p.id not in queued), *self._present_ask]
+        self._present_pending = True
+        return True
 
     # ------------------------------------------------------------------ updates and queries
 
