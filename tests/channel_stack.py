@@ -342,8 +342,8 @@ class QuickPresentRetries(Interceptor):
     """Shortens the waits between attempts of ``present_request`` (the workflow's ``PRESENT_RETRY``: 1 s
     doubling to 30 s) to 0.25 s growing to 1 s; attempts, timeouts and a failure's ``next_retry_delay``
     (Slack's or Jira's ``Retry-After``) are untouched. Time compression for the fault-injection test only:
-    with a third of the writes failing, most attempts fail somewhere (every attempt updates every DM again),
-    and the real backoff makes one flow take minutes."""
+    with a third of the calls failing, most attempts fail somewhere (each gets further than the last), and
+    the real backoff makes one flow take minutes."""
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput

@@ -8,7 +8,8 @@ Slack button and the emailed link), make the request ACTIVE (APPROVED for onetim
 requester opened through hoop is killed when the grant ends on time, and every Slack message, every email
 and the Jira ticket end up saying how it ended; an ineligible
 approver and the requester are refused in every channel, visibly; forged, stale and unsigned deliveries
-change nothing; and with a third of the writes to Slack, Jira and SMTP failing, every flow still completes
+change nothing; and with a third of the calls to Slack, Jira and SMTP failing (writes, and the look-ups
+that make them idempotent), every flow still completes
 with exactly one message per recipient and one ticket per request. One test waits for real: a 429 with
 ``Retry-After: 2``. A request made in a Jira intake issue keeps that issue as its only ticket.
 """
@@ -389,7 +390,7 @@ async def test_forged_stale_and_unsigned_deliveries_change_nothing(rig: ChannelS
 # ---------------------------------------------------------------------------------------------- faults
 
 
-async def test_with_a_third_of_the_writes_failing_every_flow_completes_exactly_once(stack: Stack) -> None:
+async def test_with_a_third_of_the_calls_failing_every_flow_completes_exactly_once(stack: Stack) -> None:
     plan = FaultPlan()
     async with start_channel_stack(stack, plan, quick_retries=True) as rig:
         plan.enable(FAULT_SEED, rate=1 / 3, retry_after=1)
