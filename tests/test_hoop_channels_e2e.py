@@ -332,11 +332,11 @@ async def test_rejected_in_hoops_own_ui_is_mirrored_as_denied_and_shown_in_every
     rid, requester, final = flow.request_id, flow.requester, flow.final
     assert flow.polled is not None and flow.review_id in flow.polled.signalled, flow.polled
     # mirrored: DENIED with the note; bob's vote stays, nobody denied in grantflow
-    assert final.status is RequestStatus.DENIED and final.outcome_note == REJECTED_IN_HOOP
+    assert final.status is RequestStatus.DENIED and final.outcome_note == f"{REJECTED_IN_HOOP}: {REJECTION}"
     assert [(d.approver.email, d.channel) for d in final.approvals] == [(BOB, "slack")]
     assert final.denials == [] and final.granted_at is None
     denied = data_of(rig, rid, "request.denied")
-    assert denied["note"] == REJECTED_IN_HOOP and denied["reason"] == REJECTION, denied
+    assert denied["note"] == f"{REJECTED_IN_HOOP}: {REJECTION}" and denied["reason"] == REJECTION, denied
     # hoop keeps carol's rejection as she made it: grantflow neither rejects again nor approves
     in_hoop = rig.stack.hoop.review(flow.review_id)
     assert in_hoop["status"] == "REJECTED" and in_hoop["rejection_reason"] == REJECTION, in_hoop
@@ -378,7 +378,8 @@ async def test_rejected_in_hoops_own_ui_note_is_shown_in_every_channel(
 ) -> None:
     """The DMs say "❌ Denied" with no denial to name, the ticket "Denied.": only the note says it was
     rejected in hoop's own UI (nobody denied in grantflow)."""
-    missing = missing_note(rig, rejected_in_hoop.final, REJECTED_IN_HOOP)
+    # … and why: the reviewer's reason in hoop
+    missing = missing_note(rig, rejected_in_hoop.final, f"{REJECTED_IN_HOOP}: {REJECTION}")
     assert missing == [], "no note in:\n" + "\n".join(missing)
 
 

@@ -413,9 +413,10 @@ async def test_rejected_in_hoops_own_ui_is_mirrored_as_denied(
     )
     await poll(discovery)
     result = await handle.result()
-    assert result.status is RequestStatus.DENIED and result.outcome_note == REJECTED_IN_HOOP
+    assert result.outcome_note == f"{REJECTED_IN_HOOP}: use the migration pipeline"
+    assert result.status is RequestStatus.DENIED
     denied = dict(ledger(stack, result.id))["request.denied"]
-    assert denied["note"] == REJECTED_IN_HOOP and denied["reason"] == "use the migration pipeline"
+    assert denied["note"] == result.outcome_note and denied["reason"] == "use the migration pipeline"
     assert "hoop.review_rejected" not in kinds(stack, result.id)  # hoop decided; grantflow left it as is
     assert stack.hoop.review(review.review_id)["rejection_reason"] == "use the migration pipeline"
 
@@ -527,7 +528,7 @@ async def test_discovery_polls_on_its_interval_and_keeps_its_state_across_contin
         await decide_in_hoop_ui(stack, review, "bob@example.com", status="REJECTED", rejection_reason="no")
         assert review.review_id in (await poll(handle)).signalled
         result = await request(stack, review).result()
-        assert result.status is RequestStatus.DENIED and result.outcome_note == REJECTED_IN_HOOP
+        assert result.status is RequestStatus.DENIED and result.outcome_note == f"{REJECTED_IN_HOOP}: no"
         await replays(stack.env.client.get_workflow_handle(handle.id, run_id=first_run))
         await replays(handle)
     finally:

@@ -563,7 +563,7 @@ class AccessRequestWorkflow:
             return False
         self._hoop_mirrored = review
         if review.status == "REJECTED":
-            self._view.outcome_note = REJECTED_IN_HOOP
+            self._view.outcome_note = _rejected_in_hoop(review)
         elif review.status == "REVOKED":
             self._view.outcome_note = f"{APPROVED_IN_HOOP}, and revoked there"
         else:
@@ -602,7 +602,7 @@ class AccessRequestWorkflow:
                 return await self._finish()
             if review.status == "REJECTED":  # rejected in hoop's UI just before grantflow approved it
                 self._hoop_mirrored = review
-                view.outcome_note = REJECTED_IN_HOOP
+                view.outcome_note = _rejected_in_hoop(review)
                 return await self._close(RequestStatus.DENIED)
             if review.status not in ("APPROVED", "REVOKED"):
                 groups = ", ".join(review.groups) or "its groups"
@@ -1074,6 +1074,13 @@ class AccessRequestWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("notification %s for %s not sent: %s", event, self._view.id, err.cause)
+
+
+def _rejected_in_hoop(review: HoopReview) -> str:
+    """The outcome note of a review rejected in hoop's own UI, with the reviewer's reason: the requester
+    and the approvers see it in every channel (nobody denied in grantflow, so nothing else says why)."""
+    reason = (review.rejection_reason or "").strip()
+    return f"{REJECTED_IN_HOOP}: {reason}" if reason else REJECTED_IN_HOOP
 
 
 def _cause_message(err: ActivityError) -> str:
