@@ -55,8 +55,8 @@ ACTIVE first (rendered as of then), then the end (see :func:`outcomes_to_tell`);
 one once.
 
 Stages and Slack buttons. A new stage (an extension, a break-glass review) asks again with a new DM: the
-person's ref in the state is *replaced* by the new message, the one to keep updating. The old message is
-updated once more, without buttons, and then left alone. Approve/Deny buttons carry
+person's ref in the state is *replaced* by the new message, the one with buttons; the old one moves to
+``ChannelState.earlier`` and is kept up to date too, without buttons. Approve/Deny buttons carry
 ``"<request id>|<stage>"`` in their ``value`` (see :func:`button_value`); the Slack edge reads it with
 :func:`parse_button_value` and passes the stage with the decision, so a click on an old message cannot count
 towards a stage its author never saw (the workflow refuses it with an explanation).
@@ -556,6 +556,13 @@ class ChannelActivities:
                 failures.add(exc, f"updating the message of {recipient.email if recipient else person_id}")
                 if failures.stop:
                     return failures.items
+        for person_id in list(state.earlier):
+            try:
+                await self._refresh_earlier(slack, view, people.get(person_id), person_id, state, emailed)
+            except Exception as exc:
+                failures.add(exc, f"updating an earlier message of {person_id}")
+                if failures.stop:
+                    return failures.items
         for outcome in outcomes_to_tell(view):  # in order: a failure stops the later ones
             status = outcome.status.value
             if status in state.told:
@@ -578,6 +585,44 @@ class ChannelActivities:
                 if failures.stop:
                     break
         return failures.items
+
+    async def _refresh_earlier(
+        self,
+        slack: SlackChannel,
+        view: RequestView,
+        recipient: PersonRef | None,
+        person_id: str,
+        state: ChannelState,
+        emailed: set[str],
+    ) -> None:
+        """Bring a person's DMs of earlier stages up to date, without buttons (their current DM has them);
+        one deleted by its reader is forgotten."""
+        link = self._link(view, person_id)
+        text, blocks = render_blocks(
+            "request_updated",
+            view=view,
+            recipient=recipient,
+            link=link,
+            decision_open=False,
+            note=_sentence(view.outcome_note) if view.outcome_note else "",
+        )
+        shown = _fingerprint(text, blocks, link)
+        refs = list(state.earlier.get(person_id, []))
+        kept: list[SlackMessageRef] = []
+        for i, ref in enumerate(refs):
+            current: SlackMessageRef | None = ref
+            if ref.shown != shown:
+                try:
+                    await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
+                except SlackNotFoundError:
+                    current = None  # deleted by its reader: nothing left to keep up to date
+                else:
+                    current = ref.model_copy(update={"shown": shown})
+                state.earlier[person_id] = [*kept, *([current] if current else []), *refs[i + 1 :]]
+                self._checkpoint(state, emailed)
+            if current is not None:
+                kept.append(current)
+        state.earlier[person_id] = kept
 
     async def _refresh_told(
         self,
@@ -634,18 +679,9 @@ class ChannelActivities:
         if old is not None and old.same_message(ref):
             ref = old  # asked again at the same stage: the message, and what it shows, are known
         elif old is not None:
-            # a new stage: the earlier message shows the request once more, without buttons, then rests
-            text, blocks = render_blocks(
-                "request_updated",
-                view=view,
-                recipient=person,
-                link=self._link(view, person.id),
-                decision_open=False,
-            )
-            try:
-                await slack.update(MessageRef(channel=old.channel, ts=old.ts), text, blocks)
-            except SlackNotFoundError:
-                pass
+            # a new stage: the new message is the one with buttons; the earlier one is kept up to date
+            # without them (``_refresh_earlier``)
+            state.earlier.setdefault(person.id, []).append(old)
         state.slack[person.id] = ref
         state.asked.append(key)
 

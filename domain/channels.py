@@ -26,6 +26,9 @@ class SlackMessageRef(BaseModel):
 class ChannelState(BaseModel):
     slack: dict[str, SlackMessageRef] = Field(default_factory=dict)
     """Person id -> the Slack DM that asked them to decide (updated in place after every change)."""
+    earlier: dict[str, list[SlackMessageRef]] = Field(default_factory=dict)
+    """Person id -> their DMs of earlier stages (asked again for an extension, a break-glass review): kept
+    up to date too, without buttons, so that no message is left showing a state that has passed."""
     asked: list[str] = Field(default_factory=list)
     """The ask keys (request, stage, person) whose Slack DM is known: not looked up again."""
     told: dict[str, SlackMessageRef] = Field(default_factory=dict)

@@ -375,19 +375,27 @@ async def test_an_extension_asks_again_and_replaces_the_message_to_keep_updating
     assert new != first
     old_dm, new_dm = dm_of(slack, bob.email, story.id)
     assert old_dm["ts"] == first.ts and new_dm["ts"] == new.ts
-    assert APPROVE_ACTION not in buttons(old_dm)  # the request's message rests, without buttons
+    assert APPROVE_ACTION not in buttons(old_dm)  # the request's message is kept up to date, no buttons
+    assert state.earlier == {p.id: [state.earlier[p.id][0]] for p in story.approvers}
     assert buttons(new_dm)[APPROVE_ACTION]["value"] == button_value(story.id, "extension")
     assert "Extension request" in text_of(new_dm)
     mail_ids = {str(m.message["Message-ID"]) for m in emails(smtp, story.id) if m.rcpt_tos == (bob.email,)}
     assert f"<{story.id}.ask.extension.{bob.id}@example.com>" in mail_ids and len(mail_ids) == 2
-    # bob approves the extension: only the new message changes
+    # bob approves the extension: the new message loses its buttons, and both show his vote
     ext = story.extension()
     assert ext.pending_extension is not None
     ext.pending_extension.approvals.append(decision(bob, "slack", 70, stage="extension"))
     state = await present(channels, ext, state)
     old_dm, new_dm = dm_of(slack, bob.email, story.id)
     assert APPROVE_ACTION not in buttons(new_dm) and "You approved" in text_of(new_dm)
-    assert "bob@example.com approved the extension" not in text_of(old_dm)
+    assert "approved the extension" in text_of(old_dm) and APPROVE_ACTION not in buttons(old_dm)
+    # and at the end, every message says how it ended
+    state = await present(channels, story.ended(), state)
+    for dm in dm_of(slack, bob.email, story.id):
+        assert "*Access ended* (expired)" in text_of(dm) and APPROVE_ACTION not in buttons(dm)
+    updates = len(slack.calls_to("chat.update"))
+    await present(channels, story.ended(), state)
+    assert len(slack.calls_to("chat.update")) == updates  # nothing changed: nothing sent
 
 
 async def test_people_without_slack_or_jira_are_asked_where_they_can_be(
