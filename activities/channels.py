@@ -27,7 +27,8 @@ workflow keeps and passes back next time.
 Idempotency — every effect has a key derived from the request, the event and the person, so the activity
 can be run again at any time and only does what is missing:
 
-- Slack DMs are posted with :meth:`SlackChannel.post_once` under ``<request>:ask:<stage>:<person>`` and
+- Slack DMs are posted with :meth:`SlackChannel.post_once` under ``<request>:ask:<stage>:<person>``,
+  ``<request>:remind:<stage>:<person>`` (a reminder: a new DM that takes over the buttons) and
   ``<request>:outcome:<status>``; the key is stored in the message's metadata and looked up before posting.
   Updates are ``chat.update`` of the same message (idempotent), sent only when the rendering differs from
   what the message already shows (``SlackMessageRef.shown``, a fingerprint kept in the state), which
@@ -37,8 +38,8 @@ can be run again at any time and only does what is missing:
   a transition to the status the ticket is already in does nothing. Steps done (assignment, each comment
   by its digest, each move) are kept in ``ChannelState.jira_done`` and neither done nor checked again.
 - Email has no look-up, so emails are keyed by their Message-ID (``<request>.ask.<stage>.<person>``,
-  ``<request>.outcome.<status>``): a Message-ID already sent is skipped, remembered in
-  ``ChannelState.emailed`` and in this worker's memory.
+  ``<request>.remind.<stage>.<person>``, ``<request>.outcome.<status>``): a Message-ID already sent is
+  skipped, remembered in ``ChannelState.emailed`` and in this worker's memory.
 
 Progress carries over. Each attempt heartbeats the channel state after every effect (and once more
 before it fails), and the next attempt starts from that state instead of the input's: people already asked
@@ -226,6 +227,14 @@ def outcome_key(request_id: str, status: str) -> str:
 
 def ask_message_id(request_id: str, stage: str, person_id: str) -> str:
     return f"{request_id}.ask.{stage}.{person_id}"
+
+
+def remind_key(request_id: str, stage: str, person_id: str) -> str:
+    return f"{request_id}:remind:{stage}:{person_id}"
+
+
+def remind_message_id(request_id: str, stage: str, person_id: str) -> str:
+    return f"{request_id}.remind.{stage}.{person_id}"
 
 
 def outcome_message_id(request_id: str, status: str) -> str:
@@ -427,18 +436,20 @@ class ChannelActivities:
                 ", ".join(p.email for p in ask),
             )
             ask = []
+        # a reminder goes only to those who can still decide (not who voted meanwhile)
+        remind = [p for p in dict.fromkeys(inp.remind) if p not in ask and self._may_decide(view, p)]
         asked_stage = stage.value if stage is not None else ""
         state, emailed = self._resume(state)
         parts: dict[str, Awaitable[list[_Failure]]] = {}
         if self._slack is not None:
-            parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state, emailed)
+            parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state, emailed, remind)
         if self._jira is not None:
             # Jira runs in a thread on its own copy (the heartbeats of the other channels read ``state``
             # meanwhile); its ticket and steps are merged back below.
             ticket = state.model_copy(deep=True)
             parts["jira"] = asyncio.to_thread(self._present_jira, self._jira, view, ask, ticket)
         if self._email is not None:
-            parts["email"] = self._present_email(self._email, view, asked_stage, ask, state, emailed)
+            parts["email"] = self._present_email(self._email, view, asked_stage, ask, state, emailed, remind)
         # the channels run side by side, and one failing in an unforeseen way does not stop the others
         results = await asyncio.gather(*parts.values(), return_exceptions=True)
         failures: list[_Failure] = []
@@ -515,6 +526,7 @@ class ChannelActivities:
         ask: Sequence[PersonRef],
         state: ChannelState,
         emailed: set[str],
+        remind: Sequence[PersonRef] = (),
     ) -> list[_Failure]:
         failures = _Failures("slack")
         people = await self._people(view, ask, state.slack)
@@ -524,6 +536,15 @@ class ChannelActivities:
                 await self._ask_slack(slack, view, stage, person, state, fresh)
             except Exception as exc:
                 failures.add(exc, f"asking {person.email}")
+                if failures.stop:
+                    return failures.items
+            else:
+                self._checkpoint(state, emailed)
+        for person in remind:
+            try:
+                await self._ask_slack(slack, view, stage, person, state, fresh, reminder=True)
+            except Exception as exc:
+                failures.add(exc, f"reminding {person.email}")
                 if failures.stop:
                     return failures.items
             else:
@@ -656,8 +677,12 @@ class ChannelActivities:
         person: PersonRef,
         state: ChannelState,
         fresh: set[str],
+        *,
+        reminder: bool = False,
     ) -> None:
-        key = ask_key(view.id, stage, person.id)
+        """Ask ``person`` in a DM with the buttons (or remind them: a new such DM, which takes over the
+        buttons); their earlier DM is then kept up to date without buttons."""
+        key = (remind_key if reminder else ask_key)(view.id, stage, person.id)
         if key in state.asked and person.id in state.slack:
             return  # asked by an earlier attempt or presentation: its message is the one to update
         user = await slack.user_id_for_email(person.email)
@@ -667,7 +692,11 @@ class ChannelActivities:
             )
             return
         text, blocks = render_blocks(
-            "request_created", view=view, recipient=person, link=self._link(view, person.id)
+            "request_created",
+            view=view,
+            recipient=person,
+            link=self._link(view, person.id),
+            reminder=reminder,
         )
         posted, now = await slack.ensure_posted(
             user, text, blocks, key=key, metadata={"request_id": view.id, "stage": stage}
@@ -827,17 +856,31 @@ class ChannelActivities:
         ask: Sequence[PersonRef],
         state: ChannelState,
         emailed: set[str],
+        remind: Sequence[PersonRef] = (),
     ) -> list[_Failure]:
         failures = _Failures("email")
         sends: list[tuple[str, PersonRef, str, dict[str, Any]]] = []
-        if ask and self._links is None:
+        if (ask or remind) and self._links is None:
             activity.logger.warning(
                 "request %s: no review links configured; approvers are not emailed", view.id
             )
-        elif ask:
+        else:
             for person in ask:
-                context = {"view": view, "recipient": person, "link": self._link(view, person.id)}
-                sends.append((ask_message_id(view.id, stage, person.id), person, "request_created", context))
+                asking: dict[str, Any] = {
+                    "view": view,
+                    "recipient": person,
+                    "link": self._link(view, person.id),
+                }
+                sends.append((ask_message_id(view.id, stage, person.id), person, "request_created", asking))
+            for person in remind:
+                context: dict[str, Any] = {
+                    "view": view,
+                    "recipient": person,
+                    "link": self._link(view, person.id),
+                    "reminder": True,
+                }
+                message_id = remind_message_id(view.id, stage, person.id)
+                sends.append((message_id, person, "request_created", context))
         for outcome in outcomes_to_tell(view):
             note = _sentence(outcome.outcome_note) if outcome.outcome_note else ""
             context = {"view": outcome, "recipient": view.requester, "note": note}

@@ -50,4 +50,7 @@ class PresentInput(BaseModel):
 
     view: RequestView
     ask: list[PersonRef] = Field(default_factory=list)
+    remind: list[PersonRef] = Field(default_factory=list)
+    """People asked already who have not decided yet: a new Slack DM with the buttons (the earlier one is
+    kept up to date without them) and an email, once per stage."""
     state: ChannelState = Field(default_factory=ChannelState)

@@ -398,6 +398,38 @@ async def test_an_extension_asks_again_and_replaces_the_message_to_keep_updating
     assert len(slack.calls_to("chat.update")) == updates  # nothing changed: nothing sent
 
 
+async def test_a_reminder_is_a_new_dm_with_the_buttons_and_an_email_once(
+    channels: ChannelActivities, slack: SlackStandIn, smtp: SmtpSink, people: dict[str, PersonRef]
+) -> None:
+    """Reminded, an approver who has not decided gets a new DM that takes over the buttons (the first one
+    is kept up to date without them) and an email; who voted meanwhile is not reminded; twice is once."""
+    story = Story(people)
+    bob, carol = people["bob"], people["carol"]
+    state = await present(channels, story.pending(), ChannelState(), ask=story.approvers)
+    view = story.bob_approved()
+    reminding = PresentInput(view=view, remind=story.approvers, state=state)
+    state = await ActivityEnvironment().run(channels.present, reminding)
+    first, reminder = dm_of(slack, carol.email, story.id)
+    assert "*Reminder:* your decision is still needed" in text_of(reminder)
+    assert reminder["text"].startswith("[grantflow] Reminder: ")  # the notification says so
+    again = reminding.model_copy(update={"state": state})
+    state = await ActivityEnvironment().run(channels.present, again)  # a retry, or a replayed reminder
+    assert len(dm_of(slack, bob.email, story.id)) == 1  # he approved: no reminder
+    first, reminder = dm_of(slack, carol.email, story.id)
+    assert buttons(reminder)[APPROVE_ACTION]["value"] == button_value(story.id, "request")
+    assert APPROVE_ACTION not in buttons(first) and "bob@example.com approved via slack" in text_of(first)
+    assert state.slack[carol.id].ts == reminder["ts"] and [r.ts for r in state.earlier[carol.id]] == [
+        first["ts"]
+    ]
+    reminded = [m for m in emails(smtp, story.id) if ".remind." in str(m.message["Message-ID"])]
+    assert sorted(m.rcpt_tos[0] for m in reminded) == sorted(p.email for p in story.approvers if p != bob)
+    assert all(str(m.message["Subject"]).startswith("[grantflow] Reminder: ") for m in reminded)
+    # carol approves from the reminder: both her messages follow, neither offers the buttons any more
+    state = await present(channels, story.active(), state)
+    for dm in dm_of(slack, carol.email, story.id):
+        assert APPROVE_ACTION not in buttons(dm) and "*Approved* · access active until" in text_of(dm)
+
+
 async def test_people_without_slack_or_jira_are_asked_where_they_can_be(
     channels: ChannelActivities,
     slack: SlackStandIn,

@@ -97,6 +97,22 @@ async def test_a_refused_presentation_is_not_repeated(time_stack: Stack) -> None
     assert refused.calls[1].state.slack == {"bob": SlackMessageRef(channel="D1", ts="1.000001")}
 
 
+async def test_a_reminder_is_presented_to_the_approvers_who_have_not_decided(time_stack: Stack) -> None:
+    """pg-prod admin reminds 30 minutes before its 2-hour timeout: the approvers are reminded where they
+    were asked, not only through the notifier."""
+    recorder = FailingPresenter(failing=0)
+    outcome = await request_and_cancel(time_stack, recorder, wait=3 * 3600, cancel=False)
+    assert outcome is RequestStatus.TIMED_OUT
+    reminders = [c for c in recorder.calls if c.remind]
+    assert len(reminders) == 1, [(len(c.ask), len(c.remind)) for c in recorder.calls]
+    assert {p.email for p in reminders[0].remind} == {
+        "bob@example.com",
+        "carol@example.com",
+        "dan@example.com",
+    }
+    assert reminders[0].view.status is RequestStatus.PENDING
+
+
 async def test_presentation_rounds_are_bounded(time_stack: Stack) -> None:
     # Last in the module: its request times out, hours of skipped time after which the time-skipping
     # server has been seen to skip the next test's waits too far.

@@ -104,6 +104,8 @@ PRESENT_RETRY = RetryPolicy(
 # with the people it was to ask: a few rounds at most, so a long outage never holds a request open.
 PRESENT_RESUME_PATCH = "present-resume-after-giving-up"
 PRESENT_ROUNDS = 3
+# Reminders reach approvers where they were asked (a new Slack DM with the buttons, an email).
+PRESENT_REMINDERS_PATCH = "present-reminders"
 PRESENT_ROUND_PAUSE = timedelta(minutes=1)
 # Notifications are best effort: a few tries, then logged and forgotten.
 BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -146,6 +148,7 @@ class AccessRequestWorkflow:
         self._channels = ChannelState(jira_key=inp.jira_key)
         self._present_pending = False
         self._present_ask: list[PersonRef] = []
+        self._present_remind: list[PersonRef] = []
         self._presenter: asyncio.Task[None] | None = None
         self._present_rounds = 0  # presentations given up and tried again (PRESENT_ROUNDS at most)
         self._closing = False
@@ -300,6 +303,8 @@ class AccessRequestWorkflow:
                     voted = {d.approver.id for d in view.approvals}
                     waiting = [p for p in view.eligible_approvers if p.id not in voted]
                     await self._notify("reminder", waiting, with_review_link=True)
+                    if workflow.patched(PRESENT_REMINDERS_PATCH):
+                        self._present(remind=waiting)
                     continue
                 deadline = reminder_at
             if self._hoop_recheck_at is not None:
@@ -712,14 +717,18 @@ class AccessRequestWorkflow:
 
     # ------------------------------------------------------------------ channels (Slack, Jira, email)
 
-    def _present(self, ask: list[PersonRef] | None = None) -> None:
-        """Ask these people to decide (if any) and bring every channel up to date, in the background."""
+    def _present(self, ask: list[PersonRef] | None = None, remind: list[PersonRef] | None = None) -> None:
+        """Ask these people to decide, remind those (if any) and bring every channel up to date, in the
+        background."""
         if self._presenter is None:
             return
         self._present_pending = True
         for person in ask or []:
             if person.id not in {p.id for p in self._present_ask}:
                 self._present_ask.append(person)
+        for person in remind or []:
+            if person.id not in {p.id for p in self._present_remind}:
+                self._present_remind.append(person)
 
     async def _present_loop(self) -> None:
         """One presentation at a time, always of the newest view: a burst of changes is coalesced, and an
@@ -731,10 +740,11 @@ class AccessRequestWorkflow:
                 return
             self._present_pending = False
             ask, self._present_ask = self._present_ask, []
+            remind, self._present_remind = self._present_remind, []
             try:
                 self._channels = await workflow.execute_activity(
                     "present_request",
-                    PresentInput(view=self._view, ask=ask, state=self._channels),
+                    PresentInput(view=self._view, ask=ask, remind=remind, state=self._channels),
                     result_type=ChannelState,
                     start_to_close_timeout=timedelta(seconds=60),
                     schedule_to_close_timeout=timedelta(minutes=30),  # never holds the request open
@@ -745,7 +755,7 @@ class AccessRequestWorkflow:
                 workflow.logger.warning(
                     "request %s not presented in every channel: %s", self._view.id, err.cause
                 )
-                if workflow.patched(PRESENT_RESUME_PATCH) and self._resume_presentation(err, ask):
+                if workflow.patched(PRESENT_RESUME_PATCH) and self._resume_presentation(err, ask, remind):
                     try:  # a pause before the next round, cut short when the request closes
                         await workflow.wait_condition(
                             lambda: self._closing, timeout=PRESENT_ROUND_PAUSE.total_seconds()
@@ -753,7 +763,7 @@ class AccessRequestWorkflow:
                     except TimeoutError:
                         pass
 
-    def _resume_presentation(self, err: ActivityError, ask: list[PersonRef]) -> bool:
+    def _resume_presentation(self, err: ActivityError, ask: list[PersonRef], remind: list[PersonRef]) -> bool:
         """After a presentation gave up: keep what it did (the channel state its last attempt carried in
         the error: the messages it posted are then kept up to date, the ticket it opened is not opened
         twice) and, when it gave up on transient failures, queue another round with the people it was
@@ -771,6 +781,8 @@ class AccessRequestWorkflow:
         self._present_rounds += 1
         queued = {p.id for p in self._present_ask}
         self._present_ask = [*(p for p in ask if p.id not in queued), *self._present_ask]
+        queued = {p.id for p in self._present_remind}
+        self._present_remind = [*(p for p in remind if p.id not in queued), *self._present_remind]
         self._present_pending = True
         return True
 
