@@ -39,15 +39,15 @@ can be run again at any time and only does what is missing:
   by its digest, each move) are kept in ``ChannelState.jira_done`` and neither done nor checked again.
 - Email has no look-up, so emails are keyed by their Message-ID (``<request>.ask.<stage>.<person>``,
   ``<request>.remind.<stage>.<person>``, ``<request>.outcome.<status>``): a Message-ID already sent is
-  skipped, remembered in ``ChannelState.emailed`` and in this worker's memory.
+  skipped, remembered in ``ChannelState.emailed`` and in this worker's memory. Residual duplicate: after a
+  dropped connection the SMTP server may have kept the message the retry sends again — it carries the
+  same Message-ID, so mail clients can tell.
 
 Progress carries over. Each attempt heartbeats the channel state after every effect (and once more
 before it fails), and the next attempt starts from that state instead of the input's: people already asked
 are not looked up again, nor the ticket, nor anything done. With a third of all calls failing, an attempt
 rarely gets through everything, but every attempt gets further; Slack user ids found by email are also
 remembered by the worker.
-  Residual duplicate: after a dropped connection the SMTP server may have kept the message the retry sends
-  again — it carries the same Message-ID, so mail clients can tell.
 
 The requester's story is told whole. Presentations are coalesced to the newest view, so the one that was
 to say "your access is active" may never run (a short grant that ended while an earlier presentation was
@@ -199,9 +199,10 @@ def outcomes_to_tell(view: RequestView) -> list[RequestView]:
     return told
 
 
-def _sentence(note: str) -> str:
-    """A view's ``outcome_note`` ("approved in hoop's own UI") as a sentence for people to read."""
-    note = note.strip()
+def _outcome_note(view: RequestView) -> str:
+    """The view's ``outcome_note`` ("approved in hoop's own UI") as a sentence for people to read; "" when
+    there is none."""
+    note = (view.outcome_note or "").strip()
     return (note[:1].upper() + note[1:]).rstrip(".") + "." if note else ""
 
 
@@ -554,16 +555,9 @@ class ChannelActivities:
                 continue
             recipient = people.get(person_id)
             try:
-                link = self._link(view, person_id)
-                text, blocks = render_blocks(
-                    "request_updated",
-                    view=view,
-                    recipient=recipient,
-                    link=link,
-                    decision_open=self._may_decide(view, recipient),
-                    note=_sentence(view.outcome_note) if view.outcome_note else "",
+                text, blocks, shown = self._approver_message(
+                    view, recipient, person_id, decision_open=self._may_decide(view, recipient)
                 )
-                shown = _fingerprint(text, blocks, link)
                 if ref.shown == shown:
                     continue  # it already shows this
                 await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
@@ -618,32 +612,36 @@ class ChannelActivities:
     ) -> None:
         """Bring a person's DMs of earlier stages up to date, without buttons (their current DM has them);
         one deleted by its reader is forgotten."""
+        text, blocks, shown = self._approver_message(view, recipient, person_id, decision_open=False)
+        refs = state.earlier.get(person_id, [])  # updated in place, so every checkpoint carries it
+        gone: list[SlackMessageRef] = []
+        for i, ref in enumerate(refs):
+            if ref.shown == shown:
+                continue
+            try:
+                await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
+            except SlackNotFoundError:
+                gone.append(ref)  # deleted by its reader: nothing left to keep up to date
+                continue
+            refs[i] = ref.model_copy(update={"shown": shown})
+            self._checkpoint(state, emailed)
+        if gone:
+            state.earlier[person_id] = [ref for ref in refs if ref not in gone]
+
+    def _approver_message(
+        self, view: RequestView, recipient: PersonRef | None, person_id: str, *, decision_open: bool
+    ) -> tuple[str, list[dict[str, Any]], str]:
+        """An approver's DM as it should look now (``request_updated``), and its fingerprint."""
         link = self._link(view, person_id)
         text, blocks = render_blocks(
             "request_updated",
             view=view,
             recipient=recipient,
             link=link,
-            decision_open=False,
-            note=_sentence(view.outcome_note) if view.outcome_note else "",
+            decision_open=decision_open,
+            note=_outcome_note(view),
         )
-        shown = _fingerprint(text, blocks, link)
-        refs = list(state.earlier.get(person_id, []))
-        kept: list[SlackMessageRef] = []
-        for i, ref in enumerate(refs):
-            current: SlackMessageRef | None = ref
-            if ref.shown != shown:
-                try:
-                    await slack.update(MessageRef(channel=ref.channel, ts=ref.ts), text, blocks)
-                except SlackNotFoundError:
-                    current = None  # deleted by its reader: nothing left to keep up to date
-                else:
-                    current = ref.model_copy(update={"shown": shown})
-                state.earlier[person_id] = [*kept, *([current] if current else []), *refs[i + 1 :]]
-                self._checkpoint(state, emailed)
-            if current is not None:
-                kept.append(current)
-        state.earlier[person_id] = kept
+        return text, blocks, _fingerprint(text, blocks, link)
 
     async def _refresh_told(
         self,
@@ -656,7 +654,7 @@ class ChannelActivities:
     ) -> None:
         """Bring a message that told the requester an outcome up to date: it shows the request as it is
         now, and an earlier outcome's message says it was overtaken."""
-        notes = [_sentence(view.outcome_note)] if view.outcome_note else []
+        notes = [_outcome_note(view)] if view.outcome_note else []
         if status != view.status.value:
             notes.append(f"Updated: this request is {view.status.value} now.")
         text, blocks = render_blocks(
@@ -727,7 +725,7 @@ class ChannelActivities:
             "requester_outcome",
             view=view,
             recipient=view.requester,
-            note=_sentence(view.outcome_note) if view.outcome_note else "",
+            note=_outcome_note(view),
         )
         posted = await slack.post_once(
             user,
@@ -772,7 +770,7 @@ class ChannelActivities:
             steps.append((_comment_step(text), doing, _comment(jira, key, text)))
         if view.status is not RequestStatus.PENDING:
             text = self._text.get_template("jira/comment_status.j2").render(
-                view=view, note=_sentence(view.outcome_note) if view.outcome_note else ""
+                view=view, note=_outcome_note(view)
             )
             steps.append((_comment_step(text), f"commenting the status on {key}", _comment(jira, key, text)))
         path = self._transitions(view.status)
@@ -882,7 +880,7 @@ class ChannelActivities:
                 message_id = remind_message_id(view.id, stage, person.id)
                 sends.append((message_id, person, "request_created", context))
         for outcome in outcomes_to_tell(view):
-            note = _sentence(outcome.outcome_note) if outcome.outcome_note else ""
+            note = _outcome_note(outcome)
             context = {"view": outcome, "recipient": view.requester, "note": note}
             message_id = outcome_message_id(view.id, outcome.status.value)
             sends.append((message_id, view.requester, "outcome", context))

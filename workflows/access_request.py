@@ -723,12 +723,8 @@ class AccessRequestWorkflow:
         if self._presenter is None:
             return
         self._present_pending = True
-        for person in ask or []:
-            if person.id not in {p.id for p in self._present_ask}:
-                self._present_ask.append(person)
-        for person in remind or []:
-            if person.id not in {p.id for p in self._present_remind}:
-                self._present_remind.append(person)
+        self._present_ask = _queued(self._present_ask, ask or [])
+        self._present_remind = _queued(self._present_remind, remind or [])
 
     async def _present_loop(self) -> None:
         """One presentation at a time, always of the newest view: a burst of changes is coalesced, and an
@@ -779,10 +775,8 @@ class AccessRequestWorkflow:
         if self._present_rounds >= PRESENT_ROUNDS:
             return False
         self._present_rounds += 1
-        queued = {p.id for p in self._present_ask}
-        self._present_ask = [*(p for p in ask if p.id not in queued), *self._present_ask]
-        queued = {p.id for p in self._present_remind}
-        self._present_remind = [*(p for p in remind if p.id not in queued), *self._present_remind]
+        self._present_ask = _queued(ask, self._present_ask)
+        self._present_remind = _queued(remind, self._present_remind)
         self._present_pending = True
         return True
 
@@ -1086,6 +1080,14 @@ class AccessRequestWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("notification %s for %s not sent: %s", event, self._view.id, err.cause)
+
+
+def _queued(first: list[PersonRef], then: list[PersonRef]) -> list[PersonRef]:
+    """``first``, then those of ``then`` not in it: each person once, in order."""
+    people: dict[str, PersonRef] = {}
+    for person in [*first, *then]:
+        people.setdefault(person.id, person)
+    return list(people.values())
 
 
 def _rejected_in_hoop(review: HoopReview) -> str:
