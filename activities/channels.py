@@ -532,20 +532,11 @@ class ChannelActivities:
         failures = _Failures("slack")
         people = await self._people(view, ask, state.slack)
         fresh: set[str] = set()  # refs posted now: they already show the view as it is
-        for person in ask:
+        for person, reminder in [*((p, False) for p in ask), *((p, True) for p in remind)]:
             try:
-                await self._ask_slack(slack, view, stage, person, state, fresh)
+                await self._ask_slack(slack, view, stage, person, state, fresh, reminder=reminder)
             except Exception as exc:
-                failures.add(exc, f"asking {person.email}")
-                if failures.stop:
-                    return failures.items
-            else:
-                self._checkpoint(state, emailed)
-        for person in remind:
-            try:
-                await self._ask_slack(slack, view, stage, person, state, fresh, reminder=True)
-            except Exception as exc:
-                failures.add(exc, f"reminding {person.email}")
+                failures.add(exc, f"{'reminding' if reminder else 'asking'} {person.email}")
                 if failures.stop:
                     return failures.items
             else:
