@@ -1,11 +1,13 @@
-"""Check HTTP exchanges with hoop against its OpenAPI 3.0.3 spec (``../shared/specs/hoop-openapiv3.json``).
+"""Check HTTP exchanges with hoop against its OpenAPI 3.0.3 spec, as frozen in ``tests/contracts/hoop.json``
+(from ``../shared/specs/hoop-openapiv3.json``; ``tests/contracts/regenerate.py`` writes it).
 
 ``SpecValidator(spec, differences).check(exchange)`` returns the problems of one exchange: an operation the
 spec lacks, a query parameter it does not declare (or of the wrong type), a request or response body that
 does not match its schema, a status it does not list. Schemas are made *strict*: an object that declares its
 properties accepts no others, so a renamed or invented field is drift too. OpenAPI 3.0's ``nullable`` becomes
 a JSON-schema ``null`` type; ``$ref``s are expanded inline (each property schema is tagged with ``x-field``
-``"<component>.<property>"`` so an error can be traced to the field it concerns).
+``"<component>.<property>"`` so an error can be traced to the field it concerns). An operation the spec has
+but the frozen file does not (``tests/contracts``) is reported as such.
 
 Known differences between the running gateway and its spec are data (``KnownDifference``); an error is
 forgiven only when a difference names exactly it, and ``used`` records which differences were needed, so a
@@ -18,15 +20,14 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
-SPEC_PATH = SPEC_DIR / "hoop-openapiv3.json"
+from tests.contracts import NOT_FROZEN, NOT_FROZEN_HINT, load_contract
+
 API_PREFIX = "/api"
 
 Kind = Literal["status", "undeclared_status", "nullable", "enum", "response_schema", "auth", "behaviour"]
@@ -121,11 +122,9 @@ def _loads(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def load_spec(path: Path = SPEC_PATH) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    spec: dict[str, Any] = json.loads(path.read_text())
-    return spec
+def load_spec() -> dict[str, Any]:
+    """hoop's spec, as frozen in ``tests/contracts/hoop.json``."""
+    return load_contract("hoop")
 
 
 _FORMATS = FormatChecker(["uuid", "email"])
@@ -145,6 +144,10 @@ class SpecValidator:
 
     def component(self, name: str) -> dict[str, Any]:
         """A component schema, converted to strict JSON schema with ``$ref``s expanded inline."""
+        if name not in self._components:
+            raise KeyError(
+                f"component {name!r} is not in the spec, or not frozen: see tests/contracts/regenerate.py"
+            )
         if name not in self._expanded:
             self._expanded[name] = self._convert(self._components[name], owner=name, stack=(name,))
         return self._expanded[name]
@@ -211,6 +214,8 @@ class SpecValidator:
             return [f"{exchange}: no such operation in the spec"]
         template, op = found
         name = f"{exchange.method} {template}"
+        if op.get(NOT_FROZEN):
+            return [f"{exchange}: {name} {NOT_FROZEN_HINT}"]
         problems = self._check_query(name, op, exchange)
         if exchange.request_json is not None:
             schema = self._media_schema(op.get("requestBody"))

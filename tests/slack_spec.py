@@ -1,5 +1,6 @@
 """Check Slack Web API calls, as the Slack stand-in records them, against Slack's frozen Web API spec
-(``../shared/specs/slack-web-openapi-v2.json``: slackapi/slack-api-specs v1.7.0, Swagger 2.0, 2020-10-06).
+(``../shared/specs/slack-web-openapi-v2.json``: slackapi/slack-api-specs v1.7.0, Swagger 2.0, 2020-10-06),
+read from the part of it that ``tests/contracts/slack.json`` keeps (``tests/contracts/regenerate.py``).
 
 The spec is frozen and wrong in places (it lists ``views.open`` as GET), so it is used for *names only*:
 the method must be one of its paths, every argument sent must be a parameter it declares for that method,
@@ -7,22 +8,18 @@ and every top-level field of a successful answer (HTTP 200 with ``"ok": true``) 
 200 schema. The HTTP verb, types and values are not checked. Whatever Slack added after 2020 that grantflow
 uses is allowed by name in the lists below, each with its reason; nothing else is, so a misspelt argument
 (``chanel``) or a field the stand-in invents is reported. ``SlackSpecChecker.used`` records which allowances
-were needed, so one that is no longer needed can be noticed and removed.
+were needed, so one that is no longer needed can be noticed and removed. A method the spec has but
+``tests/contracts/slack.json`` does not keep is reported as not frozen.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from sandbox.slack import Call
-
-SPEC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "specs"
-SPEC_PATH = SPEC_DIR / "slack-web-openapi-v2.json"
+from tests.contracts import NOT_FROZEN, NOT_FROZEN_HINT, load_contract
 
 
 @dataclass(frozen=True)
@@ -69,17 +66,9 @@ KNOWN_NEWER_FIELDS: dict[str, dict[str, str]] = {
 }
 
 
-@lru_cache(maxsize=1)
-def _load(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    spec: dict[str, Any] = json.loads(path.read_text())
-    return spec
-
-
-def load_spec(path: Path = SPEC_PATH) -> dict[str, Any] | None:
-    """The spec (read once), or None when the file is absent."""
-    return _load(path)
+def load_spec() -> dict[str, Any]:
+    """Slack's Web API spec, as frozen in ``tests/contracts/slack.json``."""
+    return load_contract("slack")
 
 
 @dataclass
@@ -125,6 +114,8 @@ class SlackSpecChecker:
     def check(self, call: Call) -> list[str]:
         """The problems of one call (none when every name is the spec's or allowed)."""
         method = call.method
+        if any(op.get(NOT_FROZEN) for op in self.operations(method)):
+            return [f"{method} {NOT_FROZEN_HINT}"]
         if self.operations(method):
             params, fields = self.declared_params(method), self.declared_fields(method)
         elif method in self.newer_methods:
@@ -166,8 +157,5 @@ class SlackSpecChecker:
 
 
 def spec_problems(calls: Iterable[Call], spec: Mapping[str, Any] | None = None) -> list[str]:
-    """The problems of ``calls`` against the spec (read from ``SPEC_PATH`` unless given)."""
-    spec = spec if spec is not None else load_spec()
-    if spec is None:
-        raise FileNotFoundError(f"Slack's Web API spec is not at {SPEC_PATH}")
-    return SlackSpecChecker(spec).check_all(calls)
+    """The problems of ``calls`` against the spec (the frozen one unless given)."""
+    return SlackSpecChecker(spec if spec is not None else load_spec()).check_all(calls)
