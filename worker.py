@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.access_check import AccessCheckActivities
 from activities.channels import ChannelActivities, build_channels
 from activities.directory import DirectoryActivities
 from activities.gateway import GatewayActivities
@@ -56,8 +57,9 @@ def build_activities(
     records = RecordActivities(store)
     directory = DirectoryActivities(store)
     gateway_activities = GatewayActivities(gateway)
+    access_check = AccessCheckActivities(store, gateway)
     notifications = NotificationActivities(notifier, links)
-    sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share)
+    sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share, gateway=gateway)
     standing = StandingAccessActivities(store, gateway, scim)
     hoop_reviews = HoopReviewActivities(
         gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies
@@ -68,10 +70,12 @@ def build_activities(
     return [
         records.record,
         directory.resolve_approvers,
+        access_check.check_access,
         gateway_activities.grant,
         gateway_activities.revoke,
         notifications.notify,
         sync.sync_directory,
+        sync.apply_in_gateway,
         standing.revoke_membership,
         channels.present,
         hoop_reviews.list_pending,

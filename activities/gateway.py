@@ -4,10 +4,18 @@ Gateway errors are translated here into Temporal retry behaviour: transient ones
 the gateway's ``Retry-After`` when it sends one), permanent ones fail the activity without retry so
 the workflow can say what went wrong. Idempotency: the correlation id is derived from the request id
 and the grant segment, and the adapter looks for an earlier grant under it before writing a new one.
+
+Ending a grant takes away what it enabled. hoop links a session opened under a jit grant to nothing (its
+``review`` is null), so the sessions a grant enabled are the person's sessions on the connection that
+started since the grant began (less ``SESSION_CLOCK_SKEW``), found by time and matched exactly. Each open
+one is killed and read back; hoop answers 204 even when the session lives on another gateway process and
+stays open, so a kill is repeated a few rounds (``KILL_ROUNDS``) and the sessions still open are returned
+for the workflow to escalate, never retried forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 
@@ -19,11 +27,22 @@ from domain.requests import GrantSegment
 from integrations.gateway import (
     Gateway,
     GatewayError,
+    GatewayNotFoundError,
     GatewayPermanentError,
+    GatewaySession,
     GatewayTransientError,
 )
 
 GATEWAY_REFUSED = "GatewayRefused"
+# A session that started this much before the grant began still counts as one it enabled: grantflow's
+# (Temporal's) clock and hoop's differ a little. Wider would reach sessions that predate the grant.
+SESSION_CLOCK_SKEW = timedelta(seconds=5)
+# Rounds of kill-then-read-back for sessions hoop still lists open after a kill (it answers 204 for a
+# session living on another gateway process, or a stale row). The ones open after the last round are
+# returned (the workflow escalates): a session that will not die must not hold the revocation forever.
+KILL_ROUNDS = 3
+# The pause between two rounds, for hoop to close what it was asked to (heartbeating meanwhile).
+KILL_ROUND_WAIT = timedelta(seconds=2)
 
 
 class GrantInput(BaseModel):
@@ -45,13 +64,27 @@ class RevokeInput(BaseModel):
     """Every correlation id a grant was attempted under, so even a grant whose reply was lost is found."""
     review_ids: list[str] = []
     """jit reviews the request holds that grantflow did not provision (the hoop review a request started
-    from): revoked too, and sessions opened under them killed."""
+    from): revoked too."""
+    sessions_since: AwareDatetime | None = None
+    """When the request's access could first have been used (when grantflow decided to grant, just before
+    its first attempt, or the opening of a request for a hoop review): the person's sessions on the
+    connection started since (less ``SESSION_CLOCK_SKEW``) are the ones it enabled, and are killed. None:
+    no session is looked for."""
+    session_ids: list[str] = []
+    """Sessions known to be the request's whenever they started (the session that asked for a hoop
+    review, which goes live under it once approved): killed too when open before the revocation (hoop
+    marks a revoked review's own session done, live or not)."""
 
 
 class RevokeResult(BaseModel):
     revoked_review_ids: list[str]
     killed_session_ids: list[str]
+    """Sessions that were open and were ended by the kill."""
     attempt: int
+    sessions_seen: list[str] = []
+    """Every session the grant enabled (open or already ended), oldest first."""
+    sessions_left_open: list[str] = []
+    """Sessions still open after ``KILL_ROUNDS`` kills (hoop answered 204 but they live on): escalated."""
 
 
 def grant_correlation_id(request_id: str, segment: int) -> str:
@@ -70,8 +103,9 @@ def gateway_application_error(exc: GatewayError, doing: str) -> ApplicationError
 
 
 class GatewayActivities:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, *, kill_round_wait: timedelta = KILL_ROUND_WAIT) -> None:
         self._gateway = gateway
+        self._kill_round_wait = kill_round_wait
 
     @activity.defn(name="grant_access")
     async def grant(self, inp: GrantInput) -> GrantSegment:
@@ -101,14 +135,19 @@ class GatewayActivities:
 
     @activity.defn(name="revoke_access")
     async def revoke(self, inp: RevokeInput) -> RevokeResult:
-        """Revoke every grant made for the request, kill the sessions opened under them, read both back.
+        """Revoke every grant made for the request, kill the sessions the grant enabled, read both back.
 
-        Only sessions opened under one of this request's reviews are killed: a session the person
-        holds through standing access is not ours to cut. Any failure, including a read-back that
-        still shows access, raises so the activity is retried (the workflow escalates if it lasts)."""
+        The sessions are the person's on the connection started since ``inp.sessions_since`` (less the
+        clock skew), matched exactly by the adapter, whatever their review (hoop links none to the grant),
+        plus ``inp.session_ids``. Any gateway failure, and a review still approved on read-back, raises so
+        the activity is retried (the workflow escalates if it lasts); sessions still open after
+        ``KILL_ROUNDS`` kills are returned in ``sessions_left_open`` instead."""
         doing = f"revoking {inp.connection} from {inp.user_email}"
         try:
             ours: set[str] = set()
+            grant_records: set[str] = set()  # the sessions provisioning wrote: grants, never connected
+            # Read before revoking: hoop marks a revoked review's own session done, live or not.
+            named_open = await self._open_sessions(inp.session_ids)
             for review_id in inp.review_ids:
                 ours.add(review_id)
                 # Reads the review back: one already REVOKED counts as revoked, anything else raises.
@@ -116,24 +155,17 @@ class GatewayActivities:
             for correlation_id in inp.correlation_ids:
                 for grant in await self._gateway.find_grants(correlation_id=correlation_id):
                     ours.add(grant.review_id)
+                    grant_records.add(grant.session_id)
                     if grant.status == "APPROVED":
                         await self._gateway.revoke_grant(grant.review_id)
-            killed = []
-            for session in await self._gateway.list_sessions(user=inp.user_email, connection=inp.connection):
-                if session.status == "open" and session.review_id in ours:
-                    await self._gateway.kill_session(session.id)
-                    killed.append(session.id)
-            # Read back: nothing of ours may still be approved or open.
+            # Revoked first, so no new session can open under the grant while its sessions are killed.
+            used = await self._sessions_enabled(inp, grant_records, named_open)
+            killed, left_open = await self._kill([s.id for s in used if s.status == "open"])
             still_granted = [
                 g.review_id
                 for cid in inp.correlation_ids
                 for g in await self._gateway.find_grants(correlation_id=cid)
                 if g.status == "APPROVED"
-            ]
-            still_open = [
-                s.id
-                for s in await self._gateway.list_sessions(user=inp.user_email, connection=inp.connection)
-                if s.status == "open" and s.review_id in ours
             ]
         except GatewayError as exc:
             # Never give up on a revocation: even a "permanent" refusal (a rotated API key, a group taken
@@ -142,14 +174,69 @@ class GatewayActivities:
             raise ApplicationError(
                 error.message, type=error.type, next_retry_delay=error.next_retry_delay, non_retryable=False
             ) from exc
-        if still_open or still_granted:
+        if still_granted:
             raise ApplicationError(
-                f"{doing}: read-back still shows access (approved reviews {still_granted}, "
-                f"open sessions {still_open})",
+                f"{doing}: read-back still shows access (approved reviews {still_granted})",
                 type="RevocationNotVerified",
             )
         return RevokeResult(
             revoked_review_ids=sorted(ours),
             killed_session_ids=killed,
             attempt=activity.info().attempt,
+            sessions_seen=[s.id for s in used],
+            sessions_left_open=left_open,
         )
+
+    async def _open_sessions(self, session_ids: list[str]) -> list[GatewaySession]:
+        open_ones = []
+        for session_id in session_ids:
+            try:
+                session = await self._gateway.get_session(session_id)
+            except GatewayNotFoundError:
+                continue
+            if session.status == "open":
+                open_ones.append(session)
+        return open_ones
+
+    async def _sessions_enabled(
+        self, inp: RevokeInput, grant_records: set[str], named_open: list[GatewaySession]
+    ) -> list[GatewaySession]:
+        """The person's sessions the grant enabled, oldest first: started since the window opened, and
+        the named ones that were open before the revocation (whatever hoop shows for them now). Not the
+        sessions that only record a grant or a review (hoop marks them done when the review is revoked):
+        those provisioning wrote (``grant_records``), the named ones that were not open, ``ready`` ones."""
+        records = grant_records | set(inp.session_ids)
+        found: dict[str, GatewaySession] = {s.id: s for s in named_open}
+        if inp.sessions_since is not None:
+            since = inp.sessions_since - SESSION_CLOCK_SKEW
+            for s in await self._gateway.list_sessions(
+                user=inp.user_email, connection=inp.connection, since=since
+            ):
+                if s.id not in records and s.status != "ready":
+                    found.setdefault(s.id, s)
+        return sorted(found.values(), key=lambda s: (s.start_date is None, s.start_date, s.id))
+
+    async def _kill(self, session_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Kill these sessions and read each back, up to ``KILL_ROUNDS`` rounds for those still open.
+        Returns (killed, still open)."""
+        killed: list[str] = []
+        left = list(session_ids)
+        for round_no in range(1, KILL_ROUNDS + 1):
+            if not left:
+                break
+            if round_no > 1:
+                activity.heartbeat(f"kill round {round_no}: {len(left)} session(s) still open")
+                await asyncio.sleep(self._kill_round_wait.total_seconds())
+            still_open = []
+            for session_id in left:
+                try:
+                    await self._gateway.kill_session(session_id)
+                    if (await self._gateway.get_session(session_id)).status == "open":
+                        still_open.append(session_id)
+                    else:
+                        killed.append(session_id)
+                except GatewayNotFoundError:
+                    killed.append(session_id)  # gone: nothing left to end
+                activity.heartbeat(f"killed {session_id}")
+            left = still_open
+        return killed, left

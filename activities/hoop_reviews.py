@@ -19,9 +19,14 @@ Invariants:
   then reserves the request's (person, connection) slot in the store, like any request: a person who
   already has an open request there is pointed to it instead (at most one grant per person and
   connection). Every rejection made here is written to the ledger under the request id it would have had.
-- **Deciding is idempotent**: approving a review already APPROVED, or rejecting one already REJECTED, is
-  success; the review is always read back and returned, so the workflow decides what the outcome means
-  (rejected in hoop meanwhile, still waiting for other groups, approved with this ``revoke_at``).
+- **Deciding is idempotent, and decides as hoop counts**: the review is read before it is decided, and
+  approved with ``force_review`` by grantflow's key (a member of the force-approval groups), in one call; a
+  review already APPROVED is never approved again (hoop would reset its ``revoke_at``), so a retry after
+  an uncertain failure (a 5xx after the write) sends no second approval. Rejecting one already REJECTED
+  is success. The review is always read back and returned, so the workflow decides what the outcome
+  means (rejected in hoop meanwhile, approved with this ``revoke_at``).
+- **A ``onetime`` review's command** is read from its session's detail at admission
+  (``session_command``): hoop's session list blanks it.
 - Rejecting a ``jit`` review also kills the sessions opened under it: hoop accepts rejecting an APPROVED
   review, which blocks new sessions only.
 
@@ -79,6 +84,8 @@ class HoopReviewGateway(Protocol):
     """What deciding hoop-originated reviews needs from the gateway (``HoopGateway`` provides it)."""
 
     async def list_pending_reviews(self) -> list[HoopPendingReview]: ...
+
+    async def session_command(self, session_id: str) -> str | None: ...
 
     async def get_review(self, review_id: str) -> HoopReview: ...
 
@@ -254,6 +261,24 @@ class HoopReviewActivities:
         now = activity.info().current_attempt_scheduled_time
         outcomes = []
         for review in inp.reviews:
+            if review.type == HoopReviewType.ONETIME.value and review.command is None:
+                try:
+                    command = await self._hoop().session_command(review.session_id)
+                except GatewayNotFoundError:
+                    outcomes.append(
+                        AdmitOutcome(
+                            review_id=review.review_id,
+                            connection=review.connection,
+                            admission=Admission.LEFT_ALONE,
+                            reason=f"the session {review.session_id} of this onetime review is gone in hoop",
+                        )
+                    )
+                    continue
+                except GatewayError as exc:
+                    raise gateway_application_error(
+                        exc, f"reading the command of hoop review {review.review_id}"
+                    ) from exc
+                review = review.model_copy(update={"command": command})
             person = await asyncio.to_thread(self._store.find_person_by_email, review.user_email)
             intake = hoop_intake(
                 review, self._policies, person, now=now, timings=inp.timings, channels=inp.channels

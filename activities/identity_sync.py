@@ -4,6 +4,12 @@ Safety: the provider is listed completely before anything is written; an error o
 page raises (the previous state stays intact); a sync that trips :func:`domain.directory_sync.guard`
 (mass deactivation, an emptied group) applies nothing, writes an alert to the ledger and says why.
 The activity returns which running requests must hear about it; the workflow sends those signals.
+
+Leavers and re-activations are then made effective in the gateway at once (``apply_in_gateway``, run by
+the workflow only after a sync was applied, so never for a dry run nor one the guard stopped): a leaver's
+hoop user is set ``inactive`` (hoop refuses them at connect from then on) and every session they have open,
+on any connection, is killed; a person re-activated in the IdP is set ``active`` again. Both read back;
+every step is a ledger entry. Someone who never signed in to hoop has nothing there to change.
 """
 
 from __future__ import annotations
@@ -11,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.gateway_people import GatewayWriteNotVerified, kill_open_sessions, set_user_status
 from domain.directory_sync import DirectoryChanges, GroupChange, Leaver, ManagerChange, diff_directory, guard
 from domain.identity import Person, PersonRef
 from domain.requests import ApproversChanged, PersonLeft, RequestView
+from integrations.gateway import Gateway, GatewayError, GatewayTransientError
 from integrations.scim import (
     DirectoryGroup,
     DirectoryUser,
@@ -52,6 +61,25 @@ class RequestSignal(BaseModel):
     approvers_changed: ApproversChanged | None = None
 
 
+class GatewayChangesInput(BaseModel):
+    sync_id: str
+    leavers: list[Leaver] = Field(default_factory=list)
+    reactivated: list[PersonRef] = Field(default_factory=list)
+    final_attempt: int
+    """The retry policy's last attempt: a transient failure then is escalated instead of retried."""
+
+
+class GatewayChanges(BaseModel):
+    deactivated: list[str] = Field(default_factory=list)
+    """Emails set inactive in the gateway (or found inactive already), read back."""
+    never_signed_in: list[str] = Field(default_factory=list)
+    """Leavers or re-activated people with no gateway user: nothing to change there."""
+    sessions_killed: dict[str, list[str]] = Field(default_factory=dict)
+    """Email → ids of the sessions killed."""
+    reactivated: list[str] = Field(default_factory=list)
+    """Emails set active again in the gateway, read back."""
+
+
 class SyncReport(BaseModel):
     sync_id: str
     mode: str  # full or incremental
@@ -63,10 +91,16 @@ class SyncReport(BaseModel):
     counts: dict[str, int]
     joiners: list[PersonRef] = Field(default_factory=list)
     leavers: list[Leaver] = Field(default_factory=list)
+    reactivated: list[PersonRef] = Field(default_factory=list)
+    """Joiners who were in the directory before, inactive: set active in the gateway again."""
     movers: list[ManagerChange] = Field(default_factory=list)
     group_changes: list[GroupChange] = Field(default_factory=list)
     signals: list[RequestSignal] = Field(default_factory=list)
     """For a dry run: the requests that *would* be told."""
+    gateway: GatewayChanges | None = None
+    """What the gateway was told (set by the workflow once applied)."""
+    gateway_error: str | None = None
+    """Why the gateway could not be told, after retries (escalated in the ledger)."""
 
 
 def _person(user: DirectoryUser) -> Person:
@@ -81,11 +115,17 @@ def _person(user: DirectoryUser) -> Person:
 
 class IdentitySyncActivities:
     def __init__(
-        self, store: Store, directory: ScimDirectory | None, *, max_deactivation_share: float = 0.10
+        self,
+        store: Store,
+        directory: ScimDirectory | None,
+        *,
+        max_deactivation_share: float = 0.10,
+        gateway: Gateway | None = None,
     ) -> None:
         self._store = store
         self._directory = directory
         self._max_share = max_deactivation_share
+        self._gateway = gateway
 
     @activity.defn(name="sync_directory")
     async def sync_directory(self, inp: SyncInput) -> SyncReport:
@@ -102,6 +142,89 @@ class IdentitySyncActivities:
             ) from exc
         except ScimError as exc:
             raise ApplicationError(f"the SCIM provider failed: {exc}", type="ScimError") from exc
+
+    @activity.defn(name="sync_apply_in_gateway")
+    async def apply_in_gateway(self, inp: GatewayChangesInput) -> GatewayChanges:
+        """Make an applied sync's leavers and re-activations effective in the gateway now. Idempotent:
+        a retry finds users already changed and sessions already killed, and its ledger entries are the
+        first attempt's (same idempotency keys)."""
+        if self._gateway is None:
+            raise ApplicationError(
+                "no gateway is configured to deactivate leavers in", type="NotConfigured", non_retryable=True
+            )
+        try:
+            return await self._apply_in_gateway(inp, self._gateway)
+        except GatewayError as exc:
+            transient = isinstance(exc, GatewayTransientError)
+            if isinstance(exc, GatewayTransientError) and activity.info().attempt < inp.final_attempt:
+                delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+                raise ApplicationError(exc.message, type="GatewayTransient", next_retry_delay=delay) from exc
+            await asyncio.to_thread(
+                self._store.append_ledger,
+                kind="gateway.sync_escalated",
+                subject="directory",
+                actor="identity sync",
+                channel="gateway",
+                data={
+                    "sync_id": inp.sync_id,
+                    "error": exc.message,
+                    "attempts": activity.info().attempt,
+                    "leavers": [leaver.person.email for leaver in inp.leavers],
+                    "reactivated": [p.email for p in inp.reactivated],
+                },
+                idempotency_key=f"{inp.sync_id}:gateway:escalated",
+            )
+            log.error("identity sync %s could not update the gateway: %s", inp.sync_id, exc.message)
+            raise ApplicationError(
+                f"the gateway was not updated for this sync's leavers: {exc.message}",
+                type="GatewayTransient" if transient else "GatewayRefused",
+                non_retryable=True,
+            ) from exc
+
+    async def _apply_in_gateway(self, inp: GatewayChangesInput, gateway: Gateway) -> GatewayChanges:
+        result = GatewayChanges()
+        for leaver in inp.leavers:
+            person = leaver.person
+            # Inactive first: hoop then refuses any new session, so none opens behind the kill listing.
+            change = await set_user_status(gateway, person.email, "inactive")
+            await self._ledger(
+                inp.sync_id,
+                "gateway.user_deactivated",
+                person,
+                {"reason": leaver.reason.value, **change.model_dump()},
+            )
+            if not change.in_gateway:
+                result.never_signed_in.append(person.email)
+                continue
+            result.deactivated.append(person.email)
+            kills = await kill_open_sessions(gateway, person.email)
+            if kills.open_after:
+                raise GatewayWriteNotVerified(
+                    f"sessions {', '.join(kills.open_after)} of {person.email} are still open after the kill"
+                )
+            await self._ledger(inp.sync_id, "gateway.sessions_killed", person, kills.model_dump())
+            result.sessions_killed[person.email] = [k.id for k in kills.killed]
+            activity.heartbeat({"done": person.email})
+        for person in inp.reactivated:
+            # Only a user this sync (or an admin) made inactive: an invited one stays as hoop has it.
+            change = await set_user_status(gateway, person.email, "active", only_from=("inactive",))
+            await self._ledger(inp.sync_id, "gateway.user_reactivated", person, change.model_dump())
+            if not change.in_gateway:
+                result.never_signed_in.append(person.email)
+            elif change.status_after == "active":
+                result.reactivated.append(person.email)
+        return result
+
+    async def _ledger(self, sync_id: str, kind: str, person: PersonRef, data: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._store.append_ledger,
+            kind=kind,
+            subject=person.id,
+            actor="identity sync",
+            channel="gateway",
+            data={"sync_id": sync_id, "email": person.email, **data},
+            idempotency_key=f"{sync_id}:{kind}:{person.id}",
+        )
 
     async def _sync(self, inp: SyncInput) -> SyncReport:
         if self._directory is None:
@@ -126,6 +249,7 @@ class IdentitySyncActivities:
         group_members = {g.display_name: list(g.member_ids) for g in groups}
         changes = diff_directory(current, incoming, group_members, full=full)
         active_before = sum(1 for p in current if p.active)
+        inactive_before = {p.id for p in current if not p.active}
         blocked = guard(changes, active_before, self._max_share)
 
         report = SyncReport(
@@ -139,6 +263,7 @@ class IdentitySyncActivities:
             counts=changes.counts(),
             joiners=changes.joiners,
             leavers=changes.leavers,
+            reactivated=[p for p in changes.joiners if p.id in inactive_before],
             movers=changes.movers,
             group_changes=changes.group_changes,
         )

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from domain.access import AccessVerdict
 from domain.durations import Elapsed, PositiveDuration
 from domain.identity import Actor, PersonRef
 from domain.policy import RolePolicy
@@ -230,10 +231,18 @@ class RequestView(BaseModel):
     grants: list[GrantSegment] = Field(default_factory=list)
     revocation_attempts: int = 0
     revocation_escalated: bool = False
+    sessions_used: list[str] = Field(default_factory=list)
+    """The person's gateway sessions the grant enabled, as found when it was taken away (oldest first)."""
+    sessions_killed: list[str] = Field(default_factory=list)
+    """Those of ``sessions_used`` that were open and were killed."""
+    sessions_left_open: list[str] = Field(default_factory=list)
+    """Those still open after every kill (the gateway said it killed them, they live on): escalated."""
     policy: RolePolicy
     updated_at: datetime
     origin: HoopReviewOrigin | None = None
     """The hoop review this request decides, when it started in hoop."""
+    access_check: AccessVerdict | None = None
+    """hoop's two gates for the requester as last computed (eligible, review needed, through which groups)."""
     outcome_note: str | None = None
     """How the request was decided when approvals and denials do not show it (e.g. "approved in hoop's
     own UI")."""

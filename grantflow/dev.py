@@ -239,11 +239,13 @@ def start_hoop(settings: Settings, ports: DevPorts) -> object | None:
     if not settings.hoop_url.endswith(f"127.0.0.1:{ports.hoop}"):
         return None
     from sandbox.hoop import HoopStandIn
-    from sandbox.seed import seed_hoop
+    from sandbox.seed import GRANTFLOW_GROUP, seed_hoop
 
     state_file = settings.state_dir / "hoop.json"
     fresh = not state_file.exists()
-    hoop = HoopStandIn(state_file=state_file, api_keys={settings.require_secret("hoop_api_key"): ["admin"]})
+    hoop = HoopStandIn(
+        state_file=state_file, api_keys={settings.require_secret("hoop_api_key"): ["admin", GRANTFLOW_GROUP]}
+    )
     hoop.start(port=ports.hoop)
     if fresh:
         assert settings.organisation_file is not None and settings.policies_file is not None

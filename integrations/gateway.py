@@ -19,6 +19,8 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from domain.access import ConnectionAccessRules
+
 
 class GatewayError(Exception):
     def __init__(self, message: str, *, status: int | None = None) -> None:
@@ -106,8 +108,18 @@ class Gateway(Protocol):
     async def decide_review(self, review_id: str, *, approve: bool, reason: str = "") -> None: ...
 
     async def list_sessions(
-        self, *, user: str | None = None, connection: str | None = None, status: str | None = None
-    ) -> list[GatewaySession]: ...
+        self,
+        *,
+        user: str | None = None,
+        connection: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+    ) -> list[GatewaySession]:
+        """Sessions of exactly this person (subject id or email) on exactly this connection, started at or
+        after ``since``, newest first."""
+        ...
+
+    async def get_session(self, session_id: str) -> GatewaySession: ...
 
     async def kill_session(self, session_id: str) -> None: ...
 
@@ -122,5 +134,9 @@ class Gateway(Protocol):
     async def list_user_groups(self) -> list[str]: ...
 
     async def access_control_groups(self) -> dict[str, list[str]]: ...
+
+    async def connection_access_rules(self, connection: str) -> ConnectionAccessRules: ...
+
+    async def find_user(self, email_or_id: str) -> GatewayUser | None: ...
 
     async def aclose(self) -> None: ...

@@ -17,16 +17,22 @@ Invariants this module keeps:
   provisioning again before the previous one ends.
 - **hoop's clock decides**: ``revoke_at`` and ``review_id`` are read back from the gateway
   (``GET /sessions/{id}``), never computed here.
-- Revoking an already REVOKED review, deciding a review that already has the wanted outcome, and killing a
-  session already ``done`` all count as success (hoop answers 400 for them; the state is read back).
+- Revoking an already REVOKED review and deciding a review that already has the wanted outcome count as
+  success (hoop answers 400 for them; the state is read back). Killing a session answers 204 whether or
+  not anything was live in that gateway process, so only reading the session back tells it ended.
 - **Reviews that start in hoop** (a person ran ``hoop connect``/``exec`` and left a review PENDING):
   ``list_pending_reviews`` reads ``GET /sessions?review.status=PENDING`` (paged; ``GET /reviews`` is not) and
   takes who asked and the connection from the session, since the Review object has neither; a ``onetime``
-  review's command is the session's ``script.data``. ``get_review`` reads one back, ``decide_review``
-  approves or rejects it.
+  review's command is the session's ``script.data``, which only ``GET /sessions/{id}`` shows
+  (``session_command``; the list blanks it). ``get_review`` reads one back, ``decide_review`` approves
+  (``force_review``, never an APPROVED review again) or rejects it; a 5xx on a review is unknown until a
+  read says otherwise.
 - ``list_sessions`` pages through everything (``limit`` 100; hoop refuses ``offset`` > 10000, so a larger
   result raises instead of silently truncating) and filters ``status`` itself: hoop's list has no status
-  filter.
+  filter. hoop's ``user``/``connection`` filters are SQL ``LIKE`` patterns, so rows are filtered again
+  exactly (subject, email, connection name) before anyone acts on them.
+- A session opened under a jit grant is **not linked** to the grant's review (``review: null``): the
+  sessions a grant enabled are found by person, connection and time (``since``), not by review id.
 
 Errors (``integrations.gateway``): 429, 5xx, 408, timeouts and dropped connections →
 ``GatewayTransientError`` (``retry_after`` from ``Retry-After``, seconds or HTTP-date); 400 →
@@ -41,8 +47,9 @@ client follows the gateway; ``tests/test_hoop_contract.py`` keeps the list (``KN
   This client omits it.
 - API-key auth (``Authorization: Bearer <key>`` or ``Api-Key``) is absent from the spec's security schemes;
   it is the only auth ``/sessions/provision`` accepts.
-- ``PUT /reviews`` approves once ``min(len(groups), min_approvals)`` groups approved (the code), not "once all
-  groups are APPROVED" (the prose). A decision may therefore leave a review PENDING or approve it early.
+- ``PUT /reviews`` approves once the approved groups number exactly ``min(len(groups), min_approvals)`` (the
+  code), not "once all groups are APPROVED" (the prose); an unknown review is a 500, not a 404. grantflow
+  approves with ``force_review`` (one call, by a force-approval group), so the count does not apply to it.
 - ``GET /connections`` with ``page``/``page_size`` answers ``{pages, data}``; the spec declares a bare array.
 - Fields the spec types as non-null arrive as ``null``: a session's ``end_date`` (running) and ``review``
   (none), a review's ``revoke_at`` (not approved) and ``access_request_rule_name``, a review group's
@@ -61,6 +68,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
+from domain.access import ConnectionAccessRules, ReviewRule
 from integrations.gateway import (
     GatewayAuthError,
     GatewayConnection,
@@ -79,6 +87,7 @@ MAX_GRANT_SECONDS = 48 * 3600
 PAGE_SIZE = 100  # hoop's maximum ``limit``
 MAX_OFFSET = 10_000  # hoop refuses larger offsets
 DEFAULT_TIMEOUT = 10.0
+_JIT_ACCESS_TYPES = ("jit", "jit_command")  # models/access_request_rules.go expandAccessTypes
 _ENDED = ("REVOKED", "REJECTED")  # review statuses under which a jit review grants nothing
 
 
@@ -115,6 +124,9 @@ class HoopReview(BaseModel):
     revoke_at: datetime | None = None
     rejection_reason: str | None = None
     groups: list[str] = []
+    force_approval_groups: list[str] = []
+    """Who may decide it in one call with ``force_review``: copied from the access-request rule that made
+    it (empty for a review plugin's review, whose connection's ``force_approve_groups`` count instead)."""
 
 
 class HoopPendingReview(BaseModel):
@@ -228,11 +240,17 @@ class HoopGateway:
     async def revoke_grant(self, review_id: str) -> ProvisionedGrant:
         """End a jit grant now (new sessions are refused; open ones must be killed separately). Revoking an
         already revoked grant succeeds, and so does revoking one rejected in hoop meanwhile (a rejected
-        review grants nothing). Returns the grant as read back."""
+        review grants nothing). Returns the grant as read back. hoop answers 500 for an unknown review
+        (``api/review/review.go`` does not map its not-found error): a 5xx is unknown until the review is
+        read back, so an unknown id ends as ``GatewayNotFoundError`` and a real outage stays transient."""
         try:
             review = self._json(
                 await self._request("PUT", f"/reviews/{_seg(review_id)}", json={"status": "REVOKED"})
             )
+        except GatewayTransientError:
+            review = await self._get_review(review_id)  # 404 → GatewayNotFoundError
+            if review.get("status") not in _ENDED:
+                raise
         except GatewayRefusedError as exc:
             review = await self._get_review(review_id)
             if review.get("status") not in _ENDED:
@@ -251,26 +269,59 @@ class HoopGateway:
         return grant
 
     async def decide_review(self, review_id: str, *, approve: bool, reason: str = "") -> None:
-        """Approve or reject a review hoop holds, as grantflow's API key. Approving may leave the review
-        PENDING when hoop needs more groups. Asking again for an outcome already reached succeeds."""
+        """Approve or reject a review hoop holds, as grantflow's API key, the way hoop counts
+        (``api/review/review.go``); read the outcome back with ``get_review``.
+
+        - The review is read first. One already APPROVED is never approved again: hoop would reset its
+          ``revoke_at`` to now + the full duration. Asking for an outcome already reached succeeds; anything
+          else hoop would refuse (approving a REJECTED, REVOKED or rejected-and-approved review) is a
+          ``GatewayRefusedError`` without a write.
+        - Approving sends ``force_review: true``: the key decides in one call as a member of the review's
+          force-approval groups (the access-request rule's, else the connection's). grantflow has already run
+          the policy; without force hoop counts the groups the key belongs to and approves only when that
+          count *equals* the number needed, so a key in too many groups would leave the review PENDING for
+          good. Rejecting needs no force: hoop lets an admin deny any review.
+        - A 5xx (hoop answers 500 for an unknown review too) is unknown until a read says otherwise: the
+          review is read back; the outcome reached is success, a 404 is ``GatewayNotFoundError``, else the
+          transient error is raised and a retry reads first again (so no second approval)."""
         wanted = "APPROVED" if approve else "REJECTED"
+        current = (await self._get_review(review_id)).get("status")
+        if current == wanted:
+            return
+        if current != "PENDING" and (approve or current != "APPROVED"):
+            raise GatewayRefusedError(
+                f"hoop review {review_id} is {current} and can no longer be {wanted.lower()}", status=400
+            )
         body: dict[str, Any] = {"status": wanted}
-        if not approve and reason:
+        if approve:
+            body["force_review"] = True
+        elif reason:
             body["rejection_reason"] = reason
         try:
             await self._request("PUT", f"/reviews/{_seg(review_id)}", json=body)
+        except GatewayTransientError:
+            if (await self._get_review(review_id)).get("status") == wanted:  # 404 → GatewayNotFoundError
+                return
+            raise
         except GatewayRefusedError as exc:
             current = (await self._get_review(review_id)).get("status")
             if current == wanted:
                 return
+            if approve and exc.message == "not eligible for review":
+                raise GatewayRefusedError(
+                    f"hoop will not let grantflow's API key force-approve review {review_id}: the key must "
+                    "be in the review's force-approval groups (the access-request rule's "
+                    "force_approval_groups, else the connection's force_approve_groups)",
+                    status=exc.status,
+                ) from exc
             raise GatewayRefusedError(
                 f"hoop review {review_id} is {current} and can no longer be {wanted.lower()} ({exc.message})",
                 status=exc.status,
             ) from exc
         except GatewayAuthError as exc:
             raise GatewayAuthError(
-                f"grantflow's hoop API key may not decide review {review_id}: {exc.message}. "
-                "Give the key one of the review's groups (or admin).",
+                f"grantflow's hoop API key may not decide review {review_id}: {exc.message}. Give the key "
+                "admin and the force-approval groups of the connections and rules grantflow decides for.",
                 status=exc.status,
             ) from exc
 
@@ -280,7 +331,9 @@ class HoopGateway:
 
     async def list_pending_reviews(self) -> list[HoopPendingReview]:
         """Every review PENDING in hoop, oldest first, one row per review
-        (``GET /sessions?review.status=PENDING``, paged; ``GET /reviews`` is unpaginated)."""
+        (``GET /sessions?review.status=PENDING``, paged; ``GET /reviews`` is unpaginated). The list carries
+        no ``onetime`` command (``api/session/parser.go`` blanks the script): ``command`` is None here; read
+        it with ``session_command`` for the reviews you act on."""
         found: dict[str, HoopPendingReview] = {}
         for row in await self._session_rows({"review.status": "PENDING"}):
             review = row.get("review")
@@ -289,28 +342,68 @@ class HoopGateway:
             found.setdefault(str(review["id"]), self._pending_review(row, review))
         return list(reversed(found.values()))
 
+    async def session_command(self, session_id: str) -> str | None:
+        """The input of a session — a ``onetime`` review's command — from ``GET /sessions/{id}``, the only
+        place hoop shows it (``script.data``; empty means none)."""
+        script = (await self._get_session(session_id)).get("script")
+        command = script.get("data") if isinstance(script, dict) else script
+        return str(command) if command else None
+
     # ------------------------------------------------------------------ sessions
 
     async def list_sessions(
-        self, *, user: str | None = None, connection: str | None = None, status: str | None = None
+        self,
+        *,
+        user: str | None = None,
+        connection: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
     ) -> list[GatewaySession]:
-        """All sessions matching, newest first. ``user`` is a subject id or an email; ``status`` (open,
-        ready, done) is filtered here because hoop's list cannot."""
+        """All sessions matching, newest first. ``user`` is a subject id or an email; ``since``: started at
+        or after it (hoop's ``start_date``); ``status`` (open, ready, done) is filtered here because hoop's
+        list cannot.
+
+        hoop's ``user`` and ``connection`` filters are SQL ``LIKE`` patterns (``pg_prod`` also lists
+        ``pg-prod``), so every row is checked again here, exactly: the subject (and, when ``user`` is an
+        email, the email too) and the connection name. A session listed here is one of this person's on
+        this connection, never a look-alike's."""
         params: dict[str, str] = {}
+        subject: str | None = None
+        email: str | None = None
         if user:
             if "@" in user:
                 try:
-                    user = (await self.get_user(user)).id
+                    found = await self.get_user(user)
                 except GatewayNotFoundError:
                     return []
-            params["user"] = user
+                subject, email = found.id, found.email
+            else:
+                subject = user
+            params["user"] = subject
         if connection:
             params["connection"] = connection
-        rows = await self._session_rows(params)
-        return [self._session(row) for row in rows if status is None or row.get("status") == status]
+        if since is not None:
+            # Whole seconds, rounded down: hoop parses RFC 3339 and compares at second precision, and a
+            # bound earlier by under a second only lists more (filtered below).
+            params["start_date"] = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        sessions = [self._session(row) for row in await self._session_rows(params)]
+        return [
+            s
+            for s in sessions
+            if (subject is None or s.user_subject == subject)
+            and (email is None or s.user_email == email)
+            and (not connection or s.connection == connection)
+            and (since is None or s.start_date is None or s.start_date >= since)
+            and (status is None or s.status == status)
+        ]
+
+    async def get_session(self, session_id: str) -> GatewaySession:
+        """One session as hoop holds it now (``GatewayNotFoundError`` when it has none by that id)."""
+        return self._session(await self._get_session(session_id))
 
     async def kill_session(self, session_id: str) -> None:
-        """Kill a session; one already done counts as killed."""
+        """Ask hoop to kill a session; one already done counts as killed. hoop answers 204 also when the
+        session lives on another gateway process and goes on: read it back (``get_session``)."""
         try:
             await self._request("POST", f"/sessions/{_seg(session_id)}/kill", ok=(200, 202, 204))
         except GatewayRefusedError:
@@ -344,6 +437,61 @@ class HoopGateway:
             for c in body.get("connections") or []
             if c.get("name")
         }
+
+    async def connection_access_rules(self, connection: str) -> ConnectionAccessRules:
+        """Everything hoop decides a ``hoop connect`` to ``connection`` by (``domain.access`` explains the
+        rules): the access_control plugin (404: off), the attributes linking groups and rules to the
+        connection, the jit access-request rule, and the legacy review plugin's groups (the connection's
+        ``reviewers``). Raises ``GatewayNotFoundError`` for a connection hoop does not have."""
+        try:
+            plugin = self._json(await self._request("GET", "/plugins/access_control"))
+        except GatewayNotFoundError:
+            plugin = None
+        access_groups: list[str] = []
+        if isinstance(plugin, dict):
+            for entry in plugin.get("connections") or []:
+                if entry.get("name") == connection:
+                    access_groups = [str(g) for g in entry.get("config") or []]
+        conn = self._json(await self._request("GET", f"/connections/{_seg(connection)}"))
+        attributes = [
+            a for a in await self._paged("/attributes") if connection in (a.get("connection_names") or [])
+        ]
+        rules = [
+            r
+            for r in await self._paged("/access-requests/rules")
+            if r.get("access_type") in _JIT_ACCESS_TYPES
+        ]
+        # services.GetRuleForConnection: a rule reached through one of the connection's attributes wins
+        # over a rule naming the connection.
+        attribute_names = {str(a.get("name")) for a in attributes}
+        linked_rules = {str(n) for a in attributes for n in a.get("access_request_rule_names") or []}
+        by_attribute = [
+            r
+            for r in rules
+            if r.get("name") in linked_rules or attribute_names & set(r.get("attributes") or [])
+        ]
+        by_name = [r for r in rules if connection in (r.get("connection_names") or [])]
+        matching = by_attribute or by_name
+        rule = matching[0] if matching else None
+        return ConnectionAccessRules(
+            connection=connection,
+            access_control_enabled=plugin is not None,
+            access_groups=access_groups,
+            attribute_groups={
+                str(a["name"]): [str(g) for g in a.get("access_control_group_names") or []]
+                for a in attributes
+                if a.get("access_control_group_names")
+            },
+            review_rule=None if rule is None else _review_rule(rule),
+            review_plugin_groups=[str(g) for g in conn.get("reviewers") or []],
+        )
+
+    async def find_user(self, email_or_id: str) -> GatewayUser | None:
+        """The hoop user, or None when the person has never signed in to hoop."""
+        try:
+            return await self.get_user(email_or_id)
+        except GatewayNotFoundError:
+            return None
 
     async def list_users(self) -> list[GatewayUser]:
         return [self._user(u) for u in self._json(await self._request("GET", "/users"))]
@@ -398,8 +546,8 @@ class HoopGateway:
             )
         if status in (401, 403):
             raise GatewayAuthError(
-                f"{detail} (check grantflow's hoop API key and its groups: it needs admin and the reviewer "
-                "groups it acts for)",
+                f"{detail} (check grantflow's hoop API key and its groups: it needs admin and the "
+                "force-approval groups of the connections and access-request rules it decides for)",
                 status=status,
             )
         if status == 404:
@@ -409,6 +557,19 @@ class HoopGateway:
         if 200 <= status < 300:
             raise GatewayPermanentError(f"{where} answered an unexpected {status}", status=status)
         raise GatewayPermanentError(detail, status=status)
+
+    async def _paged(self, path: str) -> list[dict[str, Any]]:
+        """Every item of a ``{pages, data}`` listing (``page``/``page_size``, at most 100 a page)."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self._json(await self._request("GET", path, params={"page": page, "page_size": PAGE_SIZE}))
+            data = body.get("data") if isinstance(body, dict) else body
+            items.extend(d for d in data or [] if isinstance(d, dict))
+            total = (body.get("pages") or {}).get("total") if isinstance(body, dict) else None
+            if not data or not isinstance(total, int) or len(items) >= total:
+                return items
+            page += 1
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
@@ -512,6 +673,7 @@ class HoopGateway:
             revoke_at=_parse_time(body.get("revoke_at")),
             rejection_reason=body.get("rejection_reason") or None,
             groups=[str(g["group"]) for g in body.get("review_groups_data") or [] if g.get("group")],
+            force_approval_groups=[str(g) for g in body.get("force_approval_groups") or []],
         )
 
     @staticmethod
@@ -552,6 +714,20 @@ class HoopGateway:
             slack_id=str(body.get("slack_id") or ""),
             groups=[str(g) for g in body.get("groups") or []],
         )
+
+
+def _review_rule(body: dict[str, Any]) -> ReviewRule:
+    def names(key: str) -> list[str]:
+        return [str(g) for g in body.get(key) or []]
+
+    return ReviewRule(
+        name=str(body.get("name") or ""),
+        access_type=str(body.get("access_type") or "jit"),
+        approval_required_groups=names("approval_required_groups"),
+        skip_review_groups=names("skip_review_groups"),
+        reviewers_groups=names("reviewers_groups"),
+        force_approval_groups=names("force_approval_groups"),
+    )
 
 
 def _nanoseconds(value: Any) -> timedelta:

@@ -28,34 +28,58 @@ Behaviour reproduced (where the running gateway and its spec differ, the gateway
   connection lookups, listed as an assumption in the contract test); the session is then written, and
   only then is ``access_duration_sec > 48 h`` checked → **500**, leaving an orphan session without a
   review. ``access_duration_sec`` absent or 0 → the connection's ``jit_access_duration_sec`` or 30 min.
-- ``GET /sessions``: filters ``user`` (subject id), ``connection``, ``type``, ``correlation_id``,
+- ``GET /sessions``: filters ``user`` (subject id) and ``connection`` (both SQL ``LIKE`` patterns, case-
+  sensitive: ``_`` matches any one character, ``%`` any run, so callers must filter again exactly), ``type``,
+  ``correlation_id``,
   ``review.status``, ``review.approver``, ``start_date``/``end_date`` (RFC 3339), ``limit`` (default 100,
   > 100 → 422), ``offset`` (> 10000 → 422), ``count`` (capped|exact|none); newest first;
   ``{"data","has_next_page","total","total_is_capped"}``. Unknown query parameters are ignored, as in
   hoop: **there is no** ``status`` **filter** (hoop.md has callers keep the ``open`` rows themselves), so
   a client relying on one would break against the real gateway too.
-- ``GET /sessions/{id}`` → the session with its ``review`` embedded (null when it has none); ``end_date``
-  is null until the session is done. ``POST /sessions/{id}/kill`` → **204**; a session already ``done``
-  → 400.
-- ``GET /reviews``, ``GET /reviews/{id}`` (review id or session id), ``PUT /reviews/{id}``: only while
-  PENDING or APPROVED, else **400** ``review is in wrong state``; REVOKED only on an APPROVED ``jit``
-  review (400); the owner approving their own → **403**; the caller's groups must include one of
-  ``review_groups_data[].group`` unless it is admin (an admin outside the groups decides for every
-  group) → **403**; one REJECTED ends it; the review is APPROVED once ``min(len(groups), min_approvals)``
-  groups approved, as ``gateway/api/review/review.go`` does (the spec's prose says all groups;
-  ``min_approvals`` unset/0 means all groups). On approval a jit review gets ``revoke_at = now +
-  access_duration``; on REVOKED ``revoke_at`` becomes now (if that is earlier).
+- ``GET /sessions/{id}`` → the session with its ``review`` embedded (null when it has none) and its input
+  as ``script: {"data": …}`` (the list leaves ``script`` out: ``api/session/parser.go`` blanks it, so a
+  onetime review's command is read from the detail); ``end_date`` is null until the session is done.
+  ``POST /sessions/{id}/kill`` → **204**, also for a session already
+  ``done`` and for one living on another gateway process (``detach``: it stays ``open``); an unknown
+  session, or another person's for a non-admin → 404.
+- ``GET /reviews``, ``GET /reviews/{id}`` (review id or session id; any caller may read any review;
+  unknown → **404** ``resource not found``). ``PUT /reviews/{id}`` ``{"status", "rejection_reason"?,
+  "force_review"?}`` follows ``gateway/api/review/review.go`` ``DoReview``: an unknown review → **500**
+  (its not-found error is not mapped), as are an unknown status and revoking a ``onetime`` review; only
+  while PENDING or APPROVED, else **400** ``review is in wrong state`` (REVOKED needs APPROVED); the owner
+  approving their own (unless admin) → **400** ``unable to self approve review``. Without
+  ``force_review`` (``doIndividualReview``) every review group the caller belongs to is marked at once; a
+  caller in none → **400** ``not eligible for review``, unless owner or admin, who may only deny (an
+  admin's APPROVED marks nothing and leaves the review as it was); one REJECTED ends it; the review turns
+  APPROVED only when the approved count **equals** ``min(len(groups), min_approvals)`` (the rule's
+  ``min_approvals``, else the connection's ``min_review_approvals``; the spec's prose says all groups), so
+  a caller in more groups than needed leaves it PENDING for good. With ``force_review`` (``doForcedReview``)
+  a caller in the force-approval groups — the review's (copied from its access-request rule) when a rule
+  made it, else the connection's ``force_approve_groups`` — decides it in one call (that group marked
+  ``forced_review: true``, shown by the PUT answer and the sessions, not by ``GET /reviews``); else 400
+  ``not eligible for review``. Whenever the review ends APPROVED — re-approving an APPROVED one included —
+  ``revoke_at = now + access_duration``; REVOKED leaves ``revoke_at`` as it was (the review just stops
+  counting as a grant). The review's session becomes ``ready`` (APPROVED) or ``done`` (REJECTED/REVOKED).
+  Provisioned reviews (``createApprovedReview``) are APPROVED only when every group is, and a jit one gets
+  ``revoke_at`` at creation even when left PENDING.
 - When a session opens (``connect``): the newest (by creation) APPROVED jit review for (user,
   connection) allows it while ``revoke_at > clock()``; otherwise one of the user's groups must be in the
-  connection's access-control list (admins bypass). Revoking blocks **new** sessions only: open ones stay
-  open until killed.
+  connection's access-control list (admins bypass). A session let through by a jit review is **not linked
+  to it** (``review: null``) and ends by itself at connect time + the review's access duration (read as
+  ``done`` from then on). Revoking blocks **new** sessions only: open ones stay open until killed.
 - ``GET /connections`` (an array; with ``page``/``page_size`` → ``{pages, data}``), ``GET
   /plugins/access_control`` (connections with at least one access group, ``config`` = those groups),
   ``GET /users``, ``GET``/``PUT /users/{emailOrID}`` (**PUT replaces the whole user**: name, slack_id and
-  groups not sent are cleared, status defaults to active), ``GET /users/groups``, ``GET
+  groups not sent are cleared; the email is never changed; ``status`` is stored as sent, so an omitted or
+  unknown one is a 500 that writes nothing; the role follows the groups), ``GET /users/groups``, ``GET
   /access-requests/rules`` (``{pages, data}``).
+- A user who is not ``active`` is refused at connect ("user is not active"); an ``inactive`` one cannot
+  sign in either. Signing in (``sign_in``) sets an ``invited`` user active and, with an IdP groups claim,
+  overwrites the groups (an admin keeps admin).
 - Stand-in only: ``POST /api/_sandbox/connect {"user_email","connection"}`` → 201 ``{"session_id"}`` or
   403 ``{"message": <why>}`` (admin auth), so the demo can open a session as ``hoop connect`` would; ``POST
+  /api/_sandbox/login {"user_email","idp_groups"?}`` → 200 the user, or 403 for an inactive one, as an
+  OIDC login whose groups claim is ``idp_groups`` (omitted: groups kept); ``POST
   /api/_sandbox/reviews {"user_email","connection","type"?,"duration_sec"?,"command"?}`` → 201
   ``{"review_id","session_id","type","status"}`` (admin auth) leaves a review PENDING as that person, as
   ``hoop connect`` (``jit``, the default, for ``duration_sec``) or ``hoop exec`` (``onetime``, ``command``)
@@ -63,7 +87,8 @@ Behaviour reproduced (where the running gateway and its spec differ, the gateway
   an unknown connection → 404, a bad type, duration or command → 422, each ``{"message": <why>}``.
 
 Test hooks: an injectable ``clock`` (``ManualClock``); ``fail_next`` injects 5xx/429 (with
-``Retry-After``) before or *after* the write; every call is recorded in ``calls``. All state is written
+``Retry-After``) before or *after* the write; ``detach`` puts a session on "another gateway process" (a
+kill answers 204 and it stays open); every call is recorded in ``calls``. All state is written
 atomically to ``state_file`` after every mutation and loaded back by the constructor, so a restart
 forgets nothing (calls and faults are not persisted). One lock guards all state: HTTP handlers and the
 in-process helpers run on different threads.
@@ -74,6 +99,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -101,6 +127,7 @@ STATE_VERSION = 1
 _ID_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-4e5f-8a9b-0c1d2e3f4a5b")
 
 PENDING, APPROVED, REJECTED, REVOKED = "PENDING", "APPROVED", "REJECTED", "REVOKED"
+ADMIN_GROUP, AUDITOR_GROUP = "admin", "auditor"  # storagev2/types/const.go defaults
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -199,6 +226,23 @@ def _parse_ts(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _sql_like(value: str, pattern: str) -> bool:
+    """``value LIKE pattern`` as PostgreSQL (hoop's database) evaluates it: case-sensitive, ``%`` any run of
+    characters, ``_`` exactly one, ``\\`` (the default escape) makes the next character literal."""
+    parts: list[str] = []
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            parts.append(re.escape(next(chars, "\\")))
+        elif char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    return re.fullmatch("".join(parts), value, flags=re.DOTALL) is not None
+
+
 def _empty_state() -> dict[str, Any]:
     return {
         "version": STATE_VERSION,
@@ -210,6 +254,8 @@ def _empty_state() -> dict[str, Any]:
         "sessions": {},  # id -> session
         "reviews": {},  # id -> review
         "rules": {},  # name -> access request rule
+        "attributes": {},  # name -> attribute (links connections, access-control groups and rules)
+        "access_control_enabled": True,  # the access_control plugin
     }
 
 
@@ -297,10 +343,15 @@ class HoopStandIn(HttpStandIn):
             return subject
 
     def sign_in(self, email: str, *, idp_groups: Iterable[str] | None = None) -> str:
-        """The person logs in to hoop. With ``idp_groups`` the IdP claim overwrites their groups, as hoop
-        does at every login when a groups claim is configured. Returns the subject id."""
+        """The person logs in to hoop (OIDC). With ``idp_groups`` the IdP claim overwrites their groups, as
+        hoop does at every login when a groups claim is configured. Returns the subject id; raises
+        ``HoopAccessDenied`` for an inactive user, whose record is left as it was."""
         with self._lock:
             user = self._find_user(email)
+            # gateway/api/login/oidc/login.go LoginCallback: an existing inactive user is refused (the login
+            # ends in an error redirect) before anything is synced; an admin must set them active first.
+            if user is not None and user["status"] == "inactive":
+                raise HoopAccessDenied(f"user is inactive: {email} cannot sign in to hoop")
             if user is None:
                 identity = self._state["identities"].pop(email, None)
                 if identity is None:
@@ -314,6 +365,12 @@ class HoopStandIn(HttpStandIn):
                     }
                 user = identity
                 self._state["users"][user["id"]] = user
+            elif idp_groups is not None and "admin" in user["groups"]:
+                # login.go syncSingleTenantUser: an existing admin keeps the admin group over the claim.
+                idp_groups = [*idp_groups, "admin"]
+            # login.go syncSingleTenantUser: the user is written back as "active" (an invited user becomes
+            # active) and, with a groups claim (MustSyncGroups), their groups become the claim, deduplicated.
+            user["status"] = "active"
             if idp_groups is not None:
                 user["groups"] = sorted(set(idp_groups))
             self._save()
@@ -340,8 +397,13 @@ class HoopStandIn(HttpStandIn):
         access_max_duration: int | None = None,
         jit_access_duration_sec: int | None = None,
         tags: dict[str, str] | None = None,
+        force_approve_groups: Iterable[str] | None = None,
     ) -> str:
-        """Add (or update) a connection; ``access_groups`` is its access-control list. Returns its id."""
+        """Add (or update) a connection; ``access_groups`` is its access-control list. Returns its id.
+        ``force_approve_groups`` (hoop's field name, ``models/connections.go`` ``ForceApproveGroups``):
+        members decide a review of this connection in one ``PUT /reviews`` with ``force_review``
+        (``review.go`` ``doForcedReview``), unless the review came from an access-request rule (then the
+        rule's ``force_approval_groups`` count)."""
         with self._lock:
             existing = self._state["connections"].get(name)
             conn = {
@@ -356,6 +418,7 @@ class HoopStandIn(HttpStandIn):
                 "access_max_duration": access_max_duration,
                 "jit_access_duration_sec": jit_access_duration_sec,
                 "tags": dict(tags or {}),
+                "force_approve_groups": None if force_approve_groups is None else list(force_approve_groups),
             }
             self._state["connections"][name] = conn
             self._save()
@@ -371,7 +434,17 @@ class HoopStandIn(HttpStandIn):
         min_approvals: int | None = None,
         access_max_duration: int | None = None,
         description: str = "",
+        approval_required_groups: Sequence[str] = (),
+        skip_review_groups: Sequence[str] = (),
+        force_approval_groups: Sequence[str] = (),
+        attributes: Sequence[str] = (),
+        all_groups_must_approve: bool = False,
     ) -> None:
+        """Add (or replace) an access-request rule (``models/access_request_rules.go``): ``access_type`` jit,
+        command or jit_command; it applies to ``connection_names`` and to the connections of its
+        ``attributes``. Who is reviewed: see ``_review_required``."""
+        if access_type not in ("jit", "command", "jit_command"):
+            raise ValueError(f"bad access type {access_type!r}")
         with self._lock:
             now = _ts(self.now())
             existing = self._state["rules"].get(name)
@@ -382,16 +455,48 @@ class HoopStandIn(HttpStandIn):
                 "access_type": access_type,
                 "connection_names": list(connection_names),
                 "reviewers_groups": list(reviewers_groups),
-                "approval_required_groups": [],
-                "force_approval_groups": [],
-                "skip_review_groups": [],
-                "attributes": [],
-                "all_groups_must_approve": False,
+                "approval_required_groups": list(approval_required_groups),
+                "force_approval_groups": list(force_approval_groups),
+                "skip_review_groups": list(skip_review_groups),
+                "attributes": list(attributes),
+                "all_groups_must_approve": all_groups_must_approve,
                 "min_approvals": min_approvals,
                 "access_max_duration": access_max_duration,
                 "created_at": existing["created_at"] if existing else now,
                 "updated_at": now,
             }
+            self._save()
+
+    def add_attribute(
+        self,
+        name: str,
+        *,
+        connection_names: Sequence[str] = (),
+        access_control_group_names: Sequence[str] = (),
+        access_request_rule_names: Sequence[str] = (),
+        description: str = "",
+    ) -> None:
+        """Add (or replace) an attribute (``api/attributes/attributes.go``): members of its access-control
+        groups reach its connections, and its access-request rules apply to them."""
+        with self._lock:
+            now = _ts(self.now())
+            existing = self._state["attributes"].get(name)
+            self._state["attributes"][name] = {
+                "id": existing["id"] if existing else str(uuid.uuid4()),
+                "name": name,
+                "description": description,
+                "connection_names": sorted(set(connection_names)),
+                "access_control_group_names": sorted(set(access_control_group_names)),
+                "access_request_rule_names": sorted(set(access_request_rule_names)),
+                "created_at": existing["created_at"] if existing else now,
+                "updated_at": now,
+            }
+            self._save()
+
+    def set_access_control(self, enabled: bool) -> None:
+        """Turn the ``access_control`` plugin on or off (off: everyone reaches every connection)."""
+        with self._lock:
+            self._state["access_control_enabled"] = enabled
             self._save()
 
     def create_pending_review(
@@ -407,8 +512,17 @@ class HoopStandIn(HttpStandIn):
         rule_name: str | None = None,
     ) -> PendingReview:
         """A review hoop holds as PENDING, as when a person asks for access in hoop itself (``jit``: a
-        timed connection; ``onetime``: one command, ``command``). Groups default to the connection's
-        reviewers."""
+        timed connection; ``onetime``: one command, ``command``). Without ``rule_name`` or ``groups``, the
+        connection's access-request rule for that access (jit; command) is used when it has one, as hoop
+        does.
+
+        Without ``rule_name`` it is a review of the review plugin (``transport/plugins/review/review.go``):
+        groups default to the connection's reviewers, it carries no ``min_approvals`` (approvals are counted
+        against the connection's ``min_review_approvals`` when decided) and no force-approval groups (the
+        connection's count). An explicit ``min_approvals`` is a seeding shortcut the stand-in counts instead.
+        With ``rule_name`` it is a review of that access-request rule (``interceptors/accessrequest``
+        ``createReview``): groups default to the rule's ``reviewers_groups``, ``min_approvals`` to the rule's
+        (all groups with ``all_groups_must_approve``), and it carries the rule's ``force_approval_groups``."""
         if type not in ("jit", "onetime"):
             raise ValueError(f"bad review type {type!r}")
         with self._lock:
@@ -416,6 +530,27 @@ class HoopStandIn(HttpStandIn):
             conn = self._state["connections"].get(connection)
             if conn is None:
                 raise KeyError(f"no connection {connection!r}")
+            force_groups: list[str] | None = None
+            if rule_name is None and groups is None:
+                # interceptors/accessrequest OnReceive: a connection with an access-request rule for the
+                # access (connect: jit; exec: command) gets the rule's review, not the review plugin's
+                found = (
+                    self._jit_rule_for(connection) if type == "jit" else self._command_rule_for(connection)
+                )
+                rule_name = found["name"] if found is not None else None
+            if rule_name is not None:
+                rule = self._state["rules"].get(rule_name)
+                if rule is None:
+                    raise KeyError(f"no access request rule {rule_name!r}")
+                review_groups = list(groups) if groups is not None else list(rule["reviewers_groups"])
+                if min_approvals is None:
+                    min_approvals = (
+                        len(review_groups) if rule.get("all_groups_must_approve") else rule["min_approvals"]
+                    )
+                force_groups = rule.get("force_approval_groups")
+                force_groups = None if force_groups is None else list(force_groups)
+            else:
+                review_groups = list(groups) if groups is not None else list(conn["reviewers"])
             session = self._new_session(
                 user, conn, verb="exec" if type == "onetime" else "connect", status="ready"
             )
@@ -424,10 +559,11 @@ class HoopStandIn(HttpStandIn):
             review = self._new_review(
                 session,
                 type=type,
-                groups=list(groups) if groups is not None else list(conn["reviewers"]),
-                min_approvals=min_approvals if min_approvals is not None else conn["min_review_approvals"],
+                groups=review_groups,
+                min_approvals=min_approvals,
                 duration_sec=duration_sec if type == "jit" else 0,
                 rule_name=rule_name,
+                force_approval_groups=force_groups,
             )
             self._save()
             return PendingReview(session["id"], review["id"])
@@ -440,6 +576,14 @@ class HoopStandIn(HttpStandIn):
             session = self._connect_locked(user_email, connection)
             self._save()
             return str(session["id"])
+
+    def detach(self, session_id: str) -> None:
+        """The session lives on another gateway process (or its row is stale): a kill sent here answers
+        204 and the session stays ``open`` (see ``_h_kill``). It still ends at its deadline or on
+        ``disconnect``."""
+        with self._lock:
+            self._state["sessions"][session_id]["detached"] = True
+            self._save()
 
     def disconnect(self, session_id: str) -> None:
         """The person ends their session (it becomes ``done``)."""
@@ -460,6 +604,7 @@ class HoopStandIn(HttpStandIn):
     ) -> list[dict[str, Any]]:
         """Sessions as the API renders them, newest first."""
         with self._lock:
+            self._end_sessions_past_deadline()
             rows = [
                 s
                 for s in self._sorted_sessions()
@@ -472,6 +617,7 @@ class HoopStandIn(HttpStandIn):
 
     def session(self, session_id: str) -> dict[str, Any]:
         with self._lock:
+            self._end_sessions_past_deadline()
             return self._render_session(self._state["sessions"][session_id])
 
     def review(self, review_id: str) -> dict[str, Any]:
@@ -582,10 +728,18 @@ class HoopStandIn(HttpStandIn):
         min_approvals: int | None,
         duration_sec: int,
         rule_name: str | None = None,
+        force_approval_groups: list[str] | None = None,
         approved_by: _Caller | None = None,
         approved_groups: set[str] | None = None,
     ) -> dict[str, Any]:
+        """A review of ``session``: PENDING, or — with ``approved_by`` (provision) — approved as
+        ``api/session/session.go`` ``createApprovedReview`` does it: a connection without reviewers gets the
+        single group ``admin``; ``approved_groups`` None approves every group; the review is APPROVED only
+        when every group is (``min_approvals`` plays no part); a jit review gets ``revoke_at = now +
+        duration`` even when it is left PENDING."""
         now = self.now()
+        if approved_by is not None and not groups:
+            groups, approved_groups = ["admin"], {"admin"}
         review: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "seq": self._next_seq(),
@@ -601,16 +755,10 @@ class HoopStandIn(HttpStandIn):
             "min_approvals": min_approvals,
             "rejection_reason": None,
             "rule_name": rule_name,
-            "groups": [
-                {
-                    "id": str(uuid.uuid4()),
-                    "group": g,
-                    "status": PENDING,
-                    "reviewed_by": None,
-                    "review_date": None,
-                }
-                for g in groups
-            ],
+            # models/reviews.go Review.ForceApprovalGroups: copied from the access-request rule when a rule
+            # made the review (accessrequest.go createReview), null otherwise
+            "force_approval_groups": force_approval_groups,
+            "groups": [self._review_group(g) for g in groups],
         }
         session["review_id"] = review["id"]
         self._state["reviews"][review["id"]] = review
@@ -618,22 +766,58 @@ class HoopStandIn(HttpStandIn):
             for entry in review["groups"]:
                 if approved_groups is None or entry["group"] in approved_groups:
                     entry.update(status=APPROVED, reviewed_by=approved_by.owner(), review_date=_ts(now))
-        self._settle_approval(review)
+            if all(entry["status"] == APPROVED for entry in review["groups"]):
+                review["status"] = APPROVED
+            if type == "jit":
+                review["revoke_at"] = _ts(now + timedelta(seconds=duration_sec))
         return review
 
+    @staticmethod
+    def _review_group(group: str, **decided: Any) -> dict[str, Any]:
+        """One entry of a review's ``review_groups_data`` (``models.ReviewGroups``), PENDING unless told."""
+        entry: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "group": group,
+            "status": PENDING,
+            "reviewed_by": None,
+            "review_date": None,
+            "forced_review": False,
+        }
+        entry.update(decided)
+        return entry
+
+    def _command_rule_for(self, connection: str) -> dict[str, Any] | None:
+        """``services.GetRuleForConnection`` for access type command (``jit_command`` counts too), by the
+        rule's ``connection_names`` (attribute links are not followed here)."""
+        return next(
+            (
+                r
+                for r in self._state["rules"].values()
+                if r["access_type"] in ("command", "jit_command") and connection in r["connection_names"]
+            ),
+            None,
+        )
+
+    def _approvals_needed(self, review: dict[str, Any]) -> int:
+        """gateway/api/review/review.go doIndividualReview: every group, or fewer — the review's own
+        ``min_approvals`` when an access-request rule made it, else the connection's (current)
+        ``min_review_approvals``. A stored ``min_approvals`` on a plugin review is create_pending_review's
+        seeding shortcut and counts the same way. 0 is taken literally (hoop does too)."""
+        needed = len(review["groups"])
+        limit = review["min_approvals"]
+        if limit is None and review["rule_name"] is None:
+            conn = self._state["connections"].get(review["connection"]) or {}
+            limit = conn.get("min_review_approvals")
+        return needed if limit is None else min(needed, limit)
+
     def _settle_approval(self, review: dict[str, Any]) -> None:
-        """PENDING → APPROVED once ``min(len(groups), min_approvals)`` groups approved (as review.go does)."""
-        if review["status"] != PENDING:
-            return
-        groups = review["groups"]
-        needed = len(groups)
-        if review["min_approvals"]:
-            needed = min(needed, review["min_approvals"])
-        if sum(1 for g in groups if g["status"] == APPROVED) >= needed:
-            now = self.now()
+        """After an individual APPROVED decision (gateway/api/review/review.go doIndividualReview): the review
+        turns APPROVED only when the approved groups number **exactly** ``_approvals_needed`` (``==``): a
+        caller in more of the review's groups than needed overshoots, and the review stays PENDING for good
+        (every later approval only adds to the count). An APPROVED review stays APPROVED."""
+        approved = sum(1 for g in review["groups"] if g["status"] == APPROVED)
+        if review["status"] == PENDING and approved == self._approvals_needed(review):
             review["status"] = APPROVED
-            if review["type"] == "jit":
-                review["revoke_at"] = _ts(now + timedelta(microseconds=review["access_duration_ns"] // 1000))
 
     def _sorted_sessions(self) -> list[dict[str, Any]]:
         return sorted(
@@ -642,52 +826,134 @@ class HoopStandIn(HttpStandIn):
             reverse=True,
         )
 
+    def _end_sessions_past_deadline(self) -> None:
+        """Sessions whose jit deadline passed read as ``done``, ended at the deadline (applied lazily, when
+        sessions are read: the stand-in runs no timers). transport/plugins/review/review.go: the stream's
+        context times out; transport/plugins/audit/wal.go then marks the row done."""
+        now = self.now()
+        changed = False
+        for session in self._state["sessions"].values():
+            deadline = _parse_ts(session.get("deadline"))
+            if session["status"] == "open" and deadline is not None and deadline <= now:
+                session["status"] = "done"
+                session["end_date"] = _ts(deadline)
+                changed = True
+        if changed:
+            self._save()
+
     def _connect_locked(self, user_email: str, connection: str) -> dict[str, Any]:
         user = self._find_user(user_email)
         if user is None:
             raise HoopAccessDenied(f"{user_email} has never signed in to hoop")
-        conn = self._state["connections"].get(connection)
-        if conn is None:
-            raise HoopAccessDenied(f"connection {connection} does not exist")
+        # gateway/transport/interceptors/auth/auth.go StreamServerInterceptor: a user whose status is not
+        # "active" (inactive, invited) is refused with "user is not active" before the connection is looked
+        # up, whatever grants or groups they hold; open sessions are not touched (they must be killed).
         if user["status"] != "active":
-            raise HoopAccessDenied(f"{user_email} is {user['status']} in hoop")
-        now = self.now()
-        grants = sorted(
-            (
-                r
-                for r in self._state["reviews"].values()
-                if r["type"] == "jit"
-                and r["status"] == APPROVED
-                and r["owner_id"] == user["id"]
-                and r["connection"] == connection
-            ),
-            key=lambda r: (_parse_ts(r["created_at"]), r["seq"]),
-            reverse=True,
-        )
-        newest = grants[0] if grants else None
+            raise HoopAccessDenied(f"user is not active: {user_email} is {user['status']} in hoop")
+        conn = self._state["connections"].get(connection)
+        # models/connections.go getConnectionByNameOrID: a connection the person may not reach is looked up
+        # as if it did not exist; an approved jit review does not open this gate.
+        if conn is None or not self._reaches(user, conn):
+            raise HoopAccessDenied("connection not found")
+        # accessrequest.go / review.go: the newest APPROVED jit review of (user, connection) lets a connect
+        # through while its revoke_at is ahead; otherwise the rule (or review plugin) decides.
+        newest = self._newest_jit_review(user["id"], connection)
         revoke_at = _parse_ts(newest["revoke_at"]) if newest is not None else None
         via_review = (
-            newest["id"] if newest is not None and revoke_at is not None and revoke_at > now else None
+            newest["id"] if newest is not None and revoke_at is not None and revoke_at > self.now() else None
         )
-        standing = "admin" in user["groups"] or bool(set(user["groups"]) & set(conn["access_groups"]))
-        if via_review is None and not standing:
-            groups = ", ".join(conn["access_groups"]) or "none"
-            if newest is not None:
+        if via_review is None:
+            required = self._review_required(user, conn)
+            if required is not None:
+                # hoop creates a PENDING review and answers "waiting approval"; the demo's connect refuses
+                # (``create_pending_review`` / ``POST /api/_sandbox/reviews`` leave such a review).
                 raise HoopAccessDenied(
-                    f"{user_email}'s jit access to {connection} expired at {newest['revoke_at']} "
-                    f"and none of their groups has access (access groups: {groups})"
+                    f"{user_email} needs an approved review to connect to {connection} ({required})"
+                    + (
+                        f"; their last jit access ended at {newest['revoke_at']}"
+                        if newest is not None
+                        else ""
+                    )
                 )
-            raise HoopAccessDenied(
-                f"{user_email} has no approved jit grant for {connection} and none of their groups has "
-                f"access (access groups: {groups})"
-            )
         session = self._new_session(user, conn, verb="connect", status="open")
-        session["review_id"] = via_review
+        if via_review is not None:
+            # transport/plugins/review/review.go OnReceive: a connect let through by a jit review is a new
+            # session with no link to it (listed with ``review: null``), whose stream ends when a context of
+            # the review's AccessDurationSec, counted from the connect, times out: its own deadline.
+            grant = self._state["reviews"][via_review]
+            deadline = self.now() + timedelta(microseconds=grant["access_duration_ns"] // 1000)
+            session["deadline"] = _ts(deadline)
         return session
+
+    def _reaches(self, user: dict[str, Any], conn: dict[str, Any]) -> bool:
+        """The access-control gate (``models/connections.go`` ``getConnectionByNameOrID``): plugin off →
+        everyone; admin or auditor → always; else a group in the connection's list or linked to it through
+        an attribute (``access_control_groups_attributes`` ⋈ ``connections_attributes``)."""
+        groups = set(user["groups"])
+        if not self._state.get("access_control_enabled", True) or groups & {ADMIN_GROUP, AUDITOR_GROUP}:
+            return True
+        if groups & set(conn["access_groups"]):
+            return True
+        return any(
+            conn["name"] in attribute["connection_names"]
+            and groups & set(attribute["access_control_group_names"])
+            for attribute in self._state.get("attributes", {}).values()
+        )
+
+    def _newest_jit_review(self, user_id: str, connection: str) -> dict[str, Any] | None:
+        """``models.GetApprovedReviewJit``: the newest APPROVED jit review of (user, connection)."""
+        grants = [
+            r
+            for r in self._state["reviews"].values()
+            if r["type"] == "jit"
+            and r["status"] == APPROVED
+            and r["owner_id"] == user_id
+            and r["connection"] == connection
+        ]
+        return max(grants, key=lambda r: (_parse_ts(r["created_at"]), r["seq"]), default=None)
+
+    def _jit_rule_for(self, connection: str) -> dict[str, Any] | None:
+        """``services.GetRuleForConnection`` for access type jit: a rule reached through one of the
+        connection's attributes first, then one naming the connection; ``jit_command`` rules count too
+        (``expandAccessTypes``)."""
+        rules = [r for r in self._state["rules"].values() if r["access_type"] in ("jit", "jit_command")]
+        attributes = [
+            a for a in self._state.get("attributes", {}).values() if connection in a["connection_names"]
+        ]
+        for rule in rules:
+            if any(
+                rule["name"] in a["access_request_rule_names"] or a["name"] in rule["attributes"]
+                for a in attributes
+            ):
+                return rule
+        return next((r for r in rules if connection in r["connection_names"]), None)
+
+    def _review_required(self, user: dict[str, Any], conn: dict[str, Any]) -> str | None:
+        """Why a ``hoop connect`` without a valid jit review needs one, or None when it goes through."""
+        groups = set(user["groups"])
+        rule = self._jit_rule_for(conn["name"])
+        if rule is not None:
+            # accessrequest.go OnReceive: approval_required_groups narrow who is reviewed; skip_review_groups
+            # apply only when no approval-required groups are set.
+            required, skip = rule["approval_required_groups"], rule["skip_review_groups"]
+            if required and groups & set(required):
+                return f"access request rule {rule['name']}"
+            if not required and not (skip and groups & set(skip)):
+                return f"access request rule {rule['name']}"
+        # transport/plugins/review/review.go runs next unless the interceptor took the packet: a connection
+        # with the review plugin's groups reviews everyone.
+        if conn["reviewers"]:
+            return "the review plugin"
+        return None
 
     # ------------------------------------------------------------------ internals: rendering
 
-    def _render_review_body(self, review: dict[str, Any]) -> dict[str, Any]:
+    def _render_review_body(self, review: dict[str, Any], *, forced_flags: bool = True) -> dict[str, Any]:
+        """A review as hoop renders it (``toOpenApiReview`` / ``topOpenApiReview``). ``forced_flags=False``
+        for ``GET /reviews`` and ``GET /reviews/{id}``: their query (``models/reviews.go``
+        ``GetReviewByIdOrSid``, ``ListReviews``) does not select ``forced_review``, so every group reads
+        false there; the ``PUT`` answer and the sessions (``models/session.go``) show it."""
+        force_groups = review.get("force_approval_groups")
         body: dict[str, Any] = {
             "id": review["id"],
             "type": review["type"],
@@ -695,14 +961,16 @@ class HoopStandIn(HttpStandIn):
             "access_duration": review["access_duration_ns"],
             "access_request_rule_name": review["rule_name"],
             "created_at": review["created_at"],
-            "force_approval_groups": [],
+            # hoop sends null when the review carries none (a Go nil slice: plugin and provisioned reviews);
+            # the stand-in sends [] there so the spec's non-null array holds. Read null and [] alike.
+            "force_approval_groups": list(force_groups or []),
             "min_approvals": review["min_approvals"] or 0,
             "review_groups_data": [
                 {
                     "id": g["id"],
                     "group": g["group"],
                     "status": g["status"],
-                    "forced_review": False,
+                    "forced_review": bool(g.get("forced_review")) and forced_flags,
                     "reviewed_by": g["reviewed_by"],
                     "review_date": g["review_date"],
                 }
@@ -714,10 +982,14 @@ class HoopStandIn(HttpStandIn):
             body["rejection_reason"] = review["rejection_reason"]
         return body
 
-    def _render_review(self, review: dict[str, Any]) -> dict[str, Any]:
-        return {**self._render_review_body(review), "session": review["session_id"]}
+    def _render_review(self, review: dict[str, Any], *, forced_flags: bool = True) -> dict[str, Any]:
+        return {
+            **self._render_review_body(review, forced_flags=forced_flags),
+            "session": review["session_id"],
+        }
 
-    def _render_session(self, session: dict[str, Any]) -> dict[str, Any]:
+    def _render_session(self, session: dict[str, Any], *, listing: bool = False) -> dict[str, Any]:
+        """A session as ``GET /sessions/{id}`` renders it, or (``listing``) as a row of ``GET /sessions``."""
         review = self._state["reviews"].get(session["review_id"]) if session["review_id"] else None
         body: dict[str, Any] = {
             "id": session["id"],
@@ -740,8 +1012,12 @@ class HoopStandIn(HttpStandIn):
         }
         if session.get("correlation_id"):
             body["correlation_id"] = session["correlation_id"]
-        if session.get("script") is not None:
-            body["script"] = {"data": session["script"]}
+        if not listing:
+            # gateway/api/session/session.go Get: the input is always loaded and rendered ("old behavior"),
+            # {"data": ""} when the session has none. gateway/api/session/parser.go toOpenApiSessionList
+            # blanks it in the list (hoop sends "script": null there; omitted here, as the spec types it
+            # non-null): a onetime review's command is read from the detail only.
+            body["script"] = {"data": session.get("script") or ""}
         return body
 
     @staticmethod
@@ -774,6 +1050,9 @@ class HoopStandIn(HttpStandIn):
             "redact_enabled": False,
             "attributes": [],
             "effective_features": None,  # the list endpoint never resolves it (spec prose)
+            # api/connections/connections.go: ForceApproveGroups (hoop sends null when unset; [] here, as the
+            # spec types it non-null)
+            "force_approve_groups": list(conn.get("force_approve_groups") or []),
         }
         for name in ("access_max_duration", "min_review_approvals", "jit_access_duration_sec"):
             if conn[name] is not None:
@@ -805,6 +1084,8 @@ class HoopStandIn(HttpStandIn):
                 route("/api/reviews/{review_id}", self._h_get_review, ["GET"]),
                 route("/api/reviews/{review_id}", self._h_put_review, ["PUT"]),
                 route("/api/connections", self._h_list_connections, ["GET"]),
+                route("/api/connections/{name_or_id}", self._h_get_connection, ["GET"]),
+                route("/api/attributes", self._h_list_attributes, ["GET"], admin=True),
                 route("/api/plugins/{name}", self._h_get_plugin, ["GET"], admin=True),
                 route("/api/users", self._h_list_users, ["GET"], admin=True),
                 route("/api/users/groups", self._h_list_groups, ["GET"], admin=True),
@@ -812,6 +1093,7 @@ class HoopStandIn(HttpStandIn):
                 route("/api/users/{email_or_id}", self._h_put_user, ["PUT"], admin=True),
                 route("/api/access-requests/rules", self._h_list_rules, ["GET"], admin=True),
                 route("/api/_sandbox/connect", self._h_sandbox_connect, ["POST"], admin=True),
+                route("/api/_sandbox/login", self._h_sandbox_login, ["POST"], admin=True),
                 route("/api/_sandbox/reviews", self._h_sandbox_review, ["POST"], admin=True),
                 # like gin without HandleMethodNotAllowed: anything else is a JSON 404
                 route("/{path:path}", self._h_not_found, _ALL_METHODS),
@@ -934,12 +1216,15 @@ class HoopStandIn(HttpStandIn):
         correlation_id = body.get("correlation_id")
         if correlation_id is not None and not isinstance(correlation_id, str):
             raise _HTTPError(422, "correlation_id must be a string")
+        # api/session/session.go Provision: an unknown user is a 400 whose message names the *caller*
+        # (``ctx.UserEmail``, a bug in hoop kept here so clients never rely on the text); a connection the
+        # key cannot see (models.GetConnectionByNameOrID) is a 400 too.
         user = self._find_user(email)
         if user is None:
-            raise _HTTPError(400, f"user not found: {email}")
+            raise _HTTPError(400, f"user {caller.email or caller.name} not found for exec")
         conn = self._state["connections"].get(connection)
-        if conn is None:
-            raise _HTTPError(404, "connection not found")
+        if conn is None or not self._reaches({"groups": list(caller.groups)}, conn):
+            raise _HTTPError(400, f"connection {connection} not found")
         if duration == 0:
             duration = conn["jit_access_duration_sec"] or DEFAULT_ACCESS_DURATION_SEC
         session = self._new_session(user, conn, verb="connect", status="ready")
@@ -949,10 +1234,15 @@ class HoopStandIn(HttpStandIn):
             # hoop writes the session before it validates the review: the caller gets a 500 and an orphan
             self._save()
             raise _HTTPError(500, "failed creating review: access duration exceeds the maximum of 48h")
+        # session.go createApprovedReview: the review's groups are the connection's reviewers, or "admin"
+        # (approved at once) when it has none; approved_reviewers null approves every group.
+        groups = list(conn["reviewers"]) or [ADMIN_GROUP]
+        if not conn["reviewers"]:
+            approved_reviewers = [ADMIN_GROUP]
         review = self._new_review(
             session,
             type="jit",
-            groups=list(conn["reviewers"]),
+            groups=groups,
             min_approvals=conn["min_review_approvals"],
             duration_sec=duration,
             approved_by=caller,
@@ -1002,6 +1292,7 @@ class HoopStandIn(HttpStandIn):
             raise _HTTPError(422, "count must be one of capped, exact, none")
         start, end = self._date_param(query, "start_date"), self._date_param(query, "end_date")
         reviews = self._state["reviews"]
+        self._end_sessions_past_deadline()
 
         def keep(s: dict[str, Any]) -> bool:
             review = reviews.get(s["review_id"]) if s["review_id"] else None
@@ -1009,8 +1300,10 @@ class HoopStandIn(HttpStandIn):
             assert started is not None
             return (
                 self._visible(caller, s)
-                and ("user" not in query or s["user_id"] == query["user"])
-                and ("connection" not in query or s["connection"] == query["connection"])
+                # models/session.go sessionListUserCondition / sessionListConnectionCondition: ``user`` (a
+                # subject id) and ``connection`` are SQL LIKE patterns, so "pg_prod" also lists "pg-prod".
+                and ("user" not in query or _sql_like(s["user_id"], query["user"]))
+                and ("connection" not in query or _sql_like(s["connection"], query["connection"]))
                 and ("type" not in query or s["type"] == query["type"])
                 and ("correlation_id" not in query or s.get("correlation_id") == query["correlation_id"])
                 and (
@@ -1040,13 +1333,14 @@ class HoopStandIn(HttpStandIn):
         elif count == "capped" and len(rows) > COUNT_CAP:
             total, capped = COUNT_CAP, True
         return 200, {
-            "data": [self._render_session(s) for s in page],
+            "data": [self._render_session(s, listing=True) for s in page],
             "has_next_page": offset + len(page) < len(rows),
             "total": total,
             "total_is_capped": capped,
         }
 
     def _session_for(self, caller: _Caller, session_id: str) -> dict[str, Any]:
+        self._end_sessions_past_deadline()
         session = self._state["sessions"].get(session_id)
         if session is None:
             raise _HTTPError(404, "session not found")
@@ -1060,9 +1354,24 @@ class HoopStandIn(HttpStandIn):
         return 200, self._render_session(self._session_for(caller, params["session_id"]))
 
     def _h_kill(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
-        session = self._session_for(caller, params["session_id"])
+        # gateway/api/session/session.go Kill: an unknown session, or another person's for a non-admin, is
+        # 404 "session not found"; anything else is handed to transport/system/session.go KillSession, which
+        # answers 204 whether or not it found the session's stream in this gateway process.
+        self._end_sessions_past_deadline()
+        session = self._state["sessions"].get(params["session_id"])
+        if session is None or not (caller.admin or session["user_id"] == caller.id):
+            raise _HTTPError(404, "session not found")
         if session["status"] == "done":
-            raise _HTTPError(400, "session is already done")
+            # Nothing live to close: still 204 (hoop's audit plugin re-marks the row done in the background;
+            # the stand-in leaves it as it was).
+            return 204, None
+        if session["status"] == "open" and session.get("detached"):
+            # The stream lives in another gateway process (or the row is stale): KillSession finds nothing
+            # here and answers 204, and the connection lives on. This process's audit plugin marks the row
+            # done in a goroutine, best effort (transport/plugins/audit/wal.go closeSessionWAL): a read-back
+            # right after the kill, or after that write failed, still shows the session ``open``. The
+            # stand-in keeps it open, so callers must read back and retry.
+            return 204, None
         session["status"] = "done"
         session["end_date"] = _ts(self.now())
         session["killed"] = True
@@ -1070,14 +1379,14 @@ class HoopStandIn(HttpStandIn):
         return 204, None
 
     def _review_for(self, id_or_session: str) -> dict[str, Any]:
+        """models/reviews.go GetReviewByIdOrSid: by review id or by its session's id. Unknown: a 404
+        ``resource not found`` here; ``_h_put_review`` turns it into hoop's unmapped 500."""
         reviews = self._state["reviews"]
         review = reviews.get(id_or_session)
         if review is None:
-            session = self._state["sessions"].get(id_or_session)
-            if session is not None and session["review_id"]:
-                review = reviews.get(session["review_id"])
+            review = next((r for r in reviews.values() if r["session_id"] == id_or_session), None)
         if review is None:
-            raise _HTTPError(404, "review not found")
+            raise _HTTPError(404, "resource not found")
         return review
 
     @staticmethod
@@ -1092,55 +1401,134 @@ class HoopStandIn(HttpStandIn):
         self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
     ) -> Any:
         reviews = sorted(self._state["reviews"].values(), key=lambda r: r["seq"], reverse=True)
-        return 200, [self._render_review(r) for r in reviews if self._may_see_review(caller, r)]
+        return 200, [
+            self._render_review(r, forced_flags=False) for r in reviews if self._may_see_review(caller, r)
+        ]
 
     def _h_get_review(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
-        review = self._review_for(params["review_id"])
-        if not self._may_see_review(caller, review):
-            raise _HTTPError(403, "access denied")
-        return 200, self._render_review(review)
+        # gateway/api/review/review.go GetByIdOrSid: any signed-in role may read any review of the org (no
+        # ownership or group check); unknown → 404 {"message": "resource not found"} (models.ErrNotFound).
+        return 200, self._render_review(self._review_for(params["review_id"]), forced_flags=False)
 
     def _h_put_review(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
-        body = self._need_object(body)
-        status = body.get("status")
+        """gateway/api/review/review.go ReviewByIdOrSid → DoReview → doReview, rule by rule (see the module
+        docstring). ``time_window`` is not modelled (ignored)."""
+        # ReviewByIdOrSid: gin's ShouldBindJSON into openapi.ReviewRequest; a bad body is a 400.
+        if not isinstance(body, dict):
+            raise _HTTPError(
+                400, "json: cannot unmarshal the body into Go value of type openapi.ReviewRequest"
+            )
+        if not body.get("status"):
+            raise _HTTPError(
+                400,
+                "Key: 'ReviewRequest.Status' Error:Field validation for 'Status' failed on the "
+                "'required' tag",
+            )
+        for key, kind in (("status", str), ("rejection_reason", str), ("force_review", bool)):
+            if body.get(key) is not None and not isinstance(body[key], kind):
+                raise _HTTPError(
+                    400, f"json: cannot unmarshal {key} into Go struct field ReviewRequest.{key}"
+                )
+        status = str(body["status"]).upper()  # ReviewByIdOrSid upper-cases the status
+        reason = body.get("rejection_reason") or ""
+        force = bool(body.get("force_review"))
+
+        def unmapped(message: str) -> _HTTPError:
+            # ReviewByIdOrSid maps only ErrNotEligible, ErrSelfApproval, ErrWrongState (400) and ErrForbidden
+            # (403); any other error, ErrNotFound included, is AbortWithErr 500 with this message.
+            return _HTTPError(500, f"failed updating review status: {message}")
+
+        # DoReview: GetReviewByIdOrSid → models.ErrNotFound becomes ErrNotFound, which is not mapped: 500.
+        try:
+            review = self._review_for(params["review_id"])
+        except _HTTPError:
+            raise unmapped("review not found") from None
+        conn = self._state["connections"].get(review["connection"])
+        if conn is None:
+            raise unmapped("failed fetching connection for review, err=<nil>")
+        # validateReviewStatusTransition
         if status not in (APPROVED, REJECTED, REVOKED):
-            raise _HTTPError(422, "status must be one of APPROVED, REJECTED, REVOKED")
-        reason = body.get("rejection_reason")
-        if reason is not None and not isinstance(reason, str):
-            raise _HTTPError(422, "rejection_reason must be a string")
-        review = self._review_for(params["review_id"])
+            raise unmapped("unknown status")
         if review["status"] not in (PENDING, APPROVED):
             raise _HTTPError(400, "review is in wrong state")
-        if status == REVOKED and (review["status"] != APPROVED or review["type"] != "jit"):
-            raise _HTTPError(400, "only approved jit reviews can be revoked")
-        is_owner = caller.kind == "user" and caller.id == review["owner_id"]
-        if status == APPROVED and is_owner:
-            raise _HTTPError(403, "unable to approve your own review")
-        review_groups = [g["group"] for g in review["groups"]]
-        mine = set(caller.groups) & set(review_groups)
-        if not mine:
-            if caller.admin or (status == REVOKED and is_owner):
-                mine = set(review_groups)
-            else:
-                raise _HTTPError(
-                    403, f"you are not a member of any group of this review: {', '.join(review_groups)}"
-                )
+        is_owner = caller.id == review["owner_id"]
+        if status == APPROVED and is_owner and not caller.admin:
+            raise _HTTPError(400, "unable to self approve review")
+        if status == REVOKED:
+            if review["status"] != APPROVED:
+                raise _HTTPError(400, "review is in wrong state")
+            if review["type"] != "jit":
+                raise unmapped("review not found")  # ErrNotFound again: unmapped
         now = self.now()
+        decided = {"status": status, "reviewed_by": caller.owner(), "review_date": _ts(now)}
+        # GetReviewByIdOrSid does not select forced_review and UpdateReview saves every group back: any
+        # decision clears the flags an earlier forced decision left.
         for entry in review["groups"]:
-            if entry["group"] in mine:
-                entry.update(status=status, reviewed_by=caller.owner(), review_date=_ts(now))
-        if status == REJECTED:
-            review["status"] = REJECTED
-            review["rejection_reason"] = reason or None
-        elif status == REVOKED:
-            review["status"] = REVOKED
-            current = _parse_ts(review["revoke_at"])
-            if current is None or current > now:
-                review["revoke_at"] = _ts(now)
+            entry["forced_review"] = False
+        if force:
+            self._forced_review(caller, review, conn, decided)
         else:
-            self._settle_approval(review)
+            self._individual_review(caller, review, decided)
+        if review["status"] == REJECTED and reason:
+            review["rejection_reason"] = reason
+        if review["status"] == APPROVED:
+            # doReview: every time the review ends up APPROVED — re-approving an APPROVED review included —
+            # revoke_at = now + the full access duration (onetime: now + 0). REVOKED leaves it as it was.
+            review["revoke_at"] = _ts(now + timedelta(microseconds=review["access_duration_ns"] // 1000))
+        # models/reviews.go UpdateReview: the review's session becomes ready (APPROVED) or done (REJECTED,
+        # REVOKED), the status column only.
+        session = self._state["sessions"].get(review["session_id"])
+        if session is not None:
+            if review["status"] == APPROVED:
+                session["status"] = "ready"
+            elif review["status"] in (REJECTED, REVOKED):
+                session["status"] = "done"
         self._save()
         return 200, self._render_review(review)
+
+    def _forced_review(
+        self, caller: _Caller, review: dict[str, Any], conn: dict[str, Any], decided: dict[str, Any]
+    ) -> None:
+        """review.go doForcedReview: the review's force-approval groups when an access-request rule made it
+        (and it carries some, even an empty list), else the connection's ``force_approve_groups``. The first
+        group shared with the caller (searched in the shorter list, utils.SlicesFindFirstIntersection) is
+        marked — appended if the review lacks it — with ``forced_review: true``, and the review takes the
+        decided status in this one call, whatever the other groups say. No shared group: 400."""
+        if review["rule_name"] is not None and review.get("force_approval_groups") is not None:
+            force_groups = list(review["force_approval_groups"])
+        else:
+            force_groups = list(conn.get("force_approve_groups") or [])
+        mine = list(caller.groups)
+        shorter, longer = (mine, force_groups) if len(mine) <= len(force_groups) else (force_groups, mine)
+        found = next((g for g in shorter if g in longer), None)
+        if found is None:
+            raise _HTTPError(400, "not eligible for review")
+        entry = next((g for g in review["groups"] if g["group"] == found), None)
+        if entry is None:
+            review["groups"].append(self._review_group(found, **decided, forced_review=True))
+        else:
+            entry.update(decided, forced_review=True)
+        review["status"] = decided["status"]
+
+    def _individual_review(self, caller: _Caller, review: dict[str, Any], decided: dict[str, Any]) -> None:
+        """review.go doIndividualReview: every review group the caller belongs to is marked at once. A caller
+        in none of them: 400 unless owner or admin, who may only deny (REJECTED/REVOKED, recorded under a
+        group of theirs: ``admin``, else their first group); their APPROVED marks nothing. REJECTED/REVOKED
+        decide at once; APPROVED settles by count (``_settle_approval``)."""
+        status = decided["status"]
+        eligible = [g for g in review["groups"] if g["group"] in caller.groups]
+        for entry in eligible:
+            entry.update(decided)
+        if not eligible:
+            if not (caller.id == review["owner_id"] or caller.admin):
+                raise _HTTPError(400, "not eligible for review")
+            if status in (REJECTED, REVOKED):
+                group = "admin" if caller.admin else (caller.groups[0] if caller.groups else "")
+                review["groups"].append(self._review_group(group, **decided))
+        if status == APPROVED:
+            self._settle_approval(review)
+        else:
+            review["status"] = status
 
     def _h_list_connections(
         self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
@@ -1167,8 +1555,54 @@ class HoopStandIn(HttpStandIn):
         data = rendered[(page - 1) * size : page * size]
         return 200, {"pages": {"page": page, "size": size, "total": len(rendered)}, "data": data}
 
+    def _h_get_connection(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        # api/connections GetConnection → models.GetConnectionByNameOrID: a connection outside the caller's
+        # access control is "not found", exactly like one that does not exist.
+        key = params["name_or_id"]
+        conn = self._state["connections"].get(key) or next(
+            (c for c in self._state["connections"].values() if c["id"] == key), None
+        )
+        caller_user = {"groups": list(caller.groups)}
+        if conn is None or not self._reaches(caller_user, conn):
+            raise _HTTPError(
+                404, "not found"
+            )  # api/connections/connections.go Get answers a bare "not found"
+        return 200, self._render_connection(conn)
+
+    def _h_list_attributes(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        # api/attributes/attributes.go List: paginated {pages, data}; page_size 1-100
+        page = self._int_param(query, "page", 1)
+        size = self._int_param(query, "page_size", 50)
+        if page < 1 or not 1 <= size <= MAX_LIMIT:
+            raise _HTTPError(422, f"page must be >= 1 and page_size between 1 and {MAX_LIMIT}")
+        attributes = sorted(self._state["attributes"].values(), key=lambda a: a["name"])
+        if query.get("search"):
+            attributes = [a for a in attributes if query["search"].lower() in a["name"].lower()]
+        data = [
+            {
+                k: a[k]
+                for k in (
+                    "id",
+                    "name",
+                    "description",
+                    "connection_names",
+                    "access_control_group_names",
+                    "access_request_rule_names",
+                    "created_at",
+                )
+            }
+            | {"datamasking_rule_names": [], "guardrail_rule_names": []}
+            for a in attributes[(page - 1) * size : page * size]
+        ]
+        return 200, {"pages": {"page": page, "size": size, "total": len(attributes)}, "data": data}
+
     def _h_get_plugin(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
-        if params["name"] != "access_control":
+        # api/plugins/plugin.go Get: a plugin the organisation has not enabled answers 404 "plugin not found"
+        if params["name"] != "access_control" or not self._state["access_control_enabled"]:
             raise _HTTPError(404, "plugin not found")
         conns = sorted(self._state["connections"].values(), key=lambda c: c["name"])
         return 200, {
@@ -1193,38 +1627,63 @@ class HoopStandIn(HttpStandIn):
 
     def _h_get_user(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
         user = self._find_user(params["email_or_id"])
-        if user is None:
-            raise _HTTPError(404, "user not found")
+        if user is None:  # gateway/api/user/user.go GetUserByEmailOrID
+            raise _HTTPError(404, f"user {params['email_or_id']} not found")
         return 200, self._render_user(user)
 
     def _h_put_user(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
-        body = self._need_object(body)
+        # gateway/api/user/user.go Update: the user is looked up by email (a valid address) or subject.
         user = self._find_user(params["email_or_id"])
         if user is None:
-            raise _HTTPError(404, "user not found")
-        email = self._need_str(body, "email")
-        status = body.get("status") or "active"
-        if status not in ("active", "inactive", "invited"):
-            raise _HTTPError(422, "status must be one of active, inactive, invited")
+            raise _HTTPError(404, f"user {params['email_or_id']} not found")
+        # user.go Update binds openapi.User: a missing email (binding:"required") or a wrongly typed field
+        # is a 400 from gin's ShouldBindJSON.
+        if not isinstance(body, dict):
+            raise _HTTPError(400, "invalid request body")
+        self._bind_user_field(body, "email", required=True)
+        for key in ("name", "status", "slack_id"):
+            self._bind_user_field(body, key)
         groups = body.get("groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise _HTTPError(422, "groups must be a list of strings")
-        for key in ("name", "slack_id"):
-            if not isinstance(body.get(key, ""), str):
-                raise _HTTPError(422, f"{key} must be a string")
-        other = self._find_user(email)
-        if other is not None and other["id"] != user["id"]:
-            raise _HTTPError(400, f"email {email} is already in use")
-        # a full replace: whatever the body leaves out is cleared
+            raise _HTTPError(400, "json: cannot unmarshal groups into Go struct field User.groups")
+        # user.go Update: status is stored as sent; the `default:"active"` tag is documentation only, so an
+        # omitted or unknown status reaches Postgres' enum_user_status and fails (migrations/000001_init,
+        # 000023 add 'invited') with a 500 after nothing was written.
+        status = body.get("status") or ""
+        if status not in ("active", "reviewing", "inactive", "invited"):
+            raise _HTTPError(500, "failed updating user and user groups")
+        groups = list(groups)
+        if caller.kind == "user" and caller.id == user["id"]:
+            # user.go Update: nobody removes admin from themselves or deactivates themselves.
+            if "admin" not in groups:
+                groups.append("admin")
+            if status != "active":
+                raise _HTTPError(422, "cannot deactivate yourself")
+        # user.go Update: a full replace of name, status, slack_id and the group list (groups are deleted
+        # and inserted again: models/users.go UpdateUserAndUserGroups); whatever the body leaves out is
+        # cleared. The email is never changed by PUT (existingUser.Email is kept); the role is derived
+        # from the groups (toRole: admin when "admin" is among them).
         user.update(
-            email=email,
-            name=body.get("name", ""),
-            slack_id=body.get("slack_id", ""),
+            name=body.get("name") or "",
+            slack_id=body.get("slack_id") or "",
             status=status,
             groups=sorted(set(groups)),
         )
         self._save()
         return 200, self._render_user(user)
+
+    @staticmethod
+    def _bind_user_field(body: dict[str, Any], key: str, *, required: bool = False) -> None:
+        value = body.get(key)
+        if value is None and not required:
+            return
+        if required and value in (None, ""):
+            field = key.capitalize()
+            raise _HTTPError(
+                400, f"Key: 'User.{field}' Error:Field validation for '{field}' failed on the 'required' tag"
+            )
+        if not isinstance(value, str):
+            raise _HTTPError(400, f"json: cannot unmarshal {key} into Go struct field User.{key}")
 
     def _h_list_rules(self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
         rules = [self._render_rule(r) for r in sorted(self._state["rules"].values(), key=lambda r: r["name"])]
@@ -1247,6 +1706,23 @@ class HoopStandIn(HttpStandIn):
             raise _HTTPError(403, str(exc)) from None
         self._save()
         return 201, {"session_id": session["id"]}
+
+    def _h_sandbox_login(
+        self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any
+    ) -> Any:
+        """Stand-in only: the person signs in to hoop with the IdP's ``idp_groups`` claim (``sign_in``)."""
+        body = self._need_object(body)
+        email = self._need_str(body, "user_email")
+        idp_groups = body.get("idp_groups")
+        if idp_groups is not None and (
+            not isinstance(idp_groups, list) or not all(isinstance(g, str) for g in idp_groups)
+        ):
+            raise _HTTPError(422, "idp_groups must be a list of group names")
+        try:
+            self.sign_in(email, idp_groups=idp_groups)
+        except HoopAccessDenied as exc:
+            raise _HTTPError(403, str(exc)) from None
+        return 200, self._render_user(self._require_user(email))
 
     def _h_sandbox_review(
         self, caller: _Caller, params: dict[str, str], query: dict[str, str], body: Any

@@ -1,8 +1,19 @@
-"""Seeding the hoop stand-in from the example organisation and policies.
+"""Seeding the hoop stand-in from the example organisation and policies, configured as a real hoop would be.
 
-Every person has signed in to hoop (has a user there) except those listed in ``never_signed_in``; every
-policy role's connection exists; a few connections are reachable through standing group access, as
-in a real organisation, so revocation tests can check that standing-access sessions are left alone.
+Every person has signed in to hoop (has a user there, with their directory groups, as the IdP's groups
+claim gives them at login) except those listed in ``never_signed_in``. Every policy role's connection
+exists with:
+
+- an **access-control list** (``ACCESS_GROUPS``): who may reach it at all. Most engineers are eligible
+  for most connections; the contractor is eligible for none, so a request of theirs is refused before
+  anyone is asked;
+- one **access-request rule** (``<connection>-jit``, type ``jit_command``: it reviews both ``hoop connect``
+  and ``hoop exec``): reviewers are the policy's approver groups,
+  ``force_approval_groups`` is grantflow's own group (its API key decides reviews in one call), and
+  ``SKIP_REVIEW`` groups reach the connection without a review (their standing access), so a request of
+  theirs is answered "you already have access".
+
+The seed is hoop's configuration, not grantflow's policy: grantflow reads it back through hoop's API.
 """
 
 from __future__ import annotations
@@ -13,11 +24,25 @@ from domain.identity import Organisation
 from domain.policy import PolicySet
 from sandbox.hoop import HoopStandIn
 
-# Standing access in the example organisation: group -> connections its members reach without a grant.
-STANDING_ACCESS: dict[str, tuple[str, ...]] = {
-    "db-owners": ("pg-prod-ro",),
-    "analytics": ("warehouse-ro",),
-    "platform": ("k8s-prod-view",),
+GRANTFLOW_GROUP = "grantflow"
+"""The group grantflow's hoop API key belongs to (besides ``admin``): every rule's force-approval group."""
+
+# Connection -> the access-control groups whose members may reach it (with or without a review).
+ACCESS_GROUPS: dict[str, tuple[str, ...]] = {
+    "pg-prod-ro": ("engineering", "db-owners", "analytics"),
+    "pg-prod-admin": ("engineering", "db-owners"),
+    "k8s-prod-view": ("engineering", "platform", "k8s-admins"),
+    "k8s-prod-admin": ("engineering", "platform", "k8s-admins"),
+    "billing-api-operator": ("engineering", "finance", "platform", "billing-owners"),
+    "warehouse-ro": ("analytics", "engineering", "finance", "warehouse-owners"),
+    "bastion-ssh": ("security", "platform", "security-oncall"),
+}
+
+# Connection -> groups that reach it without a review (the jit rule's skip_review_groups).
+SKIP_REVIEW: dict[str, tuple[str, ...]] = {
+    "pg-prod-ro": ("db-owners",),
+    "warehouse-ro": ("analytics",),
+    "k8s-prod-view": ("platform",),
 }
 
 
@@ -34,11 +59,20 @@ def seed_hoop(
             continue
         hoop.add_user(person.email, name=person.display_name, groups=list(person.groups))
     for resource_name, resource in policies.resources.items():
-        for role in resource.roles.values():
-            groups = [g for g, conns in STANDING_ACCESS.items() if role.connection in conns]
+        for role_name, role in resource.roles.items():
+            connection = role.connection
             hoop.add_connection(
-                role.connection,
-                access_groups=groups,
-                reviewers=list(role.approver_groups),
+                connection,
+                access_groups=ACCESS_GROUPS.get(connection, ()),
                 tags={"resource": resource_name},
+            )
+            hoop.add_access_rule(
+                f"{connection}-jit",
+                access_type="jit_command",  # reviews `hoop connect` (jit) and `hoop exec` (one command)
+                connection_names=[connection],
+                reviewers_groups=list(role.approver_groups),
+                force_approval_groups=[GRANTFLOW_GROUP],
+                skip_review_groups=SKIP_REVIEW.get(connection, ()),
+                min_approvals=role.min_approvals,
+                description=f"jit access to {resource_name} {role_name}",
             )

@@ -22,7 +22,7 @@ from integrations.notify import Message
 from integrations.scim import ScimDirectory
 from sandbox.hoop import HoopStandIn
 from sandbox.scim import ScimDirectoryServer
-from sandbox.seed import seed_hoop
+from sandbox.seed import GRANTFLOW_GROUP, seed_hoop
 from store import Store
 from web.links import ReviewLinks
 from worker import build_activities, build_worker
@@ -179,7 +179,7 @@ async def start_stack(
     else:
         store.replace_directory(organisation.people)
     clock = _temporal_clock(env, asyncio.get_running_loop()) if time_skipping else None
-    hoop = HoopStandIn(clock=clock, api_keys={HOOP_KEY: ["admin"]})
+    hoop = HoopStandIn(clock=clock, api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]})
     url = hoop.start()
     seed_hoop(hoop, organisation, policies, never_signed_in=NEVER_SIGNED_IN)
     gateway = HoopGateway(base_url=url, api_key=HOOP_KEY)

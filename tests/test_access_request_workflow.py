@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
+from activities.gateway import KILL_ROUNDS
 from domain.policy import BreakGlass
 from domain.requests import (
     DecisionInput,
@@ -22,6 +23,7 @@ from domain.requests import (
     RetroReview,
     Verdict,
 )
+from grantflow.commands.requests import describe
 from tests.stack import Stack
 from workflows.access_request import AccessRequestWorkflow
 
@@ -103,23 +105,32 @@ async def test_approved_by_quorum_then_ended_at_expiry_with_sessions_killed(time
     assert view.expires_at == grant.revoke_at
     assert abs((view.expires_at - view.granted_at) - timedelta(hours=2)) < timedelta(seconds=5)
 
+    # An hour in, alice connects: hoop gives the session its own deadline, connect time + 2 h, an hour
+    # past the grant's end. Only grantflow's kill ends it on time.
+    await stack.env.sleep(timedelta(hours=1))
     session_id = await stack.connect("alice@example.com", "pg-prod-admin")
-    # A session alice holds through other means on another connection is left alone.
+    assert stack.hoop.session(session_id)["review"] is None  # hoop links it to no grant
+    # A session bob holds through other means on another connection is left alone.
     standing = await stack.connect("bob@example.com", "pg-prod-ro")
 
     result = await handle.result()  # time skips to the expiry
     assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.EXPIRED
     assert stack.hoop.review(grant.review_id)["status"] == "REVOKED"
-    assert stack.hoop.session(session_id)["status"] == "done"
+    killed = stack.hoop.session(session_id)
+    assert killed["status"] == "done"
+    assert datetime.fromisoformat(killed["end_date"]) < view.expires_at + timedelta(minutes=1)  # killed
     assert stack.hoop.session(standing)["status"] == "open"
+    assert result.sessions_used == result.sessions_killed == [session_id] and result.sessions_left_open == []
     stored = stack.store.get_request(view.id)
     assert stored is not None and stored.status is RequestStatus.ENDED
     kinds = ledger_kinds(stack, view.id)
-    assert kinds[:2] == ["request.created", "approvers.resolved"]
+    # hoop's gates are checked when the request is made and again before the grant is written.
+    assert kinds[:3] == ["request.created", "access.checked", "approvers.resolved"]
     assert kinds.count("decision.approved") == 2
-    assert kinds[-3:] == ["grant.written", "revocation.started", "request.ended"]
+    assert kinds[-4:] == ["access.checked", "grant.written", "revocation.started", "request.ended"]
     ended = stack.store.ledger_entries(subject=view.id)[-1]
-    assert session_id in ended.data["killed_session_ids"]
+    assert ended.data["killed_session_ids"] == ended.data["sessions_used"] == [session_id]
+    assert ended.data["sessions_left_open"] == []
     assert stack.store.verify_ledger().ok
 
 
@@ -313,9 +324,81 @@ async def test_relinquish_and_revoke(time_stack: Stack) -> None:
     assert result.ended_at is not None and view.expires_at is not None and result.ended_at < view.expires_at
 
 
+async def test_ending_a_grant_kills_exactly_the_sessions_it_enabled_and_escalates_those_that_live_on(
+    time_stack: Stack,
+) -> None:
+    stack = time_stack
+    # hoop links no session to the grant that let it through: the request finds its sessions by person,
+    # connection and time. Before the request, alice uses an older grant of her own (made in hoop).
+    await stack.gateway.provision_grant(
+        user_email="alice@example.com",
+        connection="pg-prod-admin",
+        duration_seconds=8 * 3600,
+        correlation_id="old",
+    )
+    before_grant = await stack.connect("alice@example.com", "pg-prod-admin")
+    await stack.env.sleep(timedelta(minutes=1))  # well beyond the clock-skew allowance
+    stack.hoop.add_connection("scratch-db", access_groups=["engineering"])  # reached without a review
+
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=2))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    await approve(stack, handle, "carol@example.com")
+    await active(stack, handle)
+    await stack.gateway.provision_grant(
+        user_email="erin@example.com",
+        connection="pg-prod-admin",
+        duration_seconds=3600,
+        correlation_id="erin",
+    )
+    someone_elses = await stack.connect("erin@example.com", "pg-prod-admin")
+    other_connection = await stack.connect("alice@example.com", "scratch-db")
+    mine = await stack.connect("alice@example.com", "pg-prod-admin")
+    on_another_gateway = await stack.connect("alice@example.com", "pg-prod-admin")
+    stack.hoop.detach(on_another_gateway)  # hoop answers 204 to its kill, and it lives on
+
+    await handle.execute_update(
+        AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com"), reason="done")
+    )
+    result = await handle.result()
+
+    # The request ends even though a session would not die; the approvers are told which.
+    assert result.status is RequestStatus.ENDED and result.end_reason is EndReason.RELINQUISHED
+    assert result.sessions_used == [mine, on_another_gateway]
+    assert result.sessions_killed == [mine]
+    assert result.sessions_left_open == [on_another_gateway]
+    assert result.revocation_escalated
+    status = {sid: stack.hoop.session(sid)["status"] for sid in stack.hoop.state_snapshot()["sessions"]}
+    assert status[mine] == "done"
+    assert status[on_another_gateway] == "open"
+    # Another person's session, another connection's, and alice's own from before the grant: left alone.
+    assert status[someone_elses] == status[other_connection] == status[before_grant] == "open"
+
+    entries = stack.store.ledger_entries(subject=result.id)
+    assert [e.kind for e in entries][-3:] == ["revocation.started", "sessions.kill_failed", "request.ended"]
+    failed, ended = entries[-2].data, entries[-1].data
+    assert failed["session_ids"] == [on_another_gateway] and failed["kill_rounds"] == KILL_ROUNDS
+    assert failed["status"] == "REVOKING"
+    assert ended["sessions_used"] == [mine, on_another_gateway]
+    assert ended["killed_session_ids"] == [mine] and ended["sessions_left_open"] == [on_another_gateway]
+    assert stack.store.verify_ledger().ok
+    await eventually(lambda: bool(stack.notifier.to("bob@example.com", "revocation_escalated")))
+    told = stack.notifier.to("bob@example.com", "revocation_escalated")[0]
+    assert on_another_gateway in told.text and "stayed open" in told.subject
+    kills = [c for c in stack.hoop.calls if c.method == "POST" and c.path.endswith("/kill")]
+    assert {c.path.split("/")[-2] for c in kills} == {mine, on_another_gateway}
+
+    # `grantflow request show` says which sessions were killed and which stayed open.
+    shown = "\n".join(describe(result))
+    assert f"killed: {mine}" in shown
+    assert f"STILL OPEN after the kills (end them in hoop): {on_another_gateway}" in shown
+
+
 async def test_auto_approve_for_on_call(time_stack: Stack) -> None:
-    stack = time_stack  # dan is in oncall; pg-prod read auto-approves oncall
-    handle = await stack.start_request("dan@example.com", "pg-prod", "read", timedelta(hours=1))
+    # frank is an engineer (eligible for pg-prod-ro, reviewed there) and in oncall, which pg-prod read
+    # auto-approves. (dan, also oncall, is a db-owner: hoop lets db-owners in without a review.)
+    stack = time_stack
+    handle = await stack.start_request("frank@example.com", "pg-prod", "read", timedelta(hours=1))
     view = await active(stack, handle)
     assert view.auto_approved and view.approvals == []
     assert stack.notifier.to("bob@example.com", "request_created") == []
@@ -558,3 +641,23 @@ async def test_a_quorum_that_cannot_be_reached_fails_at_once(time_stack: Stack) 
     assert result.status is RequestStatus.FAILED
     assert "needs 4 approvals but only 3 eligible approver(s)" in (result.failure_reason or "")
     assert stack.notifier.to("alice@example.com", "closed")
+
+
+async def test_access_lost_while_approvers_decide_is_checked_again_before_granting(time_stack: Stack) -> None:
+    """alice leaves every group pg-prod-admin allows after asking: the quorum is reached, but the grant is
+    not written (hoop would not let her in) and the request fails saying why."""
+    stack = time_stack
+    handle = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await ready(stack, handle)
+    await approve(stack, handle, "bob@example.com")
+    stack.hoop.add_user("alice@example.com", "Alice Adams", groups=["contractors"])
+    await approve(stack, handle, "carol@example.com")
+    result = await handle.result()
+    assert result.status is RequestStatus.FAILED and result.grants == []
+    assert result.failure_reason is not None
+    assert result.failure_reason.startswith(
+        "before granting: alice@example.com is not eligible for pg-prod admin"
+    )
+    assert [c for c in stack.hoop.calls if c.path == "/api/sessions/provision"] == []
+    refused = [e for e in stack.store.ledger_entries(subject=result.id) if e.kind == "request.refused"]
+    assert len(refused) == 1 and refused[0].data["before_granting"] is True

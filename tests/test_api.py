@@ -25,6 +25,7 @@ PEOPLE = {
     "bob": ("bob@example.com", []),  # approving is not a role
     "carol": ("carol@example.com", ["requester"]),
     "dan": ("dan@example.com", ["requester"]),
+    "frank": ("frank@example.com", ["requester"]),
     "grace": ("grace@example.com", ["admin"]),
 }
 
@@ -267,20 +268,20 @@ async def test_second_open_request_is_409_pointing_to_extend(api: Api) -> None:
 
 
 async def test_extend_relinquish_cancel_revoke(api: Api) -> None:
-    # self-extension (pg-prod read for dan, who is on call: auto-approved)
-    rid = (await create(api, "dan", role="read", duration="1h"))["id"]
+    # self-extension (pg-prod read for frank, who is on call: auto-approved)
+    rid = (await create(api, "frank", role="read", duration="1h"))["id"]
     await wait_status(api, rid, "ACTIVE")
-    ext = await api.call("dan", "POST", f"/requests/{rid}/extend", json={"by": "30m", "reason": "more"})
+    ext = await api.call("frank", "POST", f"/requests/{rid}/extend", json={"by": "30m", "reason": "more"})
     assert ext.status_code == 200 and ext.json()["granted_total"] == 5400
-    too_much = await api.call("dan", "POST", f"/requests/{rid}/extend", json={"by": "2d"})
+    too_much = await api.call("frank", "POST", f"/requests/{rid}/extend", json={"by": "2d"})
     assert too_much.status_code == 409 and "cumulative maximum" in too_much.json()["detail"]
-    zero = await api.call("dan", "POST", f"/requests/{rid}/extend", json={"by": "0s"})
+    zero = await api.call("frank", "POST", f"/requests/{rid}/extend", json={"by": "0s"})
     assert zero.status_code == 422 and "extension '0s' is zero" in zero.json()["detail"]
-    no_by = await api.call("dan", "POST", f"/requests/{rid}/extend", json={})
+    no_by = await api.call("frank", "POST", f"/requests/{rid}/extend", json={})
     assert no_by.status_code == 422 and no_by.json()["detail"] == "by: field required"
     not_his = await api.call("erin", "POST", f"/requests/{rid}/relinquish", json={"reason": "x"})
     assert not_his.status_code == 409 and "cannot relinquish" in not_his.json()["detail"]
-    gone = await api.call("dan", "POST", f"/requests/{rid}/relinquish", json={"reason": "done"})
+    gone = await api.call("frank", "POST", f"/requests/{rid}/relinquish", json={"reason": "done"})
     assert gone.status_code == 200, gone.text
     ended = await wait_status(api, rid, "ENDED")
     assert ended["end_reason"] == "relinquished"

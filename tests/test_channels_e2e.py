@@ -63,6 +63,7 @@ ERIN = "erin@example.com"  # engineering, not in db-owners: not an approver of p
 APPROVERS = (BOB, CAROL, DAN)  # db-owners: eligible for pg-prod admin (two of them needed)
 CONNECTION = "pg-prod-admin"
 GRANT = timedelta(seconds=10)
+CONNECT_AFTER = timedelta(seconds=4)  # into the grant, before the requester opens a session
 ON_TIME = timedelta(seconds=3)  # the end may come this much after the expiry (a workflow task, a revoke)
 FAULT_SEED = 225133
 """Chosen (with ``channel_stack.fault_of``, the plan's decision) so that the first ticket created and the
@@ -172,6 +173,9 @@ async def approved_to_the_end(rig: ChannelStack, intake: Intake, asked: Asked) -
     assert granted.approvals and granted.denials == []
     session = ""
     if intake.session:
+        # hoop ends a session by itself at connect time + the grant's length: connecting a few seconds in,
+        # it outlives the grant, and only grantflow's kill ends it on time.
+        await asyncio.sleep(CONNECT_AFTER.total_seconds())
         session = await rig.stack.connect(intake.requester, CONNECTION)
         assert rig.stack.hoop.session(session)["status"] == "open"
     final = await rig.final(rid, timeout=90)
@@ -190,7 +194,7 @@ def assert_over_on_time(rig: ChannelStack, intake: Intake, final: RequestView, s
     if session:
         assert rig.stack.hoop.session(session)["status"] == "done"
         [ended] = rig.ledger(final.id, "request.ended")
-        assert session in ended.data["killed_session_ids"]
+        assert ended.data["killed_session_ids"] == ended.data["sessions_used"] == [session]
 
 
 def assert_shown_everywhere(rig: ChannelStack, intake: Intake, final: RequestView) -> None:

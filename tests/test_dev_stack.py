@@ -245,6 +245,38 @@ def test_jit_request_through_grantflow_dev(dev_stack: DevStack) -> None:
     db.close()
 
 
+def test_hoop_gates_refuse_at_once_in_grantflow_dev(dev_stack: DevStack) -> None:
+    """The example organisation's hoop: zoe (a contractor) is outside pg-prod-admin's access control, dan (a
+    db-owner) reaches pg-prod-ro without a review. Both are answered at once; nobody is asked."""
+    stack = dev_stack
+    zoe = stack.cli(
+        "request", "create", "--resource", "pg-prod", "--role", "admin", "--duration", "30s",
+        "--reason", "INC-2", "--requester", "zoe@example.com", expect=1,
+    )  # fmt: skip
+    assert "zoe@example.com is not eligible for pg-prod admin" in zoe.stderr
+    assert "db-owners, engineering" in zoe.stderr
+    # a grant made behind grantflow's back does not get her past hoop's access control either
+    behind = stack.cli("sandbox", "grant", "--user", "zoe@example.com", "--connection", "pg-prod-admin")
+    assert "grantflow knows nothing of it" in behind.stdout
+    refused = stack.cli(
+        "sandbox", "connect", "--user", "zoe@example.com", "--connection", "pg-prod-admin", expect=1
+    )
+    assert "connection not found" in refused.stderr
+
+    dan = stack.cli(
+        "request", "create", "--resource", "pg-prod", "--role", "read", "--duration", "1h",
+        "--reason", "INC-3", "--requester", "dan@example.com", expect=1,
+    )  # fmt: skip
+    assert "dan@example.com already has access to pg-prod read (pg-prod-ro) without a review" in dan.stderr
+    stack.cli("sandbox", "connect", "--user", "dan@example.com", "--connection", "pg-prod-ro")
+
+    listed = json.loads(stack.cli("request", "list", "--json").stdout)["requests"]
+    assert [r["status"] for r in listed] == ["FAILED", "FAILED"]
+    hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
+    # only the grant made behind grantflow's back exists: grantflow provisioned nothing
+    assert [r["owner_email"] for r in hoop_state["reviews"].values()] == ["zoe@example.com"]
+
+
 def test_leaver_in_the_dev_directory_loses_everything_at_the_next_sync(dev_stack: DevStack) -> None:
     stack = dev_stack
     active = json.loads(
@@ -281,6 +313,17 @@ def test_leaver_in_the_dev_directory_loses_everything_at_the_next_sync(dev_stack
     assert {s["id"]: s["status"] for s in sessions}[session] == "done"
     hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
     assert hoop_state["reviews"][ended["grants"][0]["review_id"]]["status"] == "REVOKED"
+    # hoop itself: her user is inactive (read back), so she can neither connect nor sign in again
+    assert report["gateway"]["deactivated"] == ["alice@example.com"]
+    assert session in report["gateway"]["sessions_killed"]["alice@example.com"]
+    assert [u["status"] for u in hoop_state["users"].values() if u["email"] == "alice@example.com"] == [
+        "inactive"
+    ]
+    refused = stack.cli(
+        "sandbox", "connect", "--user", "alice@example.com", "--connection", "pg-prod-ro", expect=1
+    )
+    assert "user is not active" in refused.stderr
+    assert "refuse" in stack.cli("sandbox", "login", "--user", "alice@example.com", expect=1).stderr
     stack.stop()
     db = sqlite3.connect(stack.cwd / ".grantflow" / "grantflow.db")
     last = {
@@ -291,6 +334,8 @@ def test_leaver_in_the_dev_directory_loses_everything_at_the_next_sync(dev_stack
     }
     assert last == {active: "request.ended", pending: "request.cancelled"}
     assert db.execute("select count(*) from ledger where kind = 'person.left'").fetchone()[0] == 1
+    gateway_kinds = {kind for (kind,) in db.execute("select kind from ledger where kind like 'gateway.%'")}
+    assert {"gateway.user_deactivated", "gateway.sessions_killed"} <= gateway_kinds
     db.close()
 
 

@@ -8,6 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from sandbox.hoop import DEFAULT_API_KEY, HoopAccessDenied, HoopStandIn, ManualC
 
 ADMIN_KEY = DEFAULT_API_KEY
 SRE_KEY = "hpk_sre_only"
+FORCE_GROUP = "grantflow"  # grantflow's key decides reviews as this force-approval group (sandbox/seed.py)
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 _TLS = ssl.create_default_context()  # shared: building one per client is slower than the requests
 
@@ -37,14 +39,23 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def hoop(clock: ManualClock) -> Iterator[HoopStandIn]:
-    stand_in = HoopStandIn(clock=clock, api_keys={ADMIN_KEY: ["admin"], SRE_KEY: ["sre"]})
+    stand_in = HoopStandIn(clock=clock, api_keys={ADMIN_KEY: ["admin", FORCE_GROUP], SRE_KEY: ["sre"]})
     stand_in.add_user("alice@corp.example", "Alice", groups=["eng"], slack_id="U0ALICE")
     stand_in.add_user("bob@corp.example", "Bob", groups=["dba"])
     stand_in.add_user("newbie@corp.example", signed_in=False)
     stand_in.add_connection(
-        "pg-prod", access_groups=["dba"], reviewers=["dba-owners"], access_max_duration=7200
+        "pg-prod",
+        access_groups=["dba", "eng"],
+        reviewers=["dba-owners"],
+        access_max_duration=7200,
+        force_approve_groups=[FORCE_GROUP],
     )
-    stand_in.add_connection("pg-staging", access_groups=["eng"], reviewers=["sre", "dba-owners"])
+    stand_in.add_connection(
+        "pg-staging",
+        access_groups=["eng"],
+        reviewers=["sre", "dba-owners"],
+        force_approve_groups=[FORCE_GROUP],
+    )
     stand_in.start()
     yield stand_in
     stand_in.stop()
@@ -221,8 +232,9 @@ async def test_someone_who_never_signed_in_gets_an_actionable_refusal(
     assert not isinstance(refused.value, GatewayTransientError)
 
 
-async def test_unknown_connection_is_not_found(gateway: HoopGateway) -> None:
-    with pytest.raises(GatewayNotFoundError, match="pg-nope"):
+async def test_unknown_connection_is_refused(gateway: HoopGateway) -> None:
+    # api/session/session.go Provision answers 400 "connection X not found": permanent, never retried
+    with pytest.raises(GatewayRefusedError, match="connection pg-nope not found"):
         await gateway.provision_grant(
             user_email="alice@corp.example", connection="pg-nope", duration_seconds=600, correlation_id="wf-7"
         )
@@ -324,7 +336,8 @@ async def test_revoke_reads_back_and_is_idempotent(
     clock.advance(minutes=10)
     revoked = await gateway.revoke_grant(grant.review_id)
     assert revoked.status == "REVOKED"
-    assert revoked.revoke_at == clock()
+    # review.go sets revoke_at only on approval: a revoked review keeps it, and stops counting as a grant
+    assert revoked.revoke_at == grant.revoke_at
     assert (revoked.session_id, revoked.correlation_id) == (grant.session_id, "wf-8")
     with pytest.raises(HoopAccessDenied):
         hoop.connect("alice@corp.example", "pg-prod")
@@ -343,31 +356,114 @@ async def test_revoking_a_pending_review_is_refused(gateway: HoopGateway, hoop: 
 
 async def test_kill_open_sessions_of_a_grant(gateway: HoopGateway, hoop: HoopStandIn) -> None:
     await gateway.provision_grant(
-        user_email="alice@corp.example", connection="pg-prod", duration_seconds=3600, correlation_id="wf-9"
+        user_email="alice@corp.example", connection="pg-staging", duration_seconds=3600, correlation_id="wf-9"
     )
-    live = hoop.connect("alice@corp.example", "pg-prod")
-    hoop.connect("bob@corp.example", "pg-prod")  # someone else's, through standing access
+    live = hoop.connect("alice@corp.example", "pg-staging")
+    hoop.add_connection("app-db", access_groups=["dba"])
+    hoop.connect("bob@corp.example", "app-db")  # someone else's, through standing access
     open_sessions = await gateway.list_sessions(
-        user="alice@corp.example", connection="pg-prod", status="open"
+        user="alice@corp.example", connection="pg-staging", status="open"
     )
     assert [s.id for s in open_sessions] == [live]
-    assert open_sessions[0].review_id == hoop.session(live)["review"]["id"]
+    assert open_sessions[0].review_id is None  # hoop links no session to the grant that let it through
     assert open_sessions[0].user_subject == hoop.user("alice@corp.example")["id"]
+    assert await gateway.get_session(live) == open_sessions[0]
     await gateway.kill_session(live)
     assert hoop.session(live)["status"] == "done"
     await gateway.kill_session(live)  # already done: fine
-    assert await gateway.list_sessions(user="alice@corp.example", connection="pg-prod", status="open") == []
+    left = await gateway.list_sessions(user="alice@corp.example", connection="pg-staging", status="open")
+    assert left == []
     assert len(await gateway.list_sessions(status="open")) == 1
     assert await gateway.list_sessions(user="nobody@corp.example") == []
     with pytest.raises(GatewayNotFoundError):
         await gateway.kill_session("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(GatewayNotFoundError):
+        await gateway.get_session("00000000-0000-4000-8000-000000000000")
 
 
-async def test_decide_hoop_reviews(gateway: HoopGateway, hoop: HoopStandIn) -> None:
-    approve = hoop.create_pending_review("alice@corp.example", "pg-prod")
+async def test_a_kill_answered_204_is_not_a_session_ended(gateway: HoopGateway, hoop: HoopStandIn) -> None:
+    hoop.add_connection("app-db", access_groups=["eng"])
+    elsewhere = hoop.connect("alice@corp.example", "app-db")
+    hoop.detach(elsewhere)  # lives on another gateway process
+    await gateway.kill_session(elsewhere)  # hoop answers 204...
+    assert (await gateway.get_session(elsewhere)).status == "open"  # ...and only a read-back tells
+
+
+def give_subject(hoop: HoopStandIn, email: str, subject: str) -> None:
+    """Give a person an IdP-style subject (an OIDC ``sub`` such as Azure's base64url one may hold ``_``);
+    the stand-in mints UUIDs, which no LIKE pattern can confuse. Before the person has any session."""
+    with hoop._lock:
+        users = hoop._state["users"]
+        user = users.pop(hoop.user(email)["id"])
+        user["id"] = subject
+        users[subject] = user
+
+
+async def test_list_sessions_filters_user_and_connection_exactly_where_hoop_matches_like(
+    gateway: HoopGateway, hoop: HoopStandIn
+) -> None:
+    hoop.add_user("mallet@corp.example", "Mallet", groups=["eng"])
+    give_subject(hoop, "alice@corp.example", "a_ice")
+    give_subject(hoop, "mallet@corp.example", "alice")  # LIKE 'a_ice' matches it
+    for name in ("pg_prod", "pg-prod-eng"):
+        hoop.add_connection(name, access_groups=["eng"])
+    hoop.add_connection("pgXprod", access_groups=["eng"])  # LIKE 'pg_prod' matches it
+    mine = hoop.connect("alice@corp.example", "pg_prod")
+    hoop.connect("alice@corp.example", "pgXprod")
+    hoop.connect("mallet@corp.example", "pg_prod")
+    hoop.connect("mallet@corp.example", "pgXprod")
+
+    # hoop itself lists all four for alice's subject and the connection: both filters are LIKE patterns
+    async with httpx.AsyncClient(
+        base_url=hoop.api_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, verify=_TLS
+    ) as raw:
+        rows = (await raw.get("/sessions", params={"user": "a_ice", "connection": "pg_prod"})).json()["data"]
+    assert len(rows) == 4
+
+    assert [s.id for s in await gateway.list_sessions(user="alice@corp.example", connection="pg_prod")] == [
+        mine
+    ]
+    assert [s.id for s in await gateway.list_sessions(user="a_ice", connection="pg_prod")] == [mine]
+    theirs = await gateway.list_sessions(user="alice", connection="pg_prod")
+    assert [s.user_email for s in theirs] == ["mallet@corp.example"]
+    assert {s.connection for s in await gateway.list_sessions(connection="pg_prod")} == {"pg_prod"}
+
+
+async def test_list_sessions_since_asks_hoop_and_keeps_exactly_the_later_ones(
+    gateway: HoopGateway, hoop: HoopStandIn, clock: ManualClock
+) -> None:
+    hoop.add_connection("app-db", access_groups=["eng"])
+    early = hoop.connect("alice@corp.example", "app-db")  # 09:00:00
+    clock.advance(minutes=10)
+    at_bound = hoop.connect("alice@corp.example", "app-db")  # 09:10:00
+    clock.advance(seconds=1)
+    later = hoop.connect("alice@corp.example", "app-db")  # 09:10:01
+    hoop.clear_calls()
+    since = T0 + timedelta(minutes=10, microseconds=500_000)
+    found = await gateway.list_sessions(user="alice@corp.example", connection="app-db", since=since)
+    assert [s.id for s in found] == [later]  # 09:10:00 is half a second too early
+    query = next(c.query for c in hoop.calls if c.path == "/api/sessions")
+    assert query["start_date"] == "2026-03-02T09:10:00Z"  # whole seconds, rounded down
+    exact = await gateway.list_sessions(user="alice@corp.example", since=T0 + timedelta(minutes=10))
+    assert [s.id for s in exact] == [later, at_bound]
+    assert early not in [s.id for s in await gateway.list_sessions(since=T0 + timedelta(seconds=1))]
+
+
+def review_puts(hoop: HoopStandIn, review_id: str) -> list[Any]:
+    return [c.json for c in hoop.calls if c.method == "PUT" and c.path == f"/api/reviews/{review_id}"]
+
+
+async def test_decide_hoop_reviews(gateway: HoopGateway, hoop: HoopStandIn, clock: ManualClock) -> None:
+    approve = hoop.create_pending_review("alice@corp.example", "pg-staging", duration_sec=600)
     await gateway.decide_review(approve.review_id, approve=True)
-    assert hoop.review(approve.review_id)["status"] == "APPROVED"
-    await gateway.decide_review(approve.review_id, approve=True)  # again: fine
+    approved = await gateway.get_review(approve.review_id)
+    # one forced call decides it, whatever the reviewer groups (the key is in none of them)
+    assert approved.status == "APPROVED" and approved.revoke_at == T0 + timedelta(minutes=10)
+    assert review_puts(hoop, approve.review_id) == [{"status": "APPROVED", "force_review": True}]
+    clock.advance(minutes=5)
+    await gateway.decide_review(approve.review_id, approve=True)  # again: read first, nothing sent
+    assert review_puts(hoop, approve.review_id) == [{"status": "APPROVED", "force_review": True}]
+    assert (await gateway.get_review(approve.review_id)).revoke_at == T0 + timedelta(minutes=10)  # not reset
 
     reject = hoop.create_pending_review("alice@corp.example", "pg-prod")
     await gateway.decide_review(reject.review_id, approve=False, reason="not during the freeze")
@@ -375,16 +471,56 @@ async def test_decide_hoop_reviews(gateway: HoopGateway, hoop: HoopStandIn) -> N
     await gateway.decide_review(reject.review_id, approve=False)  # again: fine
     with pytest.raises(GatewayRefusedError, match="is REJECTED and can no longer be approved"):
         await gateway.decide_review(reject.review_id, approve=True)
+    assert review_puts(hoop, reject.review_id) == [
+        {"status": "REJECTED", "rejection_reason": "not during the freeze"}
+    ]
+    with pytest.raises(GatewayNotFoundError):
+        await gateway.decide_review("00000000-0000-4000-8000-000000000000", approve=True)
 
 
-async def test_decide_needs_one_of_the_review_groups(hoop: HoopStandIn) -> None:
-    theirs = hoop.create_pending_review("alice@corp.example", "pg-prod")  # group dba-owners
-    two_groups = hoop.create_pending_review("alice@corp.example", "pg-staging")  # groups sre, dba-owners
+async def test_a_5xx_on_a_decision_is_unknown_until_read_and_never_approved_twice(
+    gateway: HoopGateway, hoop: HoopStandIn, clock: ManualClock
+) -> None:
+    review = hoop.create_pending_review("alice@corp.example", "pg-prod", duration_sec=600)
+    # the approval is written but the answer is a 500: the read-back says it is APPROVED, so it succeeded
+    hoop.fail_next(f"/reviews/{review.review_id}", 500, after_write=True, method="PUT")
+    await gateway.decide_review(review.review_id, approve=True)
+    assert (await gateway.get_review(review.review_id)).revoke_at == T0 + timedelta(minutes=10)
+    clock.advance(minutes=3)
+    await gateway.decide_review(review.review_id, approve=True)  # a retry: no second approval
+    assert review_puts(hoop, review.review_id) == [{"status": "APPROVED", "force_review": True}]
+    assert (await gateway.get_review(review.review_id)).revoke_at == T0 + timedelta(minutes=10)
+
+    # a 5xx before the write: the read-back shows it PENDING, so the error stands (retried later)
+    other = hoop.create_pending_review("alice@corp.example", "pg-prod")
+    hoop.fail_next(f"/reviews/{other.review_id}", 503, method="PUT")
+    with pytest.raises(GatewayTransientError):
+        await gateway.decide_review(other.review_id, approve=True)
+    assert hoop.review(other.review_id)["status"] == "PENDING"
+    await gateway.decide_review(other.review_id, approve=True)
+    assert hoop.review(other.review_id)["status"] == "APPROVED"
+
+
+async def test_decide_needs_the_force_approval_groups(hoop: HoopStandIn) -> None:
+    hoop.add_connection("pg-unforced", access_groups=["eng"], reviewers=["sre", "dba-owners"])
+    unforced = hoop.create_pending_review("alice@corp.example", "pg-unforced")
+    async with make_gateway(hoop) as grantflow:
+        # admin, but not in the connection's force-approval groups (it has none): hoop says not eligible
+        with pytest.raises(GatewayRefusedError, match="force-approval groups"):
+            await grantflow.decide_review(unforced.review_id, approve=True)
     async with make_gateway(hoop, SRE_KEY) as sre:
-        with pytest.raises(GatewayAuthError, match="one of the review's groups"):
-            await sre.decide_review(theirs.review_id, approve=True)
-        await sre.decide_review(two_groups.review_id, approve=True)
-    assert hoop.review(two_groups.review_id)["status"] == "PENDING"  # dba-owners has not approved yet
+        with pytest.raises(GatewayRefusedError, match="force-approval groups"):
+            await sre.decide_review(unforced.review_id, approve=True)
+    assert hoop.review(unforced.review_id)["status"] == "PENDING"
+
+
+async def test_pending_reviews_read_the_onetime_command_from_the_session_detail(
+    gateway: HoopGateway, hoop: HoopStandIn
+) -> None:
+    review = hoop.create_pending_review("alice@corp.example", "pg-prod", type="onetime", command="VACUUM t")
+    [listed] = await gateway.list_pending_reviews()
+    assert listed.review_id == review.review_id and listed.command is None  # the list blanks the script
+    assert await gateway.session_command(review.session_id) == "VACUUM t"
 
 
 # ---------------------------------------------------------------------- listing and directory
@@ -393,11 +529,12 @@ async def test_decide_needs_one_of_the_review_groups(hoop: HoopStandIn) -> None:
 async def test_list_sessions_pages_through_everything(
     gateway: HoopGateway, hoop: HoopStandIn, clock: ManualClock
 ) -> None:
+    hoop.add_connection("dba-console", access_groups=["dba"])  # standing access: no rule, no review
     made = []
     for _ in range(230):
-        made.append(hoop.connect("bob@corp.example", "pg-prod"))
+        made.append(hoop.connect("bob@corp.example", "dba-console"))
         clock.advance(seconds=1)
-    sessions = await gateway.list_sessions(connection="pg-prod")
+    sessions = await gateway.list_sessions(connection="dba-console")
     assert [s.id for s in sessions] == list(reversed(made))
     pages = [c.query for c in hoop.calls if c.path == "/api/sessions"]
     assert [p["offset"] for p in pages] == ["0", "100", "200"]
@@ -432,8 +569,48 @@ async def test_users_groups_and_access_control(gateway: HoopGateway, hoop: HoopS
     assert updated.groups == ["analysts", "eng"]
     assert (updated.name, updated.slack_id) == ("Alice", "U0ALICE")  # sent in full, so nothing was cleared
     assert await gateway.list_user_groups() == ["analysts", "dba", "eng"]
-    assert await gateway.access_control_groups() == {"pg-prod": ["dba"], "pg-staging": ["eng"]}
+    assert await gateway.access_control_groups() == {"pg-prod": ["dba", "eng"], "pg-staging": ["eng"]}
     with pytest.raises(GatewayNotFoundError):
         await gateway.get_user("newbie@corp.example")
     stripped = await gateway.put_user(GatewayUser(id=alice.id, email=alice.email))
     assert (stripped.name, stripped.slack_id, stripped.groups) == ("", "", [])  # hoop replaces the whole user
+
+
+async def test_connection_access_rules_read_every_gate(gateway: HoopGateway, hoop: HoopStandIn) -> None:
+    """What ``domain.access`` decides by, read through hoop's API: access control, attributes, the jit rule
+    (by attribute before by name), the review plugin; plugin off and unknown connections."""
+    hoop.add_access_rule("prod-by-name", connection_names=["pg-prod"], reviewers_groups=["dba-owners"])
+    hoop.add_access_rule("cmd-only", access_type="command", connection_names=["pg-staging"])
+    rules = await gateway.connection_access_rules("pg-prod")
+    assert rules.access_control_enabled and rules.access_groups == ["dba", "eng"]
+    assert rules.review_rule is not None and rules.review_rule.name == "prod-by-name"
+    assert rules.review_plugin_groups == ["dba-owners"]
+    staging = await gateway.connection_access_rules("pg-staging")
+    assert staging.review_rule is None  # a command rule does not review connects
+
+    hoop.add_access_rule(
+        "prod-by-attribute",
+        reviewers_groups=["sre"],
+        skip_review_groups=["dba"],
+        force_approval_groups=["gf"],
+    )
+    hoop.add_attribute(
+        "tier-1",
+        connection_names=["pg-prod"],
+        access_control_group_names=["data"],
+        access_request_rule_names=["prod-by-attribute"],
+    )
+    rules = await gateway.connection_access_rules("pg-prod")
+    assert rules.attribute_groups == {"tier-1": ["data"]}
+    assert rules.review_rule is not None and rules.review_rule.name == "prod-by-attribute"
+    assert rules.review_rule.skip_review_groups == ["dba"]
+    assert rules.review_rule.force_approval_groups == ["gf"]
+    assert rules.allowing_groups() == ["data", "dba", "eng"]
+
+    hoop.set_access_control(False)
+    assert not (await gateway.connection_access_rules("pg-prod")).access_control_enabled
+    with pytest.raises(GatewayNotFoundError):
+        await gateway.connection_access_rules("pg-nope")
+    assert await gateway.find_user("newbie@corp.example") is None
+    alice = await gateway.find_user("alice@corp.example")
+    assert alice is not None and alice.groups == ["eng"]

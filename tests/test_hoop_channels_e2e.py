@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.requests import EndReason, RequestStatus, RequestView
 from integrations.slack import APPROVE_ACTION, DENY_ACTION
+from sandbox.seed import GRANTFLOW_GROUP
 from tests.channel_stack import (
     ACC,
     DENIED,
@@ -56,6 +57,9 @@ SLACK_APPROVERS = tuple(a for a in APPROVERS if a != NO_SLACK)
 CONNECTION = "pg-prod-admin"
 GRANT = timedelta(seconds=10)
 ON_TIME = timedelta(seconds=3)  # the end may come this much after the expiry (a workflow task, a revoke)
+# The requester connects this long into the grant: hoop ends such a session by itself at connect time + the
+# grant's length, so it outlives the grant by as much, and only grantflow's kill ends it on time.
+CONNECT_AFTER = timedelta(seconds=4)
 # Requesters no other flow of this module uses (engineers outside db-owners, in Slack and in hoop).
 APPROVED_THERE = "gus@example.com"
 REJECTED_THERE = "hana@example.com"
@@ -193,6 +197,7 @@ async def approved_in_hoop(rig: ChannelStack) -> Flow:
     polled = await poll(rig)
     active = await rig.wait_status(rid, RequestStatus.ACTIVE)
     hoop_active = rig.stack.hoop.review(review_id)
+    await asyncio.sleep(CONNECT_AFTER.total_seconds())
     session = await rig.stack.connect(APPROVED_THERE, CONNECTION)
     assert rig.stack.hoop.session(session)["status"] == "open"
     final = await rig.final(rid, timeout=60)
@@ -223,6 +228,7 @@ async def approved_by_grantflow(rig: ChannelStack) -> Flow:
     await rig.approve(rid, CAROL, "jira")
     active = await rig.wait_status(rid, RequestStatus.ACTIVE)
     hoop_active = rig.stack.hoop.review(review_id)
+    await asyncio.sleep(CONNECT_AFTER.total_seconds())
     session = await rig.stack.connect(APPROVED_HERE, CONNECTION)
     assert rig.stack.hoop.session(session)["status"] == "open"
     final = await rig.final(rid, timeout=60)
@@ -238,7 +244,7 @@ def assert_ended_on_time(rig: ChannelStack, flow: Flow) -> None:
     assert final.granted_at and final.expires_at and final.ended_at
     assert final.expires_at <= final.ended_at < final.expires_at + ON_TIME
     session = rig.stack.hoop.session(flow.session)
-    assert session["status"] == "done" and session["review"]["id"] == flow.review_id, session
+    assert session["status"] == "done" and session["review"] is None, session  # hoop links no session to it
     ended = data_of(rig, flow.request_id, "request.ended")
     assert ended["revoked_review_ids"] == [flow.review_id], ended
     assert ended["killed_session_ids"] == [flow.session], ended
@@ -396,8 +402,19 @@ async def test_a_review_grantflow_approves_is_approved_in_hoop_while_active_then
     assert [(d.approver.email, d.channel) for d in active.approvals] == [(BOB, "slack"), (CAROL, "jira")]
     # while ACTIVE: APPROVED in hoop, by grantflow's key (not by a person), expiring with the request
     assert hoop_active["status"] == "APPROVED", hoop_active
-    assert [g["status"] for g in hoop_active["review_groups_data"]] == ["APPROVED"]
-    assert all(g["reviewed_by"]["email"] not in APPROVERS for g in hoop_active["review_groups_data"])
+    # in ONE call, forced as grantflow's force-approval group (review.go doForcedReview): the reviewer groups
+    # stay as they were, the force group is added and marked forced
+    decided = [g for g in hoop_active["review_groups_data"] if g["status"] != "PENDING"]
+    assert [(g["group"], g["status"], g["forced_review"]) for g in decided] == [
+        (GRANTFLOW_GROUP, "APPROVED", True)
+    ]
+    assert all(g["reviewed_by"]["email"] not in APPROVERS for g in decided)
+    puts = [
+        c.json
+        for c in rig.stack.hoop.calls
+        if c.method == "PUT" and c.path == f"/api/reviews/{flow.review_id}"
+    ]
+    assert [b for b in puts if b["status"] == "APPROVED"] == [{"status": "APPROVED", "force_review": True}]
     approved = data_of(rig, flow.request_id, "hoop.review_approved")
     assert approved["decided_in"] == "grantflow" and "note" not in approved, approved
     assert active.granted_at is not None and active.expires_at is not None

@@ -46,16 +46,6 @@ KNOWN_DIFFERENCES: list[KnownDifference] = [
         status=202,
         spec_status=200,
     ),
-    # Not verified against the code: the spec lists no 404 for provision; the stand-in answers 404 for an
-    # unknown connection like hoop's other connection lookups. Revisit if the real gateway says otherwise.
-    KnownDifference(
-        "provision-404-unknown-connection",
-        "undeclared_status",
-        "an unknown connection is a 404 {message}, a status the spec does not list for provision",
-        operation="POST /sessions/provision",
-        status=404,
-        schema="openapi.HTTPError",
-    ),
     # Omitting or nulling approved_reviewers auto-approves every group; the spec types it as a plain array.
     KnownDifference(
         "provision-approved-reviewers-null",
@@ -154,6 +144,9 @@ ADAPTER_OPERATIONS = {
     "GET /reviews/{id}",
     "PUT /reviews/{id}",
     "GET /connections",
+    "GET /connections/{nameOrID}",
+    "GET /attributes",
+    "GET /access-requests/rules",
     "GET /plugins/{name}",
     "GET /users",
     "GET /users/{emailOrID}",
@@ -172,7 +165,11 @@ def seed(hoop: HoopStandIn) -> None:
     hoop.add_user("alice@corp.example", "Alice", groups=["eng"], slack_id="U0ALICE")
     hoop.add_user("bob@corp.example", "Bob", groups=["dba"])
     hoop.add_user("newbie@corp.example", signed_in=False)
-    hoop.add_connection("pg-prod", access_groups=["dba"], reviewers=["dba-owners"], access_max_duration=7200)
+    hoop.add_connection(
+        "pg-prod", access_groups=["dba", "eng"], reviewers=["dba-owners"], access_max_duration=7200
+    )
+    hoop.add_connection("dba-console", access_groups=["dba"])  # standing access: no rule, no review
+    hoop.add_attribute("tier-1", connection_names=["pg-prod"], access_control_group_names=["data"])
     hoop.add_connection("pg-staging", access_groups=["eng"], reviewers=["sre", "dba-owners"])
     hoop.add_access_rule(
         "prod-jit", connection_names=["pg-prod"], reviewers_groups=["dba-owners"], min_approvals=1
@@ -217,17 +214,18 @@ async def recorded() -> AsyncIterator[Recorded]:
             user_email="alice@corp.example", connection="pg-prod", duration_seconds=3600, correlation_id="c-1"
         )
         live = hoop.connect("alice@corp.example", "pg-prod")
-        hoop.connect("bob@corp.example", "pg-prod")  # standing access: no review
+        hoop.connect("bob@corp.example", "dba-console")  # standing access: no review
         clock.advance(minutes=5)
         await admin.list_sessions(user="alice@corp.example", connection="pg-prod", status="open")
         await admin.kill_session(live)
-        await admin.kill_session(live)  # 400, then read back
+        await admin.kill_session(live)  # already done: 204 all the same
         await admin.revoke_grant(grant.review_id)
         await admin.revoke_grant(grant.review_id)  # 400, then read back
         await admin.find_grants(correlation_id="c-1")
 
         pending = hoop.create_pending_review("alice@corp.example", "pg-staging")
-        await sre.decide_review(pending.review_id, approve=True)  # one of two groups: stays PENDING
+        # grantflow forces its approvals; a key outside the force-approval groups gets 400 "not eligible"
+        await expect_failure(sre.decide_review(pending.review_id, approve=True))
         rejected = hoop.create_pending_review("bob@corp.example", "pg-prod")
         await admin.decide_review(rejected.review_id, approve=False, reason="change freeze")
         await expect_failure(admin.decide_review(rejected.review_id, approve=True))
@@ -235,6 +233,9 @@ async def recorded() -> AsyncIterator[Recorded]:
 
         await admin.list_connections()
         await admin.access_control_groups()
+        await admin.connection_access_rules("pg-prod")
+        await expect_failure(admin.connection_access_rules("pg-nope"))
+        await admin.find_user("newbie@corp.example")
         users = await admin.list_users()
         alice = await admin.get_user("alice@corp.example")
         await admin.put_user(alice.model_copy(update={"groups": ["eng", "analysts"]}))
@@ -415,8 +416,12 @@ async def check_approval_count(hoop: HoopStandIn, spec: dict[str, Any]) -> None:
     review = hoop.create_pending_review(
         "alice@corp.example", "pg-staging", groups=["sre", "dba-owners"], min_approvals=1
     )
-    async with HoopGateway(hoop.url, SRE_KEY, transport=httpx.AsyncHTTPTransport(verify=_TLS)) as sre:
-        await sre.decide_review(review.review_id, approve=True)
+    # a plain (unforced) PUT, as a reviewer group member sends it: grantflow itself approves with force_review
+    async with httpx.AsyncClient(
+        base_url=hoop.api_url, headers={"Authorization": f"Bearer {SRE_KEY}"}, verify=_TLS
+    ) as sre:
+        answer = await sre.put(f"/reviews/{review.review_id}", json={"status": "APPROVED"})
+        assert answer.status_code == 200, answer.text
     decided = hoop.review(review.review_id)
     assert decided["status"] == "APPROVED"  # the prose would still wait for dba-owners
     assert {g["group"]: g["status"] for g in decided["review_groups_data"]} == {

@@ -33,7 +33,8 @@ from domain.requests import (
     hoop_request_id,
 )
 from grantflow.settings import Settings
-from sandbox.hoop import PendingReview
+from sandbox.hoop import Call, PendingReview
+from sandbox.seed import GRANTFLOW_GROUP
 from tests.stack import Stack
 from tests.test_replay import HISTORIES
 from workflows.access_request import APPROVED_IN_HOOP, REJECTED_IN_HOOP, AccessRequestWorkflow
@@ -81,8 +82,30 @@ async def discovery(time_stack: Stack) -> AsyncIterator[Discovery]:
 
 
 async def pending(stack: Stack, email: str, connection: str, **options: Any) -> PendingReview:
-    """A review left PENDING in hoop (off the loop: the stand-in reads Temporal's clock)."""
-    return await asyncio.to_thread(stack.hoop.create_pending_review, email, connection, **options)
+    """A review left PENDING in hoop (off the loop: the stand-in reads Temporal's clock), as the connection's
+    access-request rule makes it. The seed has jit rules only; a ``onetime`` review (``hoop exec``) needs a
+    command rule, made here like the jit one (same reviewers and force-approval group)."""
+
+    def create() -> PendingReview:
+        if options.get("type") == "onetime":
+            jit = stack.hoop.state_snapshot()["rules"].get(f"{connection}-jit")
+            if jit is not None:
+                stack.hoop.add_access_rule(
+                    f"{connection}-command",
+                    access_type="command",
+                    connection_names=[connection],
+                    reviewers_groups=jit["reviewers_groups"],
+                    force_approval_groups=jit["force_approval_groups"],
+                    min_approvals=jit["min_approvals"],
+                )
+        return stack.hoop.create_pending_review(email, connection, **options)
+
+    return await asyncio.to_thread(create)
+
+
+def review_puts(stack: Stack, review_id: str) -> list[Call]:
+    """The PUT /reviews/{id} calls hoop answered (injected failures included: the write may have happened)."""
+    return [c for c in stack.hoop.calls if c.method == "PUT" and c.path == f"/api/reviews/{review_id}"]
 
 
 async def poll(discovery: Discovery) -> PollSummary:
@@ -221,11 +244,12 @@ async def test_jit_review_approved_by_quorum_then_revoked_at_revoke_at_with_sess
     assert (view.resource, view.role, view.connection) == ("pg-prod", "admin", "pg-prod-admin")
     assert view.requester.email == "alice@example.com" and view.requested_duration == timedelta(hours=1)
     assert view.required_approvals == 2
-    assert {m.recipient.email for m in stack.notifier.messages if m.event == "request_created"} == {
-        "bob@example.com",
-        "carol@example.com",
-        "dan@example.com",
-    }
+
+    def asked() -> set[str]:
+        return {m.recipient.email for m in stack.notifier.messages if m.event == "request_created"}
+
+    # approvers are told by an activity that runs after the view is ready: wait for it
+    await eventually(lambda: asked() == {"bob@example.com", "carol@example.com", "dan@example.com"})
 
     await decide(stack, handle, "bob@example.com", Verdict.APPROVE)
     assert stack.hoop.review(review.review_id)["status"] == "PENDING"  # one of two: nothing in hoop yet
@@ -237,13 +261,22 @@ async def test_jit_review_approved_by_quorum_then_revoked_at_revoke_at_with_sess
     assert view.expires_at == hoop_time(in_hoop["revoke_at"])
     assert [g.review_id for g in view.grants] == [review.review_id]
     assert provisions(stack) == 0  # the person's own review is the grant
+    # decided in hoop in ONE call, forced by grantflow's force-approval group (review.go doForcedReview)
+    assert [c.json for c in review_puts(stack, review.review_id)] == [
+        {"status": "APPROVED", "force_review": True}
+    ]
+    assert [g["group"] for g in in_hoop["review_groups_data"] if g["forced_review"]] == [GRANTFLOW_GROUP]
+    approved_entry = dict(ledger(stack, view.id))["hoop.review_approved"]
+    assert approved_entry["revoke_at"] == hoop_time(in_hoop["revoke_at"]).isoformat()  # read back, recorded
 
     # The review left PENDING because grantflow decided it: the signal discovery sends changes nothing.
     assert (await poll(discovery)).signalled == [review.review_id]
     assert (await handle.query(AccessRequestWorkflow.view)).outcome_note is None
 
+    # Ten minutes in: hoop gives the session its own deadline (connect + the review's hour), past revoke_at.
+    await stack.env.sleep(timedelta(minutes=10))
     session = await stack.connect("alice@example.com", "pg-prod-admin")
-    assert stack.hoop.session(session)["review"]["id"] == review.review_id
+    assert stack.hoop.session(session)["review"] is None  # hoop does not link it to the review
     standing = await stack.connect("bob@example.com", "pg-prod-ro")  # not ours to cut
 
     result = await finished(stack, handle)  # time skips to revoke_at
@@ -255,9 +288,36 @@ async def test_jit_review_approved_by_quorum_then_revoked_at_revoke_at_with_sess
     assert [k for k, _ in entries][-3:] == ["hoop.review_approved", "revocation.started", "request.ended"]
     approved = dict(entries)["hoop.review_approved"]
     assert approved["decided_in"] == "grantflow" and approved["review_id"] == review.review_id
-    assert session in entries[-1][1]["killed_session_ids"]
+    assert entries[-1][1]["killed_session_ids"] == entries[-1][1]["sessions_used"] == [session]
     assert stack.store.verify_ledger().ok
     await replays(handle, "hoop_jit_approved_then_expired")
+
+
+async def test_an_approval_whose_answer_is_lost_is_read_back_and_never_sent_twice(
+    time_stack: Stack, discovery: Discovery
+) -> None:
+    stack = time_stack  # pg-prod read: one approval
+    review = await pending(stack, "erin@example.com", "pg-prod-ro", duration_sec=3600)
+    await poll(discovery)
+    handle = request(stack, review)
+    await ready(stack, handle)
+    # hoop writes the approval, then the answer is a 500 (as for an unknown review): unknown until read
+    stack.hoop.fail_next(f"/reviews/{review.review_id}", 500, after_write=True, method="PUT")
+    await decide(stack, handle, "bob@example.com", Verdict.APPROVE)
+    view = await active(stack, handle)
+    puts = review_puts(stack, review.review_id)
+    assert [(c.json, c.status, c.injected) for c in puts] == [
+        ({"status": "APPROVED", "force_review": True}, 500, True)
+    ]
+    in_hoop = stack.hoop.review(review.review_id)
+    assert in_hoop["status"] == "APPROVED" and view.expires_at == hoop_time(in_hoop["revoke_at"])
+    # the read-back decided: no second approval (which would have reset revoke_at) was ever sent
+    assert len(review_puts(stack, review.review_id)) == 1
+    # end it the ordinary way: a workflow terminated mid-activity stops time skipping for later tests
+    await handle.execute_update(
+        AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("erin@example.com"), reason="done")
+    )
+    assert (await handle.result()).end_reason is EndReason.RELINQUISHED
 
 
 async def test_extending_a_hoop_jit_provisions_a_grant_swept_with_the_review(

@@ -18,6 +18,7 @@ from activities.identity_sync import IdentitySyncActivities, SyncInput, SyncRepo
 from activities.standing_access import GroupSource, RevokeMembershipInput, StandingAccessActivities
 from domain.requests import DecisionInput, EndReason, RequestStatus, Verdict
 from integrations.scim import DirectoryUser, ScimDirectory, ScimError
+from sandbox.hoop import HoopAccessDenied
 from sandbox.scim import ScimDirectoryServer
 from store import Store
 from tests.stack import LEDGER_KEY, SCIM_TOKEN, Stack
@@ -48,7 +49,7 @@ async def test_first_full_sync_brings_everyone_and_their_groups(scim_stack: Stac
     stack = scim_stack
     report = await sync(stack)
     assert report.applied and report.mode == "full"
-    assert report.counts["joiners"] == len(stack.organisation.people) == 42
+    assert report.counts["joiners"] == len(stack.organisation.people) == 43
     alice = stack.store.find_person_by_email("alice@example.com")
     assert alice is not None and alice.id == server(stack).user_id("alice@example.com")  # the provider's id
     owners = {p.email for p in stack.store.group_members("db-owners")}
@@ -99,6 +100,108 @@ async def test_leaver_loses_grant_session_and_pending_request_within_seconds(sci
     assert alice is not None and not alice.active
 
 
+async def test_a_leaver_is_inactive_in_hoop_with_every_session_killed_and_active_again_when_back(
+    scim_stack: Stack,
+) -> None:
+    stack = scim_stack
+    await sync(stack)
+    for name in ("team-db", "team-shell"):  # standing access for engineering, no review
+        stack.hoop.add_connection(name, access_groups=["engineering"])
+    alice_sessions = [
+        await stack.connect("alice@example.com", c) for c in ("team-db", "team-shell", "team-db")
+    ]
+    bob_session = await stack.connect("bob@example.com", "team-db")
+    before = stack.hoop.user("alice@example.com")
+
+    server(stack).deactivate("alice@example.com")
+    server(stack).deactivate("mallory@example.com")  # never signed in to hoop: nothing there to change
+    report = await sync(stack)
+
+    assert report.gateway is not None and report.gateway_error is None
+    assert report.gateway.deactivated == ["alice@example.com"]
+    assert report.gateway.never_signed_in == ["mallory@example.com"]
+    assert sorted(report.gateway.sessions_killed["alice@example.com"]) == sorted(alice_sessions)
+    after = stack.hoop.user("alice@example.com")
+    assert after == {**before, "status": "inactive"}  # the whole user written back, only the status changed
+    assert [stack.hoop.session(s)["status"] for s in alice_sessions] == ["done"] * 3
+    assert stack.hoop.session(bob_session)["status"] == "open"  # someone else's session is left alone
+    with pytest.raises(HoopAccessDenied, match="user is not active"):
+        await stack.connect("alice@example.com", "team-db")
+
+    alice = stack.ref("alice@example.com")
+    entries = {e.kind: e for e in stack.store.ledger_entries(subject=alice.id)}
+    assert {"person.left", "gateway.user_deactivated", "gateway.sessions_killed"} <= set(entries)
+    deactivated = entries["gateway.user_deactivated"].data
+    assert deactivated["written"] and deactivated["status_before"] == "active"
+    assert deactivated["status_after"] == "inactive"  # read back
+    killed = entries["gateway.sessions_killed"].data
+    assert sorted(k["id"] for k in killed["killed"]) == sorted(alice_sessions) and killed["open_after"] == []
+    mallory = stack.ref("mallory@example.com")
+    absent = [
+        e for e in stack.store.ledger_entries(subject=mallory.id) if e.kind == "gateway.user_deactivated"
+    ]
+    assert [e.data["in_gateway"] for e in absent] == [False]
+
+    server(stack).set_active("alice@example.com", True)
+    back = await sync(stack)
+    assert [p.email for p in back.reactivated] == ["alice@example.com"]
+    assert back.gateway is not None and back.gateway.reactivated == ["alice@example.com"]
+    assert stack.hoop.user("alice@example.com") == before
+    assert await stack.connect("alice@example.com", "team-db")
+    reactivated = [
+        e for e in stack.store.ledger_entries(subject=alice.id) if e.kind == "gateway.user_reactivated"
+    ]
+    assert [(e.data["written"], e.data["status_after"]) for e in reactivated] == [(True, "active")]
+
+
+def _hoop_writes(stack: Stack) -> list[str]:
+    return [f"{c.method} {c.path}" for c in stack.hoop.calls if c.method in ("PUT", "POST")]
+
+
+async def test_nothing_is_written_to_hoop_by_a_dry_run_or_a_sync_the_guard_stopped(scim_stack: Stack) -> None:
+    stack = scim_stack
+    await sync(stack)
+    stack.hoop.add_connection("team-db", access_groups=["engineering"])
+    ivan = await stack.connect("ivan@example.com", "team-db")
+    server(stack).deactivate("ivan@example.com")
+    stack.hoop.clear_calls()
+    dry = await sync(stack, dry_run=True)
+    assert [leaver.person.email for leaver in dry.leavers] == ["ivan@example.com"] and dry.gateway is None
+    assert _hoop_writes(stack) == []
+    for email in ["judy", "gus", "hana", "ida", "jon"]:
+        server(stack).deactivate(f"{email}@example.com")  # 6 of everyone: more than 10 %
+    blocked = await sync(stack)
+    assert not blocked.applied and blocked.gateway is None
+    assert _hoop_writes(stack) == [] and stack.hoop.calls == []  # not even read
+    assert stack.hoop.user("ivan@example.com")["status"] == "active"
+    assert stack.hoop.session(ivan)["status"] == "open"
+    # Without the guard's objection the same leaver is applied everywhere.
+    for email in ["judy", "gus", "hana", "ida", "jon"]:
+        server(stack).set_active(f"{email}@example.com", True)
+    applied = await sync(stack)
+    assert applied.gateway is not None and applied.gateway.deactivated == ["ivan@example.com"]
+    assert stack.hoop.session(ivan)["status"] == "done"
+
+
+async def test_a_gateway_refusing_the_leaver_is_escalated_and_requests_are_still_told(
+    scim_stack: Stack,
+) -> None:
+    stack = scim_stack
+    await sync(stack)
+    pending = await stack.start_request("erin@example.com", "pg-prod", "read", timedelta(hours=1))
+    await stack.wait_for(pending, lambda v: v.approvers_resolved)
+    stack.hoop.fail_next("/users/", status=403, method="PUT")
+    server(stack).deactivate("erin@example.com")
+    report = await sync(stack)
+    assert report.applied and report.gateway is None and report.gateway_error is not None
+    assert (await pending.result()).status is RequestStatus.CANCELLED
+    escalated = [
+        e for e in stack.store.ledger_entries(subject="directory") if e.kind == "gateway.sync_escalated"
+    ]
+    assert len(escalated) == 1 and escalated[0].data["leavers"] == ["erin@example.com"]
+    assert stack.hoop.user("erin@example.com")["status"] == "active"  # hoop refused: said so, not hidden
+
+
 async def test_deletion_is_seen_by_a_full_sync_only(scim_stack: Stack) -> None:
     stack = scim_stack
     await sync(stack)
@@ -136,12 +239,12 @@ async def test_mass_deactivation_stops_the_sync_and_applies_nothing(scim_stack: 
     stack = scim_stack
     await sync(stack)
     for email in ["ivan", "judy", "gus", "hana", "ida", "jon"]:
-        server(stack).deactivate(f"{email}@example.com")  # 6 of 42: more than 10 %
+        server(stack).deactivate(f"{email}@example.com")  # 6 of 43: more than 10 %
     dry = await sync(stack, dry_run=True)
     assert dry.counts["leavers"] == 6 and not dry.applied
     report = await sync(stack)
     assert not report.applied and report.blocked_reason is not None
-    assert "6 of 42" in report.blocked_reason
+    assert "6 of 43" in report.blocked_reason
     assert all(p.active for p in stack.store.list_people())
     assert [e.kind for e in stack.store.ledger_entries(subject="directory")][-1] == "directory.sync_blocked"
 

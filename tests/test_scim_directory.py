@@ -42,13 +42,13 @@ def _meta(server: ScimDirectoryServer) -> dict[str, tuple[object, object, object
 
 
 async def test_seeds_the_example_organisation(seeded: ScimDirectoryServer, org: Organisation) -> None:
-    assert len(org.people) == 42
+    assert len(org.people) == 43
     ids = seeded.id_map()
     async with ScimDirectory(seeded.base_url, TOKEN) as directory:
         users = await directory.list_users(page_size=10)
         groups = await directory.list_groups(page_size=5)
 
-    assert len(users) == 42
+    assert len(users) == 43
     by_external = {u.external_id: u for u in users}
     assert set(by_external) == {p.id for p in org.people}
     for person in org.people:
@@ -124,7 +124,7 @@ def test_restarting_the_same_server_keeps_serving_its_resources(seeded: ScimDire
     url = seeded.start()
     assert url.startswith("http://127.0.0.1:") and url.endswith("/v2")
     response = httpx2.get(f"{url}/Users", headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.json()["totalResults"] == 42
+    assert response.json()["totalResults"] == 43
     assert _meta(seeded) == before
 
 

@@ -198,21 +198,21 @@ async def test_a_workflow_that_cannot_start_frees_its_slot(stack: Stack) -> None
 
 async def test_self_extension_and_refused_extension(stack: Stack) -> None:
     service = make_service(stack)
-    # dan is on call: pg-prod read is auto-approved and may be self-extended up to 24h in total.
+    # frank is on call: pg-prod read is auto-approved and may be self-extended up to 24h in total.
     view = await service.create(
-        stack.actor("dan@example.com"), resource="pg-prod", role="read", duration="2h", reason="r"
+        stack.actor("frank@example.com"), resource="pg-prod", role="read", duration="2h", reason="r"
     )
     await wait_view(service, view.id, lambda v: v.status is RequestStatus.ACTIVE)
-    extended = await service.extend(view.id, stack.actor("dan@example.com"), "1h", "more")
+    extended = await service.extend(view.id, stack.actor("frank@example.com"), "1h", "more")
     assert extended.granted_total.total_seconds() == 3 * 3600
     with pytest.raises(Refused, match="beyond the policy's cumulative maximum of 1d"):
-        await service.extend(view.id, stack.actor("dan@example.com"), "1d", "much more")
-    with pytest.raises(Refused, match=re.escape("erin@example.com cannot extend dan@example.com's access")):
+        await service.extend(view.id, stack.actor("frank@example.com"), "1d", "much more")
+    with pytest.raises(Refused, match=re.escape("erin@example.com cannot extend frank@example.com's access")):
         await service.extend(view.id, stack.actor("erin@example.com"), "1h", "")
     with pytest.raises(BadInput, match="extension '0m' is zero"):
-        await service.extend(view.id, stack.actor("dan@example.com"), "0m", "")
+        await service.extend(view.id, stack.actor("frank@example.com"), "0m", "")
     kinds = [(e.actor, e.data["action"]) for e in refusals(stack, view.id, "extend.refused")]
-    assert kinds == [("dan@example.com", "extend"), ("erin@example.com", "extend")]
+    assert kinds == [("frank@example.com", "extend"), ("erin@example.com", "extend")]
 
 
 async def test_extension_needing_approval(stack: Stack) -> None:
@@ -334,3 +334,36 @@ async def test_an_auto_approved_request_is_answered_as_granted_not_pending(stack
     ended = await service.relinquish(view.id, frank, "done")
     assert ended.status in (RequestStatus.REVOKING, RequestStatus.ENDED)
     await wait_view(service, view.id, lambda v: v.status is RequestStatus.ENDED)
+
+
+async def test_a_person_hoop_would_not_let_in_is_refused_at_once_with_the_groups_named(stack: Stack) -> None:
+    """zoe, a contractor, is in no group pg-prod-admin's access control allows: an approved review would
+    not get her past hoop's first gate, so nobody is asked and nothing is granted."""
+    service = make_service(stack)
+    with pytest.raises(Refused) as refused:
+        await service.create(
+            stack.actor("zoe@example.com"), resource="pg-prod", role="admin", duration="1h", reason="INC-3"
+        )
+    sentence = str(refused.value)
+    assert "zoe@example.com is not eligible for pg-prod admin" in sentence
+    assert "db-owners, engineering" in sentence
+    request_id = re.search(r"req-[0-9a-f]{12}", sentence)
+    assert request_id is not None
+    view = await service.show(request_id.group(0))
+    assert view.status is RequestStatus.FAILED and view.grants == []
+    assert view.access_check is not None and not view.access_check.eligible
+    kinds = [e.kind for e in stack.store.ledger_entries(subject=view.id)]
+    assert kinds == ["request.created", "request.refused"]
+    assert not [m for m in stack.notifier.messages if m.event == "request_created"]
+    assert [c for c in stack.hoop.calls if c.path == "/api/sessions/provision"] == []
+
+
+async def test_someone_who_needs_no_review_is_told_they_already_have_access(stack: Stack) -> None:
+    """dan is a db-owner: hoop's jit rule for pg-prod-ro skips the review for db-owners."""
+    service = make_service(stack)
+    with pytest.raises(Refused, match=r"dan@example.com already has access to pg-prod read \(pg-prod-ro\)"):
+        await service.create(
+            stack.actor("dan@example.com"), resource="pg-prod", role="read", duration="1h", reason="INC-4"
+        )
+    assert [c for c in stack.hoop.calls if c.path == "/api/sessions/provision"] == []
+    assert await stack.connect("dan@example.com", "pg-prod-ro")  # and hoop indeed lets him in unreviewed

@@ -311,7 +311,16 @@ class RequestService:
             raise Unavailable(
                 f"request {request_id} could not be started ({_short(exc)}); nothing was granted, try again"
             ) from exc
-        return await self._wait_for_setup(handle, view)
+        settled = await self._wait_for_setup(handle, view)
+        check = settled.access_check
+        if (
+            settled.status is RequestStatus.FAILED
+            and check is not None
+            and (not check.eligible or not check.needs_review)
+        ):
+            # hoop's rules refuse it (or make it pointless): the workflow recorded why and asked nobody.
+            raise Refused(f"request {request_id} was refused: {settled.failure_reason}")
+        return settled
 
     async def _release_if_abandoned(self, taken: SlotTaken) -> bool:
         """Free a slot whose request's workflow is no longer running (terminated by an operator, reset, or

@@ -16,8 +16,8 @@ the same policy, quorum and validators, but is decided *in hoop* instead of prov
        ├─ approved in hoop's own UI ─────────▶ mirrored: ACTIVE / APPROVED with a note
        └─ rejected in hoop's own UI ─────────▶ mirrored: DENIED with a note
 
-A hoop ``jit`` request ends through the normal revocation (the review is revoked and the sessions opened
-under it are killed: hoop does neither at ``revoke_at``). Extending it provisions grants as usual (the
+A hoop ``jit`` request ends through the normal revocation (the review is revoked and the sessions it
+enabled are killed: hoop does neither at ``revoke_at``). Extending it provisions grants as usual (the
 newest grant wins in hoop), swept at the end with the review. All of it is behind
 ``workflow.patched("hoop-review-origin")`` and only for requests with an ``origin``: other requests run
 exactly as before.
@@ -27,9 +27,11 @@ Invariants:
   state, the requester, a second vote by the same identity, and anything after the stage closed; a
   refused update writes nothing to history. The edge records refusals in the ledger.
 - The expiry is the gateway's: ``expires_at`` is read back from the grant the gateway reports.
-- The end is never dropped: revocation is retried until the gateway confirms it (and the person's
-  sessions opened under this grant are killed); if that takes longer than ``revoke_escalate_after``
-  the approvers are told, and the request shows ``REVOKING`` meanwhile.
+- The end is never dropped: revocation is retried until the gateway confirms it; if that takes longer
+  than ``revoke_escalate_after`` the approvers are told, and the request shows ``REVOKING`` meanwhile.
+  The sessions the grant enabled (the person's on the connection since the grant began: hoop links none
+  to the grant) are killed and read back; any still open after a few kills are named to the approvers
+  (``sessions.kill_failed``, ``revocation_escalated``) and the request ends, recording them in its view.
 - Every transition is saved to the store with one ledger entry, serialised by a lock so the store sees
   them in order, each with an idempotency key derived from the workflow id and a step number.
 """
@@ -46,12 +48,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.access_check import AccessCheckActivities, CheckAccessInput
     from activities.directory import ApproverResolution, DirectoryActivities, ResolveApproversInput
     from activities.gateway import (
         GATEWAY_REFUSED,
+        KILL_ROUNDS,
         GatewayActivities,
         GrantInput,
         RevokeInput,
+        RevokeResult,
         grant_correlation_id,
     )
     from activities.hoop_reviews import HoopDecisionInput, HoopReviewActivities
@@ -109,6 +114,9 @@ PRESENT_REMINDERS_PATCH = "present-reminders"
 PRESENT_ROUND_PAUSE = timedelta(minutes=1)
 # Notifications are best effort: a few tries, then logged and forgotten.
 BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# How long a request waits for hoop's configuration to be readable before it is FAILED (nobody is asked
+# to approve access nobody could check).
+ACCESS_CHECK_DEADLINE = timedelta(minutes=10)
 # How long an approved request waits for the gateway to accept a grant before it is FAILED.
 GRANT_DEADLINE = timedelta(hours=1)
 # Smallest step of the re-armable timers, so a clock skew cannot make the loop spin.
@@ -182,6 +190,9 @@ class AccessRequestWorkflow:
                 "policy": inp.policy.model_dump(mode="json"),
             },
         )
+        if not await self._check_access(before_granting=False):
+            await self._reject_in_hoop_after_failure()
+            return await self._finish()
         resolution = await self._resolve_approvers()
         if resolution is None:
             await self._reject_in_hoop_after_failure()
@@ -218,6 +229,11 @@ class AccessRequestWorkflow:
                 return await self._close(outcome)
             self._view.decided_at = workflow.now()
 
+        # Group memberships and hoop's rules may have changed while approvers decided: a grant hoop would
+        # not honour (or that nobody needs) is not written.
+        if self._hoop_mirrored is None and not await self._check_access(before_granting=True):
+            await self._reject_in_hoop_after_failure()
+            return await self._finish()
         if self._hoop is not None:
             return await self._conclude_in_hoop(self._hoop)
         if not await self._grant_first_segment():
@@ -230,6 +246,48 @@ class AccessRequestWorkflow:
         return await self._finish()
 
     # ------------------------------------------------------------------ phases
+
+    async def _check_access(self, *, before_granting: bool) -> bool:
+        """hoop's two gates for the requester (``domain.access``): True when a JIT grant is what they need.
+        Otherwise the request is FAILED with the sentence saying why (not eligible: the groups that would
+        make them so; no review needed: they already have access) and nobody is asked or granted anything.
+        A gateway that cannot be read for ``ACCESS_CHECK_DEADLINE`` fails the request the same way."""
+        view = self._view
+        what = f"{view.resource} {view.role}"
+        try:
+            verdict = await workflow.execute_activity_method(
+                AccessCheckActivities.check_access,
+                CheckAccessInput(person=view.requester, connection=view.connection),
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=ACCESS_CHECK_DEADLINE,
+                retry_policy=CRITICAL_RETRY,
+            )
+        except ActivityError as err:
+            self._fail(
+                f"could not check {view.requester.email}'s access to {what} in hoop: {_cause_message(err)}"
+            )
+            await self._record("request.failed", data={"failure_reason": view.failure_reason})
+            await self._notify("closed", [view.requester])
+            return False
+        view.access_check = verdict
+        refusal = verdict.refusal(view.requester.email, what)
+        if refusal is None:
+            await self._record(
+                "access.checked",
+                data={"before_granting": before_granting, **verdict.model_dump(mode="json")},
+            )
+            return True
+        self._fail(f"before granting: {refusal}" if before_granting else refusal)
+        await self._record(
+            "request.refused",
+            data={
+                "failure_reason": view.failure_reason,
+                "before_granting": before_granting,
+                **verdict.model_dump(mode="json"),
+            },
+        )
+        await self._notify("closed", [view.requester])
+        return False
 
     async def _resolve_approvers(self) -> ApproverResolution | None:
         try:
@@ -331,8 +389,14 @@ class AccessRequestWorkflow:
             await self._notify("closed", [self._view.requester])
             # A grant may exist although the call failed (created before a 500, or a lost reply): take
             # it away. The revocation retries until the gateway confirms, like any other.
-            await self._execute_revoke(start_to_close=timedelta(seconds=60))
-            await self._record("grant.swept", data={"correlation_ids": list(self._correlation_ids)})
+            swept = await self._execute_revoke(start_to_close=timedelta(seconds=60))
+            self._note_sessions(swept)
+            await self._record(
+                "grant.swept",
+                data={"correlation_ids": list(self._correlation_ids), **_sessions_data(swept)},
+            )
+            if swept.sessions_left_open:
+                await self._escalate_sessions_left_open(swept)
             return False
         now = workflow.now()
         view = self._view
@@ -472,10 +536,13 @@ class AccessRequestWorkflow:
                 note=f"revocation has not succeeded for {format_duration(escalate_after)}",
             )
         result = await handle
+        view.revocation_attempts = result.attempt
+        self._note_sessions(result)
+        if result.sessions_left_open:  # the grant is revoked, but some of what it enabled lives on
+            await self._escalate_sessions_left_open(result)
         view.status = RequestStatus.ENDED
         view.end_reason = reason
         view.ended_at = workflow.now()
-        view.revocation_attempts = result.attempt
         await self._record(
             "request.ended",
             actor=actor,
@@ -484,11 +551,32 @@ class AccessRequestWorkflow:
                 "end_reason": reason.value,
                 "note": note,
                 "revoked_review_ids": result.revoked_review_ids,
-                "killed_session_ids": result.killed_session_ids,
+                **_sessions_data(result),
                 "attempts": result.attempt,
             },
         )
         await self._notify("closed", [view.requester, *self._approvers_who_decided()], note=note)
+
+    def _note_sessions(self, result: RevokeResult) -> None:
+        """The sessions the grant enabled, as the revocation found and left them, on the view."""
+        view = self._view
+        view.sessions_used = list(result.sessions_seen)
+        view.sessions_killed = list(result.killed_session_ids)
+        view.sessions_left_open = list(result.sessions_left_open)
+
+    async def _escalate_sessions_left_open(self, result: RevokeResult) -> None:
+        """Sessions hoop still lists open after every kill (it answers 204 for a session living on another
+        gateway process): told to the approvers like a revocation that does not succeed. The request still
+        ends; the ledger and the view name the sessions for whoever ends them in hoop."""
+        view = self._view
+        view.revocation_escalated = True
+        left = result.sessions_left_open
+        await self._record("sessions.kill_failed", data={"session_ids": left, "kill_rounds": KILL_ROUNDS})
+        await self._notify(
+            "revocation_escalated",
+            view.eligible_approvers,
+            note=f"{len(left)} session(s) stayed open after {KILL_ROUNDS} kills: {', '.join(left)}",
+        )
 
     async def _execute_revoke(self, start_to_close: timedelta) -> Any:
         return await workflow.execute_activity_method(
@@ -499,12 +587,22 @@ class AccessRequestWorkflow:
         )
 
     def _revoke_input(self) -> RevokeInput:
+        view = self._view
+        granted_review = self._hoop if self._hoop_review_granted else None
+        # hoop links no session to the grant that let it through: the grant's sessions are the person's on
+        # the connection since the access could first be used. For a hoop review that is when the request
+        # was opened (the review was pending until then), and the session that asked for it is named. For a
+        # grant grantflow writes, when it was decided (break-glass: made): the first grant is attempted
+        # right after, and one whose reply was lost exists before ``granted_at``.
+        since = view.created_at if self._hoop is not None else view.decided_at or view.created_at
         return RevokeInput(
-            request_id=self._view.id,
-            user_email=self._view.requester.email,
-            connection=self._view.connection,
+            request_id=view.id,
+            user_email=view.requester.email,
+            connection=view.connection,
             correlation_ids=list(self._correlation_ids),
-            review_ids=[self._hoop.review_id] if self._hoop is not None and self._hoop_review_granted else [],
+            review_ids=[granted_review.review_id] if granted_review is not None else [],
+            sessions_since=since,
+            session_ids=[granted_review.session_id] if granted_review is not None else [],
         )
 
     async def _close(self, status: RequestStatus) -> RequestView:
@@ -610,10 +708,14 @@ class AccessRequestWorkflow:
                 view.outcome_note = _rejected_in_hoop(review)
                 return await self._close(RequestStatus.DENIED)
             if review.status not in ("APPROVED", "REVOKED"):
-                groups = ", ".join(review.groups) or "its groups"
+                # grantflow approves with force_review: only a member of the review's force-approval groups
+                # decides it (hoop's plain per-group count would stall a key in too many groups).
+                force = ", ".join(review.force_approval_groups) or (
+                    "none on the review: set the connection's force_approve_groups"
+                )
                 self._fail(
                     f"grantflow approved review {origin.review_id} but hoop still shows it {review.status}: "
-                    f"it needs approval from {groups}; give grantflow's hoop API key those groups (or admin)"
+                    f"grantflow's hoop API key must be in the review's force-approval groups ({force})"
                 )
                 await self._record("request.failed", data={"failure_reason": view.failure_reason})
                 await self._notify("closed", [view.requester])
@@ -1080,6 +1182,15 @@ class AccessRequestWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("notification %s for %s not sent: %s", event, self._view.id, err.cause)
+
+
+def _sessions_data(result: RevokeResult) -> dict[str, list[str]]:
+    """What the ledger says of the sessions a grant enabled when it is taken away."""
+    return {
+        "sessions_used": result.sessions_seen,
+        "killed_session_ids": result.killed_session_ids,
+        "sessions_left_open": result.sessions_left_open,
+    }
 
 
 def _queued(first: list[PersonRef], then: list[PersonRef]) -> list[PersonRef]:

@@ -4,7 +4,11 @@ Run by a Temporal Schedule (incremental often, full less often — only a full l
 and on demand by ``grantflow sync``. The sync itself is one activity that applies all or nothing; the
 workflow then signals each affected ``AccessRequestWorkflow`` (a leaver's grants end with
 ``end_reason=leaver``, their pending requests are cancelled, their votes withdrawn; joiners become
-eligible). Nothing waits for a timer.
+eligible) while, at the same time, the gateway is told: leavers' hoop users set inactive and all their
+open sessions killed, re-activated people set active again (``apply_in_gateway``). Nothing reaches the
+gateway unless the sync was applied: a dry run or a sync the safety guard stopped changes nothing there.
+A gateway that still fails after ``GATEWAY_RETRY`` is escalated in the ledger and reported, without
+holding up the requests' signals. Nothing waits for a timer.
 """
 
 from __future__ import annotations
@@ -13,15 +17,20 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.identity_sync import IdentitySyncActivities, SyncInput, SyncReport
+    from activities.identity_sync import GatewayChangesInput, IdentitySyncActivities, SyncInput, SyncReport
     from workflows.access_request import AccessRequestWorkflow
 
 # A failing provider is retried a few times; the next scheduled run tries again anyway.
 SYNC_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=5
+)
+
+# Leavers must lose hoop access now: retried briskly, then escalated (the activity writes the alert).
+GATEWAY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=8
 )
 
 SYNC_WORKFLOW_ID = "identity-sync"
@@ -41,7 +50,21 @@ class IdentitySyncWorkflow:
             retry_policy=SYNC_RETRY,
         )
         if not report.applied:
-            return report
+            return report  # a dry run, or stopped by the guard: nothing is written to the gateway either
+        in_gateway = None
+        if report.leavers or report.reactivated:
+            in_gateway = workflow.start_activity_method(
+                IdentitySyncActivities.apply_in_gateway,
+                GatewayChangesInput(
+                    sync_id=inp.sync_id,
+                    leavers=report.leavers,
+                    reactivated=report.reactivated,
+                    final_attempt=GATEWAY_RETRY.maximum_attempts,
+                ),
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=GATEWAY_RETRY,
+            )
         for signal in report.signals:
             handle = workflow.get_external_workflow_handle_for(AccessRequestWorkflow.run, signal.request_id)
             try:
@@ -51,4 +74,12 @@ class IdentitySyncWorkflow:
                     await handle.signal(AccessRequestWorkflow.approvers_changed, signal.approvers_changed)
             except FailureError as err:  # the request finished meanwhile: nothing left to tell it
                 workflow.logger.info("request %s not signalled: %s", signal.request_id, err)
+        if in_gateway is not None:
+            try:
+                report.gateway = await in_gateway
+            except ActivityError as err:  # escalated in the ledger by the activity's last attempt
+                report.gateway_error = str(err.cause or err)
+                workflow.logger.error(
+                    "identity sync %s: gateway not updated: %s", inp.sync_id, report.gateway_error
+                )
         return report

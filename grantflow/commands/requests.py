@@ -135,6 +135,11 @@ def describe(view: RequestView) -> list[str]:
         lines.append(f"  times out: {_when(view.timeout_at)}")
     if view.ended_at is not None:
         lines.append(f"  ended: {_when(view.ended_at)}")
+    if view.sessions_used:
+        killed = ", ".join(view.sessions_killed) or "none (none was open)"
+        lines.append(f"  sessions used: {len(view.sessions_used)}; killed: {killed}")
+    if view.sessions_left_open:
+        lines.append(f"  STILL OPEN after the kills (end them in hoop): {', '.join(view.sessions_left_open)}")
     if view.failure_reason:
         lines.append(f"  failure: {view.failure_reason}")
     return lines

@@ -1,8 +1,14 @@
 """``grantflow sandbox``: act as a person would against the stand-ins of ``grantflow dev``.
 
-- ``connect`` opens a session the way ``hoop connect`` would (refused without a valid grant);
+- ``connect`` opens a session the way ``hoop connect`` would: refused with hoop's own answer to someone
+  outside the connection's access control ("connection not found", whatever grant they hold) and to
+  someone who needs a review and has no valid jit grant;
+- ``grant`` writes a jit grant straight into hoop with the gateway's API key, behind grantflow's back (as a
+  hoop administrator could), to show that a grant alone opens nothing for someone hoop does not let in;
   ``sessions`` lists a person's sessions, so the demo can show sessions being killed at expiry;
 - ``deactivate`` deactivates someone in the SCIM directory, as an identity-provider admin would;
+- ``login`` signs a person in to hoop, which overwrites their hoop groups with the IdP's groups claim
+  (read from the SCIM directory), as hoop does at every login;
 - ``slack-click`` and ``jira-move`` (with ``grantflow dev --with slack`` / ``--with jira``) click a button in
   a person's Slack message or transition the request's Jira ticket as that person;
 - ``jira-request`` (with ``grantflow dev --with jira``) creates an issue in the Jira intake project as a
@@ -46,8 +52,8 @@ def _hoop(settings: Settings) -> tuple[str, str]:
 
 @click.group()
 def sandbox() -> None:
-    """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions, hoop-review), the
-    SCIM directory (deactivate), Slack (slack-click, slack-command) and Jira (jira-move, jira-request)."""
+    """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions, login, hoop-review),
+    the SCIM directory (deactivate), Slack (slack-click, slack-command) and Jira (jira-move, jira-request)."""
 
 
 @sandbox.command()
@@ -79,6 +85,47 @@ def connect(ctx: click.Context, user_email: str, connection: str, as_json: bool)
         ctx.exit(1)
     if not as_json:
         click.echo(f"session {body['session_id']} open for {user_email} on {connection}")
+
+
+@sandbox.command()
+@click.option("--user", "user_email", required=True, help="who the grant is for")
+@click.option("--connection", required=True, help="hoop connection name, e.g. pg-prod-admin")
+@click.option("--duration", default="1h", show_default=True, help="how long the grant lasts")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def grant(ctx: click.Context, user_email: str, connection: str, duration: str, as_json: bool) -> None:
+    """Write a jit grant directly in the hoop stand-in, behind grantflow's back (no request, no approvals)."""
+    from domain.durations import DurationError, parse_duration
+    from grantflow.cli import settings_from
+
+    try:
+        seconds = int(parse_duration(duration).total_seconds())
+    except DurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    url, key = _hoop(settings_from(ctx))
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"user_email": user_email, "connection": connection, "access_duration_sec": seconds}
+    try:
+        resp = httpx.post(f"{url}/api/sessions/provision", json=body, headers=headers, timeout=10)
+        answer = resp.json()
+        if resp.status_code == 202:
+            session = httpx.get(f"{url}/api/sessions/{answer['session_id']}", headers=headers, timeout=10)
+            answer = {**answer, "review": session.json().get("review")}
+    except httpx.HTTPError as exc:
+        click.echo(f"grantflow: hoop stand-in unreachable at {url}: {exc}", err=True)
+        ctx.exit(3)
+    if as_json:
+        click.echo(json.dumps(answer))
+    if resp.status_code != 202:
+        if not as_json:
+            click.echo(f"refused by hoop: {answer.get('message') or answer}", err=True)
+        ctx.exit(1)
+    if not as_json:
+        review = answer.get("review") or {}
+        click.echo(
+            f"hoop granted {user_email} jit access to {connection} until {review.get('revoke_at')} "
+            f"(review {review.get('id')}), directly in hoop: grantflow knows nothing of it"
+        )
 
 
 @sandbox.command()
@@ -164,6 +211,58 @@ def deactivate(ctx: click.Context, user_email: str, activate: bool) -> None:
         ctx.exit(1)
     state = "active" if activate else "deactivated"
     click.echo(f"{user_email} is {state} in the SCIM directory; run `grantflow sync` to apply it")
+
+
+@sandbox.command()
+@click.option("--user", "user_email", required=True, help="email (userName) of the person signing in")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def login(ctx: click.Context, user_email: str, as_json: bool) -> None:
+    """Sign in to the hoop stand-in as a person would: hoop overwrites their groups with the IdP's claim,
+    read here from the dev SCIM directory. Refused (exit 1) for a person inactive in hoop."""
+    from grantflow.cli import settings_from
+
+    settings = settings_from(ctx)
+    scim_url, token = _scim(settings)
+    hoop_url, key = _hoop(settings)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/scim+json"}
+    try:
+        found = httpx.get(
+            f"{scim_url}/Users", params={"filter": f'userName eq "{user_email}"'}, headers=headers, timeout=10
+        ).json()
+        resources = found.get("Resources", [])
+        if not resources:
+            click.echo(f"{user_email} is not in the SCIM directory", err=True)
+            ctx.exit(1)
+        if resources[0].get("active") is False:
+            click.echo(f"{user_email} is deactivated in the SCIM directory: the IdP refuses them", err=True)
+            ctx.exit(1)
+        person_id = resources[0]["id"]
+        groups = httpx.get(f"{scim_url}/Groups", params={"count": "1000"}, headers=headers, timeout=10).json()
+        claim = sorted(
+            g["displayName"]
+            for g in groups.get("Resources", [])
+            if any(m.get("value") == person_id for m in g.get("members") or [])
+        )
+        resp = httpx.post(
+            f"{hoop_url}/api/_sandbox/login",
+            json={"user_email": user_email, "idp_groups": claim},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        click.echo(f"grantflow: a stand-in is unreachable: {exc}", err=True)
+        ctx.exit(3)
+    body = resp.json()
+    if as_json:
+        click.echo(json.dumps(body))
+    if resp.status_code >= 400:
+        if not as_json:
+            click.echo(f"refused: {body.get('message') or body}", err=True)
+        ctx.exit(1)
+    if not as_json:
+        claimed = ", ".join(body["groups"]) or "none"
+        click.echo(f"{user_email} signed in to hoop; groups from the IdP: {claimed}")
 
 
 def _dev_api(settings: Settings) -> str:

@@ -1,6 +1,7 @@
 """``grantflow sync [--dry-run] [--full] [--json]``: run an identity sync now through the REST API.
 
-Prints counts of joiners, movers, leavers and group changes; with ``--dry-run`` what would happen,
+Prints counts of joiners, movers, leavers and group changes, and what hoop was told (leavers inactive
+with their open sessions killed, re-activated people active again); with ``--dry-run`` what would happen,
 changing nothing. A sync stopped by the safety guard (mass deactivation, an emptied group) exits 1
 with the reason. Exit codes as ``grantflow request``.
 """
@@ -34,11 +35,21 @@ def _human(report: dict[str, Any]) -> None:
         click.echo(f"  mover   {mover['person']['email']}: manager changed")
     for group in report["group_changes"]:
         click.echo(f"  group   {group['group']}: +{len(group['added'])} -{len(group['removed'])}")
+    for person in report.get("reactivated", []):
+        click.echo(f"  back    {person['email']}")
+    gateway = report.get("gateway") or {}
+    for email in gateway.get("deactivated", []):
+        killed = len(gateway.get("sessions_killed", {}).get(email, []))
+        click.echo(f"  hoop    {email}: inactive, {killed} open session(s) killed")
+    for email in gateway.get("reactivated", []):
+        click.echo(f"  hoop    {email}: active again")
     affected = {s["request_id"] for s in report["signals"]}
     if affected:
         click.echo(f"  requests {'to be ' if report['dry_run'] else ''}told: {', '.join(sorted(affected))}")
     if report.get("blocked_reason"):
         click.echo(f"grantflow: sync stopped: {report['blocked_reason']}", err=True)
+    if report.get("gateway_error"):
+        click.echo(f"grantflow: hoop was not updated (escalated): {report['gateway_error']}", err=True)
 
 
 @click.command("sync")

@@ -87,6 +87,8 @@ CONTRACTS: dict[str, Contract] = {
             "GET /reviews/{id}",
             "PUT /reviews/{id}",
             "GET /connections",
+            "GET /connections/{nameOrID}",
+            "GET /attributes",
             "GET /plugins/{name}",
             "GET /users",
             "GET /users/groups",
