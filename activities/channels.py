@@ -95,6 +95,7 @@ from jira import JIRA
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
 from domain.approval import Stage, open_stage, votes_in_stage
 from domain.channels import ChannelState, PresentInput, SlackMessageRef
 from domain.durations import format_duration
@@ -417,6 +418,24 @@ class ChannelActivities:
     def _html(self) -> jinja2.Environment:
         return _environment(autoescape=True)
 
+    # the clients, for the workflow's other notices (``activities.notifications.build_notifier``)
+
+    @property
+    def slack(self) -> SlackChannel | None:
+        return self._slack
+
+    @property
+    def email(self) -> EmailSender | None:
+        return self._email
+
+    @property
+    def tickets(self) -> Callable[[], JiraTickets] | None:
+        """The Jira tickets adapter, built on first use (blocking: call from a thread)."""
+        jira = self._jira
+        if jira is None:
+            return None
+        return jira.get if isinstance(jira, LazyJira) else lambda: jira
+
     async def aclose(self) -> None:
         if self._slack is not None:
             await self._slack.aclose()
@@ -444,15 +463,20 @@ class ChannelActivities:
         parts: dict[str, Awaitable[list[_Failure]]] = {}
         if self._slack is not None:
             parts["slack"] = self._present_slack(self._slack, view, asked_stage, ask, state, emailed, remind)
+        # Jira runs in a thread on its own copy (the heartbeats of the other channels read ``state``
+        # meanwhile); its ticket and steps are merged back below.
+        ticket = state.model_copy(deep=True)
         if self._jira is not None:
-            # Jira runs in a thread on its own copy (the heartbeats of the other channels read ``state``
-            # meanwhile); its ticket and steps are merged back below.
-            ticket = state.model_copy(deep=True)
             parts["jira"] = asyncio.to_thread(self._present_jira, self._jira, view, ask, ticket)
         if self._email is not None:
             parts["email"] = self._present_email(self._email, view, asked_stage, ask, state, emailed, remind)
-        # the channels run side by side, and one failing in an unforeseen way does not stop the others
-        results = await asyncio.gather(*parts.values(), return_exceptions=True)
+        # the channels run side by side, and one failing in an unforeseen way does not stop the others;
+        # Jira's blocking calls in their thread cannot heartbeat, so the wait heartbeats for them, with
+        # everything done so far (Jira's steps included) for the next attempt
+        results = await heartbeating(
+            asyncio.gather(*parts.values(), return_exceptions=True),
+            lambda: self._progress(state, emailed, ticket if self._jira is not None else None),
+        )
         failures: list[_Failure] = []
         for channel, result in zip(parts, results, strict=True):
             if isinstance(result, Exception):
@@ -506,6 +530,12 @@ class ChannelActivities:
                 if found is not None:
                     known[person_id] = found.ref
         return known
+
+    async def _inactive(self, person_ids: Iterable[str]) -> set[str]:
+        """The ids among these of people the directory has deactivated (unknown ids count as active: the
+        directory may not have synced them yet)."""
+        found = [await asyncio.to_thread(self._store.get_person, pid) for pid in set(person_ids)]
+        return {p.id for p in found if p is not None and not p.active}
 
     @staticmethod
     def _may_decide(view: RequestView, person: PersonRef | None) -> bool:
@@ -816,6 +846,14 @@ class ChannelActivities:
         return state, set(self._emailed) | set(state.emailed)
 
     @staticmethod
+    def _progress(state: ChannelState, emailed: set[str], ticket: ChannelState | None) -> dict[str, Any]:
+        """The heartbeat details of this attempt so far, with the Jira thread's ticket and steps."""
+        now = state.model_copy(update={"emailed": sorted(emailed)})
+        if ticket is not None:
+            now.jira_key, now.jira_done = ticket.jira_key, list(ticket.jira_done)
+        return {"state": now.model_dump(mode="json")}
+
+    @staticmethod
     def _checkpoint(state: ChannelState, emailed: set[str]) -> None:
         """Heartbeat what this attempt has done so far, for the next attempt if this one fails."""
         state.emailed = sorted(emailed)
@@ -875,8 +913,11 @@ class ChannelActivities:
             context = {"view": outcome, "recipient": view.requester, "note": note}
             message_id = outcome_message_id(view.id, outcome.status.value)
             sends.append((message_id, view.requester, "outcome", context))
+        # Nobody the directory has deactivated is emailed (a leaver's mailbox is someone else's problem
+        # now, and an outcome mail would tell an ex-employee about production access).
+        inactive = await self._inactive({person.id for _, person, _, _ in sends})
         for message_id, person, event, context in sends:
-            if message_id in emailed:
+            if message_id in emailed or person.id in inactive:
                 continue
             try:
                 subject, text, html = self._render_email(event, **context)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.gateway_people import GatewayWriteNotVerified, kill_open_sessions, set_user_status
+from activities.heartbeat import heartbeating
 from domain.directory_sync import DirectoryChanges, GroupChange, Leaver, ManagerChange, diff_directory, guard
 from domain.identity import Person, PersonRef
 from domain.requests import ApproversChanged, PersonLeft, RequestView
@@ -153,7 +155,8 @@ class IdentitySyncActivities:
                 "no gateway is configured to deactivate leavers in", type="NotConfigured", non_retryable=True
             )
         try:
-            return await self._apply_in_gateway(inp, self._gateway)
+            # a leaver with many sessions takes several hoop calls: heartbeat while any of them is slow
+            return await heartbeating(self._apply_in_gateway(inp, self._gateway))
         except GatewayError as exc:
             transient = isinstance(exc, GatewayTransientError)
             if isinstance(exc, GatewayTransientError) and activity.info().attempt < inp.final_attempt:
@@ -209,6 +212,7 @@ class IdentitySyncActivities:
             # Only a user this sync (or an admin) made inactive: an invited one stays as hoop has it.
             change = await set_user_status(gateway, person.email, "active", only_from=("inactive",))
             await self._ledger(inp.sync_id, "gateway.user_reactivated", person, change.model_dump())
+            activity.heartbeat({"done": person.email})
             if not change.in_gateway:
                 result.never_signed_in.append(person.email)
             elif change.status_after == "active":
@@ -244,7 +248,7 @@ class IdentitySyncActivities:
             full, since = True, None
             users, groups = await self._list(None)
 
-        current = await asyncio.to_thread(self._store.list_people)
+        current = await heartbeating(asyncio.to_thread(self._store.list_people))
         incoming = [_person(u) for u in users]
         group_members = {g.display_name: list(g.member_ids) for g in groups}
         changes = diff_directory(current, incoming, group_members, full=full)
@@ -268,7 +272,9 @@ class IdentitySyncActivities:
             group_changes=changes.group_changes,
         )
         if inp.dry_run:
-            report.signals = await asyncio.to_thread(self._signals, inp.sync_id, changes, dry_run=True)
+            report.signals = await heartbeating(
+                asyncio.to_thread(self._signals, inp.sync_id, changes, dry_run=True)
+            )
             return report
         if blocked is not None:
             log.error("identity sync %s blocked: %s", inp.sync_id, blocked)
@@ -283,20 +289,32 @@ class IdentitySyncActivities:
             )
             return report
 
-        await asyncio.to_thread(self._apply, inp, changes, groups, started, full)
+        # One transaction for the whole directory (and the ledger entries after it): minutes for a large
+        # provider, longer than the heartbeat timeout, so the wait heartbeats.
+        await heartbeating(asyncio.to_thread(self._apply, inp, changes, groups, started, full))
         report.applied = True
-        report.signals = await asyncio.to_thread(self._signals, inp.sync_id, changes, dry_run=False)
+        report.signals = await heartbeating(
+            asyncio.to_thread(self._signals, inp.sync_id, changes, dry_run=False)
+        )
         return report
 
     async def _list(self, since: datetime | None) -> tuple[list[DirectoryUser], list[DirectoryGroup]]:
         assert self._directory is not None
-        users = await self._directory.list_users(modified_since=since, on_page=self._heartbeat)
-        groups = await self._directory.list_groups(modified_since=since)
+        # Heartbeats after every page, and while a page (a group with all its members) is slow to come.
+        users = await heartbeating(
+            self._directory.list_users(modified_since=since, on_page=self._listed("users"))
+        )
+        groups = await heartbeating(
+            self._directory.list_groups(modified_since=since, on_page=self._listed("groups"))
+        )
         return users, groups
 
     @staticmethod
-    def _heartbeat(done: int, total: int) -> None:
-        activity.heartbeat({"listed": done, "total": total})
+    def _listed(what: str) -> Callable[[int, int], None]:
+        def heartbeat(done: int, total: int) -> None:
+            activity.heartbeat({"listing": what, "listed": done, "total": total})
+
+        return heartbeat
 
     def _apply(
         self,

@@ -113,7 +113,22 @@ def extension_refusal(view: RequestView, actor: Actor, by: timedelta) -> str | N
         return f"{actor.person.email} cannot extend {view.requester.email}'s access"
     if view.pending_extension is not None:
         return f"an extension of request {view.id} already awaits approval"
-    limit = view.policy.cumulative_limit
+    policy = view.policy
+    if view.extensions_requested >= policy.max_extensions:
+        if policy.max_extensions == 0:
+            return (
+                f"the policy for {view.resource} {view.role} allows no extensions; request new access instead"
+            )
+        return (
+            f"request {view.id} has asked for {view.extensions_requested} extension(s), the most the policy "
+            f"for {view.resource} {view.role} allows (max_extensions); request new access instead"
+        )
+    if by < policy.extension_step:
+        return (
+            f"an extension of {format_duration(by)} is too short: the policy for {view.resource} {view.role} "
+            f"extends by at least {format_duration(policy.extension_step)} (min_extension)"
+        )
+    limit = policy.cumulative_limit
     if view.granted_total + by > limit:
         left = max(limit - view.granted_total, timedelta(0))
         return (

@@ -20,6 +20,11 @@ class DurationError(ValueError):
     """A duration that cannot be used: unparseable, zero or negative."""
 
 
+MAX_DURATION = timedelta(days=3650)
+"""Ten years: longer than any grant, timeout or campaign; larger values are typing mistakes or probes (and
+past ~2.7 million years they overflow ``timedelta`` and every database's interval type)."""
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse a positive duration; raise :class:`DurationError` with a readable message otherwise."""
     raw = text.strip()
@@ -33,7 +38,15 @@ def parse_duration(text: str) -> timedelta:
             f"duration {text!r} is not understood; use 30s, 15m, 2h, 1d (or ISO 8601 such as PT2H)"
         )
     parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
-    value = timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    try:
+        value = timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    except OverflowError:
+        value = MAX_DURATION + MAX_DURATION
+    if value > MAX_DURATION:
+        raise DurationError(
+            f"duration {text!r} is too long; nothing grantflow governs lasts more than "
+            f"{format_duration(MAX_DURATION)}"
+        )
     if value <= timedelta(0):
         raise DurationError(f"duration {text!r} is zero; give a positive duration such as 30m or 2h")
     return value
@@ -58,6 +71,8 @@ def _coerce(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if value <= 0:
             raise DurationError(f"duration {value!r} must be positive")
+        if value > MAX_DURATION.total_seconds():  # also NaN-free: inf and huge floats stop here
+            raise DurationError(f"duration {value!r} seconds is too long")
         return timedelta(seconds=value)
     if isinstance(value, timedelta) and value <= timedelta(0):
         raise DurationError(f"duration {format_duration(value)!r} must be positive")

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from domain.durations import PositiveDuration, format_duration
 
+DEFAULT_EXTENSION_STEP = timedelta(minutes=15)
+MAX_EXTENSIONS_LIMIT = 20
+"""The most extensions any policy may allow: with ``min_extension`` it bounds a request's history."""
+
 
 class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the file and every bad field."""
@@ -54,6 +58,19 @@ class RolePolicy(BaseModel):
     self_extension: bool = Field(
         default=False, description="the requester may extend within max_cumulative without new approvals"
     )
+    # Every extension asked for adds to the request's workflow history (the update, its record, the
+    # approvers asked in every channel): a smallest step and a count keep that history bounded.
+    min_extension: PositiveDuration | None = Field(
+        default=None,
+        description="the smallest extension one may ask for; defaults to 15m, or a quarter of the "
+        "cumulative maximum when that is shorter (see extension_step)",
+    )
+    max_extensions: int = Field(
+        default=10,
+        ge=0,
+        le=MAX_EXTENSIONS_LIMIT,
+        description="how many extensions a request may ask for (approved, denied or self-applied); 0: none",
+    )
     break_glass: BreakGlass = BreakGlass()
 
     @model_validator(mode="after")
@@ -62,6 +79,12 @@ class RolePolicy(BaseModel):
             raise ValueError(
                 f"max_cumulative ({format_duration(self.max_cumulative)}) is shorter than "
                 f"max_duration ({format_duration(self.max_duration)})"
+            )
+        if self.max_extensions and self.min_extension and self.min_extension >= self.cumulative_limit:
+            raise ValueError(
+                f"min_extension ({format_duration(self.min_extension)}) leaves no room to extend within "
+                f"the cumulative maximum ({format_duration(self.cumulative_limit)}); lower min_extension, "
+                "raise max_cumulative or set max_extensions = 0"
             )
         if self.reminder_before is not None and self.reminder_before >= self.request_timeout:
             raise ValueError(
@@ -73,6 +96,12 @@ class RolePolicy(BaseModel):
     @property
     def cumulative_limit(self) -> timedelta:
         return self.max_cumulative or self.max_duration
+
+    @property
+    def extension_step(self) -> timedelta:
+        """The smallest extension one may ask for: ``min_extension``, else 15 minutes, or a quarter of the
+        cumulative maximum for roles held only briefly (a 10-minute role still extends by minutes)."""
+        return self.min_extension or min(DEFAULT_EXTENSION_STEP, self.cumulative_limit / 4)
 
     def describe_approvers(self) -> str:
         groups = ", ".join(self.approver_groups)

@@ -222,6 +222,8 @@ class RequestView(BaseModel):
     denials: list[Decision] = Field(default_factory=list)
     auto_approved: bool = False
     pending_extension: PendingExtension | None = None
+    extensions_requested: int = 0
+    """Extensions asked for so far (approved, denied or self-applied): the policy's max_extensions caps it."""
     created_at: datetime
     decided_at: datetime | None = None
     granted_at: datetime | None = None

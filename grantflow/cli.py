@@ -11,13 +11,21 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 import click
 
 from grantflow import __version__
-from grantflow.settings import Settings, SettingsError, load_settings
+from grantflow.help import SummaryGroup
+from grantflow.settings import (
+    ServiceUnreachable,
+    Settings,
+    SettingsError,
+    check_production,
+    load_settings,
+)
 
+EXIT_UNREACHABLE = 3
 EXIT_CONFIG = 4
 
 
@@ -34,7 +42,7 @@ def settings_from(ctx: click.Context) -> Settings:
     return settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, cls=SummaryGroup)
 @click.option(
     "--config",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -51,6 +59,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
 def _logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are about its own plugins
 
 
 @main.command()
@@ -111,7 +120,8 @@ def worker(ctx: click.Context) -> None:
 
     _logging()
     settings = settings_from(ctx)
-    _run_until_signal(lambda stop: run_worker(settings, stop))
+    _check_production(ctx, settings, "worker")
+    _run_until_signal(ctx, lambda stop: run_worker(settings, stop))
 
 
 @main.command()
@@ -122,24 +132,51 @@ def server(ctx: click.Context) -> None:
 
     _logging()
     settings = settings_from(ctx)
-    _run_until_signal(lambda stop: serve(settings, stop))
+    _check_production(ctx, settings, "server")
+    _run_until_signal(ctx, lambda stop: serve(settings, stop))
 
 
 @main.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
-    """Apply the store's schema migrations (run once per release before starting workers)."""
-    from worker import open_store
+    """Apply the store's schema migrations (run once per release before starting workers).
+
+    Needs only the database URL (GRANTFLOW_DATABASE_URL); the schema holds no secrets."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from store.migration import migrate_database
+    from worker import database_location
 
     settings = settings_from(ctx)
+    where = f"GRANTFLOW_DATABASE_URL={database_location(settings)}"
     try:
-        open_store(settings).close()
+        revision = migrate_database(settings.effective_database_url)
+    except ArgumentError as exc:
+        _fail(ctx, EXIT_CONFIG, f"{where}: not a database URL ({exc})")
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(ctx, EXIT_UNREACHABLE, f"{where}: the database cannot be reached or migrated ({reason})")
+    click.echo(f"store schema is up to date at revision {revision} ({database_location(settings)})")
+
+
+def _fail(ctx: click.Context, code: int, message: str) -> NoReturn:
+    """Stop a process at start-up: one line naming the setting and the problem, no traceback."""
+    click.echo(f"grantflow: {message}", err=True)
+    ctx.exit(code)
+    raise AssertionError("unreachable")  # ctx.exit raises; this satisfies the type checker
+
+
+def _check_production(ctx: click.Context, settings: Settings, process: Literal["worker", "server"]) -> None:
+    try:
+        check_production(settings, process)
     except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"store schema is up to date ({settings.effective_database_url.split('@')[-1]})")
+        _fail(ctx, EXIT_CONFIG, str(exc))
 
 
-def _run_until_signal(factory: Any) -> None:
+def _run_until_signal(ctx: click.Context, factory: Any) -> None:
+    """Run ``factory(stop)`` until SIGINT / SIGTERM sets ``stop``. Start-up failures exit with the
+    README's codes and one line naming the setting: 4 configuration (including a schema that needs
+    ``grantflow migrate`` and a web port in use), 3 Temporal or the database unreachable."""
     import signal
 
     async def runner() -> None:
@@ -152,7 +189,9 @@ def _run_until_signal(factory: Any) -> None:
     try:
         asyncio.run(runner())
     except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+        _fail(ctx, EXIT_CONFIG, str(exc))
+    except ServiceUnreachable as exc:
+        _fail(ctx, EXIT_UNREACHABLE, str(exc))
 
 
 def _register_subcommands() -> None:
@@ -167,6 +206,9 @@ def _register_subcommands() -> None:
     main.add_command(ledger)
     main.add_command(sync)
     main.add_command(sandbox)
+    from grantflow.commands.setup import setup
+
+    main.add_command(setup)
 
 
 _register_subcommands()

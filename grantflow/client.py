@@ -6,6 +6,9 @@ Where it connects and as whom:
   ``<state_dir>/dev.json``; else ``settings.effective_public_url``.
 - Token: ``settings.api_token`` (``GRANTFLOW_API_TOKEN``); else ``<state_dir>/admin.token``, written by
   ``grantflow dev``. Neither: :class:`ClientConfigError` saying how to get one.
+- ``state_dir``, unless ``GRANTFLOW_STATE_DIR`` is set, is the nearest ``.grantflow/`` in the current folder
+  or above it (:func:`grantflow.settings.find_state_dir`), so the CLI finds the stack from any folder of the
+  project; when there is none, the error says what was looked for and how to point the CLI.
 
 Errors, as a tree::
 
@@ -25,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from grantflow.settings import Settings
+from grantflow.settings import STATE_DIR_NAME, Settings
 
 DEFAULT_TIMEOUT = 60.0
 CHANNEL_HEADER = "X-Grantflow-Channel"
@@ -93,10 +96,30 @@ def resolve_token(settings: Settings) -> str:
         raise ClientConfigError(f"cannot read the API token in {path}: {exc.strerror or exc}") from None
     if not token:
         raise ClientConfigError(
-            "no API token: set GRANTFLOW_API_TOKEN (or api_token in the configuration file), or run "
-            f"`grantflow dev`, which writes a local admin token to {path}"
+            stack_not_found(settings)
+            or (
+                "no API token: set GRANTFLOW_API_TOKEN (or api_token in the configuration file), or run "
+                f"`grantflow dev`, which writes a local admin token to {path}"
+            )
         )
     return token
+
+
+def stack_not_found(settings: Settings) -> str | None:
+    """Why the CLI found no ``grantflow dev`` stack, what it looked for and how to point it at one; None
+    when the state folder was set explicitly or exists (then the problem is elsewhere)."""
+    if "state_dir" in settings.model_fields_set or settings.state_dir.is_dir():
+        return None
+    try:
+        here = str(Path.cwd())
+    except OSError:
+        here = "the current folder"
+    return (
+        f"no grantflow dev stack found: looked for a {STATE_DIR_NAME}/ folder in {here} and every folder "
+        "above it. Run the command inside the folder where `grantflow dev` runs (or any folder below it), "
+        f"or point the CLI at a stack: GRANTFLOW_STATE_DIR=<that folder>/{STATE_DIR_NAME}, or, for a "
+        "grantflow server, GRANTFLOW_API_URL=<its URL> with GRANTFLOW_API_TOKEN=<a token>"
+    )
 
 
 class ApiClient:

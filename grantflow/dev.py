@@ -6,12 +6,18 @@ stand-in (state in ``<state_dir>/hoop.json``). Secrets are generated once into
 ``<state_dir>/secrets.toml`` so a restart keeps the ledger verifiable and review links valid; a local
 admin token is written to ``<state_dir>/admin.token`` for the CLI. Ctrl-C stops everything; running it
 again resumes where it stopped — Temporal's timers are durable, so active grants still end on time.
+
+One stack per state folder: a running ``grantflow dev`` holds a lock on ``<state_dir>/dev.lock`` (released by
+the OS however the process ends) in which it records where it runs. A second ``grantflow dev`` on the same
+folder checks that lock, and then the ports, before it touches anything — the running stack's Temporal
+server, its pid file, its files — and exits saying which stack is running and where.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -23,7 +29,9 @@ import sys
 import time
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import click
 import tomli_w
@@ -157,6 +165,7 @@ def dev_settings(base: Settings, ports: DevPorts) -> Settings:
         "tokens_file": base.tokens_file or state_dir / "tokens.toml",
         "policies_file": base.policies_file or POLICIES_FILE,
         "organisation_file": base.organisation_file or ORGANISATION_FILE,
+        "dev_outbox": True,  # notices (review links included) also go to the outbox dev prints
     }
     for name in ("ledger_key", "review_link_secret"):
         if getattr(base, name) is None:
@@ -203,6 +212,103 @@ def _stop_leftover_temporal(pid_file: Path) -> None:
                 break
             time.sleep(0.1)
     pid_file.unlink(missing_ok=True)
+
+
+DEV_LOCK_FILE = "dev.lock"
+
+
+def claim_state_dir(state_dir: Path) -> IO[str]:
+    """Lock ``state_dir`` for this ``grantflow dev``, or :class:`click.ClickException` saying which stack
+    holds it and where. The returned file is the lock: keep it open for as long as the stack runs (the OS
+    releases it when the process ends, even when killed, so a crashed stack leaves no stale lock; the
+    Temporal child does not inherit it)."""
+    lock = (state_dir / DEV_LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        recorded = lock.read()
+        lock.close()
+        raise click.ClickException(_already_running(state_dir, recorded)) from None
+    return lock
+
+
+def record_running_stack(lock: IO[str], settings: Settings, ports: DevPorts) -> None:
+    """Write where this stack runs into its lock file, for a second ``grantflow dev`` to report."""
+    lock.seek(0)
+    lock.truncate()
+    json.dump(
+        {
+            "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "folder": str(Path.cwd()),
+            "state_dir": str(settings.state_dir),
+            "web": settings.effective_public_url,
+            "temporal": f"127.0.0.1:{ports.temporal}",
+            "temporal_ui": f"http://127.0.0.1:{ports.temporal_ui}",
+        },
+        lock,
+    )
+    lock.flush()
+
+
+def _already_running(state_dir: Path, recorded: str) -> str:
+    try:
+        stack = json.loads(recorded)
+        where = (
+            f" (pid {stack['pid']}, started {stack['started_at']} in {stack['folder']}): web app and API "
+            f"{stack['web']}/, Temporal {stack['temporal']} (UI {stack['temporal_ui']})"
+        )
+    except (ValueError, KeyError, TypeError):
+        where = " (still starting)"
+    return (
+        f"grantflow dev is already running on the state folder {state_dir}{where}. Nothing was touched. "
+        f"Use that stack (the CLI finds it from any folder below {state_dir.parent}), or stop it with "
+        "Ctrl-C in its terminal first; for a second, separate stack, run grantflow dev in another folder "
+        "(or with GRANTFLOW_STATE_DIR) and other ports (--temporal-port, --web-port, …)."
+    )
+
+
+def _ports_in_use(busy: dict[str, int]) -> str:
+    holders = []
+    for option, port in busy.items():
+        holder = _listener(port)
+        holders.append(f"{port} ({option}{': ' + holder if holder else ''})")
+    return (
+        f"port(s) on 127.0.0.1 in use: {'; '.join(holders)}. Nothing was touched. Stop what holds them, or "
+        "choose free ports with the options named."
+    )
+
+
+def _listener(port: int) -> str | None:
+    """Best effort, on Linux: who listens on ``port`` — a grantflow dev and its folder, the Temporal server
+    of a grantflow dev and its state folder, or a process's command line. None when it cannot be seen."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    if not sockets:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                continue
+            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+            folder = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if "start-dev" in argv and "--db-filename" in argv:
+            state = Path(argv[argv.index("--db-filename") + 1]).parent
+            return f"the Temporal server of the grantflow dev on {state}, pid {proc.name}"
+        if "grantflow" in " ".join(argv) and "dev" in argv:
+            return f"grantflow dev, pid {proc.name}, in {folder}"
+        return f"pid {proc.name}: {' '.join(' '.join(argv).split())[:100]}"
+    return None
 
 
 def start_temporal(settings: Settings, ports: DevPorts) -> subprocess.Popen[bytes]:
@@ -271,7 +377,9 @@ async def _print_outbox(path: Path, stop: asyncio.Event, channels: DevChannels) 
     offset = path.stat().st_size if path.exists() else 0
     while not stop.is_set():
         print_new_emails(channels)
-        if path.exists() and path.stat().st_size > offset:
+        # with the SMTP sink on, every notice also arrives as an email (printed above, link included):
+        # print each message once
+        if channels.smtp is None and path.exists() and path.stat().st_size > offset:
             with path.open(encoding="utf-8") as fh:
                 fh.seek(offset)
                 for line in fh:
@@ -281,6 +389,21 @@ async def _print_outbox(path: Path, stop: asyncio.Event, channels: DevChannels) 
                 offset = fh.tell()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+
+def _home_links(
+    settings: Settings, ports: DevPorts, token_path: Path, channels: DevChannels
+) -> list[tuple[str, str]]:
+    """What the web app's ``/`` lists under "grantflow dev runs" (the banner's links)."""
+    return [
+        ("Temporal UI", f"http://127.0.0.1:{ports.temporal_ui}"),
+        ("Temporal frontend", settings.temporal_address),
+        ("hoop gateway", settings.hoop_url),
+        ("SCIM directory", settings.scim_url),
+        *[("channel", note) for note in channels.notes],
+        ("admin token (the CLI picks it up)", str(token_path)),
+        ("state folder", str(settings.state_dir)),
+    ]
 
 
 def _banner(
@@ -296,7 +419,7 @@ def _banner(
     lines = [
         "",
         "grantflow dev is running",
-        f"  web app and REST API   {web}/api/v1/docs",
+        f"  web app and REST API   {web}/ (API docs: {web}/api/v1/docs)",
         f"  Temporal UI            http://127.0.0.1:{ports.temporal_ui}",
         f"  hoop gateway           {settings.hoop_url}{' (stand-in)' if hoop_running else ''}",
         f"  SCIM directory         {settings.scim_url}{' (scim2-server)' if scim_running else ''}: {synced}",
@@ -349,21 +472,42 @@ def _banner(
 
 
 async def run_dev(base: Settings, ports: DevPorts, with_channels: tuple[str, ...] = ()) -> None:
+    state_dir = base.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # First, before touching anything: is a grantflow dev already running on this state folder?
+    lock = claim_state_dir(state_dir)
+    try:
+        await _run_locked_dev(base, ports, with_channels, lock)
+    finally:
+        lock.close()
+
+
+async def _run_locked_dev(
+    base: Settings, ports: DevPorts, with_channels: tuple[str, ...], lock: IO[str]
+) -> None:
     from web.app import serve
     from worker import open_store, run_worker
 
     settings = dev_settings(base, ports)
+    # No live grantflow dev owns this folder (we hold its lock): a Temporal server left in the pid file
+    # is a leftover of one that was killed outright, and is ours to stop.
     _stop_leftover_temporal(settings.state_dir / "temporal.pid")
-    hoop_port_needed = settings.hoop_url.endswith(f"127.0.0.1:{ports.hoop}")
-    wanted = [ports.temporal, ports.temporal_ui, ports.web] + ([ports.hoop] if hoop_port_needed else [])
+    wanted = {
+        "--temporal-port": ports.temporal,
+        "--temporal-ui-port": ports.temporal_ui,
+        "--web-port": ports.web,
+    }
+    if settings.hoop_url.endswith(f"127.0.0.1:{ports.hoop}"):
+        wanted["--hoop-port"] = ports.hoop
     if settings.scim_url == dev_scim_url(ports):
-        wanted.append(ports.scim)
-    wanted += [getattr(ports, c if c != "email" else "smtp") for c in with_channels]
-    busy = [p for p in wanted if not _port_free(p)]
+        wanted["--scim-port"] = ports.scim
+    for channel in with_channels:
+        option = "smtp" if channel == "email" else channel
+        wanted[f"--{option}-port"] = getattr(ports, option)
+    busy = {option: port for option, port in wanted.items() if not _port_free(port)}
     if busy:
-        raise click.ClickException(
-            f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use; is another grantflow dev running?"
-        )
+        raise click.ClickException(_ports_in_use(busy))
+    record_running_stack(lock, settings, ports)
 
     open_store(settings).close()  # migrations, once, before the worker and the web app start
     token_path = ensure_admin_token(settings)
@@ -404,7 +548,14 @@ async def run_dev(base: Settings, ports: DevPorts, with_channels: tuple[str, ...
         tasks = [
             asyncio.create_task(run_worker(settings, stop), name="worker"),
             asyncio.create_task(
-                serve(settings, stop, web_ready, extra_routers=[sandbox_router(channels)]), name="web"
+                serve(
+                    settings,
+                    stop,
+                    web_ready,
+                    extra_routers=[sandbox_router(channels)],
+                    home_links=_home_links(settings, ports, token_path, channels),
+                ),
+                name="web",
             ),
         ]
         await asyncio.wait_for(web_ready.wait(), timeout=30)

@@ -120,10 +120,13 @@ def start_channels(
             users={JIRA_API_USER: secrets["jira_api_token"]},
             webhook_secret=secrets["jira_webhook_secret"],
             webhook_url=f"{web}/jira/webhook",
+            # tickets survive a restart, so new requests never reuse an old request's ticket key
+            state_file=settings.state_dir / "jira.json",
         )
-        jira.add_project(settings.jira_project, "Access requests")
+        if not jira.has_project(settings.jira_project):
+            jira.add_project(settings.jira_project, "Access requests")
         intake = settings.jira_intake_project or JIRA_INTAKE_PROJECT
-        if intake.upper() != settings.jira_project.upper():
+        if intake.upper() != settings.jira_project.upper() and not jira.has_project(intake):
             jira.add_project(intake, "Access intake")
         channels.jira_intake_project = intake
         channels.jira_intake_fields = _add_intake_fields(jira, settings.jira_intake_fields)
@@ -231,15 +234,24 @@ def sandbox_router(channels: DevChannels) -> APIRouter:
         if not found:
             raise HTTPException(404, f"{body.user_email} has no Slack message about {body.request_id}")
         message = found[-1]
-        seen = len(slack.responses) + len(slack.ephemerals)
+        seen = len(_said_to(slack, user))  # what *this* person was told before the click
         action = APPROVE_ACTION if body.action == "approve" else DENY_ACTION
-        # The driver posts back to this very app: run it off the event loop.
-        response = await asyncio.to_thread(driver.click_button, user, channel, message["ts"], action)
+        try:
+            # The driver posts back to this very app: run it off the event loop.
+            response = await asyncio.to_thread(driver.click_button, user, channel, message["ts"], action)
+        except LookupError:
+            # the message has no such button any more: the request was decided, or is no longer theirs
+            text = _message_text(message)
+            raise HTTPException(
+                409,
+                f"{body.user_email}'s Slack message about {body.request_id} has no {body.action} button"
+                + (f" any more: it says {text!r}" if text else ""),
+            ) from None
         if body.action != "approve" and response.status_code == 200:
             await asyncio.sleep(0.2)
             values = {DENY_REASON_BLOCK: {DENY_REASON_ACTION: body.reason or "denied in the Slack stand-in"}}
             response = await asyncio.to_thread(driver.submit_view, user, values=values)
-        told = await _wait_for_replies(slack, user, seen)
+        told = await _wait_for_said(slack, user, seen, 3.0)
         return {"status": response.status_code, "told": told}
 
     @router.post("/jira/move")
@@ -252,7 +264,14 @@ def sandbox_router(channels: DevChannels) -> APIRouter:
             raise HTTPException(404, f"no Jira ticket for {body.request_id}")
         key = issues[0]["key"]
         before = len(jira.comments(key))
-        await asyncio.to_thread(jira.transition_as, key, body.transition, jira.account_id(body.user_email))
+        try:
+            account = jira.account_id(body.user_email)
+        except KeyError:
+            raise HTTPException(404, f"{body.user_email} has no Jira account in the stand-in") from None
+        try:
+            await asyncio.to_thread(jira.transition_as, key, body.transition, account)
+        except ValueError as exc:  # Jira offers no such transition from the ticket's status
+            raise HTTPException(409, str(exc)) from None
         await asyncio.to_thread(jira.wait_idle, 5.0)
         await asyncio.sleep(0.5)  # grantflow answers the webhook, then comments
         return {"issue": key, "status": jira.status_of(key), "comments": jira.comments(key)[before:]}
@@ -458,14 +477,15 @@ async def _wait_for_said(slack: Any, user: str, seen: int, timeout: float) -> li
     return []
 
 
-async def _wait_for_replies(slack: Any, user: str, seen: int, timeout: float = 3.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replies = [r["body"].get("text", "") for r in slack.responses] + [e["text"] for e in slack.ephemerals]
-        if len(replies) > seen:
-            return [t for t in replies[seen:] if t]
-        await asyncio.sleep(0.1)
-    return []
+def _message_text(message: dict[str, Any]) -> str:
+    """The first line a person reads in a Slack message (its text, else its first section)."""
+    text = str(message.get("text") or "")
+    if not text:
+        for block in message.get("blocks", []):
+            if block.get("type") == "section" and isinstance(block.get("text"), dict):
+                text = str(block["text"].get("text", ""))
+                break
+    return text.splitlines()[0] if text else ""
 
 
 def print_new_emails(channels: DevChannels) -> None:

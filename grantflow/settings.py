@@ -48,11 +48,36 @@ class _DevSecretsSource(TomlConfigSettingsSource):
 
 
 class SettingsError(ValueError):
-    """A setting that cannot be used; the message names each bad setting."""
+    """A setting that cannot be used; the message names each bad setting. Commands exit 4."""
+
+
+class ServiceUnreachable(RuntimeError):
+    """A service a setting points at (Temporal, the database) cannot be reached or is failing; the
+    message names the setting. Commands exit 3."""
+
+
+STATE_DIR_NAME = ".grantflow"
+
+
+def find_state_dir(start: Path | None = None) -> Path | None:
+    """The nearest ``.grantflow/`` folder in ``start`` (default: the current folder) or any folder above
+    it, as git finds ``.git/``, so the CLI reaches the stack from anywhere inside the project; None when
+    there is none."""
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError:  # the current folder was deleted
+        return None
+    for folder in (here, *here.parents):
+        candidate = folder / STATE_DIR_NAME
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def default_state_dir() -> Path:
-    return Path(".grantflow")
+    """``GRANTFLOW_STATE_DIR`` unset: the nearest existing ``.grantflow/`` (see :func:`find_state_dir`),
+    else ``.grantflow`` in the current folder, where ``grantflow dev`` creates it."""
+    return find_state_dir() or Path(STATE_DIR_NAME)
 
 
 class Settings(BaseSettings):
@@ -73,6 +98,19 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite under state_dir")
     ledger_key: SecretStr | None = Field(default=None, description="HMAC key chaining the evidence ledger")
     ledger_anchor_path: Path | None = Field(default=None, description="append-only file anchoring the head")
+    # The shared anchor of a deployment (store/anchors.py): s3://bucket/prefix; empty = the file above
+    ledger_anchor: str = Field(default="", description="s3://bucket/prefix: the shared Object Lock anchor")
+    ledger_anchor_endpoint_url: str = Field(default="", description="S3-compatible endpoint; default AWS")
+    ledger_anchor_region: str = ""
+    ledger_anchor_access_key_id: str = Field(default="", description="default: boto3's credential chain")
+    ledger_anchor_secret_access_key: SecretStr | None = None
+    ledger_anchor_retention: PositiveDuration = Field(
+        default=timedelta(days=400), description="Object Lock retention of each anchor object"
+    )
+    ledger_anchor_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    ledger_anchor_interval: PositiveDuration = Field(
+        default=timedelta(seconds=5), description="how often the anchoring job writes a new head"
+    )
 
     # Policies and (until SCIM sync) the directory
     policies_file: Path | None = None
@@ -153,6 +191,18 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
 
+    # Escalations (a revocation that does not succeed): besides the approvers, whoever runs grantflow
+    operator_slack_channel: str = Field(
+        default="",
+        description="Slack channel id (C…) for escalations; invite the bot or grant chat:write.public",
+    )
+    operator_email: str = Field(
+        default="", description="address escalations are emailed to (needs smtp_host)"
+    )
+    dev_outbox: bool = Field(
+        default=False, description="set by grantflow dev only: notices also go to state_dir/outbox.jsonl"
+    )
+
     # The web app (REST API, review pages) and the CLI that talks to it
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=8000, ge=1, le=65535)
@@ -169,6 +219,15 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("ledger_anchor")
+    @classmethod
+    def _s3_anchor_location(cls, value: str) -> str:
+        if value:
+            from store.anchors import parse_s3_url
+
+            parse_s3_url(value)  # a ValueError names what is wrong
+        return value.strip()
 
     @field_validator("gateway_max_grant")
     @classmethod
@@ -243,6 +302,41 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value():
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} is not set (required for this command)")
         return str(value.get_secret_value())
+
+
+def check_production(settings: Settings, process: Literal["worker", "server"]) -> None:
+    """What ``grantflow worker`` / ``grantflow server`` need that ``grantflow dev`` supplies itself: every
+    missing or unusable setting is named at once, in one :class:`SettingsError`, before anything starts.
+
+    Nothing falls back to the example files or to a local address here: a deployment that forgot a
+    setting must stop and say so, not run on the examples or send links where nothing listens."""
+    problems: list[str] = []
+
+    def file_problem(name: str, what: str, required: bool = True) -> None:
+        path = getattr(settings, name)
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if path is None:
+            if required:
+                problems.append(f"{variable} is not set: the {what} is required")
+        elif not Path(path).is_file():
+            problems.append(f"{variable}={path}: the {what} does not exist")
+
+    file_problem("policies_file", "access policies file")
+    if process == "worker":
+        file_problem("organisation_file", "organisation file", required=False)
+        if not settings.hoop_url:
+            problems.append(f"{ENV_PREFIX}HOOP_URL is not set: the worker grants and revokes in hoop")
+        elif settings.hoop_api_key is None or not settings.hoop_api_key.get_secret_value():
+            problems.append(f"{ENV_PREFIX}HOOP_API_KEY is not set (required with {ENV_PREFIX}HOOP_URL)")
+        if settings.review_link_secret is not None and not settings.public_url:
+            problems.append(
+                f"{ENV_PREFIX}PUBLIC_URL is not set: the worker sends review links, which must point "
+                "where people reach `grantflow server` (e.g. https://grantflow.example.com)"
+            )
+    else:
+        file_problem("tokens_file", "API tokens file")
+    if problems:
+        raise SettingsError("; ".join(problems))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

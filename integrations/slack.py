@@ -441,6 +441,24 @@ class SlackChannel:
         )
         return MessageRef(channel=str(resp["channel"]), ts=str(resp["ts"])), True
 
+    async def post(self, channel: str, text: str, *, key: str) -> MessageRef:
+        """Post a plain-text message without looking for an earlier one first: for a channel whose history
+        the bot may not read (the operators' channel needs only ``chat:write``, and ``chat:write.public``
+        unless the bot was invited). The caller keeps duplicates out; ``key`` goes in the metadata."""
+        if not text:
+            raise ValueError("text is required")
+        resp = await self._call(
+            f"posting to {channel}",
+            self._client.chat_postMessage(
+                channel=channel,
+                text=text,
+                metadata={"event_type": MESSAGE_EVENT_TYPE, "event_payload": {"grantflow_key": key}},
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
+        return MessageRef(channel=str(resp["channel"]), ts=str(resp["ts"]))
+
     async def update(self, ref: MessageRef, text: str, blocks: Sequence[Mapping[str, Any]]) -> MessageRef:
         """Replace the text and blocks of a message grantflow posted (its metadata is kept)."""
         if not text:

@@ -83,13 +83,15 @@ import heapq
 import hmac
 import itertools
 import json
+import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -602,6 +604,24 @@ def parse_jql(text: str) -> _Query:
     return _Query(tuple(clauses), tuple(order))
 
 
+# ---------------------------------------------------------------------------------------------- kept state
+
+STATE_VERSION = 1
+
+
+def _encode_value(value: Any) -> Any:
+    """JSON for what the state holds besides plain data: times (tagged, so they load back as times)."""
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    raise TypeError(f"cannot keep {type(value).__name__} in the Jira stand-in's state")
+
+
+def _decode_value(obj: dict[str, Any]) -> Any:
+    if set(obj) == {"$datetime"}:
+        return datetime.fromisoformat(obj["$datetime"])
+    return obj
+
+
 # ---------------------------------------------------------------------------------------------- the stand-in
 
 _Handler = Callable[[_Ctx], tuple[int, Any]]
@@ -621,7 +641,11 @@ class JiraStandIn(HttpStandIn):
         webhook_retry_statuses: Iterable[int] = ATLASSIAN_RETRY_STATUSES,
         webhook_timeout: float = 5.0,
         legacy_search_gone: bool = False,
+        state_file: Path | None = None,
     ) -> None:
+        """``state_file``: keep users, projects, custom fields and issues there (rewritten after every
+        change, loaded back here), so a restarted stand-in goes on numbering tickets where it stopped, as
+        Jira would; calls, events, deliveries and faults are not kept."""
         if not users:
             raise ValueError("at least one API user (email -> API token) is needed")
         self._lock = threading.RLock()
@@ -640,8 +664,9 @@ class JiraStandIn(HttpStandIn):
         self._projects: dict[str, _Project] = {}  # key -> project
         self._issues: dict[str, _Issue] = {}  # key -> issue
         self._custom_fields: dict[str, _CustomField] = {}
-        self._ids = itertools.count(10001)
-        self._issue_numbers: dict[str, itertools.count[int]] = {}
+        self._next_id = 10001
+        self._next_number: dict[str, int] = {}  # project key -> the number of its next issue
+        self.state_file = Path(state_file) if state_file is not None else None
         self._retry_counts: dict[str, int] = {}
         self._server = None
         self._base_url = "http://127.0.0.1"
@@ -652,6 +677,8 @@ class JiraStandIn(HttpStandIn):
         self._wh_inflight = 0
         self._wh_stop = False
         self._wh_thread: threading.Thread | None = None
+        if self.state_file is not None and self.state_file.exists():
+            self._load(json.loads(self.state_file.read_text(), object_hook=_decode_value))
         for email, token in users.items():
             self.add_user(email, api_token=token)
         self._routes = self._build_routes()
@@ -681,6 +708,59 @@ class JiraStandIn(HttpStandIn):
         if self._wh_thread is not None:
             self._wh_thread.join(self.webhook_timeout + 1)
             self._wh_thread = None
+
+    # ------------------------------------------------------------------ state
+
+    def _new_id(self) -> str:
+        """Jira's numeric ids (projects, issue types, issues, comments, changelog entries)."""
+        with self._lock:
+            value, self._next_id = self._next_id, self._next_id + 1
+            return str(value)
+
+    def _save(self) -> None:
+        """Write the whole state atomically (a rename), as the hoop stand-in does."""
+        if self.state_file is None:
+            return
+        with self._lock:
+            text = json.dumps(self._dump(), default=_encode_value, sort_keys=True)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.state_file)
+
+    def _dump(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "next_id": self._next_id,
+            "next_number": dict(self._next_number),
+            "users": [asdict(u) for u in self._users.values()],
+            "projects": [asdict(p) for p in self._projects.values()],
+            "custom_fields": [asdict(f) for f in self._custom_fields.values()],
+            "issues": [asdict(i) for i in self._issues.values()],
+        }
+
+    def _load(self, data: dict[str, Any]) -> None:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.state_file}: unknown state version {data.get('version')!r}")
+        self._next_id = int(data["next_id"])
+        self._next_number = {str(k): int(v) for k, v in data["next_number"].items()}
+        self._users = {u["account_id"]: _User(**u) for u in data["users"]}
+        for raw in data["projects"]:
+            flow = raw["workflow"]
+            workflow = JiraWorkflow(
+                statuses=tuple(JiraStatus(**st) for st in flow["statuses"]),
+                transitions=tuple(
+                    JiraTransition(**{**t, "sources": tuple(t["sources"])}) for t in flow["transitions"]
+                ),
+                initial=flow["initial"],
+            )
+            self._projects[raw["key"]] = _Project(**{**raw, "workflow": workflow})
+        self._custom_fields = {
+            f["id"]: _CustomField(**{**f, "options": tuple(f["options"])}) for f in data["custom_fields"]
+        }
+        for raw in data["issues"]:
+            comments = [_Comment(**c) for c in raw["comments"]]
+            self._issues[raw["key"]] = _Issue(**{**raw, "comments": comments})
 
     # ------------------------------------------------------------------ seeding
 
@@ -714,6 +794,7 @@ class JiraStandIn(HttpStandIn):
                 time_zone=time_zone,
                 api_token=api_token if api_token is not None else (existing.api_token if existing else None),
             )
+            self._save()
             return account_id
 
     def account_id(self, email: str) -> str:
@@ -738,15 +819,20 @@ class JiraStandIn(HttpStandIn):
             if key in self._projects:
                 raise ValueError(f"project {key} exists")
             project = _Project(
-                id=str(next(self._ids)),
+                id=self._new_id(),
                 key=key,
                 name=name or key.title(),
-                issue_types={str(next(self._ids)): t for t in issue_types},
+                issue_types={self._new_id(): t for t in issue_types},
                 workflow=workflow,
             )
             self._projects[key] = project
-            self._issue_numbers[key] = itertools.count(1)
+            self._next_number[key] = 1
+            self._save()
             return project.id
+
+    def has_project(self, key: str) -> bool:
+        with self._lock:
+            return key in self._projects
 
     def add_custom_field(
         self,
@@ -760,8 +846,11 @@ class JiraStandIn(HttpStandIn):
         if field_type not in ("string", "number", "date", "option", "labels"):
             raise ValueError(f"unknown custom field type {field_type!r}")
         with self._lock:
-            fid = field_id or f"customfield_{10050 + len(self._custom_fields)}"
+            # the same field asked for again (a restarted stand-in) keeps its id
+            same = [f.id for f in self._custom_fields.values() if f.name == name and field_id in (None, f.id)]
+            fid = field_id or (same[0] if same else f"customfield_{10050 + len(self._custom_fields)}")
             self._custom_fields[fid] = _CustomField(fid, name, field_type, tuple(options))
+            self._save()
             return fid
 
     # ------------------------------------------------------------------ people acting in Jira's UI
@@ -784,6 +873,7 @@ class JiraStandIn(HttpStandIn):
                     f"(available: {names})"
                 )
             event = self._transition(issue, matches[0], actor, comment=comment, comment_adf=None)
+            self._save()
             return event.identifier
 
     def comment_as(self, key: str, text: str, account_id: str) -> str:
@@ -792,9 +882,9 @@ class JiraStandIn(HttpStandIn):
             issue = self._require_issue(key)
             actor = self._require_user_id(account_id)
             comment = self._add_comment(issue, actor, text, None)
-            return self._emit(
-                "jira:issue_updated", "issue_commented", issue, actor, comment=comment
-            ).identifier
+            event = self._emit("jira:issue_updated", "issue_commented", issue, actor, comment=comment)
+            self._save()
+            return event.identifier
 
     # ------------------------------------------------------------------ inspection
 
@@ -1061,7 +1151,7 @@ class JiraStandIn(HttpStandIn):
     def _history(self, issue: _Issue, actor: _User, items: list[dict[str, Any]]) -> None:
         now = self.now()
         issue.histories.append(
-            {"id": str(next(self._ids)), "author": actor.account_id, "created": now, "items": items}
+            {"id": self._new_id(), "author": actor.account_id, "created": now, "items": items}
         )
         issue.updated = now
 
@@ -1102,7 +1192,7 @@ class JiraStandIn(HttpStandIn):
     ) -> _Comment:
         now = self.now()
         comment = _Comment(
-            id=str(next(self._ids)),
+            id=self._new_id(),
             author=actor.account_id,
             text=text if text is not None else adf_to_text(adf),
             adf=adf,
@@ -1334,6 +1424,8 @@ class JiraStandIn(HttpStandIn):
         query = parse_qsl(request.url.query, keep_blank_values=True)
         with self._lock:
             outcome = self._handle(request.method, request.url.path, query, request.headers, raw)
+            if request.method != "GET":
+                self._save()
         if outcome.drop:
             await _drop_connection(send)
             return
@@ -1818,9 +1910,10 @@ class JiraStandIn(HttpStandIn):
         assert project is not None and type_id is not None and not comment_ops
         caller = self._caller(ctx)
         now = self.now()
-        number = next(self._issue_numbers[project.key])
+        number = self._next_number[project.key]
+        self._next_number[project.key] = number + 1
         issue = _Issue(
-            id=str(next(self._ids)),
+            id=self._new_id(),
             key=f"{project.key}-{number}",
             project=project.key,
             issue_type=type_id,

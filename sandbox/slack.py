@@ -85,6 +85,18 @@ from slack_sdk.signature import SignatureVerifier
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_BOT_TOKEN = "xoxb-sandbox-0000-grantflow"
+# The bot scopes the stand-in's token has unless told otherwise (grantflow's manifest asks for these).
+# Slack names a token's scopes in the ``X-OAuth-Scopes`` header of every Web API answer ("Working with
+# scopes", https://api.slack.com/docs/oauth-scopes); grantflow's start-up check reads it from auth.test.
+DEFAULT_BOT_SCOPES = (
+    "chat:write",
+    "chat:write.public",
+    "commands",
+    "im:history",
+    "im:write",
+    "users:read",
+    "users:read.email",
+)
 DEFAULT_APP_TOKEN = "xapp-1-A0GRANTFLOW-sandbox"
 DEFAULT_SIGNING_SECRET = "sandbox-signing-secret"
 TEAM_ID = "T0SANDBOX"
@@ -516,6 +528,7 @@ class SlackStandIn:
         app_token: str | None = None,
         signing_secret: str = DEFAULT_SIGNING_SECRET,
         clock: Callable[[], datetime] | None = None,
+        scopes: Iterable[str] = DEFAULT_BOT_SCOPES,
     ) -> None:
         if not bot_token.startswith("xoxb-"):
             raise ValueError("a bot token starts with xoxb-")
@@ -524,6 +537,7 @@ class SlackStandIn:
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret
+        self.scopes = list(scopes)  # the bot token's, sent as X-OAuth-Scopes (not enforced per method)
         self._clock = clock or _utcnow
         self._lock = threading.RLock()
         self._seq = 0
@@ -886,7 +900,7 @@ class SlackStandIn:
             return self._inject(request, method, recorded, fault)
         with self._lock:
             self.calls.append(Call(method, recorded, status, body, None, request.method, warnings))
-        return web.json_response(body, status=status)
+        return web.json_response(body, status=status, headers={"X-OAuth-Scopes": ",".join(self.scopes)})
 
     def _inject(
         self, request: web.Request, method: str, params: dict[str, Any], fault: _Fault

@@ -8,10 +8,16 @@ able to alter, remove, reorder or truncate entries unnoticed.
   Without the key nobody can compute a valid hash for changed contents.
 * ``prev_hash`` is the previous entry's hash (64 zeros for entry 1) and ``seq`` runs 1..N without gaps, so
   removing or reordering entries breaks the chain.
-* Removing the *last* entries leaves a valid shorter chain; the anchor file catches that: after every
-  committed append the line ``<seq> <hash>`` is appended to it (outside the database). The anchored entry
-  must still exist with exactly that hash. The anchor may lag the table (a crash between commit and anchor
-  write), never lead it.
+* Removing the *last* entries leaves a valid shorter chain; the anchor catches that. Every (seq, hash) it
+  records must still be in the table with exactly that hash; it may lag the table, never lead it. Two
+  anchors exist: for ``grantflow dev`` (and the tests) an append-only file to which every committed append
+  adds the line ``<seq> <hash>``; in production one shared, write-once S3 location written every few
+  seconds by one anchoring job (:mod:`store.anchors`, ``workflows/ledger_anchor.py``), which every process
+  reads, so truncation of entries written by any machine is seen. Verification reports the anchored head,
+  when it was written and how many entries the table is ahead of it.
+* An idempotency key seen again returns the stored entry, but only if the content is the same: callers
+  that pass a ``content_hash`` (:func:`content_hash`, computed in the workflow over everything but the
+  time) get :class:`IdempotencyConflict` when the stored entry's content differs.
 
 Canonical JSON: sorted keys, no whitespace, ASCII only (``\\uXXXX`` escapes), no NaN/Infinity; datetimes as
 ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds). ``at`` and ``data`` are stored as exactly that text,
@@ -70,9 +76,15 @@ class LedgerHead(BaseModel):
     hash: str
 
 
+class IdempotencyConflict(Exception):
+    """An idempotency key arrived again with different content: evidence would silently be dropped."""
+
+
 class LedgerVerification(BaseModel):
     """The result of checking the whole chain and the anchor. ``problem`` is a sentence for a person and
-    ``first_bad_seq`` the first entry concerned (None when the problem is the anchor file itself)."""
+    ``first_bad_seq`` the first entry concerned (None when the problem is the anchor file itself).
+    ``anchor`` says where the anchor is, ``anchored_at`` when its head was written and ``anchor_lag`` how
+    many entries the table is ahead of it."""
 
     ok: bool
     entries: int
@@ -81,9 +93,21 @@ class LedgerVerification(BaseModel):
     first_bad_seq: int | None = None
     problem: str | None = None
     anchored_seq: int | None = None
+    anchor: str | None = None
+    anchored_at: AwareDatetime | None = None
+    anchor_lag: int | None = None
 
 
 # --- canonical form --------------------------------------------------------------------------------
+
+
+def content_hash(*, kind: str, subject: str, actor: str, channel: str, data: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of what an entry says, without its time or its place in the chain: what must be the
+    same when an idempotency key arrives again. ``data`` as it reaches the store (JSON types)."""
+    plain = json.loads(canonical_data(data))
+    fields = {"kind": kind, "subject": subject, "actor": actor, "channel": channel, "data": plain}
+    text = canonical_json(fields)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def format_at(value: datetime) -> str:
@@ -248,8 +272,12 @@ class AnchorReading:
     missing: bool = False
     problem: str | None = None
     anchored: dict[int, str] = dataclasses.field(default_factory=dict)
-    """Every (seq, hash) the file records. All are checked: after a truncation, later appends reuse the
-    truncated sequence numbers with new hashes, and only the older anchor lines still show it."""
+    """Every (seq, hash) the anchor records. All are checked: after a truncation, later appends reuse the
+    truncated sequence numbers with new hashes, and only the older anchors still show it."""
+    written_at: datetime | None = None
+    """When the anchored head was written (the file's modification time; the object's for S3)."""
+    location: str | None = None
+    """Where the anchor is, for messages: ``s3://…`` (None for the file: the caller names its path)."""
 
 
 def read_anchor(path: Path) -> AnchorReading:
@@ -293,7 +321,11 @@ def read_anchor(path: Path) -> AnchorReading:
             return AnchorReading(problem=f"the anchor file {path} is garbled: it is not ASCII text")
     if best_seq is None:
         return AnchorReading(problem=f"the anchor file {path} is empty")
-    return AnchorReading(seq=best_seq, hash=best_hash, anchored=anchored)
+    try:
+        written_at: datetime | None = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        written_at = None
+    return AnchorReading(seq=best_seq, hash=best_hash, anchored=anchored, written_at=written_at)
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -376,14 +408,17 @@ def verify_chain(
 
     anchored_seq = anchor.seq if anchor is not None else None
     if problem is None and anchor is not None:
-        where = f" {anchor_path}" if anchor_path is not None else ""
+        if anchor.location is not None:
+            where = f"the anchor {anchor.location}"
+        else:
+            where = f"the anchor file {anchor_path}" if anchor_path is not None else "the anchor file"
         if anchor.problem is not None:
             first_bad = anchor.seq  # named when the anchor itself says which entry (two hashes for one)
             problem = anchor.problem + "; truncation of the ledger cannot be ruled out"
         elif anchor.missing:
             if entries:
                 problem = (
-                    f"the anchor file{where} is missing although the ledger has {entries} entries: "
+                    f"{where} is missing although the ledger has {entries} entries: "
                     "truncation of the ledger cannot be ruled out"
                 )
         elif anchor.seq is not None and anchor.seq > head_seq:
@@ -410,7 +445,18 @@ def verify_chain(
         first_bad_seq=first_bad if problem is not None else None,
         problem=problem,
         anchored_seq=anchored_seq,
+        anchor=_anchor_name(anchor, anchor_path),
+        anchored_at=anchor.written_at if anchor is not None and anchored_seq is not None else None,
+        anchor_lag=max(0, head_seq - anchored_seq) if anchored_seq is not None else None,
     )
+
+
+def _anchor_name(anchor: AnchorReading | None, anchor_path: Path | None) -> str | None:
+    if anchor is None:
+        return None
+    if anchor.location is not None:
+        return anchor.location
+    return str(anchor_path) if anchor_path is not None else None
 
 
 def _altered_or_moved(

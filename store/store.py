@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import threading
@@ -24,32 +25,33 @@ from sqlalchemy.exc import IntegrityError
 from domain.identity import Person
 from domain.requests import TERMINAL_STATUSES, RequestStatus, RequestView
 from store import schema
+from store.anchors import SharedAnchor
 from store.engine import IMMEDIATE, make_engine
 from store.errors import SlotTaken, StoreError
 from store.ledger import (
     GENESIS_HASH,
+    AnchorReading,
+    IdempotencyConflict,
     LedgerEntry,
     LedgerHead,
     LedgerVerification,
     StoredEntry,
     canonical_data,
+    content_hash,
     entry_hash,
     format_at,
     read_anchor,
     verify_chain,
 )
+from store.migration import check_schema, upgrade_schema
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-
-# PostgreSQL advisory lock keys (64-bit): serialise ledger appends and migrations across processes.
+# PostgreSQL advisory lock key (64-bit) serialising ledger appends across processes (migrations: see
+# store.migration).
 _PG_LEDGER_LOCK = 0x6772_616E_746C_6764  # "grantlgd"
-_PG_MIGRATE_LOCK = 0x6772_616E_746D_6967  # "grantmig"
 
 _VERIFY_PAGE = 2000
-# alembic's ``context`` is process-global: two migrations must not run in one process at the same time.
-_MIGRATE_IN_PROCESS = threading.Lock()
 _NON_TERMINAL = sorted(s.value for s in RequestStatus if s not in TERMINAL_STATUSES)
 
 
@@ -64,12 +66,23 @@ def _utc(value: datetime) -> datetime:
 class Store:
     """Records of grantflow. See the module docstring of :mod:`store.ledger` for the ledger's design."""
 
-    def __init__(self, url: str, *, ledger_key: bytes | str, anchor_path: Path | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ledger_key: bytes | str,
+        anchor_path: Path | None,
+        shared_anchor: SharedAnchor | None = None,
+    ) -> None:
+        """``anchor_path``: the append-only file every append writes its head to (dev, tests).
+        ``shared_anchor``: the one anchor of a deployment, written by the anchoring job; when set,
+        verification reads it instead of the file."""
         key = ledger_key.encode("utf-8") if isinstance(ledger_key, str) else bytes(ledger_key)
         if not key:
             raise StoreError("the ledger key is empty; set GRANTFLOW_LEDGER_KEY")
         self._key = key
         self._anchor_path = Path(anchor_path).absolute() if anchor_path is not None else None
+        self._shared_anchor = shared_anchor
         self._engine = make_engine(url)
         self._sqlite = self._engine.dialect.name == "sqlite"
         self._anchor_lock = threading.Lock()
@@ -89,20 +102,22 @@ class Store:
     def anchor_path(self) -> Path | None:
         return self._anchor_path
 
+    @property
+    def shared_anchor(self) -> SharedAnchor | None:
+        return self._shared_anchor
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision (alembic ``upgrade head``).
 
         Safe to call from several processes at once: the whole upgrade runs in one transaction that first
         takes the write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL advisory lock), so a second caller
         waits and then finds nothing to do."""
-        from alembic import command
-        from alembic.config import Config
+        upgrade_schema(self._engine)
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-        with _MIGRATE_IN_PROCESS, self._write(lock=_PG_MIGRATE_LOCK) as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+    def check_schema(self) -> None:
+        """Raise :class:`~store.migration.SchemaNotCurrent` unless the schema is at the newest revision
+        (workers and web servers check at start; only ``grantflow migrate`` changes the schema)."""
+        check_schema(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -458,8 +473,13 @@ class Store:
         data: dict[str, Any],
         idempotency_key: str | None = None,
         at: datetime | None = None,
+        content_hash: str | None = None,
     ) -> LedgerEntry:
         """Append one entry (or, if ``idempotency_key`` was seen before, return that entry unchanged).
+
+        ``content_hash`` (:func:`store.ledger.content_hash`, computed by the caller's workflow): when the key
+        was seen before with other content, :class:`IdempotencyConflict` is raised instead of dropping the
+        new content silently.
 
         Appends are serialised across processes; the new head is appended to the anchor file after the
         commit (while holding the anchor's file lock, taken before the commit, so anchor lines stay in seq
@@ -475,7 +495,14 @@ class Store:
                         select(led).where(led.c.idempotency_key == idempotency_key)
                     ).first()
                     if existing is not None:
-                        return _stored(existing).to_entry()
+                        found = _stored(existing)
+                        if content_hash is not None and content_hash != _content_hash_of(found):
+                            raise IdempotencyConflict(
+                                f"ledger idempotency key {idempotency_key!r} arrived again with different "
+                                f"content: entry {found.seq} ({found.kind} about {found.subject}) already "
+                                f"holds other content; the new {kind} event was not recorded"
+                            )
+                        return found.to_entry()
                 head = conn.execute(select(led.c.seq, led.c.hash).order_by(led.c.seq.desc()).limit(1)).first()
                 seq = head.seq + 1 if head is not None else 1
                 prev_hash = head.hash if head is not None else GENESIS_HASH
@@ -579,12 +606,16 @@ class Store:
     def verify_ledger(self) -> LedgerVerification:
         """Recompute every hash in seq order, check the links and the anchor; name the first bad entry."""
         # The anchor first: anything it records was committed before we read the table.
-        anchor = read_anchor(self._anchor_path) if self._anchor_path is not None else None
+        anchor: AnchorReading | None
+        if self._shared_anchor is not None:
+            anchor = self._shared_anchor.read()
+        else:
+            anchor = read_anchor(self._anchor_path) if self._anchor_path is not None else None
         return verify_chain(
             self._iter_stored(),
             self._key,
             anchor=anchor,
-            anchor_path=self._anchor_path,
+            anchor_path=self._anchor_path if self._shared_anchor is None else None,
             positions_of=self._positions_of,
         )
 
@@ -625,6 +656,16 @@ class Store:
             idempotency_key=entry.idempotency_key,
             prev_hash=entry.prev_hash,
         )
+
+
+def _content_hash_of(entry: StoredEntry) -> str:
+    return content_hash(
+        kind=entry.kind,
+        subject=entry.subject,
+        actor=entry.actor,
+        channel=entry.channel,
+        data=json.loads(entry.data),
+    )
 
 
 def _stored(row: Row[Any]) -> StoredEntry:

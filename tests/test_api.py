@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -166,6 +167,12 @@ async def test_deny_ends_it(api: Api) -> None:
         ({"role": "root"}, 422, "bad_input", "has no role 'root'"),
         ({"reason": ""}, 422, "bad_input", "reason is empty"),
         ({"reason": "x" * 2001}, 422, "bad_input", "reason is too long (2001 characters)"),
+        # what the store or a JSON answer could not keep is refused here, never a 500 or a 503 later
+        ({"duration": "99999999999999999999s"}, 422, "bad_input", "is too long"),
+        ({"duration": "PT99999999999999999999H"}, 422, "bad_input", "is too long"),
+        ({"reason": "INC-1\x00"}, 422, "bad_input", "reason contains a NUL character"),
+        ({"reason": "INC-\ud800"}, 422, "bad_input", "reason is not valid text"),
+        ({"resource": "pg-\udfff"}, 422, "bad_input", "resource: Input should be a valid string"),
         ({"colour": "blue"}, 422, "bad_input", "colour: unknown field"),
         ({"role": "read", "break_glass": True}, 409, "refused", "does not allow break-glass"),
         ({"requester": "bob@example.com"}, 403, "forbidden", "needs an admin token"),
@@ -175,7 +182,11 @@ async def test_bad_create_is_a_4xx_with_a_body_and_starts_nothing(
     api: Api, body: dict[str, Any], status: int, code: str, detail: str
 ) -> None:
     payload = {k: v for k, v in {**CREATE, **body}.items() if v is not None}
-    response = await api.call("alice", "POST", "/requests", json=payload)
+    # json.dumps escapes what UTF-8 cannot carry (\\ud800), as a client in any language may send it
+    raw = json.dumps(payload).encode()
+    response = await api.call(
+        "alice", "POST", "/requests", content=raw, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert response.json()["error"] == code
     assert detail in response.json()["detail"]
@@ -220,6 +231,12 @@ async def test_authentication_and_roles(api: Api) -> None:
         "needs an admin token"
     )
     assert api.stack.store.get_request(rid).approvals == []  # type: ignore[union-attr]
+    # the attempt itself is evidence: recorded against the request it aimed at, changing nothing else
+    [forbidden] = [e for e in api.stack.store.ledger_entries(subject=rid) if e.kind == "access.forbidden"]
+    assert forbidden.actor == "alice@example.com" and "needs an admin token" in forbidden.data["refusal"]
+    for_bob = await api.call("alice", "POST", "/requests", json={**CREATE, "requester": "bob@example.com"})
+    assert for_bob.status_code == 403
+    assert [e.kind for e in api.stack.store.ledger_entries(subject="token:alice")] == ["access.forbidden"]
     # ... but naming oneself is fine
     erin = await api.call("erin", "POST", f"/requests/{rid}/approve", json={"as": "ERIN@example.com"})
     assert erin.status_code == 409  # reached the workflow, which refused
@@ -380,6 +397,7 @@ def test_tokens_file_holds_hashes_only(tmp_path: Path) -> None:
 
 async def test_serve_builds_its_context_from_settings(stack: Stack) -> None:
     """``serve`` (as ``grantflow server`` runs it): store, Temporal and policies from settings."""
+    from examples import POLICIES_FILE
     from tests.stack import LEDGER_KEY
     from web.app import serve
 
@@ -397,6 +415,7 @@ async def test_serve_builds_its_context_from_settings(stack: Stack) -> None:
         ledger_anchor_path=stack.tmp_path / "anchor",
         review_link_secret="another-secret",
         tokens_file=tokens_file,
+        policies_file=POLICIES_FILE,
         web_port=port,
     )
     stop, ready = asyncio.Event(), asyncio.Event()

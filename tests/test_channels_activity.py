@@ -855,3 +855,27 @@ async def test_jira_down_at_start_is_a_transient_failure_of_the_activity(
         assert raised.value.type == CHANNEL_TRANSIENT and "jira:" in raised.value.message
     finally:
         await acts.aclose()
+
+
+async def test_a_person_the_directory_deactivated_is_not_emailed(
+    channels: ChannelActivities, smtp: SmtpSink, store: Store, people: dict[str, PersonRef]
+) -> None:
+    """alice left: her request ended as a leaver's, and nobody emails an ex-employee about production
+    access. The approvers are still told."""
+    organisation = load_organisation(ORGANISATION_FILE).people
+    story = Story(people)
+    state = await present(channels, story.pending(), ChannelState(), ask=story.approvers)
+    store.replace_directory(
+        [
+            p.model_copy(update={"active": False}) if p.email == people["alice"].email else p
+            for p in organisation
+        ]
+    )
+    try:
+        ended = story.pending(status=RequestStatus.CANCELLED, ended_at=T0 + timedelta(minutes=5))
+        await present(channels, ended, state)
+        recipients = [m.rcpt_tos for m in emails(smtp, story.id)]
+        assert (people["alice"].email,) not in recipients
+        assert len(recipients) == len(story.approvers)  # the asks went out before she left
+    finally:
+        store.replace_directory(organisation)

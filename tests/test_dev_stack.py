@@ -383,9 +383,20 @@ def test_channels_in_grantflow_dev_decide_in_slack_and_jira(dev_stack: DevStack)
     }
     stack.cli("request", "relinquish", request_id, "--as", "alice@example.com")
     _wait_status(stack, request_id, "ENDED", 15)
+    # acting on a decided request: a sentence saying why (no traceback), and JSON when asked
+    late = stack.cli(
+        "sandbox", "slack-click", "--user", "dan@example.com", "--request", request_id, "--json", expect=1
+    )
+    assert json.loads(late.stdout)["status"] == 409 and "no approve button any more" in late.stderr
+    moved = stack.cli("sandbox", "jira-move", "--user", "dan@example.com", "--request", request_id,
+                      "--transition", "Approve", expect=1)  # fmt: skip
+    assert "is not available" in moved.stderr
     out = (stack.cwd / "dev.out").read_text()
+    assert "Traceback" not in out
     assert "Slack stand-in" in out and "Jira stand-in" in out and "SMTP sink" in out
     assert "📧 bob@example.com" in out  # the approver's email with the review link, printed by grantflow dev
+    assert out.count("📧 bob@example.com") == len(set(re.findall(r"📧 bob@example.com: [^\n]*", out)))
+    assert "✉ bob@example.com" not in out  # with the SMTP sink on, each message is printed once, as an email
 
 
 @pytest.mark.parametrize("dev_stack", [("jira",)], indirect=True)

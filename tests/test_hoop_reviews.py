@@ -409,6 +409,26 @@ async def test_a_timeout_rejects_the_review_in_hoop(time_stack: Stack, discovery
     await replays(handle, "hoop_timed_out")
 
 
+async def test_a_review_hoop_would_not_honour_is_rejected_in_hoop_and_nobody_is_asked(
+    time_stack: Stack, discovery: Discovery
+) -> None:
+    """alice's review waits in hoop, but by the time grantflow sees it she is in no group pg-prod-admin's
+    access control allows: approving it would let nobody in, so the request is refused and the review
+    rejected in hoop saying why, before any approver is asked."""
+    stack = time_stack
+    review = await pending(stack, "alice@example.com", "pg-prod-admin")
+    stack.hoop.add_user("alice@example.com", "Alice Adams", groups=["contractors"])
+    await poll(discovery)
+    result = await request(stack, review).result()
+    assert result.status is RequestStatus.FAILED
+    assert result.failure_reason is not None
+    assert "alice@example.com is not eligible for pg-prod admin" in result.failure_reason
+    in_hoop = stack.hoop.review(review.review_id)
+    assert in_hoop["status"] == "REJECTED" and "not eligible" in in_hoop["rejection_reason"]
+    assert not [m for m in stack.notifier.messages if m.event == "request_created"]
+    assert "request.refused" in kinds(stack, result.id)
+
+
 async def test_a_cancel_rejects_the_review_in_hoop(time_stack: Stack, discovery: Discovery) -> None:
     stack = time_stack
     review = await pending(stack, "alice@example.com", "pg-prod-admin", type="onetime", command="VACUUM")
@@ -443,6 +463,8 @@ async def test_approved_in_hoops_own_ui_is_mirrored_and_tracked_to_its_end(
     view = await active(stack, handle)
     assert view.outcome_note == APPROVED_IN_HOOP and view.approvals == []
     assert view.expires_at == hoop_time(stack.hoop.review(review.review_id)["revoke_at"])
+    # the view turns ACTIVE before the activity recording it has run: wait for the entry
+    await eventually(lambda: "hoop.review_approved" in kinds(stack, view.id))
     approved = dict(ledger(stack, view.id))["hoop.review_approved"]
     assert approved["decided_in"] == "hoop" and approved["note"] == APPROVED_IN_HOOP
     with pytest.raises(WorkflowUpdateFailedError) as refused:

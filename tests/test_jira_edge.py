@@ -23,6 +23,7 @@ from sandbox.jira import JiraStandIn
 from tests.stack import Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
+from web.bodies import JIRA_BODY_LIMIT
 from web.jira_webhook import JiraEdge, build_jira_edge
 from web.service import RequestService
 
@@ -417,3 +418,15 @@ async def test_intake_issues_start_requests_or_say_what_is_wrong(rig: Rig) -> No
         assert part in problems, problems
     assert await rig.service.list(requester_email="erin@example.com") == []
     assert not any(label.startswith("grantflow-") for label in rig.jira.issue(bad)["fields"]["labels"])
+
+
+async def test_an_oversized_delivery_is_refused_unread(rig: Rig) -> None:
+    """No Jira event comes near the limit: a body past it is 413 before the signature is even computed."""
+    huge = b'{"webhookEvent": "jira:issue_updated", "pad": "' + b"a" * JIRA_BODY_LIMIT + b'"}'
+    async with httpx.AsyncClient(base_url=rig.url) as http:
+        answer = await http.post(
+            "/jira/webhook",
+            content=huge,
+            headers={"Content-Type": "application/json", "X-Hub-Signature": signed(huge)},
+        )
+    assert answer.status_code == 413 and "larger than" in answer.json()["detail"]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -843,3 +844,55 @@ def test_without_a_secret_nothing_is_signed(
     create(api)
     jira.wait_idle()
     assert len(receiver.received) == 1 and len(jira.events) == 2  # recorded, not sent
+
+
+def test_state_survives_a_restart_and_ticket_keys_go_on(tmp_path: Path) -> None:
+    """A restarted Jira keeps its tickets and numbers new ones after them: a new request must never get
+    an old request's ticket key (``grantflow dev`` keeps ``.grantflow/jira.json``)."""
+    state = tmp_path / "jira.json"
+
+    def started() -> tuple[JiraStandIn, httpx.Client]:
+        stand_in = JiraStandIn(users={BOT: TOKEN}, state_file=state)
+        if not stand_in.has_project("ACC"):
+            stand_in.add_project("ACC", "Access requests")
+        stand_in.add_user("carol@example.com", "Carol")
+        stand_in.start()
+        return stand_in, httpx.Client(base_url=f"{stand_in.url}/rest/api/2", auth=(BOT, TOKEN))
+
+    first, api = started()
+    field = first.add_custom_field("Resource")
+    try:
+        for n in (1, 2):
+            made = api.post(
+                "/issue",
+                json={
+                    "fields": {
+                        "project": {"key": "ACC"},
+                        "issuetype": {"name": "Task"},
+                        "summary": f"r{n}",
+                        field: "pg-prod",
+                    }
+                },
+            )
+            assert made.status_code == 201 and made.json()["key"] == f"ACC-{n}"
+        first.transition_as("ACC-1", "Approve", first.account_id("carol@example.com"), comment="ok")
+        assert api.post("/issue/ACC-2/comment", json={"body": "noted"}).status_code == 201
+    finally:
+        api.close()
+        first.stop()
+
+    again, api = started()
+    try:
+        assert again.add_custom_field("Resource") == field  # the same field, not a second one
+        assert again.status_of("ACC-1") == first.status_of("ACC-1") != "Waiting for approval"
+        assert again.comments("ACC-2") == ["noted"]
+        assert api.get("/issue/ACC-1").json()["fields"]["customfield_10050"] == "pg-prod"
+        made = api.post(
+            "/issue",
+            json={"fields": {"project": {"key": "ACC"}, "issuetype": {"name": "Task"}, "summary": "r3"}},
+        )
+        assert made.json()["key"] == "ACC-3"
+        assert int(made.json()["id"]) > max(int(api.get(f"/issue/ACC-{n}").json()["id"]) for n in (1, 2))
+    finally:
+        api.close()
+        again.stop()

@@ -3,7 +3,10 @@
 A grant workflow lives as long as its grant (hours to weeks), so a deploy meets histories written by
 the previous release. A change that alters the order of commands without ``workflow.patched`` fails
 here. The saved histories under ``tests/histories/`` are real runs; to add one after a deliberate,
-patched change, run this module with ``RECORD_HISTORIES=1`` and commit the new file.
+patched change, run this module with ``RECORD_HISTORIES=1`` and commit the new file. Besides the plain
+paths, they hold requests presented in every channel with a reminder, an approved extension, a renewal
+past 48 h, break-glass with its retro review, and a leaver (``PRESENTED_RUNS``). Runs continued as new
+are replayed by ``tests/test_bounded_history.py``.
 """
 
 from __future__ import annotations
@@ -11,15 +14,28 @@ from __future__ import annotations
 import base64
 import json
 import os
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from domain.requests import DecisionInput, EndInput, RequestStatus, Verdict
+from domain.policy import RolePolicy
+from domain.requests import (
+    AccessRequestInput,
+    DecisionInput,
+    EndInput,
+    EndReason,
+    ExtendInput,
+    PersonLeft,
+    RequestStatus,
+    RequestView,
+    RetroReview,
+    Verdict,
+)
 from tests.stack import HOOP_KEY, LEDGER_KEY, LINK_SECRET, Stack
 from workflows.access_request import AccessRequestWorkflow
 
@@ -36,7 +52,15 @@ async def test_saved_history_replays_on_current_code(path: Path) -> None:
 
 
 def test_histories_are_saved() -> None:
-    assert {p.stem for p in SAVED} >= {"approved_then_relinquished", "denied"}
+    assert {p.stem for p in SAVED} >= {"approved_then_relinquished", "denied", *PRESENTED_RUNS}
+
+
+# The saved runs of requests presented in every channel, each with what a long-lived request meets.
+PRESENTED_RUNS = (
+    "presented_reminded_extended_renewed",  # a reminder, an approved extension, renewal past 48 h, expiry
+    "break_glass_retro_approved",  # granted at once, retro review approved by quorum, relinquished
+    "leaver_ended_active_access",  # the requester left while ACTIVE: revoked by identity sync
+)
 
 
 def _payload_text(node: object) -> str:
@@ -89,6 +113,118 @@ async def test_current_code_replays_its_own_history_and_keeps_secrets_out(time_s
         await replayer.replay_workflow(history)
         raw = _payload_text(json.loads(history.to_json()))
         assert "alice@example.com" in raw or "erin@example.com" in raw  # the decoding works
+        for secret in (HOOP_KEY, LEDGER_KEY.decode(), LINK_SECRET):
+            assert secret not in raw, f"a secret reached the history of {name}"
+        assert "/review/" not in raw, "review links are credentials: they belong in activities only"
+        await _record(stack, name, history)
+
+
+Handle = WorkflowHandle[AccessRequestWorkflow, RequestView]
+
+
+async def _start_presented(
+    stack: Stack,
+    requester: str,
+    resource: str,
+    role: str,
+    duration: timedelta,
+    *,
+    break_glass: bool = False,
+    policy: RolePolicy | None = None,
+) -> Handle:
+    """A request presented in Slack, Jira and email: the presentation activity is scheduled for every change
+    as in production (this worker has no channel configured, so it reaches nobody)."""
+    role_name, role_policy = stack.policies.role(resource, role)
+    actor = stack.actor(requester)
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
+    inp = AccessRequestInput(
+        request_id=request_id,
+        requester=actor.person,
+        submitted_by=actor,
+        resource=resource,
+        role=role_name,
+        policy=policy or role_policy,
+        duration=duration,
+        reason="INC-8",
+        break_glass=break_glass,
+        created_at=await stack.now(),
+        timings=stack.timings,
+        channels=["slack", "jira", "email"],
+    )
+    return await stack.env.client.start_workflow(
+        AccessRequestWorkflow.run, inp, id=request_id, task_queue=stack.task_queue
+    )
+
+
+async def _ended(stack: Stack, handle: Handle, step: timedelta) -> RequestView:
+    """The final view, letting Temporal's time run on in ``step``s until the request is over."""
+    for _ in range(50):
+        if (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED:
+            return await handle.result()
+        await stack.env.sleep(step)
+    raise AssertionError(f"request {handle.id} did not end")
+
+
+def _decide(stack: Stack, email: str, verdict: Verdict = Verdict.APPROVE) -> DecisionInput:
+    return DecisionInput(actor=stack.actor(email), verdict=verdict, reason="ok")
+
+
+async def test_presented_requests_with_reminders_extensions_renewals_break_glass_and_leavers_replay(
+    time_stack: Stack,
+) -> None:
+    stack = time_stack
+    _, warehouse = stack.policies.role("warehouse", "read")
+    asked = warehouse.model_copy(update={"self_extension": False, "reminder_before": timedelta(hours=12)})
+    long = await _start_presented(
+        stack, "erin@example.com", "warehouse", "read", timedelta(days=2), policy=asked
+    )
+    await stack.wait_for(long, lambda v: v.approvers_resolved)
+    await stack.env.sleep(timedelta(hours=13))  # past the reminder
+    await long.execute_update(AccessRequestWorkflow.decide, _decide(stack, "dina@example.com"))
+    await stack.wait_for(long, lambda v: v.status is RequestStatus.ACTIVE)
+    await long.execute_update(
+        AccessRequestWorkflow.extend,
+        ExtendInput(actor=stack.actor("erin@example.com"), by=timedelta(days=1), reason="migration"),
+    )
+    await long.execute_update(AccessRequestWorkflow.decide, _decide(stack, "dina@example.com"))
+    long_view = await _ended(stack, long, timedelta(days=1))
+    assert long_view.end_reason is EndReason.EXPIRED and len(long_view.grants) == 2  # renewed past 48 h
+    assert long_view.granted_total == timedelta(days=3)
+    assert any(m.event == "reminder" for m in stack.notifier.messages)
+
+    glass = await _start_presented(
+        stack, "alice@example.com", "pg-prod", "admin", timedelta(hours=4), break_glass=True
+    )
+    await stack.wait_for(glass, lambda v: v.status is RequestStatus.ACTIVE)
+    for email in ("bob@example.com", "carol@example.com"):
+        await glass.execute_update(AccessRequestWorkflow.decide, _decide(stack, email))
+    await glass.execute_update(
+        AccessRequestWorkflow.relinquish, EndInput(actor=stack.actor("alice@example.com"))
+    )
+    glass_view = await _ended(stack, glass, timedelta(minutes=1))
+    assert glass_view.retro_review is RetroReview.APPROVED
+    assert glass_view.end_reason is EndReason.RELINQUISHED
+
+    leaver = await _start_presented(stack, "frank@example.com", "pg-prod", "read", timedelta(hours=2))
+    await stack.wait_for(leaver, lambda v: v.status is RequestStatus.ACTIVE)  # auto-approved: on call
+    await leaver.signal(
+        AccessRequestWorkflow.person_left,
+        PersonLeft(person=stack.ref("frank@example.com"), reason="deactivated", sync_id="sync-8"),
+    )
+    leaver_view = await _ended(stack, leaver, timedelta(minutes=1))
+    assert leaver_view.end_reason is EndReason.LEAVER
+
+    replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
+    for name, handle in zip(PRESENTED_RUNS, (long, glass, leaver), strict=True):
+        history = await handle.fetch_history()
+        activities = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert "present_request" in activities, f"{name} was never presented"
+        await replayer.replay_workflow(history)
+        raw = _payload_text(json.loads(history.to_json()))
         for secret in (HOOP_KEY, LEDGER_KEY.decode(), LINK_SECRET):
             assert secret not in raw, f"a secret reached the history of {name}"
         assert "/review/" not in raw, "review links are credentials: they belong in activities only"

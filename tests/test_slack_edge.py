@@ -28,6 +28,7 @@ from sandbox.slack import SlackDriver, SlackStandIn
 from tests.stack import Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
+from web.bodies import SLACK_BODY_LIMIT
 from web.service import RequestService
 from web.slack_app import (
     AccessCommand,
@@ -286,7 +287,8 @@ async def test_requester_ineligible_and_outsider_clicks_are_refused_and_recorded
         f"your Slack account ({OUTSIDER}) is not in the directory; nothing was recorded"
     )
     await rig.until(lambda: len(rig.refused(rid)) == 3)
-    entries = rig.refused(rid)
+    # Slack's clicks are acknowledged at once and handled concurrently: the ledger's order is theirs
+    entries = sorted(rig.refused(rid), key=lambda e: e.actor)
     assert [(e.actor, e.channel) for e in entries] == [
         ("alice@example.com", "slack"),
         ("erin@example.com", "slack"),
@@ -412,3 +414,30 @@ async def test_the_same_flows_over_socket_mode(rig: Rig) -> None:
         assert "The duration and the reason are missing" in envelope.ack_payload["text"]
     finally:
         await rig.edge.stop_socket_mode()
+
+
+async def test_garbage_oversized_and_unsigned_bodies_are_refused_before_anything_parses_them(
+    rig: Rig,
+) -> None:
+    """The signature is checked over the raw bytes first: unsigned garbage is 401 (never a 500 with a
+    traceback), a body past the limit 413, a signed body that is not a Slack payload 400."""
+    url = f"{rig.url}/slack/events"
+    before = len(rig.stack.store.ledger_entries())
+
+    def post(content: bytes, headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(url, content=content, headers=headers, timeout=10)
+
+    garbage = b"\xff\xfe\x00payload=%%%{not json"
+    unsigned = await asyncio.to_thread(post, garbage, {"Content-Type": "application/x-www-form-urlencoded"})
+    assert unsigned.status_code == 401
+    huge = b"payload=" + b"a" * (SLACK_BODY_LIMIT + 1)
+    too_large = await asyncio.to_thread(post, huge, rig.driver.signed_headers("x"))
+    assert too_large.status_code == 413 and "larger than" in too_large.json()["detail"]
+    signed_garbage = await asyncio.to_thread(
+        post, garbage, rig.driver.signed_headers(garbage.decode("latin-1"))
+    )
+    assert signed_garbage.status_code in (400, 401)  # never a 500
+    text = "payload=%7Bnot-json"
+    signed_nonsense = await asyncio.to_thread(post, text.encode(), rig.driver.signed_headers(text))
+    assert signed_nonsense.status_code < 500
+    assert len(rig.stack.store.ledger_entries()) == before  # nothing was recorded, nothing changed

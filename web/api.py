@@ -152,20 +152,37 @@ def _channel(request: Request) -> str:
     return wanted if wanted in _CHANNELS else "api"
 
 
-async def acting(request: Request, caller: Principal, as_email: str | None, *, field: str = "as") -> Actor:
-    """The actor for this call: the token's own identity, or (admins only) the person named by ``as``."""
+async def acting(
+    request: Request,
+    caller: Principal,
+    as_email: str | None,
+    *,
+    field: str = "as",
+    admin_role_suffices: bool = False,
+) -> Actor:
+    """The actor for this call: the token's own identity, or (admins only) the person named by ``as``.
+
+    ``admin_role_suffices``: the action is allowed to administrators as such (revoke, cancel,
+    relinquish), so an admin service token without an email acts as itself, an administrator, instead
+    of having to name a person with ``as``."""
     service = service_of(request)
     channel = _channel(request)
     own = caller.email
     if as_email and as_email.strip() and (own is None or as_email.strip().lower() != own.lower()):
         if not caller.is_admin:
-            raise Forbidden(
+            refusal = (
                 f"token {caller.name!r} acts only as {own}; acting for {as_email.strip()} (field {field!r}) "
                 "needs an admin token"
             )
+            subject = request.path_params.get("request_id") or f"token:{caller.name}"
+            await service.record_forbidden(subject, own or f"token:{caller.name}", channel, refusal)
+            raise Forbidden(refusal)
         person = await service.person(as_email, what="requester" if field == "requester" else f"{field!r}:")
         return Actor(person=person, admin=await _admin_ref(service, caller), channel=channel)
     if own is None:
+        if caller.is_admin and admin_role_suffices:
+            administrator = caller.token_identity
+            return Actor(person=administrator, admin=administrator, channel=channel)
         raise BadInput(f"token {caller.name!r} belongs to no person; say whom this is for with {field!r}")
     try:
         me = await service.person(own, what="token's identity")
@@ -180,7 +197,7 @@ async def _admin_ref(service: RequestService, caller: Principal) -> PersonRef:
             return await service.person(caller.email)
         except BadInput:
             pass
-    return PersonRef(id=f"token:{caller.name}", email=caller.email or f"token:{caller.name}")
+    return PersonRef(id=caller.token_identity.id, email=caller.email or caller.token_identity.email)
 
 
 def _require_requester(caller: Principal, what: str) -> None:
@@ -304,7 +321,7 @@ def _action_route(action: str) -> Any:
         body = body or ActionBody()
         if action != "revoke":  # revoking is for admins and approvers; the workflow checks which
             _require_requester(caller, f"{action} requests")
-        actor = await acting(request, caller, body.as_)
+        actor = await acting(request, caller, body.as_, admin_role_suffices=True)
         method = {"relinquish": service.relinquish, "cancel": service.cancel, "revoke": service.revoke}[
             action
         ]
@@ -339,7 +356,9 @@ for _action, _summary, _doc in (
     summary="Verify the evidence ledger (admin)",
 )
 async def verify_ledger(request: Request, caller: Caller) -> LedgerVerification:
-    """Recompute the keyed hash chain and check the anchor; ``ok`` false names the first bad entry."""
+    """Recompute the keyed hash chain and check the anchor; ``ok`` false names the first bad entry.
+    ``anchor``, ``anchored_seq``, ``anchored_at`` and ``anchor_lag``: where the anchor is, the head it
+    records, when that was written and how many entries the table is ahead of it."""
     if not caller.is_admin:
         raise Forbidden(f"token {caller.name!r} is not an admin token; verifying the ledger needs one")
     store = context_of(request).store

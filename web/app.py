@@ -1,5 +1,9 @@
 """The grantflow web app: REST API (``/api/v1``), review pages (``/review/{token}``) and ``/healthz``.
 
+``/api/v1/docs`` is Swagger UI with its assets served by the app itself (from the ``fastapi-offline``
+package, never a CDN), so the docs work without internet; ``/`` is a small page linking the docs, the
+health check and, in ``grantflow dev``, what the stack runs.
+
 ``create_app`` builds the FastAPI app around a :class:`WebContext` (everything the routes need, built
 once); ``build_context`` builds that context from settings; ``serve`` runs it under uvicorn until a stop
 event is set (``grantflow server`` and ``grantflow dev``). The app keeps no state of its own beyond the
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import secrets
 import socket
@@ -21,13 +26,13 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
-from domain.policy import PolicySet, load_policies
+from domain.policy import PolicySet
 from domain.requests import GatewayTimings
-from examples import POLICIES_FILE
 from grantflow import __version__
 from grantflow.settings import Settings, SettingsError
 from store import Store
@@ -81,22 +86,17 @@ def gateway_timings(settings: Settings) -> GatewayTimings:
 
 
 async def build_context(settings: Settings) -> WebContext:
-    """Open the store, connect to Temporal and load the policies; :class:`SettingsError` names what is
-    missing (ledger key, review-link secret, a policy file that cannot be used)."""
-    from domain.policy import PolicyError
-    from worker import connect_client, open_store
+    """Load the policies and tokens, open the store and connect to Temporal; :class:`SettingsError`
+    names what is missing or unusable (ledger key, review-link secret, the policies or tokens file, a
+    schema older than this release), :class:`~grantflow.settings.ServiceUnreachable` the database or
+    Temporal that cannot be reached. Never migrates and never falls back to the example policies."""
+    from worker import connect_client, open_current_store, worker_policies
 
     secret = settings.require_secret("review_link_secret")
-    try:
-        policies = load_policies(settings.policies_file or POLICIES_FILE)
-    except PolicyError as exc:
-        raise SettingsError(str(exc)) from None
+    policies = worker_policies(settings)
     links = ReviewLinks(secret, settings.effective_public_url, settings.review_link_ttl)
-    try:
-        tokens = TokenRegistry(settings.tokens_file or settings.state_dir / "tokens.toml")
-    except TokenFileError as exc:
-        raise SettingsError(str(exc)) from None
-    store = await asyncio.to_thread(open_store, settings)
+    tokens = load_tokens(settings)
+    store = await asyncio.to_thread(open_current_store, settings)
     try:
         client = await connect_client(settings)
     except BaseException:
@@ -127,6 +127,33 @@ async def build_context(settings: Settings) -> WebContext:
         slack=slack,
         jira=jira,
     )
+
+
+def load_tokens(settings: Settings) -> TokenRegistry:
+    """The API tokens of ``GRANTFLOW_TOKENS_FILE``, which must exist and list at least one token: a
+    server without tokens would answer 401 to everyone, so it refuses to start instead."""
+    where = "GRANTFLOW_TOKENS_FILE"
+    if settings.tokens_file is None:
+        raise SettingsError(
+            f"{where} is not set: the API tokens file is required "
+            "(create it with `grantflow token issue --name NAME --role admin`)"
+        )
+    where = f"{where}={settings.tokens_file}"
+    if not settings.tokens_file.is_file():
+        raise SettingsError(
+            f"{where}: the API tokens file does not exist "
+            "(create it with `grantflow token issue --name NAME --role admin`)"
+        )
+    try:
+        tokens = TokenRegistry(settings.tokens_file)
+    except TokenFileError as exc:
+        raise SettingsError(f"{where}: {exc}") from None
+    if not tokens.count:
+        raise SettingsError(
+            f"{where}: the file lists no tokens, so every call would be refused "
+            "(add one with `grantflow token issue --name NAME --role admin`)"
+        )
+    return tokens
 
 
 def _error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -166,9 +193,39 @@ def validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(problems) or "the request is not valid"
 
 
-def create_app(context: WebContext) -> FastAPI:
-    """The FastAPI app for ``context``: API, review pages, health check and JSON error bodies."""
-    app = FastAPI(
+DOCS_URL = f"{API_PREFIX}/docs"
+DOCS_ASSETS_URL = f"{API_PREFIX}/docs/assets"
+"""Where Swagger UI's own JavaScript and CSS are served from (offline: no CDN)."""
+
+
+def home_page(home_links: Sequence[tuple[str, str]] = ()) -> str:
+    """The page at ``/``: where the docs and the health check are, and ``home_links`` (name, URL or
+    text) under "grantflow dev runs" when the dev stack passes them."""
+
+    def item(name: str, target: str) -> str:
+        shown = html.escape(target)
+        value = f'<a href="{shown}">{shown}</a>' if target.startswith(("http://", "https://")) else shown
+        return f"<li>{html.escape(name)}: {value}</li>"
+
+    stack = ""
+    if home_links:
+        stack = "<h2>grantflow dev runs</h2><ul>" + "".join(item(n, t) for n, t in home_links) + "</ul>"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>grantflow</title></head><body>"
+        f"<h1>grantflow {html.escape(__version__)}</h1><ul>"
+        f'<li><a href="{DOCS_URL}">REST API documentation</a> (Swagger UI) and its '
+        f'<a href="{API_PREFIX}/openapi.json">OpenAPI document</a></li>'
+        '<li><a href="/healthz">health check</a></li>'
+        "<li>review pages: the signed links sent to approvers (<code>/review/…</code>)</li>"
+        "<li>the command line: <code>grantflow --help</code></li></ul>"
+        f"{stack}</body></html>"
+    )
+
+
+def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = ()) -> FastAPI:
+    """The FastAPI app for ``context``: API, review pages, health check, ``/`` and JSON error bodies;
+    ``home_links`` are shown on ``/`` (``grantflow dev`` lists what it runs)."""
+    app = FastAPIOffline(
         title="grantflow",
         version=__version__,
         description=(
@@ -176,8 +233,9 @@ def create_app(context: WebContext) -> FastAPI:
             'on time. Every error is `{"error": code, "detail": sentence}`.'
         ),
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=DOCS_URL,
         redoc_url=None,
+        static_url=DOCS_ASSETS_URL,
     )
     app.state.context = context
 
@@ -208,6 +266,10 @@ def create_app(context: WebContext) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    @app.get("/", include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(home_page(home_links))
+
     app.include_router(api_router)
     app.include_router(sync_router)
     app.include_router(review_router)
@@ -219,12 +281,16 @@ def create_app(context: WebContext) -> FastAPI:
     return app
 
 
+class CannotListen(OSError):
+    """The web app's address cannot be bound (a port in use, an unknown host); the message says which."""
+
+
 @contextlib.asynccontextmanager
 async def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Serve ``app`` under uvicorn in this event loop; yields its base URL (``port=0``: a free port).
 
-    The socket is bound here, so a port in use is an ``OSError`` for the caller (uvicorn itself would
-    call ``sys.exit``)."""
+    The socket is bound here, so a port in use is a :class:`CannotListen` (an ``OSError``) for the caller
+    (uvicorn itself would call ``sys.exit``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -232,6 +298,9 @@ async def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Async
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise CannotListen(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     except BaseException:
         sock.close()
         raise
@@ -258,12 +327,14 @@ async def serve(
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    home_links: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Run the web app on ``settings.web_host:web_port`` until ``stop`` is set; ``ready`` is set once it
-    accepts connections. ``extra_routers`` are mounted too (``grantflow dev`` adds its sandbox controls)."""
+    accepts connections. ``extra_routers`` are mounted too (``grantflow dev`` adds its sandbox controls),
+    and ``home_links`` are listed on ``/``."""
     context = await build_context(settings)
     try:
-        app = create_app(context)
+        app = create_app(context, home_links=home_links)
         for router in extra_routers:
             app.include_router(router)
         async with running(app, settings.web_host, settings.web_port) as url:
@@ -277,6 +348,8 @@ async def serve(
             if ready is not None:
                 ready.set()
             await stop.wait()
+    except CannotListen as exc:
+        raise SettingsError(f"GRANTFLOW_WEB_HOST / GRANTFLOW_WEB_PORT: {exc}") from None
     finally:
         # --- channel edges
         if context.slack is not None:

@@ -36,6 +36,8 @@ from typing import Any
 
 import tomli_w
 
+from domain.identity import PersonRef
+
 ROLES = frozenset({"requester", "admin"})
 TOKEN_PREFIX = "gf_"
 
@@ -59,6 +61,12 @@ class Principal:
     @property
     def may_request(self) -> bool:
         return bool(self.roles & {"requester", "admin"})
+
+    @property
+    def token_identity(self) -> PersonRef:
+        """Who the token is in the ledger when no person stands behind it (an admin service token such
+        as the README's ``ops-bot``): ``token:<name>``, never mistaken for a directory identity."""
+        return PersonRef(id=f"token:{self.name}", email=f"token:{self.name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,14 @@ class TokenRegistry:
     @property
     def path(self) -> Path | None:
         return self._path
+
+    @property
+    def count(self) -> int:
+        """How many tokens the file lists now (re-read if it changed)."""
+        if self._path is not None:
+            with self._lock:
+                self._reload()
+        return len(self._entries)
 
     def _reload(self) -> None:
         assert self._path is not None

@@ -95,6 +95,7 @@ from integrations.jira_tickets import (
 )
 from store import Store
 from web.api import context_of
+from web.bodies import JIRA_BODY_LIMIT, BodyTooLarge, read_body
 from web.service import RequestService, ServiceError, Unavailable
 
 log = logging.getLogger("grantflow.web.jira")
@@ -783,7 +784,10 @@ async def jira_webhook(request: Request) -> JSONResponse:
     edge = context_of(request).jira
     if edge is None:
         return JSONResponse({"error": "not_found", "detail": "Jira is not configured"}, status_code=404)
-    raw = await request.body()
+    try:
+        raw = await read_body(request, JIRA_BODY_LIMIT)
+    except BodyTooLarge as exc:
+        return JSONResponse({"error": "too_large", "detail": str(exc)}, status_code=413)
     status, body = await edge.receive(raw, request.headers)
     return JSONResponse(body, status_code=status)
 

@@ -6,7 +6,9 @@ Invariants:
 - ``create`` validates everything before a workflow starts: a workflow must never receive input it
   cannot decode (it would sit RUNNING forever). Then the (requester, connection) slot is reserved in the
   store, and only then is the workflow started; if starting fails the row is saved as ``FAILED`` so the
-  slot is free again.
+  slot is free again — but only once Temporal says no such workflow exists: a start that failed
+  ambiguously (timeout, dropped connection) may have started it, and a row is never terminal while its
+  workflow runs.
 - Decisions and actions are Temporal Updates whose validators decide. A refusal — from the validator, or
   because the workflow has already completed — is written to the evidence ledger as a refused attempt
   (``decision.refused``, ``extend.refused``, ``relinquish.refused``, ``cancel.refused``,
@@ -44,7 +46,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.approval import (
@@ -195,7 +197,7 @@ class RequestService:
 
     async def person(self, email: str, *, what: str = "person") -> PersonRef:
         """The active directory person with this email; :class:`BadInput` otherwise."""
-        email = email.strip()
+        email = storable(email, what).strip()
         if not email:
             raise BadInput(f"the {what} is empty; give an email address")
         found = await self._store_call(self._store.find_person_by_email, email)
@@ -223,6 +225,9 @@ class RequestService:
         ``actor`` is who submits. ``requester_email``, when it names someone else, needs an administrator
         (``actor.admin``); the request is then the requester's, submitted by "admin X on behalf of Y".
         ``jira_key`` is the Jira issue the request was made in, which becomes its ticket."""
+        for value, what in ((resource, "resource"), (role or "", "role"), (duration, "duration")):
+            storable(value, what)
+        storable(requester_email or "", "requester")
         reason = _reason(reason)
         if not reason:
             raise BadInput("reason is empty; say why the access is needed (a ticket or incident id)")
@@ -305,12 +310,20 @@ class RequestService:
                 id=request_workflow_id(request_id),
                 task_queue=self._task_queue,
             )
-        except Exception as exc:  # any failure to start: free the slot, say so, keep the evidence
+        except Exception as exc:
+            # A start can fail after Temporal started the workflow (a timeout, a dropped connection): the
+            # row must not turn FAILED under a running workflow (a leaver's end would skip a terminal row
+            # while the grant lives on). Temporal says which; only a workflow it does not know frees the slot.
             log.error("could not start the workflow for %s: %s", request_id, exc)
-            await self._mark_not_started(view, submitter, exc)
-            raise Unavailable(
-                f"request {request_id} could not be started ({_short(exc)}); nothing was granted, try again"
-            ) from exc
+            started = await self._started_despite(request_id, exc)
+            if started is None:
+                await self._mark_not_started(view, submitter, exc)
+                raise Unavailable(
+                    f"request {request_id} could not be started ({_short(exc)}); nothing was granted, "
+                    "try again"
+                ) from exc
+            log.warning("request %s: the start answered %r but its workflow runs", request_id, exc)
+            handle = started
         settled = await self._wait_for_setup(handle, view)
         check = settled.access_check
         if (
@@ -391,6 +404,30 @@ class RequestService:
             if loop.time() >= deadline:
                 return latest
             await asyncio.sleep(_POLL_INTERVAL)
+
+    async def _started_despite(self, request_id: str, exc: BaseException) -> WorkflowHandle[Any, Any] | None:
+        """The handle of the request's workflow if the failed start did start it; None when Temporal does
+        not know the workflow. When Temporal cannot tell either, the request stays as reserved (PENDING,
+        not terminal) and :class:`Unavailable` says so: a later request for the same slot frees it once
+        Temporal answers that no workflow exists (``_release_if_abandoned``)."""
+        handle = self._handle(request_id)
+        if isinstance(exc, WorkflowAlreadyStartedError):  # the client's own retry met the first start
+            return handle
+        try:
+            await handle.describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            unknown: BaseException = err
+        except Exception as err:
+            unknown = err
+        else:
+            return handle
+        log.error("request %s: cannot tell whether its workflow started: %r", request_id, unknown)
+        raise Unavailable(
+            f"request {request_id} may or may not have started ({_short(exc)}); it stays open until "
+            f"Temporal can tell: see `grantflow request show {request_id}` before asking again"
+        ) from exc
 
     async def _mark_not_started(self, view: RequestView, submitter: Actor, exc: BaseException) -> None:
         now = datetime.now(UTC)
@@ -561,6 +598,25 @@ class RequestService:
                 f"{_short(exc)}"
             ) from exc
 
+    async def record_forbidden(self, subject: str, who: str, channel: str, refusal: str) -> None:
+        """A caller tried something their credentials never allow (e.g. a requester token acting for
+        someone else): the attempt is evidence too, recorded under ``subject`` (the request it aimed at, or
+        the token when there is none) before the refusal is answered."""
+        try:
+            await asyncio.to_thread(
+                self._store.append_ledger,
+                kind="access.forbidden",
+                subject=subject,
+                actor=who,
+                channel=channel,
+                data={"refusal": refusal},
+            )
+        except Exception as exc:
+            log.exception("a forbidden attempt on %s could not be recorded", subject)
+            raise Unavailable(
+                f"the attempt was refused ({refusal}), but the refusal could not be recorded: {_short(exc)}"
+            ) from exc
+
     # --- reading -----------------------------------------------------------------------------------
 
     async def show(self, request_id: str) -> RequestView:
@@ -636,10 +692,23 @@ class RequestService:
 
 
 def _reason(text: str | None) -> str:
-    reason = (text or "").strip()
+    reason = storable(text or "", "reason").strip()
     if len(reason) > MAX_REASON:
         raise BadInput(f"reason is too long ({len(reason)} characters); keep it under {MAX_REASON}")
     return reason
+
+
+def storable(text: str, what: str) -> str:
+    """``text`` if every store and channel can keep it: UTF-8 encodable (no lone surrogates, which JSON
+    can carry) and without NUL characters (PostgreSQL refuses them in text). Otherwise :class:`BadInput`
+    here at the edge, rather than a store error after a workflow has started."""
+    if "\x00" in text:
+        raise BadInput(f"{what} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} is not valid text (it contains an unpaired surrogate)") from None
+    return text
 
 
 def _active_ref(person: Person | None, email: str, what: str) -> PersonRef:

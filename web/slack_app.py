@@ -35,10 +35,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import (
+    AsyncSlackRequestHandler,
+    to_async_bolt_request,
+    to_starlette_response,
+)
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.responses import Response
 
@@ -63,6 +68,7 @@ from integrations.slack import (
 )
 from store import Store
 from web.api import context_of
+from web.bodies import SLACK_BODY_LIMIT, BodyTooLarge, read_body
 from web.service import MAX_REASON, BadInput, RequestService, ServiceError
 
 log = logging.getLogger("grantflow.web.slack")
@@ -175,6 +181,7 @@ class SlackEdge:
             request_verification_enabled=bool(signing_secret),
         )
         self.handler = AsyncSlackRequestHandler(self.app) if signing_secret else None
+        self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
         self._socket: AsyncSocketModeHandler | None = None
         self.app.action(APPROVE_ACTION)(self._on_approve)
         self.app.action(DENY_ACTION)(self._on_deny_click)
@@ -185,7 +192,9 @@ class SlackEdge:
     # ------------------------------------------------------------------ transports
 
     async def handle_http(self, request: Request) -> Response:
-        if self.handler is None:
+        """A bounded body, its signature checked over the raw bytes *before* anything parses it (Bolt's
+        Starlette adapter decodes and parses first, so garbage would answer 500), then Bolt."""
+        if self.handler is None or self._verifier is None:
             return JSONResponse(
                 {
                     "error": "not_found",
@@ -193,7 +202,28 @@ class SlackEdge:
                 },
                 status_code=404,
             )
-        return await self.handler.handle(request)
+        try:
+            body = await read_body(request, SLACK_BODY_LIMIT)
+        except BodyTooLarge as exc:
+            return JSONResponse({"error": "too_large", "detail": str(exc)}, status_code=413)
+        # slack_sdk's SignatureVerifier, as Bolt uses it: v0 HMAC of "v0:{timestamp}:{body}", 5 minutes
+        try:
+            signed = self._verifier.is_valid(
+                body,
+                request.headers.get("x-slack-request-timestamp"),
+                request.headers.get("x-slack-signature"),
+            )
+        except UnicodeDecodeError:  # it decodes the body to sign it: no Slack request is anything but UTF-8
+            return JSONResponse({"error": "bad_request", "detail": "the body is not UTF-8"}, status_code=400)
+        if not signed:
+            return JSONResponse({"error": "invalid_request"}, status_code=401)
+        try:
+            bolt_request = to_async_bolt_request(request, body)
+        except (UnicodeDecodeError, ValueError):
+            return JSONResponse(
+                {"error": "bad_request", "detail": "the body is not a Slack payload"}, status_code=400
+            )
+        return to_starlette_response(await self.app.async_dispatch(bolt_request))
 
     async def start_socket_mode(self) -> None:
         """Connect over Socket Mode (needs the ``xapp-`` token); returns once connected."""

@@ -33,7 +33,12 @@ Invariants:
   to the grant) are killed and read back; any still open after a few kills are named to the approvers
   (``sessions.kill_failed``, ``revocation_escalated``) and the request ends, recording them in its view.
 - Every transition is saved to the store with one ledger entry, serialised by a lock so the store sees
-  them in order, each with an idempotency key derived from the workflow id and a step number.
+  them in order, each with an idempotency key derived from the workflow id, the run id and a step number
+  and the hash of its content (the same key with other content is an error).
+- The history stays bounded: the policy caps extensions (``min_extension``, ``max_extensions``), and an
+  ACTIVE request whose history reaches ``CONTINUE_AS_NEW_AFTER`` events continues as new between two
+  steps of its active phase, once every update handler has finished, carrying its state (``CarriedOver``:
+  the view, the eligible set, the grants' correlation ids, the ledger step, the channels' handles).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ConfigDict, Field
+
     from activities.access_check import AccessCheckActivities, CheckAccessInput
     from activities.directory import ApproverResolution, DirectoryActivities, ResolveApproversInput
     from activities.gateway import (
@@ -61,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.hoop_reviews import HoopDecisionInput, HoopReviewActivities
     from activities.notifications import NotificationActivities, NotifyInput
-    from activities.records import LedgerEvent, RecordActivities, RecordInput
+    from activities.records import LedgerEvent, RecordActivities, RecordInput, event_content_hash
     from domain.approval import (
         Stage,
         decision_refusal,
@@ -126,8 +133,30 @@ HOOP_ORIGIN_PATCH = "hoop-review-origin"
 # Reading a review to mirror it: a few tries, then again after HOOP_RECHECK (the request keeps waiting).
 HOOP_READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 HOOP_RECHECK = timedelta(seconds=30)
+# An ACTIVE request whose history has this many events continues as new (the state carried over):
+# every run stays well under Temporal's limits and replays fast, however long the access lives.
+CONTINUE_AS_NEW_AFTER = 1000
 APPROVED_IN_HOOP = "approved in hoop's own UI"
 REJECTED_IN_HOOP = "rejected in hoop's own UI"
+
+
+class CarriedOver(BaseModel):
+    """An ACTIVE request's state, carried into the run that continues it (``continue_as_new``)."""
+
+    model_config = ConfigDict(extra="forbid")  # never mistaken for an AccessRequestInput, nor one for it
+
+    input: AccessRequestInput
+    view: RequestView
+    eligible: list[str]
+    correlation_ids: list[str]
+    step: int  # ledger idempotency keys go on from here
+    channels: ChannelState
+    present_pending: bool = False
+    present_ask: list[PersonRef] = Field(default_factory=list)
+    present_remind: list[PersonRef] = Field(default_factory=list)
+    present_rounds: int = 0
+    hoop_origin: bool = False
+    hoop_review_granted: bool = False
 
 
 class Refused(ApplicationError):
@@ -140,7 +169,9 @@ class Refused(ApplicationError):
 @workflow.defn
 class AccessRequestWorkflow:
     @workflow.init
-    def __init__(self, inp: AccessRequestInput) -> None:
+    def __init__(self, start: AccessRequestInput | CarriedOver) -> None:
+        carried = start if isinstance(start, CarriedOver) else None
+        inp = start.input if isinstance(start, CarriedOver) else start
         self._input = inp
         self._view = initial_view(inp)
         self._eligible: set[str] | None = None
@@ -160,6 +191,8 @@ class AccessRequestWorkflow:
         self._presenter: asyncio.Task[None] | None = None
         self._present_rounds = 0  # presentations given up and tried again (PRESENT_ROUNDS at most)
         self._closing = False
+        self._presenting = False  # a presentation activity is in flight
+        self._new_run_wanted = False  # the history is long: continue as new once idle
         # A request for a hoop review (set in run, behind HOOP_ORIGIN_PATCH).
         self._hoop: HoopReviewOrigin | None = None
         self._hoop_changed = False  # discovery saw the review leave PENDING: read it
@@ -168,11 +201,27 @@ class AccessRequestWorkflow:
         self._hoop_deciding = False  # grantflow is deciding the review itself
         self._hoop_mirrored: HoopReview | None = None  # decided in hoop's own UI, as read back
         self._hoop_review_granted = False  # the jit review is APPROVED: revoke it at the end
+        if carried is not None:  # a continued run of an ACTIVE request: where the last one stopped
+            self._view = carried.view
+            self._eligible = set(carried.eligible)
+            self._correlation_ids = list(carried.correlation_ids)
+            self._step = carried.step
+            self._channels = carried.channels
+            self._present_pending = carried.present_pending
+            self._present_ask = list(carried.present_ask)
+            self._present_remind = list(carried.present_remind)
+            self._present_rounds = carried.present_rounds
+            self._hoop = inp.origin if carried.hoop_origin else None
+            self._hoop_review_granted = carried.hoop_review_granted
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
-    async def run(self, inp: AccessRequestInput) -> RequestView:
+    async def run(self, start: AccessRequestInput | CarriedOver) -> RequestView:
+        """``start`` is the request's input, or (in a run continuing an ACTIVE request) its carried state."""
+        if isinstance(start, CarriedOver):
+            return await self._resume_active()
+        inp = start
         if inp.origin is not None and workflow.patched(HOOP_ORIGIN_PATCH):
             self._hoop = inp.origin
         if inp.channels and workflow.patched("present-in-channels"):
@@ -241,6 +290,14 @@ class AccessRequestWorkflow:
         if self._view.break_glass:
             await self._notify("retro_review", self._view.eligible_approvers, with_review_link=True)
             self._present(ask=self._view.eligible_approvers)
+        await self._stay_active()
+        await self._revoke_and_end()
+        return await self._finish()
+
+    async def _resume_active(self) -> RequestView:
+        """The rest of an ACTIVE request, in a new run (``_continue_as_new_if_long``)."""
+        if self._input.channels:
+            self._presenter = asyncio.create_task(self._present_loop())
         await self._stay_active()
         await self._revoke_and_end()
         return await self._finish()
@@ -440,6 +497,7 @@ class AccessRequestWorkflow:
             if now >= view.expires_at:
                 self._request_end(EndReason.EXPIRED, "grantflow", "")
                 break
+            self._continue_as_new_if_long()
             wake = view.expires_at
             if retro_deadline is not None and view.retro_review is RetroReview.PENDING:
                 if now >= retro_deadline:
@@ -463,7 +521,43 @@ class AccessRequestWorkflow:
                     continue
                 wake = min(wake, renew_at)
             self._active_changed = False
-            await self._wait(lambda: self._end is not None or self._active_changed, wake - now)
+            await self._wait(
+                lambda: self._end is not None or self._active_changed or self._idle_for_new_run(), wake - now
+            )
+
+    def _continue_as_new_if_long(self) -> None:
+        """An ACTIVE request can live for weeks (a renewal every ``max_grant``, extensions, every change
+        presented in every channel): once its history is long, the rest continues in a new run carrying
+        the state (``CarriedOver``). Only between steps of ``_stay_active`` and only when idle: no update or
+        signal handler running and no presentation in flight, so nothing is lost or done twice. Never
+        waited for: when busy, the active loop is woken once idle (``_idle_for_new_run``) and comes back
+        here, so a slow channel never delays an expiry or a renewal."""
+        info = workflow.info()
+        long = info.get_current_history_length() >= CONTINUE_AS_NEW_AFTER
+        if not long and not info.is_continue_as_new_suggested():
+            return
+        self._new_run_wanted = True
+        if not self._idle_for_new_run():
+            return
+        workflow.continue_as_new(
+            CarriedOver(
+                input=self._input,
+                view=self._view,
+                eligible=sorted(self._eligible or ()),
+                correlation_ids=list(self._correlation_ids),
+                step=self._step,
+                channels=self._channels,
+                present_pending=self._present_pending,
+                present_ask=self._present_ask,
+                present_remind=self._present_remind,
+                present_rounds=self._present_rounds,
+                hoop_origin=self._hoop is not None,
+                hoop_review_granted=self._hoop_review_granted,
+            )
+        )
+
+    def _idle_for_new_run(self) -> bool:
+        return self._new_run_wanted and workflow.all_handlers_finished() and not self._presenting
 
     async def _renew(self) -> None:
         view = self._view
@@ -839,6 +933,7 @@ class AccessRequestWorkflow:
             self._present_pending = False
             ask, self._present_ask = self._present_ask, []
             remind, self._present_remind = self._present_remind, []
+            self._presenting = True
             try:
                 self._channels = await workflow.execute_activity(
                     "present_request",
@@ -860,6 +955,8 @@ class AccessRequestWorkflow:
                         )
                     except TimeoutError:
                         pass
+            finally:
+                self._presenting = False
 
     def _resume_presentation(self, err: ActivityError, ask: list[PersonRef], remind: list[PersonRef]) -> bool:
         """After a presentation gave up: keep what it did (the channel state its last attempt carried in
@@ -945,6 +1042,7 @@ class AccessRequestWorkflow:
         refusal = extension_refusal(self._view, inp.actor, inp.by)
         if refusal is not None:
             raise Refused(refusal)
+        self._view.extensions_requested += 1  # counted whatever the approvers decide: bounds the history
         if self._input.policy.self_extension:
             await self._apply_extension(inp.by, inp.actor, inp.reason)
             return self._view
@@ -1151,12 +1249,16 @@ class AccessRequestWorkflow:
                 data={"status": self._view.status.value, **(data or {}), **account},
             )
             self._present()
+            info = workflow.info()
             await workflow.execute_activity_method(
                 RecordActivities.record,
                 RecordInput(
                     view=self._view,
                     event=event,
-                    idempotency_key=f"{workflow.info().workflow_id}:{self._step}",
+                    # The run id keeps a run started by a Temporal reset (steps counted again) from
+                    # colliding with the entries of the run it replaced.
+                    idempotency_key=f"{info.workflow_id}:{info.run_id}:{self._step}",
+                    content_hash=event_content_hash(self._view.id, event),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=CRITICAL_RETRY,

@@ -22,6 +22,7 @@ import click
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.requests import RequestView
 from grantflow.client import EXIT_BAD_INPUT, ApiClient, ApiError, ClientConfigError
+from grantflow.help import SummaryGroup
 from grantflow.settings import Settings, SettingsError, load_settings
 
 EXIT_CONFIG = 4
@@ -107,20 +108,29 @@ def _when(value: Any) -> str:
 def describe(view: RequestView) -> list[str]:
     """A short human summary of a request, a few lines."""
     status = view.status.value + (f" ({view.end_reason.value})" if view.end_reason else "")
+    # a one-time hoop review asks to run one command: it has no duration to show
+    span = "one command" if view.command is not None else f"for {format_duration(view.requested_duration)}"
     lines = [
         f"{view.id}  {status}",
-        f"  {view.requester.email} → {view.resource} {view.role} ({view.connection}) for "
-        f"{format_duration(view.requested_duration)}" + ("  [break-glass]" if view.break_glass else ""),
+        f"  {view.requester.email} → {view.resource} {view.role} ({view.connection}) {span}"
+        + ("  [break-glass]" if view.break_glass else ""),
         f"  reason: {view.reason}",
     ]
+    if view.command is not None:
+        lines.append(f"  command: {view.command}")
     if view.submitted_by != view.requester.email:
         lines.append(f"  submitted by {view.submitted_by}")
     approvers = ", ".join(p.email for p in view.eligible_approvers) or "(not resolved yet)"
     approved = [d for d in view.approvals if d.stage == "request"]
-    lines.append(
-        f"  approvals: {len(approved)} of {view.required_approvals} ({view.policy.describe_approvers()}); "
-        f"eligible: {approvers}"
-    )
+    if view.auto_approved:
+        lines.append("  approvals: none needed, approved automatically by the policy's auto-approve groups")
+    elif view.break_glass:
+        lines.append(f"  break-glass: granted at once; retro-review {view.retro_review or 'pending'}")
+    else:
+        lines.append(
+            f"  approvals: {len(approved)} of {view.required_approvals} "
+            f"({view.policy.describe_approvers()}); eligible: {approvers}"
+        )
     for d in [*view.approvals, *view.denials]:
         by = f" by admin {d.on_behalf_by.email}" if d.on_behalf_by else ""
         note = f": {d.reason}" if d.reason else ""
@@ -189,7 +199,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print one J
 _as_option = click.option("--as", "as_", metavar="EMAIL", help="Act as this person (admin tokens only).")
 
 
-@click.group("request")
+@click.group("request", cls=SummaryGroup)
 def request() -> None:
     """Just-in-time access requests (through grantflow's REST API)."""
 

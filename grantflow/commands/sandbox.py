@@ -31,6 +31,8 @@ from collections.abc import Mapping
 import click
 import httpx
 
+from grantflow.client import stack_not_found
+from grantflow.help import SummaryGroup
 from grantflow.settings import Settings
 
 
@@ -46,11 +48,13 @@ def _hoop(settings: Settings) -> tuple[str, str]:
 
         key = tomllib.loads(secrets_file.read_text())["hoop_api_key"]
     if not url or not key:
-        raise click.ClickException("no hoop stand-in found: start `grantflow dev` first (in this folder)")
+        raise click.ClickException(
+            stack_not_found(settings) or "no hoop stand-in found: start `grantflow dev` first"
+        )
     return url, key
 
 
-@click.group()
+@click.group(cls=SummaryGroup)
 def sandbox() -> None:
     """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions, login, hoop-review),
     the SCIM directory (deactivate), Slack (slack-click, slack-command) and Jira (jira-move, jira-request)."""
@@ -174,15 +178,18 @@ def _scim(settings: Settings) -> tuple[str, str]:
 
         token = tomllib.loads(secrets_file.read_text()).get("scim_token", "")
     if not url or not token:
-        raise click.ClickException("no SCIM directory found: start `grantflow dev` first (in this folder)")
+        raise click.ClickException(
+            stack_not_found(settings) or "no SCIM directory found: start `grantflow dev` first"
+        )
     return url.rstrip("/"), token
 
 
 @sandbox.command()
 @click.option("--user", "user_email", required=True, help="email (userName) of the person to deactivate")
 @click.option("--activate", is_flag=True, help="reactivate instead")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def deactivate(ctx: click.Context, user_email: str, activate: bool) -> None:
+def deactivate(ctx: click.Context, user_email: str, activate: bool, as_json: bool) -> None:
     """Deactivate (or reactivate) a person in the dev SCIM directory, as an IdP admin would.
 
     Nothing changes in grantflow until the next identity sync (`grantflow sync`)."""
@@ -210,7 +217,10 @@ def deactivate(ctx: click.Context, user_email: str, activate: bool) -> None:
         click.echo(f"the SCIM directory refused: {resp.text[:200]}", err=True)
         ctx.exit(1)
     state = "active" if activate else "deactivated"
-    click.echo(f"{user_email} is {state} in the SCIM directory; run `grantflow sync` to apply it")
+    if as_json:
+        click.echo(json.dumps({"user_email": user_email, "active": activate, "scim_id": resources[0]["id"]}))
+    else:
+        click.echo(f"{user_email} is {state} in the SCIM directory; run `grantflow sync` to apply it")
 
 
 @sandbox.command()
@@ -269,23 +279,34 @@ def _dev_api(settings: Settings) -> str:
     dev_file = settings.state_dir / "dev.json"
     url = settings.api_url or (json.loads(dev_file.read_text())["api_url"] if dev_file.exists() else "")
     if not url:
-        raise click.ClickException("no grantflow dev found: start `grantflow dev` first (in this folder)")
+        raise click.ClickException(
+            stack_not_found(settings) or "no grantflow dev found: start `grantflow dev` first"
+        )
     return str(url).rstrip("/")
 
 
-def _post_sandbox(ctx: click.Context, path: str, body: Mapping[str, str | None]) -> dict[str, object]:
+def _post_sandbox(
+    ctx: click.Context, path: str, body: Mapping[str, str | None], *, as_json: bool = False
+) -> dict[str, object]:
+    """Ask ``grantflow dev`` to act as a person. A refusal is the sentence ``grantflow dev`` answered (exit
+    1); ``grantflow dev`` unreachable or failing is exit 3. With ``as_json`` the refusal is JSON too."""
     from grantflow.cli import settings_from
 
     url = _dev_api(settings_from(ctx))
     try:
         resp = httpx.post(f"{url}/_sandbox/{path}", json=body, timeout=30)
-    except httpx.HTTPError as exc:
+        data = resp.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        if as_json:
+            click.echo(json.dumps({"error": "unavailable", "detail": str(exc), "status": None}))
         click.echo(f"grantflow: grantflow dev unreachable at {url}: {exc}", err=True)
         ctx.exit(3)
-    data = resp.json()
     if resp.status_code >= 400:
-        click.echo(f"grantflow: {data.get('detail', data)}", err=True)
-        ctx.exit(1)
+        detail = data.get("detail", data) if isinstance(data, dict) else data
+        if as_json:
+            click.echo(json.dumps({"error": "refused", "detail": detail, "status": resp.status_code}))
+        click.echo(f"grantflow: {detail}", err=True)
+        ctx.exit(1 if resp.status_code < 500 else 3)
     return dict(data)
 
 
@@ -294,12 +315,18 @@ def _post_sandbox(ctx: click.Context, path: str, body: Mapping[str, str | None])
 @click.option("--request", "request_id", required=True)
 @click.option("--deny", is_flag=True, help="click Deny (and submit the reason) instead of Approve")
 @click.option("--reason", default="", help="the reason typed into Slack's Deny dialog")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def slack_click(ctx: click.Context, user_email: str, request_id: str, deny: bool, reason: str) -> None:
+def slack_click(
+    ctx: click.Context, user_email: str, request_id: str, deny: bool, reason: str, as_json: bool
+) -> None:
     """Click Approve or Deny in the person's Slack message about a request (the Slack stand-in of
-    `grantflow dev --with slack` sends grantflow the signed interaction)."""
+    `grantflow dev --with slack` sends grantflow the signed interaction); shows what Slack told them."""
     body = {"user_email": user_email, "request_id": request_id, "action": "deny" if deny else "approve"}
-    result = _post_sandbox(ctx, "slack/click", {**body, "reason": reason})
+    result = _post_sandbox(ctx, "slack/click", {**body, "reason": reason}, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
     told = [str(t) for t in result.get("told", [])]  # type: ignore[attr-defined]
     click.echo(
         f"Slack answered {result['status']}" + "".join(f"\n  Slack told {user_email}: {t}" for t in told)
@@ -310,12 +337,16 @@ def slack_click(ctx: click.Context, user_email: str, request_id: str, deny: bool
 @click.option("--user", "user_email", required=True, help="who moves the ticket (their Jira account)")
 @click.option("--request", "request_id", required=True)
 @click.option("--transition", required=True, help="e.g. Approve or Deny")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def jira_move(ctx: click.Context, user_email: str, request_id: str, transition: str) -> None:
+def jira_move(ctx: click.Context, user_email: str, request_id: str, transition: str, as_json: bool) -> None:
     """Transition the request's Jira ticket as a person would (the Jira stand-in of
     `grantflow dev --with jira` sends grantflow the signed webhook)."""
     body = {"user_email": user_email, "request_id": request_id, "transition": transition}
-    result = _post_sandbox(ctx, "jira/move", body)
+    result = _post_sandbox(ctx, "jira/move", body, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
     click.echo(f"{result['issue']} is now {result['status']}")
     for comment in result.get("comments", []):  # type: ignore[attr-defined]
         click.echo(f"  comment: {comment}")
@@ -327,9 +358,10 @@ def jira_move(ctx: click.Context, user_email: str, request_id: str, transition: 
 @click.option("--role", default="", help="the issue's Role field, e.g. admin (left empty if not given)")
 @click.option("--duration", required=True, help="the issue's Duration field, e.g. 1h")
 @click.option("--reason", required=True, help="why: the issue's description")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def jira_request(
-    ctx: click.Context, user_email: str, resource: str, role: str, duration: str, reason: str
+    ctx: click.Context, user_email: str, resource: str, role: str, duration: str, reason: str, as_json: bool
 ) -> None:
     """Create an issue in the Jira intake project as a person would, and show grantflow's answer (the Jira
     stand-in of `grantflow dev --with jira` sends grantflow the signed webhook). Exits 1 when grantflow
@@ -341,12 +373,15 @@ def jira_request(
         "duration": duration,
         "reason": reason,
     }
-    result = _post_sandbox(ctx, "jira/request", body)
+    result = _post_sandbox(ctx, "jira/request", body, as_json=as_json)
     request_id = result.get("request_id")
-    started = f"request {request_id} started" if request_id else "no request started"
-    click.echo(f"{result['issue']}: {started}")
-    for comment in result.get("comments", []):  # type: ignore[attr-defined]
-        click.echo(f"  comment: {comment}")
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        started = f"request {request_id} started" if request_id else "no request started"
+        click.echo(f"{result['issue']}: {started}")
+        for comment in result.get("comments", []):  # type: ignore[attr-defined]
+            click.echo(f"  comment: {comment}")
     if not request_id:
         ctx.exit(1)
 
@@ -360,7 +395,7 @@ def slack_command(ctx: click.Context, user_email: str, text: str, as_json: bool)
     """Type `/access <resource> [<role>] <duration> <reason…>` in Slack as a person would (the Slack stand-in
     of `grantflow dev --with slack` sends grantflow the signed slash command), and show what Slack told them.
     Exits 1 when grantflow started no request: Slack's message says why."""
-    result = _post_sandbox(ctx, "slack/command", {"user_email": user_email, "text": text})
+    result = _post_sandbox(ctx, "slack/command", {"user_email": user_email, "text": text}, as_json=as_json)
     request_id = result.get("request_id")
     if as_json:
         click.echo(json.dumps(result))
@@ -388,7 +423,7 @@ def hoop_review(
     discovery polls at once and the request it opened for the review is shown. Exits 1 when grantflow
     opened none (it rejected the review in hoop, or left it to hoop): the reason is printed."""
     body = {"user_email": user_email, "connection": connection, "duration": duration, "command": command}
-    result = _post_sandbox(ctx, "hoop/review", body)
+    result = _post_sandbox(ctx, "hoop/review", body, as_json=as_json)
     request_id = result.get("request_id")
     if as_json:
         click.echo(json.dumps(result))

@@ -11,9 +11,10 @@ import json
 import click
 
 from grantflow.commands.requests import settings_of
+from grantflow.help import SummaryGroup
 
 
-@click.group("token")
+@click.group("token", cls=SummaryGroup)
 def token() -> None:
     """API tokens for the REST API and the CLI."""
 
