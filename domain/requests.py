@@ -243,6 +243,8 @@ class RequestView(BaseModel):
     updated_at: datetime
     origin: HoopReviewOrigin | None = None
     """The hoop review this request decides, when it started in hoop."""
+    closed_reason: str | None = None
+    """Why a request ended without access, in words (who cancelled it and why, or that the requester left)."""
     access_check: AccessVerdict | None = None
     """hoop's two gates for the requester as last computed (eligible, review needed, through which groups)."""
     outcome_note: str | None = None

@@ -211,6 +211,8 @@ async def test_cancel_while_pending(time_stack: Stack) -> None:
     assert view.status is RequestStatus.CANCELLED
     result = await handle.result()
     assert result.status is RequestStatus.CANCELLED and result.grants == []
+    assert result.closed_reason == "cancelled by alice@example.com: not needed"
+    assert "  why: cancelled by alice@example.com: not needed" in describe(result)
 
 
 async def test_extension_within_and_beyond_the_cumulative_maximum(time_stack: Stack) -> None:

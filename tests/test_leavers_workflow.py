@@ -48,6 +48,7 @@ async def test_leaver_loses_active_grant_and_pending_request_at_once(time_stack:
     assert stack.hoop.review(ended.grants[0].review_id)["status"] == "REVOKED"
     assert stack.hoop.session(session)["status"] == "done"
     assert cancelled.status is RequestStatus.CANCELLED and cancelled.grants == []
+    assert cancelled.closed_reason is not None and cancelled.closed_reason.startswith("the requester left")
     ended_entry = stack.store.ledger_entries(subject=ended.id)[-1]
     assert ended_entry.kind == "request.ended" and ended_entry.data["end_reason"] == "leaver"
     assert ended_entry.channel == "scim"

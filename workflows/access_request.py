@@ -709,10 +709,14 @@ class AccessRequestWorkflow:
         if status is RequestStatus.CANCELLED and self._cancel is not None:
             actor = self._cancel.actor
             data["reason"] = self._cancel.reason
+            view.closed_reason = f"cancelled by {self._cancel.actor.describe()}" + (
+                f": {self._cancel.reason}" if self._cancel.reason else ""
+            )
         elif status is RequestStatus.CANCELLED and self._requester_left is not None:
             actor = "identity sync"
             data = {"reason": f"the requester left ({self._requester_left.reason})", "leaver": True}
             channel = "scim"
+            view.closed_reason = data["reason"]
         elif status is RequestStatus.DENIED and view.denials:
             denial = view.denials[0]
             data = {"by": denial.approver.email, "reason": denial.reason}

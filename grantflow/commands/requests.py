@@ -150,6 +150,8 @@ def describe(view: RequestView) -> list[str]:
         lines.append(f"  sessions used: {len(view.sessions_used)}; killed: {killed}")
     if view.sessions_left_open:
         lines.append(f"  STILL OPEN after the kills (end them in hoop): {', '.join(view.sessions_left_open)}")
+    if view.closed_reason:
+        lines.append(f"  why: {view.closed_reason}")
     if view.failure_reason:
         lines.append(f"  failure: {view.failure_reason}")
     return lines

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import click
 import httpx
@@ -52,6 +53,17 @@ def _hoop(settings: Settings) -> tuple[str, str]:
             stack_not_found(settings) or "no hoop stand-in found: start `grantflow dev` first"
         )
     return url, key
+
+
+def _answer(ctx: click.Context, ok: bool, body: Any, as_json: bool, refused: str = "refused") -> None:
+    """The stand-in's answer as one JSON document when asked; a refusal's sentence on stderr, exit 1."""
+    if as_json:
+        click.echo(json.dumps(body))
+    if not ok:
+        if not as_json:
+            message = body.get("message") if isinstance(body, dict) else None
+            click.echo(f"{refused}: {message or body}", err=True)
+        ctx.exit(1)
 
 
 @click.group(cls=SummaryGroup)
@@ -81,12 +93,7 @@ def connect(ctx: click.Context, user_email: str, connection: str, as_json: bool)
         click.echo(f"grantflow: hoop stand-in unreachable at {url}: {exc}", err=True)
         ctx.exit(3)
     body = resp.json()
-    if as_json:
-        click.echo(json.dumps(body))
-    if resp.status_code >= 400:
-        if not as_json:
-            click.echo(f"refused: {body.get('message') or body}", err=True)
-        ctx.exit(1)
+    _answer(ctx, resp.status_code < 400, body, as_json)
     if not as_json:
         click.echo(f"session {body['session_id']} open for {user_email} on {connection}")
 
@@ -118,12 +125,7 @@ def grant(ctx: click.Context, user_email: str, connection: str, duration: str, a
     except httpx.HTTPError as exc:
         click.echo(f"grantflow: hoop stand-in unreachable at {url}: {exc}", err=True)
         ctx.exit(3)
-    if as_json:
-        click.echo(json.dumps(answer))
-    if resp.status_code != 202:
-        if not as_json:
-            click.echo(f"refused by hoop: {answer.get('message') or answer}", err=True)
-        ctx.exit(1)
+    _answer(ctx, resp.status_code == 202, answer, as_json, "refused by hoop")
     if not as_json:
         review = answer.get("review") or {}
         click.echo(
@@ -264,12 +266,7 @@ def login(ctx: click.Context, user_email: str, as_json: bool) -> None:
         click.echo(f"grantflow: a stand-in is unreachable: {exc}", err=True)
         ctx.exit(3)
     body = resp.json()
-    if as_json:
-        click.echo(json.dumps(body))
-    if resp.status_code >= 400:
-        if not as_json:
-            click.echo(f"refused: {body.get('message') or body}", err=True)
-        ctx.exit(1)
+    _answer(ctx, resp.status_code < 400, body, as_json)
     if not as_json:
         claimed = ", ".join(body["groups"]) or "none"
         click.echo(f"{user_email} signed in to hoop; groups from the IdP: {claimed}")
