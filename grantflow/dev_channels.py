@@ -100,7 +100,10 @@ def start_channels(
         from sandbox.slack import SlackDriver, SlackStandIn
 
         slack = SlackStandIn(
-            bot_token=secrets["slack_bot_token"], signing_secret=secrets["slack_signing_secret"]
+            bot_token=secrets["slack_bot_token"],
+            signing_secret=secrets["slack_signing_secret"],
+            # DMs survive a restart, so grantflow keeps updating the messages people already have
+            state_file=settings.state_dir / "slack.json",
         )
         for person in org.people:
             slack.add_user(person.email, person.display_name or person.email)

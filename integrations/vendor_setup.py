@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from jira import JIRA
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -106,6 +107,64 @@ def jira_webhook_settings(settings: Settings, public_url: str) -> dict[str, Any]
         "secret": "the value of GRANTFLOW_JIRA_WEBHOOK_SECRET",
         "exclude_body": False,
     }
+
+
+JIRA_WEBHOOKS_API = "/rest/webhooks/1.0/webhook"
+"""Admin webhooks are registered here (developer.atlassian.com/cloud/jira/platform/webhooks); the caller needs
+the "Administer Jira" global permission, which grantflow's own API user should not have."""
+
+
+class WebhookRegistrationError(Exception):
+    """Jira refused or could not be asked; ``str()`` is the sentence to show."""
+
+
+def register_jira_webhook(
+    settings: Settings, public_url: str, admin_email: str, admin_token: str, *, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Register grantflow's admin webhook with a Jira administrator's credentials, signed with
+    ``GRANTFLOW_JIRA_WEBHOOK_SECRET``. One that already delivers to the same URL is reported, not doubled.
+    Returns ``{"registered": bool, "webhook": <Jira's answer>}``."""
+    if not settings.jira_url:
+        raise WebhookRegistrationError(
+            "GRANTFLOW_JIRA_URL is not set: which Jira site should the webhook be in?"
+        )
+    secret = settings.jira_webhook_secret.get_secret_value() if settings.jira_webhook_secret else ""
+    if not secret:
+        raise WebhookRegistrationError(
+            "GRANTFLOW_JIRA_WEBHOOK_SECRET is not set: grantflow refuses unsigned deliveries; set it first"
+        )
+    wanted = jira_webhook_settings(settings, public_url)
+    url = settings.jira_url.rstrip("/") + JIRA_WEBHOOKS_API
+    try:
+        with httpx.Client(auth=(admin_email, admin_token), timeout=timeout) as http:
+            listed = http.get(url)
+            _raise_for_jira(listed, admin_email)
+            existing = [w for w in listed.json() if isinstance(w, dict) and w.get("url") == wanted["url"]]
+            if existing:
+                return {"registered": False, "webhook": existing[0]}
+            body = {
+                "name": wanted["name"],
+                "url": wanted["url"],
+                "events": wanted["events"],
+                "filters": {"issue-related-events-section": wanted["jql"]},
+                "excludeBody": False,
+                "secret": secret,
+            }
+            created = http.post(url, json=body)
+            _raise_for_jira(created, admin_email)
+            return {"registered": True, "webhook": created.json()}
+    except httpx.HTTPError as exc:
+        raise WebhookRegistrationError(f"Jira at {settings.jira_url} could not be reached: {exc}") from exc
+
+
+def _raise_for_jira(response: httpx.Response, admin_email: str) -> None:
+    if response.status_code in (401, 403):
+        raise WebhookRegistrationError(
+            f"Jira refused {admin_email} ({response.status_code}): registering admin webhooks needs a Jira "
+            "administrator's email and API token"
+        )
+    if response.status_code >= 400:
+        raise WebhookRegistrationError(f"Jira answered {response.status_code}: {response.text[:300]}")
 
 
 # ------------------------------------------------------------------------------------------ the check

@@ -607,6 +607,8 @@ def parse_jql(text: str) -> _Query:
 # ---------------------------------------------------------------------------------------------- kept state
 
 STATE_VERSION = 1
+WEBHOOKS_API = "/rest/webhooks/1.0"
+WEBHOOKS_VERSION = "webhooks/1.0"
 
 
 def _encode_value(value: Any) -> Any:
@@ -666,6 +668,8 @@ class JiraStandIn(HttpStandIn):
         self._custom_fields: dict[str, _CustomField] = {}
         self._next_id = 10001
         self._next_number: dict[str, int] = {}  # project key -> the number of its next issue
+        self._webhooks: dict[str, dict[str, Any]] = {}  # admin webhooks registered through the REST API
+        self.site_admins: set[str] = set()  # emails of users with "Administer Jira" (webhook registration)
         self.state_file = Path(state_file) if state_file is not None else None
         self._retry_counts: dict[str, int] = {}
         self._server = None
@@ -737,6 +741,7 @@ class JiraStandIn(HttpStandIn):
             "projects": [asdict(p) for p in self._projects.values()],
             "custom_fields": [asdict(f) for f in self._custom_fields.values()],
             "issues": [asdict(i) for i in self._issues.values()],
+            "webhooks": list(self._webhooks.values()),
         }
 
     def _load(self, data: dict[str, Any]) -> None:
@@ -761,6 +766,7 @@ class JiraStandIn(HttpStandIn):
         for raw in data["issues"]:
             comments = [_Comment(**c) for c in raw["comments"]]
             self._issues[raw["key"]] = _Issue(**{**raw, "comments": comments})
+        self._webhooks = {w["id"]: w for w in data.get("webhooks", [])}
 
     # ------------------------------------------------------------------ seeding
 
@@ -1410,6 +1416,8 @@ class JiraStandIn(HttpStandIn):
             ("POST", "/search", self._h_search, True),
             ("GET", "/search/jql", self._h_search_jql, True),
             ("POST", "/search/jql", self._h_search_jql, True),
+            ("GET", "/webhooks/webhook", self._h_list_webhooks, True),
+            ("POST", "/webhooks/webhook", self._h_register_webhook, True),
         ]
         return [
             (method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$"), handler, auth)
@@ -1450,6 +1458,9 @@ class JiraStandIn(HttpStandIn):
         match = re.match(r"^/rest/api/([^/]+)(/.*)?$", path)
         version = match.group(1) if match else None
         api_path = (match.group(2) or "/") if match else ""
+        if path.startswith(WEBHOOKS_API + "/"):
+            # admin webhooks live outside /rest/api (developer.atlassian.com/cloud/jira/platform/webhooks)
+            match, version, api_path = None, WEBHOOKS_VERSION, "/webhooks" + path[len(WEBHOOKS_API) :]
         user: _User | None = None
         fault = self._take_fault(method, api_path) if match else None
         out_headers: dict[str, str] = {}
@@ -1459,7 +1470,7 @@ class JiraStandIn(HttpStandIn):
             status, payload = self._fault_answer(fault, out_headers)
         else:
             try:
-                if version not in API_VERSIONS:
+                if version not in (*API_VERSIONS, WEBHOOKS_VERSION):
                     raise _HTTPError(404, [f"null for uri: {self._base_url}{path}"])
                 handler, params, needs_auth = self._route(method, api_path)
                 user = self._authenticate(headers.get("authorization"))
@@ -1558,6 +1569,53 @@ class JiraStandIn(HttpStandIn):
         if issue is None:
             raise _HTTPError(404, ["Issue does not exist or you do not have permission to see it."])
         return issue
+
+    def _require_site_admin(self, ctx: _Ctx) -> _User:
+        caller = self._caller(ctx)
+        if caller.email not in self.site_admins:
+            # admin webhooks need the "Administer Jira" global permission
+            raise _HTTPError(403, ["You do not have permission to register or list webhooks."])
+        return caller
+
+    def _h_list_webhooks(self, ctx: _Ctx) -> tuple[int, Any]:
+        self._require_site_admin(ctx)
+        return 200, [self._render_webhook(w) for w in self._webhooks.values()]
+
+    def _h_register_webhook(self, ctx: _Ctx) -> tuple[int, Any]:
+        """``POST /rest/webhooks/1.0/webhook`` (Atlassian's "Webhooks" page, "Registering a webhook via the
+        REST API"): name, url, events, ``filters["issue-related-events-section"]`` (JQL), excludeBody and,
+        for admin webhooks, a ``secret`` with which every delivery is signed (``X-Hub-Signature``). From then
+        on this stand-in delivers its events there."""
+        self._require_site_admin(ctx)
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        errors = {
+            k: f"{k} is required" for k in ("name", "url") if not isinstance(body.get(k), str) or not body[k]
+        }
+        events = body.get("events", [])
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            errors["events"] = "events must be a list of event names"
+        secret = body.get("secret")
+        if secret is not None and not isinstance(secret, str):
+            errors["secret"] = "secret must be a string"
+        if errors:
+            raise _HTTPError(400, [], errors)
+        webhook = {
+            "id": self._new_id(),
+            "name": body["name"],
+            "url": body["url"],
+            "events": list(events),
+            "filters": dict(body.get("filters") or {}),
+            "excludeBody": bool(body.get("excludeBody", False)),
+            "secret": secret,
+            "lastUpdated": int(self.now().timestamp() * 1000),
+        }
+        self._webhooks[webhook["id"]] = webhook
+        self.set_webhook(webhook["url"], secret)
+        return 201, self._render_webhook(webhook)
+
+    def _render_webhook(self, webhook: dict[str, Any]) -> dict[str, Any]:
+        shown = {k: v for k, v in webhook.items() if k not in ("id", "secret")}  # the secret is never shown
+        return {"self": f"{self._base_url}{WEBHOOKS_API}/webhook/{webhook['id']}", "enabled": True, **shown}
 
     def _h_server_info(self, ctx: _Ctx) -> tuple[int, Any]:
         return 200, {

@@ -68,6 +68,7 @@ import asyncio
 import base64
 import copy
 import json
+import os
 import secrets
 import socket
 import threading
@@ -76,6 +77,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
@@ -88,6 +90,21 @@ DEFAULT_BOT_TOKEN = "xoxb-sandbox-0000-grantflow"
 # The bot scopes the stand-in's token has unless told otherwise (grantflow's manifest asks for these).
 # Slack names a token's scopes in the ``X-OAuth-Scopes`` header of every Web API answer ("Working with
 # scopes", https://api.slack.com/docs/oauth-scopes); grantflow's start-up check reads it from auth.test.
+STATE_VERSION = 1
+# Web API methods that change nothing kept: no state write after them
+_READ_METHODS = frozenset(
+    {
+        "api.test",
+        "auth.test",
+        "apps.connections.open",
+        "conversations.history",
+        "conversations.info",
+        "conversations.replies",
+        "users.info",
+        "users.lookupByEmail",
+        "users.list",
+    }
+)
 DEFAULT_BOT_SCOPES = (
     "chat:write",
     "chat:write.public",
@@ -529,7 +546,11 @@ class SlackStandIn:
         signing_secret: str = DEFAULT_SIGNING_SECRET,
         clock: Callable[[], datetime] | None = None,
         scopes: Iterable[str] = DEFAULT_BOT_SCOPES,
+        state_file: Path | None = None,
     ) -> None:
+        """``state_file``: keep users, channels, DMs and their messages there (rewritten after every
+        change, loaded back here), so a restarted stand-in still has the messages grantflow updates;
+        calls, ephemerals, views, response URLs and faults are not kept."""
         if not bot_token.startswith("xoxb-"):
             raise ValueError("a bot token starts with xoxb-")
         if app_token is not None and not app_token.startswith("xapp-"):
@@ -560,6 +581,39 @@ class SlackStandIn:
         self._url: str | None = None
         bot = self._user_record(BOT_USER_ID, f"{BOT_NAME}@bots.invalid", BOT_NAME, bot=True)
         self._users[BOT_USER_ID] = bot
+        self.state_file = Path(state_file) if state_file is not None else None
+        if self.state_file is not None and self.state_file.exists():
+            self._load(json.loads(self.state_file.read_text()))
+
+    # ------------------------------------------------------------------ kept state
+
+    def _save(self) -> None:
+        """Write users, channels (messages included) and DMs atomically (a rename)."""
+        if self.state_file is None:
+            return
+        with self._lock:
+            channels = {cid: {**c, "members": sorted(c["members"])} for cid, c in self._channels.items()}
+            state = {
+                "version": STATE_VERSION,
+                "seq": self._seq,
+                "last_ts": self._last_ts,
+                "users": self._users,
+                "channels": channels,
+                "dms": self._dms,
+            }
+            text = json.dumps(state, sort_keys=True)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.state_file)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{self.state_file}: unknown state version {state.get('version')!r}")
+        self._seq, self._last_ts = int(state["seq"]), int(state["last_ts"])
+        self._users = dict(state["users"])
+        self._channels = {cid: {**c, "members": set(c["members"])} for cid, c in state["channels"].items()}
+        self._dms = dict(state["dms"])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -625,6 +679,7 @@ class SlackStandIn:
                     return str(user["id"])
             user_id = self._new_id("U")
             self._users[user_id] = self._user_record(user_id, email, name, deleted=deleted)
+            self._save()
             return user_id
 
     def add_channel(self, name: str, *, members: Iterable[str] = (), bot_is_member: bool = True) -> str:
@@ -639,6 +694,7 @@ class SlackStandIn:
                 "members": members_set,
                 "messages": [],
             }
+            self._save()
             return channel_id
 
     # ------------------------------------------------------------------ inspection
@@ -896,6 +952,8 @@ class SlackStandIn:
             return self._inject(request, method, recorded, fault)
         with self._lock:
             status, body, warnings = self._dispatch(method, params, header_token, parse_error)
+            if method not in _READ_METHODS:
+                self._save()
         if fault is not None:
             return self._inject(request, method, recorded, fault)
         with self._lock:

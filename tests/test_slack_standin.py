@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -653,3 +654,31 @@ def test_bolt_over_http_accepts_the_driver_and_refuses_forgeries(slack: SlackSta
     assert slack.views(bob)[0]["callback_id"] == "grantflow_deny_reason"
     assert slack.responses[-1]["body"]["replace_original"] is True
     assert slack.message(channel, ts)["text"] == "approved"
+
+
+def test_state_survives_a_restart(tmp_path: Path, clock: ManualClock) -> None:
+    """A restarted Slack keeps its members, DMs and messages: grantflow goes on updating the DMs people
+    already have (``grantflow dev`` keeps ``.grantflow/slack.json``)."""
+    state = tmp_path / "slack.json"
+    first = SlackStandIn(bot_token=BOT, signing_secret=SECRET, clock=clock, state_file=state)
+    bob = first.add_user("bob@corp.example", "Bob Builder")
+    first.start()
+    try:
+        client = WebClient(token=BOT, base_url=first.api_url)
+        dm = client.conversations_open(users=bob)["channel"]["id"]
+        posted = client.chat_postMessage(channel=dm, text="approve req-1?")
+    finally:
+        first.stop()
+
+    again = SlackStandIn(bot_token=BOT, signing_secret=SECRET, clock=clock, state_file=state)
+    assert again.add_user("bob@corp.example", "Bob Builder") == bob  # the same member, not a new one
+    again.start()
+    try:
+        client = WebClient(token=BOT, base_url=again.api_url)
+        assert client.conversations_open(users=bob)["channel"]["id"] == dm
+        client.chat_update(channel=dm, ts=posted["ts"], text="approved")
+        assert [m["text"] for m in again.messages(dm)] == ["approved"]
+        later = client.chat_postMessage(channel=dm, text="next")
+        assert float(later["ts"]) > float(posted["ts"])
+    finally:
+        again.stop()

@@ -127,7 +127,48 @@ def test_setup_jira_webhook_prints_the_admin_webhook(monkeypatch: pytest.MonkeyP
     }
     human = CliRunner().invoke(main, ["setup", "jira-webhook", "--public-url", PUBLIC_URL])
     assert "X-Hub-Signature" in human.stdout and "JWT" in human.stdout
-    assert "does not call Jira's webhook registration API" in human.stdout
+    assert "--register ADMIN_EMAIL" in human.stdout
+
+
+def test_setup_jira_webhook_registers_it_once_as_an_administrator(
+    jira: JiraStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--register`` calls Jira's admin-webhook API with an administrator's credentials (never grantflow's
+    own API user), signed with grantflow's webhook secret; a second run finds it and adds nothing."""
+    jira.add_user("admin@example.com", "Site Admin", api_token="admin-token")
+    jira.site_admins.add("admin@example.com")
+    for name, value in {
+        "GRANTFLOW_JIRA_URL": jira.url,
+        "GRANTFLOW_JIRA_WEBHOOK_SECRET": "whsec-register",
+        "GRANTFLOW_JIRA_ADMIN_TOKEN": "admin-token",
+    }.items():
+        monkeypatch.setenv(name, value)
+    args = ["setup", "jira-webhook", "--public-url", PUBLIC_URL, "--register", "admin@example.com", "--json"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    created = json.loads(first.stdout)
+    assert created["registered"] is True and created["webhook"]["url"] == f"{PUBLIC_URL}/jira/webhook"
+    assert "secret" not in created["webhook"]  # Jira never shows it back
+    [call] = [c for c in jira.calls if c.method == "POST" and c.path == "/rest/webhooks/1.0/webhook"]
+    assert call.json["secret"] == "whsec-register"
+    assert call.json["filters"] == {"issue-related-events-section": 'project in ("ACC")'}
+    assert (jira.webhook_url, jira.webhook_secret) == (f"{PUBLIC_URL}/jira/webhook", "whsec-register")
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["registered"] is False
+    assert len([c for c in jira.calls if c.path == "/rest/webhooks/1.0/webhook" and c.method == "POST"]) == 1
+    jira.set_webhook(None)
+
+    # grantflow's own API user is no administrator: refused with a sentence, exit 1
+    monkeypatch.setenv("GRANTFLOW_JIRA_ADMIN_TOKEN", JIRA_TOKEN)
+    refused = CliRunner().invoke(
+        main, ["setup", "jira-webhook", "--public-url", PUBLIC_URL, "--register", JIRA_BOT]
+    )
+    assert refused.exit_code == 1 and "needs a Jira administrator" in refused.stderr
+    monkeypatch.delenv("GRANTFLOW_JIRA_ADMIN_TOKEN")
+    no_token = CliRunner().invoke(
+        main, ["setup", "jira-webhook", "--public-url", PUBLIC_URL, "--register", "a@b.c"]
+    )
+    assert no_token.exit_code == 4 and "GRANTFLOW_JIRA_ADMIN_TOKEN" in no_token.stderr
 
 
 # ------------------------------------------------------------------------------------------ the check

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import click
 
@@ -26,8 +27,10 @@ from integrations.vendor_setup import (
     SLACK_BOT_SCOPES,
     SOCKET_MODE_APP_SCOPES,
     SetupCheck,
+    WebhookRegistrationError,
     check_channels,
     jira_webhook_settings,
+    register_jira_webhook,
     slack_manifest,
 )
 
@@ -93,13 +96,46 @@ def slack_manifest_command(
 
 @setup.command("jira-webhook")
 @click.option("--public-url", help="where Jira reaches grantflow (default: GRANTFLOW_PUBLIC_URL)")
+@click.option(
+    "--register",
+    "admin_email",
+    metavar="ADMIN_EMAIL",
+    help="register it as this Jira administrator (API token from GRANTFLOW_JIRA_ADMIN_TOKEN)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the settings as JSON")
 @click.pass_context
-def jira_webhook_command(ctx: click.Context, public_url: str | None, as_json: bool) -> None:
-    """Print the Jira admin webhook to create (System → WebHooks); it is not registered for you."""
+def jira_webhook_command(
+    ctx: click.Context, public_url: str | None, admin_email: str | None, as_json: bool
+) -> None:
+    """Print the Jira admin webhook to create (System → WebHooks), or register it with --register."""
     from grantflow.cli import settings_from
 
-    webhook = jira_webhook_settings(settings_from(ctx), _public_url(ctx, public_url))
+    settings = settings_from(ctx)
+    public = _public_url(ctx, public_url)
+    webhook = jira_webhook_settings(settings, public)
+    if admin_email:
+        # the administrator's token never goes on a command line (shell history, process lists)
+        token = os.environ.get("GRANTFLOW_JIRA_ADMIN_TOKEN", "")
+        if not token:
+            click.echo("grantflow: set GRANTFLOW_JIRA_ADMIN_TOKEN to the administrator's API token", err=True)
+            ctx.exit(4)
+        try:
+            done = register_jira_webhook(settings, public, admin_email, token)
+        except WebhookRegistrationError as exc:
+            if as_json:
+                click.echo(json.dumps({"error": "refused", "detail": str(exc)}))
+            click.echo(f"grantflow: {exc}", err=True)
+            ctx.exit(1)
+        if as_json:
+            click.echo(json.dumps(done, indent=2))
+        elif done["registered"]:
+            click.echo(f"registered the admin webhook {done['webhook'].get('self', '')} → {webhook['url']}")
+        else:
+            click.echo(
+                f"Jira already delivers to {webhook['url']} ({done['webhook'].get('self', '')}); "
+                "nothing added"
+            )
+        return
     if as_json:
         click.echo(json.dumps(webhook, indent=2))
         return
@@ -116,7 +152,8 @@ def jira_webhook_command(ctx: click.Context, public_url: str | None, as_json: bo
                 "Jira Cloud signs admin webhooks with X-Hub-Signature (HMAC-SHA256 of the body with the",
                 "secret), which grantflow checks. Do not register it from a Connect or Forge app: those",
                 "webhooks carry a JWT instead, and grantflow refuses them (401).",
-                "This command prints the settings only; it does not call Jira's webhook registration API.",
+                "To register it instead, as a Jira administrator:",
+                "  GRANTFLOW_JIRA_ADMIN_TOKEN=… grantflow setup jira-webhook --register ADMIN_EMAIL",
             ]
         )
     )
