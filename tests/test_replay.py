@@ -1,9 +1,12 @@
 """Replay tests: saved histories of long-lived workflows must replay on the current code.
 
 A grant workflow lives as long as its grant (hours to weeks), so a deploy meets histories written by
-the previous release. A change that alters the order of commands without ``workflow.patched`` fails
-here. The saved histories under ``tests/histories/`` are real runs; to add one after a deliberate,
-patched change, run this module with ``RECORD_HISTORIES=1`` and commit the new file. Besides the plain
+the previous release. A change that alters the order of commands fails here. grantflow has not been
+released yet, so no deployment runs an older history: a deliberate change regenerates the saved
+histories (``RECORD_HISTORIES=1 pytest tests/test_replay.py tests/test_hoop_reviews.py``) instead of
+adding ``workflow.patched`` branches. From the first release on, a change patches exactly what a released
+version may have running (see the README's development section). The saved histories under
+``tests/histories/`` are real runs. Besides the plain
 paths, they hold requests presented in every channel with a reminder, an approved extension, a renewal
 past 48 h, break-glass with its retro review, and a leaver (``PRESENTED_RUNS``). Runs continued as new
 are replayed by ``tests/test_bounded_history.py``.

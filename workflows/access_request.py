@@ -18,9 +18,8 @@ the same policy, quorum and validators, but is decided *in hoop* instead of prov
 
 A hoop ``jit`` request ends through the normal revocation (the review is revoked and the sessions it
 enabled are killed: hoop does neither at ``revoke_at``). Extending it provisions grants as usual (the
-newest grant wins in hoop), swept at the end with the review. All of it is behind
-``workflow.patched("hoop-review-origin")`` and only for requests with an ``origin``: other requests run
-exactly as before.
+newest grant wins in hoop), swept at the end with the review. All of it applies only to requests with
+an ``origin``.
 
 Invariants:
 - Decisions arrive as Updates. Validators refuse (with a sentence) anyone not in the eligible set held in
@@ -114,10 +113,7 @@ PRESENT_RETRY = RetryPolicy(
 )
 # A presentation that gave up on transient failures keeps what it did and is tried again, after a pause,
 # with the people it was to ask: a few rounds at most, so a long outage never holds a request open.
-PRESENT_RESUME_PATCH = "present-resume-after-giving-up"
 PRESENT_ROUNDS = 3
-# Reminders reach approvers where they were asked (a new Slack DM with the buttons, an email).
-PRESENT_REMINDERS_PATCH = "present-reminders"
 PRESENT_ROUND_PAUSE = timedelta(minutes=1)
 # Notifications are best effort: a few tries, then logged and forgotten.
 BEST_EFFORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -128,8 +124,6 @@ ACCESS_CHECK_DEADLINE = timedelta(minutes=10)
 GRANT_DEADLINE = timedelta(hours=1)
 # Smallest step of the re-armable timers, so a clock skew cannot make the loop spin.
 MIN_WAIT = timedelta(milliseconds=50)
-# Requests opened for hoop reviews (``origin``): decided in hoop, mirrored from hoop.
-HOOP_ORIGIN_PATCH = "hoop-review-origin"
 # Reading a review to mirror it: a few tries, then again after HOOP_RECHECK (the request keeps waiting).
 HOOP_READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 HOOP_RECHECK = timedelta(seconds=30)
@@ -193,7 +187,7 @@ class AccessRequestWorkflow:
         self._closing = False
         self._presenting = False  # a presentation activity is in flight
         self._new_run_wanted = False  # the history is long: continue as new once idle
-        # A request for a hoop review (set in run, behind HOOP_ORIGIN_PATCH).
+        # A request for a hoop review (set in run).
         self._hoop: HoopReviewOrigin | None = None
         self._hoop_changed = False  # discovery saw the review leave PENDING: read it
         self._hoop_recheck_at: datetime | None = None  # reading it failed: try again then
@@ -222,9 +216,9 @@ class AccessRequestWorkflow:
         if isinstance(start, CarriedOver):
             return await self._resume_active()
         inp = start
-        if inp.origin is not None and workflow.patched(HOOP_ORIGIN_PATCH):
+        if inp.origin is not None:
             self._hoop = inp.origin
-        if inp.channels and workflow.patched("present-in-channels"):
+        if inp.channels:
             self._presenter = asyncio.create_task(self._present_loop())
         await self._record(
             "request.created",
@@ -418,8 +412,8 @@ class AccessRequestWorkflow:
                     voted = {d.approver.id for d in view.approvals}
                     waiting = [p for p in view.eligible_approvers if p.id not in voted]
                     await self._notify("reminder", waiting, with_review_link=True)
-                    if workflow.patched(PRESENT_REMINDERS_PATCH):
-                        self._present(remind=waiting)
+                    # Reminders reach approvers where they were asked (a new Slack DM, an email).
+                    self._present(remind=waiting)
                     continue
                 deadline = reminder_at
             if self._hoop_recheck_at is not None:
@@ -952,7 +946,7 @@ class AccessRequestWorkflow:
                 workflow.logger.warning(
                     "request %s not presented in every channel: %s", self._view.id, err.cause
                 )
-                if workflow.patched(PRESENT_RESUME_PATCH) and self._resume_presentation(err, ask, remind):
+                if self._resume_presentation(err, ask, remind):
                     try:  # a pause before the next round, cut short when the request closes
                         await workflow.wait_condition(
                             lambda: self._closing, timeout=PRESENT_ROUND_PAUSE.total_seconds()
