@@ -25,16 +25,16 @@ from activities.identity_sync import IdentitySyncActivities, SyncInput
 from activities.notifications import NotificationActivities, build_notifier
 from activities.records import LedgerAnchorActivities, RecordActivities
 from activities.standing_access import StandingAccessActivities
+from config.settings import ServiceUnreachable, Settings, SettingsError
 from domain.identity import Person
 from domain.policy import PolicySet, load_policies
-from grantflow.settings import ServiceUnreachable, Settings, SettingsError
+from domain.review_links import ReviewLinks
 from integrations.gateway import Gateway
 from integrations.notify import Notifier
 from integrations.scim import ScimDirectory
 from integrations.vendor_setup import require_channels_set_up
 from store import Store
 from store.anchors import shared_anchor_from_settings
-from web.links import ReviewLinks
 from workflows.access_request import AccessRequestWorkflow
 from workflows.hoop_reviews import HoopReviewDiscoveryWorkflow, ensure_hoop_discovery
 from workflows.identity_sync import IdentitySyncWorkflow

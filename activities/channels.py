@@ -96,12 +96,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from config.settings import Settings, SettingsError
 from domain.approval import Stage, open_stage, votes_in_stage
 from domain.channels import ChannelState, PresentInput, SlackMessageRef
 from domain.durations import format_duration
 from domain.identity import PersonRef
 from domain.requests import Decision, RequestStatus, RequestView
-from grantflow.settings import Settings, SettingsError
+from domain.review_links import ReviewLinks
 from integrations.email import EmailError, EmailPermanentError, EmailSender, EmailTransientError
 from integrations.jira_tickets import (
     JiraError,
@@ -124,7 +125,6 @@ from integrations.slack import (
 )
 from store import Store
 from templates import template_environment
-from web.links import ReviewLinks
 
 __all__ = [
     "CHANNEL_REFUSED",

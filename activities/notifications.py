@@ -17,13 +17,13 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.channels import ChannelActivities
+from config.settings import Settings, SettingsError
 from domain.durations import format_duration
 from domain.identity import PersonRef
 from domain.requests import RequestView
-from grantflow.settings import Settings, SettingsError
+from domain.review_links import ReviewLinks
 from integrations.notify import OPERATORS, ChannelNotifier, Message, Notifier, Notifiers, OutboxNotifier
 from templates import template_environment
-from web.links import ReviewLinks
 
 log = logging.getLogger("grantflow.notify")
 

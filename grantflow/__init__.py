@@ -1,3 +1,5 @@
-"""grantflow: the command line, settings and the embedded development stack."""
+"""grantflow: the command line and the embedded development stack."""
 
-__version__ = "0.1.0"
+from config import __version__
+
+__all__ = ["__version__"]

@@ -15,31 +15,15 @@ from typing import Any, Literal, NoReturn
 
 import click
 
-from grantflow import __version__
-from grantflow.help import SummaryGroup
-from grantflow.settings import (
+from config.settings import (
     ServiceUnreachable,
     Settings,
     SettingsError,
     check_production,
-    load_settings,
 )
-
-EXIT_UNREACHABLE = 3
-EXIT_CONFIG = 4
-
-
-def settings_from(ctx: click.Context) -> Settings:
-    """Settings for a command, loaded once; an invalid setting exits 4 naming the setting."""
-    obj: dict[str, Any] = ctx.ensure_object(dict)
-    if "settings" not in obj:
-        try:
-            obj["settings"] = load_settings(obj.get("config"))
-        except SettingsError as exc:
-            click.echo(f"grantflow: {exc}", err=True)
-            ctx.exit(EXIT_CONFIG)
-    settings: Settings = obj["settings"]
-    return settings
+from grantflow import __version__
+from grantflow.context import EXIT_CONFIG, EXIT_UNREACHABLE, settings_from
+from grantflow.help import SummaryGroup
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, cls=SummaryGroup)

@@ -7,7 +7,7 @@ Where it connects and as whom:
 - Token: ``settings.api_token`` (``GRANTFLOW_API_TOKEN``); else ``<state_dir>/admin.token``, written by
   ``grantflow dev``. Neither: :class:`ClientConfigError` saying how to get one.
 - ``state_dir``, unless ``GRANTFLOW_STATE_DIR`` is set, is the nearest ``.grantflow/`` in the current folder
-  or above it (:func:`grantflow.settings.find_state_dir`), so the CLI finds the stack from any folder of the
+  or above it (:func:`config.settings.find_state_dir`), so the CLI finds the stack from any folder of the
   project; when there is none, the error says what was looked for and how to point the CLI.
 
 Errors, as a tree::
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from grantflow.settings import STATE_DIR_NAME, Settings
+from config.settings import STATE_DIR_NAME, Settings
 
 DEFAULT_TIMEOUT = 60.0
 CHANNEL_HEADER = "X-Grantflow-Channel"

@@ -36,11 +36,11 @@ from typing import IO
 import click
 import tomli_w
 
+from config.settings import Settings
 from domain.identity import load_organisation
 from domain.policy import load_policies
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from grantflow.dev_channels import DevChannels, print_new_emails, sandbox_router, start_channels
-from grantflow.settings import Settings
 
 DEV_ADMIN_EMAIL = "grace@example.com"
 

@@ -41,8 +41,8 @@ import httpx
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+from config.settings import Settings
 from domain.identity import Organisation
-from grantflow.settings import Settings
 
 if TYPE_CHECKING:
     from domain.requests import RequestView

@@ -28,7 +28,7 @@ import httpx
 from jira import JIRA
 from slack_sdk.web.async_client import AsyncWebClient
 
-from grantflow.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError
 from integrations.jira_tickets import JiraError, _jira_call, _jql_string, build_jira
 from integrations.slack import SlackChannel, build_slack_client, slack_error
 

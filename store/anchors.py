@@ -23,15 +23,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from config.settings import Settings, parse_s3_url
 from store.ledger import AnchorReading, LedgerHead, format_at
 
-if TYPE_CHECKING:
-    from grantflow.settings import Settings
-
 _OBJECT_NAME = re.compile(r"^([0-9]{20})-([0-9a-f]{64})\.json$")
-_S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
 
 LockMode = Literal["COMPLIANCE", "GOVERNANCE"]
 
@@ -59,18 +56,6 @@ class SharedAnchor(Protocol):
     def write(self, head: LedgerHead) -> AnchorRecord: ...
 
     def read(self) -> AnchorReading: ...
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/prefix`` → (bucket, prefix ending in ``/`` or empty); a clear ValueError otherwise."""
-    match = _S3_URL.match(url.strip())
-    if match is None:
-        raise ValueError(
-            f"{url!r} is not an S3 anchor location: expected s3://<bucket>[/<prefix>] "
-            "(bucket names are 3-63 lower-case letters, digits, dots and hyphens)"
-        )
-    bucket, prefix = match.group(1), (match.group(2) or "").strip("/")
-    return bucket, f"{prefix}/" if prefix else ""
 
 
 class S3Anchor:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from domain.identity import Person
 from domain.requests import TERMINAL_STATUSES, RequestStatus, RequestView
-from store import schema
+import store.schema as schema
 from store.anchors import SharedAnchor
 from store.engine import IMMEDIATE, make_engine
 from store.errors import SlotTaken, StoreError

@@ -69,9 +69,10 @@ from temporalio.worker import (
 from temporalio.workflow import ActivityHandle
 
 from activities.channels import ask_key, build_channels, outcome_key
+from config.settings import Settings
 from domain.identity import PersonRef
 from domain.requests import RequestStatus, RequestView, request_workflow_id
-from grantflow.settings import Settings
+from domain.review_links import ReviewLinks
 from integrations.slack import APPROVE_ACTION, DENY_ACTION, DENY_REASON_ACTION, DENY_REASON_BLOCK
 from sandbox.jira import JiraStandIn
 from sandbox.slack import SlackDriver, SlackStandIn
@@ -80,7 +81,6 @@ from tests.stack import LINK_SECRET, Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
 from web.jira_webhook import build_jira_edge
-from web.links import ReviewLinks
 from web.review import COOKIE, derive_csrf_key
 from web.service import RequestService
 from web.slack_app import build_slack_edge

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.identity import Actor, Organisation, PersonRef, load_organisation
 from domain.policy import PolicySet, RolePolicy, load_policies
 from domain.requests import AccessRequestInput, GatewayTimings, RequestView
+from domain.review_links import ReviewLinks
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from integrations.hoop import HoopGateway
 from integrations.notify import Message
@@ -24,7 +25,6 @@ from sandbox.hoop import HoopStandIn
 from sandbox.scim import ScimDirectoryServer
 from sandbox.seed import GRANTFLOW_GROUP, seed_hoop
 from store import Store
-from web.links import ReviewLinks
 from worker import build_activities, build_worker
 from workflows.access_request import AccessRequestWorkflow
 

@@ -29,12 +29,13 @@ from activities.channels import (
     button_value,
     parse_button_value,
 )
+from config.settings import Settings, SettingsError
 from domain.channels import ChannelState, PresentInput
 from domain.identity import PersonRef, load_organisation
 from domain.policy import RolePolicy
 from domain.requests import Decision, EndReason, PendingExtension, RequestStatus, RequestView, Verdict
+from domain.review_links import ReviewLinks
 from examples import ORGANISATION_FILE
-from grantflow.settings import Settings, SettingsError
 from integrations.email import EmailSender
 from integrations.jira_tickets import JiraTickets, build_jira
 from integrations.slack import APPROVE_ACTION, DENY_ACTION, SlackChannel, build_slack_client
@@ -42,7 +43,6 @@ from sandbox.jira import JiraStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.smtp import ReceivedMessage, SmtpSink
 from store import Store
-from web.links import ReviewLinks
 
 BOT_TOKEN = "xoxb-channels-test"
 JIRA_BOT, JIRA_TOKEN = "grantflow-bot@example.com", "jira-api-token"

@@ -19,10 +19,10 @@ import pytest
 import pytest_asyncio
 from click.testing import CliRunner, Result
 
+from config.settings import Settings
 from grantflow.client import ApiError
 from grantflow.commands.ledger import ledger
 from grantflow.commands.requests import request
-from grantflow.settings import Settings
 from tests.stack import LEDGER_KEY, Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry, issue_token

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from config.settings import SettingsError, load_settings
 from grantflow.cli import main
-from grantflow.settings import SettingsError, load_settings
 from web.auth import TokenRegistry
 
 

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from packaging.requirements import Requirement
 
+from config.settings import Settings
 from grantflow.client import ClientConfigError, resolve_token
-from grantflow.settings import Settings
 from tests.test_dev_stack import PORTS, DevStack, _free_port
 from web.app import WebContext, create_app
 

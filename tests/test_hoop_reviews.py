@@ -21,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
+from config.settings import Settings
 from domain.requests import (
     DecisionInput,
     EndInput,
@@ -32,7 +33,6 @@ from domain.requests import (
     Verdict,
     hoop_request_id,
 )
-from grantflow.settings import Settings
 from sandbox.hoop import Call, PendingReview
 from sandbox.seed import GRANTFLOW_GROUP
 from tests.stack import Stack

@@ -16,8 +16,8 @@ import httpx
 import pytest_asyncio
 from jira import JIRA
 
+from config.settings import Settings
 from domain.requests import RequestStatus, RequestView
-from grantflow.settings import Settings
 from integrations.jira_tickets import JiraTickets, build_jira
 from sandbox.jira import JiraStandIn
 from tests.stack import Stack

@@ -34,10 +34,10 @@ from activities.records import (
     RecordInput,
     event_content_hash,
 )
+from config.settings import Settings, parse_s3_url
 from domain.requests import AccessRequestInput, EndInput, RequestStatus, RequestView
-from grantflow.settings import Settings
 from store import LedgerHead, Store
-from store.anchors import S3Anchor, parse_s3_url
+from store.anchors import S3Anchor
 from store.ledger import IdempotencyConflict, content_hash
 from tests.db import TEST_LEDGER_KEY
 from tests.stack import Stack
@@ -174,7 +174,7 @@ def test_anchor_locations_are_checked_where_they_enter() -> None:
     assert parse_s3_url("s3://my-bucket") == ("my-bucket", "")
     with pytest.raises(ValueError, match="not an S3 anchor location"):
         parse_s3_url("/var/lib/anchor")
-    from grantflow.settings import SettingsError, load_settings
+    from config.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match=r"GRANTFLOW_LEDGER_ANCHOR .*not an S3 anchor location"):
         load_settings(ledger_anchor="https://bucket.example.com")

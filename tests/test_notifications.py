@@ -17,15 +17,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.channels import ChannelActivities, build_channels
 from activities.notifications import NotificationActivities, NotifyInput, build_notifier
+from config.settings import Settings, SettingsError
 from domain.identity import PersonRef
 from domain.policy import RolePolicy
 from domain.requests import RequestStatus, RequestView
-from grantflow.settings import Settings, SettingsError
+from domain.review_links import ReviewLinks
 from sandbox.jira import JiraStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.smtp import SmtpSink
 from store import Store
-from web.links import ReviewLinks
 
 BOT_TOKEN = "xoxb-notify-test"
 JIRA_BOT, JIRA_TOKEN = "grantflow-bot@example.com", "jira-api-token"

@@ -13,12 +13,12 @@ import httpx
 import pytest_asyncio
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+from config.settings import Settings
 from domain.requests import RequestStatus
-from grantflow.settings import Settings
+from domain.review_links import ReviewLinks
 from tests.stack import LINK_SECRET, Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
-from web.links import ReviewLinks
 from web.review import COOKIE
 from web.service import RequestService
 

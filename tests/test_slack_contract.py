@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from config.settings import Settings
 from domain.identity import PersonRef
 from domain.policy import RolePolicy
 from domain.requests import RequestStatus, RequestView
-from grantflow.settings import Settings
 from integrations.slack import SlackChannel, build_slack_client, render_blocks, render_view
 from sandbox.hoop import ManualClock
 from sandbox.slack import Call, SlackStandIn

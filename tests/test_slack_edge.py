@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from config.settings import Settings
 from domain.requests import RequestStatus, RequestView
-from grantflow.settings import Settings
 from integrations.slack import (
     APPROVE_ACTION,
     DENY_ACTION,

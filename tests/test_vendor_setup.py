@@ -14,8 +14,8 @@ from jira import JIRA
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import Settings, SettingsError
 from grantflow.cli import main
-from grantflow.settings import Settings, SettingsError
 from integrations.jira_tickets import JiraTickets, build_jira
 from integrations.vendor_setup import (
     SLACK_BOT_SCOPES,

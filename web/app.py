@@ -31,17 +31,17 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
+from config import __version__
+from config.settings import Settings, SettingsError
 from domain.policy import PolicySet
 from domain.requests import GatewayTimings
-from grantflow import __version__
-from grantflow.settings import Settings, SettingsError
+from domain.review_links import ReviewLinks
 from store import Store
 from web.api import API_PREFIX, Unauthenticated
 from web.api import router as api_router
 from web.auth import TokenFileError, TokenRegistry
 from web.jira_webhook import JiraEdge, build_jira_edge
 from web.jira_webhook import router as jira_router
-from web.links import ReviewLinks
 from web.review import derive_csrf_key
 from web.review import router as review_router
 from web.service import RequestService, ServiceError
@@ -88,7 +88,7 @@ def gateway_timings(settings: Settings) -> GatewayTimings:
 async def build_context(settings: Settings) -> WebContext:
     """Load the policies and tokens, open the store and connect to Temporal; :class:`SettingsError`
     names what is missing or unusable (ledger key, review-link secret, the policies or tokens file, a
-    schema older than this release), :class:`~grantflow.settings.ServiceUnreachable` the database or
+    schema older than this release), :class:`~config.settings.ServiceUnreachable` the database or
     Temporal that cannot be reached. Never migrates and never falls back to the example policies."""
     from worker import connect_client, open_current_store, worker_policies
 

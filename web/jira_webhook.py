@@ -77,11 +77,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from jira import JIRA, JIRAError
 
+from config.settings import Settings
 from domain.approval import open_stage, votes_in_stage
 from domain.durations import DurationError, parse_duration
 from domain.identity import Actor, Person
 from domain.requests import RequestStatus, RequestView, Verdict
-from grantflow.settings import Settings
 from integrations.jira_tickets import (
     JiraError,
     JiraPermanentError,

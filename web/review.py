@@ -1,8 +1,8 @@
 """The web review page: ``GET /review/{token}`` shows a request to one approver, ``POST`` decides.
 
-The token is a :class:`~web.links.ReviewLinks` token bound to (request, approver): whoever holds the link
-acts as that approver and no one else (the workflow still checks eligibility). A forged, garbled or
-expired link is a 403 page and changes nothing.
+The token is a :class:`~domain.review_links.ReviewLinks` token bound to (request, approver): whoever
+holds the link acts as that approver and no one else (the workflow still checks eligibility). A forged,
+garbled or expired link is a 403 page and changes nothing.
 
 CSRF protection (double submit, bound to the link, keyed):
 
@@ -38,8 +38,8 @@ from domain.approval import open_stage, votes_in_stage
 from domain.durations import format_duration
 from domain.identity import Actor, Person
 from domain.requests import RequestView, Verdict
+from domain.review_links import ReviewLinkError
 from templates import template_environment
-from web.links import ReviewLinkError
 from web.service import NotFound, Refused, ServiceError
 
 if TYPE_CHECKING:

@@ -48,11 +48,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.responses import Response
 
 from activities.channels import parse_button_value
+from config.settings import Settings
 from domain.approval import Stage, open_stage, votes_in_stage
 from domain.durations import format_duration
 from domain.identity import Actor
 from domain.requests import RequestStatus, RequestView, Verdict
-from grantflow.settings import Settings
 from integrations.slack import (
     APPROVE_ACTION,
     DENY_ACTION,

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
-    from grantflow.settings import Settings
+    from config.settings import Settings
     from integrations.hoop import HoopPendingReview
 
 HOOP_DISCOVERY_WORKFLOW_ID = "hoop-review-discovery"

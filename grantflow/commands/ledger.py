@@ -14,9 +14,9 @@ import json
 
 import click
 
-from grantflow.commands.requests import EXIT_CONFIG, settings_of
+from config.settings import SettingsError
+from grantflow.context import EXIT_CONFIG, settings_from
 from grantflow.help import SummaryGroup
-from grantflow.settings import SettingsError
 from store import LedgerVerification
 
 EXIT_BROKEN = 1
@@ -35,7 +35,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     """Recompute every entry's keyed hash, check the chain and the anchor; name the first bad entry."""
     from worker import open_store
 
-    settings = settings_of(ctx)
+    settings = settings_from(ctx)
     try:
         store = open_store(settings, migrate=False)
     except SettingsError as exc:

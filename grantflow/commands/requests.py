@@ -22,10 +22,8 @@ import click
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.requests import RequestView
 from grantflow.client import EXIT_BAD_INPUT, ApiClient, ApiError, ClientConfigError
+from grantflow.context import settings_from
 from grantflow.help import SummaryGroup
-from grantflow.settings import Settings, SettingsError, load_settings
-
-EXIT_CONFIG = 4
 
 
 class DurationParam(click.ParamType):
@@ -45,24 +43,6 @@ class DurationParam(click.ParamType):
 DURATION = DurationParam()
 
 
-def settings_of(ctx: click.Context) -> Settings:
-    """The settings the top-level command loaded (``ctx.obj["settings"]``), or loaded here; invalid
-    configuration exits 4, as everywhere in grantflow."""
-    obj = ctx.find_object(dict)
-    if obj is None:
-        obj = ctx.ensure_object(dict)
-    settings = obj.get("settings")
-    if isinstance(settings, Settings):
-        return settings
-    try:
-        settings = load_settings(obj.get("config"))
-    except SettingsError as exc:
-        click.echo(f"grantflow: {exc}", err=True)
-        ctx.exit(EXIT_CONFIG)
-    obj["settings"] = settings
-    return settings
-
-
 def _emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
@@ -75,7 +55,7 @@ def run_api_command(
 ) -> None:
     """Call the REST API and print the result (one JSON document with ``--json``), mapping errors to the
     documented exit codes; shared by every command that talks to a running grantflow."""
-    settings = settings_of(ctx)
+    settings = settings_from(ctx)
     try:
         client = ApiClient.from_settings(settings)
     except ClientConfigError as exc:

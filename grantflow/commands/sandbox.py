@@ -32,9 +32,10 @@ from typing import Any
 import click
 import httpx
 
+from config.settings import Settings
 from grantflow.client import stack_not_found
+from grantflow.context import settings_from
 from grantflow.help import SummaryGroup
-from grantflow.settings import Settings
 
 
 def _hoop(settings: Settings) -> tuple[str, str]:
@@ -79,7 +80,6 @@ def sandbox() -> None:
 @click.pass_context
 def connect(ctx: click.Context, user_email: str, connection: str, as_json: bool) -> None:
     """Open a session as `hoop connect` would; refused without a valid grant."""
-    from grantflow.cli import settings_from
 
     url, key = _hoop(settings_from(ctx))
     try:
@@ -107,7 +107,6 @@ def connect(ctx: click.Context, user_email: str, connection: str, as_json: bool)
 def grant(ctx: click.Context, user_email: str, connection: str, duration: str, as_json: bool) -> None:
     """Write a jit grant directly in the hoop stand-in, behind grantflow's back (no request, no approvals)."""
     from domain.durations import DurationError, parse_duration
-    from grantflow.cli import settings_from
 
     try:
         seconds = int(parse_duration(duration).total_seconds())
@@ -141,7 +140,6 @@ def grant(ctx: click.Context, user_email: str, connection: str, duration: str, a
 @click.pass_context
 def sessions(ctx: click.Context, user_email: str, connection: str | None, as_json: bool) -> None:
     """List a person's sessions in the hoop stand-in (open ones are live)."""
-    from grantflow.cli import settings_from
 
     url, key = _hoop(settings_from(ctx))
     headers = {"Authorization": f"Bearer {key}"}
@@ -195,7 +193,6 @@ def deactivate(ctx: click.Context, user_email: str, activate: bool, as_json: boo
     """Deactivate (or reactivate) a person in the dev SCIM directory, as an IdP admin would.
 
     Nothing changes in grantflow until the next identity sync (`grantflow sync`)."""
-    from grantflow.cli import settings_from
 
     url, token = _scim(settings_from(ctx))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
@@ -232,7 +229,6 @@ def deactivate(ctx: click.Context, user_email: str, activate: bool, as_json: boo
 def login(ctx: click.Context, user_email: str, as_json: bool) -> None:
     """Sign in to the hoop stand-in as a person would: hoop overwrites their groups with the IdP's claim,
     read here from the dev SCIM directory. Refused (exit 1) for a person inactive in hoop."""
-    from grantflow.cli import settings_from
 
     settings = settings_from(ctx)
     scim_url, token = _scim(settings)
@@ -287,7 +283,6 @@ def _post_sandbox(
 ) -> dict[str, object]:
     """Ask ``grantflow dev`` to act as a person. A refusal is the sentence ``grantflow dev`` answered (exit
     1); ``grantflow dev`` unreachable or failing is exit 3. With ``as_json`` the refusal is JSON too."""
-    from grantflow.cli import settings_from
 
     url = _dev_api(settings_from(ctx))
     try:

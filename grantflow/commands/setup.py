@@ -22,6 +22,7 @@ import os
 
 import click
 
+from grantflow.context import EXIT_CONFIG, EXIT_UNREACHABLE, settings_from
 from grantflow.help import SummaryGroup
 from integrations.vendor_setup import (
     SLACK_BOT_SCOPES,
@@ -34,12 +35,8 @@ from integrations.vendor_setup import (
     slack_manifest,
 )
 
-EXIT_UNREACHABLE = 3
-EXIT_CONFIG = 4
-
 
 def _public_url(ctx: click.Context, given: str | None) -> str:
-    from grantflow.cli import settings_from
 
     url = given or settings_from(ctx).public_url
     if not url:
@@ -68,7 +65,6 @@ def slack_manifest_command(
     ctx: click.Context, public_url: str | None, socket_mode: bool, as_json: bool, command: str | None
 ) -> None:
     """Print the Slack app manifest, with the public URL filled in."""
-    from grantflow.cli import settings_from
 
     settings = settings_from(ctx)
     url = "" if socket_mode else _public_url(ctx, public_url)
@@ -108,7 +104,6 @@ def jira_webhook_command(
     ctx: click.Context, public_url: str | None, admin_email: str | None, as_json: bool
 ) -> None:
     """Print the Jira admin webhook to create (System → WebHooks), or register it with --register."""
-    from grantflow.cli import settings_from
 
     settings = settings_from(ctx)
     public = _public_url(ctx, public_url)
@@ -167,7 +162,6 @@ def jira_webhook_command(
 def check_command(ctx: click.Context, as_json: bool) -> None:
     """Check the configured Slack scopes and Jira transitions: exit 4 naming what is missing, 3 when a
     vendor could not be asked."""
-    from grantflow.cli import settings_from
 
     settings = settings_from(ctx)
     check = SetupCheck()

@@ -10,7 +10,7 @@ import json
 
 import click
 
-from grantflow.commands.requests import settings_of
+from grantflow.context import settings_from
 from grantflow.help import SummaryGroup
 
 
@@ -36,7 +36,7 @@ def issue(ctx: click.Context, name: str, email: str | None, roles: tuple[str, ..
     """Issue a token; it is printed once and cannot be shown again."""
     from web.auth import issue_token
 
-    settings = settings_of(ctx)
+    settings = settings_from(ctx)
     path = settings.tokens_file or settings.state_dir / "tokens.toml"
     if email is None and "admin" not in roles:
         raise click.UsageError(

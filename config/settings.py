@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,21 @@ _CONFIG_FILE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 
 DEV_SECRETS_FILE = "secrets.toml"
+
+
+_S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*))?$")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` → (bucket, prefix ending in ``/`` or empty); a clear ValueError otherwise."""
+    match = _S3_URL.match(url.strip())
+    if match is None:
+        raise ValueError(
+            f"{url!r} is not an S3 anchor location: expected s3://<bucket>[/<prefix>] "
+            "(bucket names are 3-63 lower-case letters, digits, dots and hyphens)"
+        )
+    bucket, prefix = match.group(1), (match.group(2) or "").strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
 
 
 class _DevSecretsSource(TomlConfigSettingsSource):
@@ -224,8 +240,6 @@ class Settings(BaseSettings):
     @classmethod
     def _s3_anchor_location(cls, value: str) -> str:
         if value:
-            from store.anchors import parse_s3_url
-
             parse_s3_url(value)  # a ValueError names what is wrong
         return value.strip()
 
