@@ -33,6 +33,8 @@ class Person(BaseModel):
     manager_id: str | None = None
     active: bool = True
     groups: tuple[str, ...] = ()
+    department: str = ""  # SCIM enterprise extension ``department``; campaigns filter on it
+    employment_type: str = ""  # SCIM ``userType`` (employee, contractor …); campaigns filter on it
 
     @property
     def ref(self) -> PersonRef:
@@ -95,6 +97,8 @@ def load_organisation(path: Path) -> Organisation:
                 manager_id=manager,
                 active=raw.get("active", True),
                 groups=tuple(raw.get("groups", ())),
+                department=raw.get("department", ""),
+                employment_type=raw.get("employment_type", ""),
             )
         )
     return Organisation(people=people)
