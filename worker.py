@@ -1,6 +1,8 @@
 """The grantflow Temporal worker: builds adapters from settings and registers every workflow and activity.
 
 Tests register exactly the same lists through :func:`build_activities`, so what is tested is what runs.
+The wiring lives here, not in the activities: :func:`build_channels` and :func:`build_notifier` read the
+settings and hand the activities the clients they use.
 """
 
 from __future__ import annotations
@@ -12,30 +14,40 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import jinja2
+from jira import JIRA
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.access_check import AccessCheckActivities
-from activities.channels import ChannelActivities, build_channels
+from activities.campaigns import CampaignActivities
+from activities.channels import ChannelActivities
 from activities.directory import DirectoryActivities
 from activities.gateway import GatewayActivities
 from activities.hoop_reviews import HoopReviewActivities, HoopReviewGateway
-from activities.identity_sync import IdentitySyncActivities, SyncInput
-from activities.notifications import NotificationActivities, build_notifier
+from activities.identity_sync import IdentitySyncActivities
+from activities.jira_channel import LazyJira
+from activities.notifications import NotificationActivities
 from activities.records import LedgerAnchorActivities, RecordActivities
 from activities.standing_access import StandingAccessActivities
-from config.settings import ServiceUnreachable, Settings, SettingsError
+from configuration.policies import configured_policies
+from configuration.settings import Settings, SettingsError
+from configuration.temporal import connect_client
+from domain.directory_sync import SyncInput
 from domain.identity import Person
-from domain.policy import PolicySet, load_policies
+from domain.policy import PolicySet
 from domain.review_links import ReviewLinks
+from integrations.campaign_sources import HoopScimSources
+from integrations.email import EmailSender
 from integrations.gateway import Gateway
-from integrations.notify import Notifier
+from integrations.jira_tickets import JiraTickets, build_jira
+from integrations.notify import ChannelNotifier, Notifier, Notifiers, OutboxNotifier
 from integrations.scim import ScimDirectory
-from integrations.vendor_setup import require_channels_set_up
+from integrations.vendor_setup import require_channels_set_up, slack_from_settings
 from store import Store
-from store.anchors import shared_anchor_from_settings
+from store.opening import open_current_store
 from workflows.access_request import AccessRequestWorkflow
+from workflows.campaign import CampaignWorkflow
 from workflows.hoop_reviews import HoopReviewDiscoveryWorkflow, ensure_hoop_discovery
 from workflows.identity_sync import IdentitySyncWorkflow
 from workflows.ledger_anchor import LedgerAnchorWorkflow, ensure_ledger_anchoring
@@ -44,6 +56,7 @@ log = logging.getLogger("grantflow.worker")
 
 WORKFLOWS: Sequence[type] = (
     AccessRequestWorkflow,
+    CampaignWorkflow,
     IdentitySyncWorkflow,
     HoopReviewDiscoveryWorkflow,
     LedgerAnchorWorkflow,
@@ -70,6 +83,7 @@ def build_activities(
     notifications = NotificationActivities(notifier, links)
     sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share, gateway=gateway)
     standing = StandingAccessActivities(store, gateway, scim)
+    campaigns = CampaignActivities(store, HoopScimSources(gateway, scim), standing, notifier, links)
     hoop_reviews = HoopReviewActivities(
         gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies
     )
@@ -94,26 +108,15 @@ def build_activities(
         hoop_reviews.read,
         hoop_reviews.approve,
         hoop_reviews.reject,
+        campaigns.snapshot,
+        campaigns.open_stage,
+        campaigns.move_deadline,
+        campaigns.close_stage,
+        campaigns.tell_reviewers,
+        campaigns.settle_partition,
+        campaigns.apply_partition,
+        campaigns.finish,
     ]
-
-
-async def connect_client(settings: Settings) -> Client:
-    """A client of the configured Temporal; :class:`ServiceUnreachable` naming the setting when the
-    frontend cannot be reached (the SDK's own error is a RuntimeError with a gRPC dump)."""
-    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
-    try:
-        return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-            api_key=api_key,
-            tls=bool(api_key) or settings.temporal_tls,
-        )
-    except RuntimeError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ServiceUnreachable(
-            f"GRANTFLOW_TEMPORAL_ADDRESS={settings.temporal_address}: Temporal cannot be reached ({reason})"
-        ) from None
 
 
 STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT = timedelta(seconds=2)
@@ -144,59 +147,6 @@ def review_links(settings: Settings) -> ReviewLinks | None:
         settings.effective_public_url,
         settings.review_link_ttl,
     )
-
-
-def open_store(settings: Settings, *, migrate: bool = True) -> Store:
-    """The store; ``migrate=False`` for read-only uses (an auditor's ``ledger verify`` needs no DDL).
-    Only ``grantflow dev`` migrates here: deployments run ``grantflow migrate``, and their workers and
-    servers use :func:`open_current_store`."""
-    store = Store(
-        settings.effective_database_url,
-        ledger_key=settings.require_secret("ledger_key").encode(),
-        # One shared anchor when configured (production); else the per-process file (dev, tests).
-        anchor_path=None if settings.ledger_anchor else settings.effective_anchor_path,
-        shared_anchor=shared_anchor_from_settings(settings),
-    )
-    if migrate:
-        store.migrate()
-    return store
-
-
-def database_location(settings: Settings) -> str:
-    """The database URL without its credentials, for messages."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(settings.effective_database_url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported by whatever parses it next
-        return "(unparsable URL)"
-
-
-def open_current_store(settings: Settings) -> Store:
-    """The store of a worker or web server, whose schema must already be at this release's revision.
-
-    Never migrates (``grantflow migrate`` is the only writer of the schema, run once per release while
-    old processes may still be running). :class:`ServiceUnreachable` when the database cannot be reached,
-    :class:`SettingsError` when its schema is not current (saying to run ``grantflow migrate``)."""
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from store.migration import SchemaNotCurrent
-
-    where = f"GRANTFLOW_DATABASE_URL={database_location(settings)}"
-    try:
-        store = open_store(settings, migrate=False)
-    except ArgumentError as exc:
-        raise SettingsError(f"{where}: not a database URL ({exc})") from None
-    try:
-        store.check_schema()
-    except SchemaNotCurrent as exc:
-        store.close()
-        raise SettingsError(f"{where}: {exc}") from None
-    except SQLAlchemyError as exc:
-        store.close()
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ServiceUnreachable(f"{where}: the database cannot be reached ({reason})") from None
-    return store
 
 
 def build_scim(settings: Settings) -> ScimDirectory | None:
@@ -253,18 +203,6 @@ def build_gateway(settings: Settings) -> Gateway:
     return HoopGateway(base_url=settings.hoop_url, api_key=settings.require_secret("hoop_api_key"))
 
 
-def worker_policies(settings: Settings) -> PolicySet:
-    """The configured policies; never the examples (``grantflow dev`` configures those explicitly)."""
-    from domain.policy import PolicyError
-
-    if settings.policies_file is None:
-        raise SettingsError("GRANTFLOW_POLICIES_FILE is not set: the access policies file is required")
-    try:
-        return load_policies(settings.policies_file)
-    except PolicyError as exc:
-        raise SettingsError(f"GRANTFLOW_POLICIES_FILE: {exc}") from None
-
-
 def load_organisation_file(settings: Settings) -> list[Person]:
     """The people of ``GRANTFLOW_ORGANISATION_FILE``; :class:`SettingsError` naming it if unusable."""
     from domain.identity import load_organisation
@@ -279,13 +217,114 @@ def load_organisation_file(settings: Settings) -> list[Person]:
         raise SettingsError(f"{where}: {exc}") from None
 
 
+def _transition_to(transitions: dict[str, str], status: str, default: str) -> str:
+    """The name of the configured transition leading to ``status`` (case-insensitive), else ``default``."""
+    for name, target in transitions.items():
+        if target.lower() == status.lower():
+            return name
+    return default
+
+
+def _configured(transitions: dict[str, str], name: str) -> str:
+    for configured in transitions:
+        if configured.lower() == name.lower():
+            return configured
+    raise SettingsError(
+        f"GRANTFLOW_JIRA_TRANSITIONS has no {name!r} transition (configured: {', '.join(transitions)})"
+    )
+
+
+def build_channels(settings: Settings, *, links: ReviewLinks | None, store: Store) -> ChannelActivities:
+    """The channel activities with a client for each configured channel: Slack when a bot token is set,
+    Jira when ``jira_url`` is (connected on first use), email when ``smtp_host`` is. Close with
+    :meth:`ChannelActivities.aclose`. Raises ``SettingsError`` for an incomplete configuration."""
+    jira: LazyJira | None = None
+    transitions = dict(settings.jira_transitions)
+    approve = _transition_to(transitions, settings.jira_approve_status, "Approve")
+    deny = _transition_to(transitions, settings.jira_deny_status, "Deny")
+    close, cancel = "Close", "Cancel"
+    if settings.jira_url:
+        token = settings.require_secret("jira_api_token")
+        if not settings.jira_email:
+            raise SettingsError("GRANTFLOW_JIRA_EMAIL is not set (the Jira API user, required with jira_url)")
+        approve, deny, close, cancel = (_configured(transitions, n) for n in (approve, deny, close, cancel))
+        url, user = settings.jira_url, settings.jira_email
+
+        def tickets(client: JIRA) -> JiraTickets:
+            return JiraTickets(
+                client,
+                project_key=settings.jira_project,
+                issue_type=settings.jira_issue_type,
+                transition_names=transitions,
+                account_ids=settings.jira_account_ids,
+                adopted_projects=[settings.jira_intake_project],
+            )
+
+        jira = LazyJira(lambda: build_jira(url, user, token), tickets)
+
+    email: EmailSender | None = None
+    if settings.smtp_host:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password is not None else None
+        email = EmailSender(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            username=settings.smtp_username or None,
+            password=password,
+            starttls=settings.smtp_starttls,
+        )
+
+    try:
+        return ChannelActivities(
+            slack=slack_from_settings(settings),
+            jira=jira,
+            email=email,
+            links=links,
+            store=store,
+            approve_transition=approve,
+            deny_transition=deny,
+            close_transition=close,
+            cancel_transition=cancel,
+            ticket_labels=settings.jira_labels,
+            ticket_fields=settings.jira_fields,
+        )
+    except jinja2.TemplateSyntaxError as exc:
+        raise SettingsError(f"GRANTFLOW_JIRA_LABELS or GRANTFLOW_JIRA_FIELDS: {exc.message}") from exc
+
+
+def build_notifier(settings: Settings, channels: ChannelActivities) -> Notifier:
+    """Notices through the channels ``channels`` was built with (its Slack, email and Jira clients) and
+    the operators' channel and address; ``grantflow dev`` (``settings.dev_outbox``) also writes them to its
+    outbox. Review links are written to disk nowhere else. ``SettingsError`` for an operator channel or
+    address without the channel it needs."""
+    if settings.operator_slack_channel and channels.slack is None:
+        raise SettingsError("GRANTFLOW_OPERATOR_SLACK_CHANNEL needs Slack (GRANTFLOW_SLACK_BOT_TOKEN)")
+    if settings.operator_email and channels.email is None:
+        raise SettingsError("GRANTFLOW_OPERATOR_EMAIL needs email (GRANTFLOW_SMTP_HOST)")
+    notifier: Notifier = ChannelNotifier(
+        slack=channels.slack,
+        email=channels.email,
+        jira=channels.tickets,
+        operator_slack_channel=settings.operator_slack_channel,
+        operator_email=settings.operator_email,
+    )
+    if settings.dev_outbox:
+        return Notifiers(OutboxNotifier(settings.state_dir / "outbox.jsonl"), notifier)
+    if not settings.configured_channels:
+        logging.getLogger("grantflow.notify").warning(
+            "no channel is configured (GRANTFLOW_SLACK_BOT_TOKEN, GRANTFLOW_SMTP_HOST, GRANTFLOW_JIRA_URL): "
+            "approvers hear of requests only through the API, and escalations reach nobody"
+        )
+    return notifier
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Run the worker until ``stop`` is set; used by ``grantflow worker`` and ``grantflow dev``.
 
     Start-up checks everything it can before polling, and fails with :class:`SettingsError` or
     :class:`ServiceUnreachable` naming the setting: configuration first, then the database (its schema
     must be current: the worker never migrates), then Temporal."""
-    policies = worker_policies(settings)
+    policies = configured_policies(settings)
     people = None
     if not settings.scim_url and settings.organisation_file is not None:
         # Without an identity provider the directory is the organisation file, reloaded at every start.

@@ -26,7 +26,16 @@ from temporalio.exceptions import ApplicationError
 
 from activities.gateway_people import GatewayWriteNotVerified, kill_open_sessions, set_user_status
 from activities.heartbeat import heartbeating
-from domain.directory_sync import DirectoryChanges, GroupChange, Leaver, ManagerChange, diff_directory, guard
+from domain.directory_sync import (
+    DirectoryChanges,
+    GatewayChanges,
+    Leaver,
+    RequestSignal,
+    SyncInput,
+    SyncReport,
+    diff_directory,
+    guard,
+)
 from domain.identity import Person, PersonRef
 from domain.requests import ApproversChanged, PersonLeft, RequestView
 from integrations.gateway import Gateway, GatewayError, GatewayTransientError
@@ -49,60 +58,12 @@ LAST_FULL = "scim.last_full_sync"
 WATERMARK_OVERLAP = timedelta(minutes=2)
 
 
-class SyncInput(BaseModel):
-    sync_id: str
-    full: bool = False
-    dry_run: bool = False
-
-
-class RequestSignal(BaseModel):
-    """What one running request must be told: a person left, or its eligible approvers changed."""
-
-    request_id: str
-    person_left: PersonLeft | None = None
-    approvers_changed: ApproversChanged | None = None
-
-
 class GatewayChangesInput(BaseModel):
     sync_id: str
     leavers: list[Leaver] = Field(default_factory=list)
     reactivated: list[PersonRef] = Field(default_factory=list)
     final_attempt: int
     """The retry policy's last attempt: a transient failure then is escalated instead of retried."""
-
-
-class GatewayChanges(BaseModel):
-    deactivated: list[str] = Field(default_factory=list)
-    """Emails set inactive in the gateway (or found inactive already), read back."""
-    never_signed_in: list[str] = Field(default_factory=list)
-    """Leavers or re-activated people with no gateway user: nothing to change there."""
-    sessions_killed: dict[str, list[str]] = Field(default_factory=dict)
-    """Email → ids of the sessions killed."""
-    reactivated: list[str] = Field(default_factory=list)
-    """Emails set active again in the gateway, read back."""
-
-
-class SyncReport(BaseModel):
-    sync_id: str
-    mode: str  # full or incremental
-    dry_run: bool
-    applied: bool
-    blocked_reason: str | None = None
-    users_listed: int
-    groups_listed: int
-    counts: dict[str, int]
-    joiners: list[PersonRef] = Field(default_factory=list)
-    leavers: list[Leaver] = Field(default_factory=list)
-    reactivated: list[PersonRef] = Field(default_factory=list)
-    """Joiners who were in the directory before, inactive: set active in the gateway again."""
-    movers: list[ManagerChange] = Field(default_factory=list)
-    group_changes: list[GroupChange] = Field(default_factory=list)
-    signals: list[RequestSignal] = Field(default_factory=list)
-    """For a dry run: the requests that *would* be told."""
-    gateway: GatewayChanges | None = None
-    """What the gateway was told (set by the workflow once applied)."""
-    gateway_error: str | None = None
-    """Why the gateway could not be told, after retries (escalated in the ledger)."""
 
 
 def _person(user: DirectoryUser) -> Person:
@@ -112,6 +73,8 @@ def _person(user: DirectoryUser) -> Person:
         display_name=user.display_name or "",
         manager_id=user.manager_id,
         active=user.active,
+        department=user.department,
+        employment_type=user.user_type.lower(),
     )
 
 

@@ -2,31 +2,23 @@
 
 Each recipient gets the notice rendered for them (with their review link when asked for); an escalation
 (:data:`ESCALATION_EVENTS`) also gets one copy for the operators (``integrations.notify.OPERATORS``, no
-link). Where they go is the notifier's business: :func:`build_notifier` picks the configured channels, and
-the outbox file only for ``grantflow dev``.
+link). Where they go is the notifier's business: this module is given one (``worker.build_notifier`` picks
+the configured channels, and the outbox file only for ``grantflow dev``) and never reads settings.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC
 from functools import cached_property
 
 import jinja2
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.channels import ChannelActivities
-from config.settings import Settings, SettingsError
-from domain.durations import format_duration
+from activities.channel_views import request_templates
 from domain.identity import PersonRef
 from domain.requests import RequestView
 from domain.review_links import ReviewLinks
-from integrations.notify import OPERATORS, ChannelNotifier, Message, Notifier, Notifiers, OutboxNotifier
-from templates import template_environment
-
-log = logging.getLogger("grantflow.notify")
-
+from integrations.notify import OPERATORS, Message, Notifier
 
 ESCALATION_EVENTS = frozenset({"revocation_escalated"})
 """Notices someone must act on: the operators get a copy too."""
@@ -49,10 +41,7 @@ class NotificationActivities:
 
     @cached_property
     def _templates(self) -> jinja2.Environment:
-        env = template_environment(autoescape=False)
-        env.filters["duration"] = format_duration
-        env.filters["utc"] = lambda d: d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if d else "-"
-        return env
+        return request_templates(autoescape=False)
 
     @activity.defn(name="notify")
     async def notify(self, inp: NotifyInput) -> int:
@@ -90,29 +79,3 @@ class NotificationActivities:
             text=body.strip(),
             link=link,
         )
-
-
-def build_notifier(settings: Settings, channels: ChannelActivities) -> Notifier:
-    """Notices through the channels ``channels`` was built with (its Slack, email and Jira clients) and
-    the operators' channel and address; ``grantflow dev`` (``settings.dev_outbox``) also writes them to its
-    outbox. Review links are written to disk nowhere else. ``SettingsError`` for an operator channel or
-    address without the channel it needs."""
-    if settings.operator_slack_channel and channels.slack is None:
-        raise SettingsError("GRANTFLOW_OPERATOR_SLACK_CHANNEL needs Slack (GRANTFLOW_SLACK_BOT_TOKEN)")
-    if settings.operator_email and channels.email is None:
-        raise SettingsError("GRANTFLOW_OPERATOR_EMAIL needs email (GRANTFLOW_SMTP_HOST)")
-    notifier: Notifier = ChannelNotifier(
-        slack=channels.slack,
-        email=channels.email,
-        jira=channels.tickets,
-        operator_slack_channel=settings.operator_slack_channel,
-        operator_email=settings.operator_email,
-    )
-    if settings.dev_outbox:
-        return Notifiers(OutboxNotifier(settings.state_dir / "outbox.jsonl"), notifier)
-    if not settings.configured_channels:
-        log.warning(
-            "no channel is configured (GRANTFLOW_SLACK_BOT_TOKEN, GRANTFLOW_SMTP_HOST, GRANTFLOW_JIRA_URL): "
-            "approvers hear of requests only through the API, and escalations reach nobody"
-        )
-    return notifier

@@ -155,11 +155,21 @@ def recommend(access: ItemAccess, usage: Usage, unused_threshold: timedelta) -> 
 
 def item_id(subject: Subject, access: ItemAccess) -> str:
     """A stable id for (subject, way in): the same access gets the same id in every snapshot of a campaign,
-    so a retried snapshot writes each item once."""
-    key = (
-        f"{subject.kind.value}:{subject.id}:{access.via.value}:{access.group or ','.join(access.connections)}"
-    )
-    return "it-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+    so a retried snapshot writes each item once. The first two hex digits come from the subject alone, so
+    all of a subject's items fall in one :func:`partition` — revocations of one person are then applied by
+    one activity, one after the other (hoop's ``PUT /users`` replaces the whole user)."""
+    subject_key = f"{subject.kind.value}:{subject.id}"
+    key = f"{subject_key}:{access.via.value}:{access.group or ','.join(access.connections)}"
+    prefix = hashlib.sha256(subject_key.encode()).hexdigest()[:2]
+    return f"it-{prefix}{hashlib.sha256(key.encode()).hexdigest()[:18]}"
+
+
+PARTITIONS = tuple("0123456789abcdef")
+"""Items are processed in 16 partitions by the first hex digit of their id (see :func:`item_id`)."""
+
+
+def partition(item_id: str) -> str:
+    return item_id[3]
 
 
 class CampaignItem(_Frozen):

@@ -2,14 +2,33 @@
 same Slack messages and the same Jira ticket instead of creating new ones.
 
 The channel activity receives the state, does what is missing (idempotently) and returns the new state.
+Approve/Deny buttons carry the request and its stage (:func:`button_value`), read back by the Slack edge
+with :func:`parse_button_value`.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from domain.approval import Stage
 from domain.identity import PersonRef
 from domain.requests import RequestView
+
+_STAGES = frozenset(s.value for s in Stage)
+
+
+def button_value(request_id: str, stage: str) -> str:
+    """The ``value`` of an Approve/Deny button: ``"<request id>|<stage>"``."""
+    return f"{request_id}|{stage}"
+
+
+def parse_button_value(value: str) -> tuple[str, str | None]:
+    """``(request_id, stage)`` from an Approve/Deny button's value. The stage is None for a value without
+    one (a message posted before stages were carried): the edge then decides on whatever stage is open."""
+    request_id, sep, stage = value.strip().rpartition("|")
+    if sep and request_id and stage in _STAGES:
+        return request_id, stage
+    return value.strip(), None
 
 
 class SlackMessageRef(BaseModel):

@@ -6,6 +6,9 @@ changed against the store. A full listing sees everything, deletions included; a
 
 :func:`guard` is the safety catch: a sync that would deactivate more than a configured share of the
 directory, or empty a group that had members, is not applied — an IdP hiccup must not revoke everyone.
+
+:class:`SyncInput` and :class:`SyncReport` are what a sync is asked and what it answers: the REST edge,
+the workflow and the activity all speak them, so they live here rather than with any one of them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from domain.identity import Person, PersonRef
+from domain.requests import ApproversChanged, PersonLeft
 
 
 class LeaveReason(StrEnum):
@@ -66,6 +70,54 @@ class DirectoryChanges(BaseModel):
             "updated": len(self.updated),
             "group_changes": len(self.group_changes),
         }
+
+
+class SyncInput(BaseModel):
+    sync_id: str
+    full: bool = False
+    dry_run: bool = False
+
+
+class RequestSignal(BaseModel):
+    """What one running request must be told: a person left, or its eligible approvers changed."""
+
+    request_id: str
+    person_left: PersonLeft | None = None
+    approvers_changed: ApproversChanged | None = None
+
+
+class GatewayChanges(BaseModel):
+    deactivated: list[str] = Field(default_factory=list)
+    """Emails set inactive in the gateway (or found inactive already), read back."""
+    never_signed_in: list[str] = Field(default_factory=list)
+    """Leavers or re-activated people with no gateway user: nothing to change there."""
+    sessions_killed: dict[str, list[str]] = Field(default_factory=dict)
+    """Email → ids of the sessions killed."""
+    reactivated: list[str] = Field(default_factory=list)
+    """Emails set active again in the gateway, read back."""
+
+
+class SyncReport(BaseModel):
+    sync_id: str
+    mode: str  # full or incremental
+    dry_run: bool
+    applied: bool
+    blocked_reason: str | None = None
+    users_listed: int
+    groups_listed: int
+    counts: dict[str, int]
+    joiners: list[PersonRef] = Field(default_factory=list)
+    leavers: list[Leaver] = Field(default_factory=list)
+    reactivated: list[PersonRef] = Field(default_factory=list)
+    """Joiners who were in the directory before, inactive: set active in the gateway again."""
+    movers: list[ManagerChange] = Field(default_factory=list)
+    group_changes: list[GroupChange] = Field(default_factory=list)
+    signals: list[RequestSignal] = Field(default_factory=list)
+    """For a dry run: the requests that *would* be told."""
+    gateway: GatewayChanges | None = None
+    """What the gateway was told (set by the workflow once applied)."""
+    gateway_error: str | None = None
+    """Why the gateway could not be told, after retries (escalated in the ledger)."""
 
 
 def diff_directory(

@@ -36,7 +36,8 @@ class ConnectionFacts(_Frozen):
     """One gateway connection as the snapshot reads it."""
 
     name: str
-    type: str = ""
+    type: str = ""  # hoop's type (database, application, custom)
+    subtype: str = ""  # and its implementation (postgres, mysql, ssh …): a scope may name either
     tags: dict[str, str] = Field(default_factory=dict)
     rules: ConnectionAccessRules
 
@@ -104,6 +105,7 @@ def connections_in_scope(scope: Scope, connections: Iterable[ConnectionFacts]) -
         for c in every
         if c.name in scope.connections
         or c.type in scope.connection_types
+        or (c.subtype != "" and c.subtype in scope.connection_types)
         or any(c.tags.get(key) == value for key, value in tags)
     ]
 

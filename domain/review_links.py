@@ -41,3 +41,28 @@ class ReviewLinks:
         if not isinstance(data, dict) or not {"r", "a"} <= data.keys():
             raise ReviewLinkError("this review link is not valid")
         return str(data["r"]), str(data["a"])
+
+    # A campaign link carries ``c`` instead of ``r``: a request's link never opens a campaign page and a
+    # campaign's never a request's, though both are signed with the same secret.
+
+    def campaign_token(self, campaign_id: str, reviewer_id: str) -> str:
+        return str(self._serializer.dumps({"c": campaign_id, "a": reviewer_id}))
+
+    def campaign_url(self, campaign_id: str, reviewer_id: str) -> str:
+        return f"{self._base_url}/campaigns/review/{self.campaign_token(campaign_id, reviewer_id)}"
+
+    def read_campaign(self, token: str, *, ttl: timedelta | None = None) -> tuple[str, str]:
+        """The (campaign_id, reviewer_id) a campaign token was issued for; ``ttl`` (the campaign's own
+        length, when longer than the request links') bounds its age. Raises :class:`ReviewLinkError`."""
+        max_age = ttl if ttl is not None and ttl > self._ttl else self._ttl
+        try:
+            data = self._serializer.loads(token, max_age=int(max_age.total_seconds()))
+        except SignatureExpired:
+            raise ReviewLinkError(
+                "this review link has expired; ask the campaign owner for a new one"
+            ) from None
+        except BadSignature:
+            raise ReviewLinkError("this review link is not valid") from None
+        if not isinstance(data, dict) or not {"c", "a"} <= data.keys():
+            raise ReviewLinkError("this review link is not valid")
+        return str(data["c"]), str(data["a"])

@@ -1,5 +1,5 @@
 """grantflow: the command line and the embedded development stack."""
 
-from config import __version__
+from configuration import __version__
 
 __all__ = ["__version__"]

@@ -15,7 +15,7 @@ from typing import Any, Literal, NoReturn
 
 import click
 
-from config.settings import (
+from configuration.settings import (
     ServiceUnreachable,
     Settings,
     SettingsError,
@@ -129,7 +129,7 @@ def migrate(ctx: click.Context) -> None:
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from store.migration import migrate_database
-    from worker import database_location
+    from store.opening import database_location
 
     settings = settings_from(ctx)
     where = f"GRANTFLOW_DATABASE_URL={database_location(settings)}"

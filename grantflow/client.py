@@ -7,8 +7,8 @@ Where it connects and as whom:
 - Token: ``settings.api_token`` (``GRANTFLOW_API_TOKEN``); else ``<state_dir>/admin.token``, written by
   ``grantflow dev``. Neither: :class:`ClientConfigError` saying how to get one.
 - ``state_dir``, unless ``GRANTFLOW_STATE_DIR`` is set, is the nearest ``.grantflow/`` in the current folder
-  or above it (:func:`config.settings.find_state_dir`), so the CLI finds the stack from any folder of the
-  project; when there is none, the error says what was looked for and how to point the CLI.
+  or above it (:func:`configuration.settings.find_state_dir`), so the CLI finds the stack from any folder of
+  the project; when there is none, the error says what was looked for and how to point the CLI.
 
 Errors, as a tree::
 
@@ -23,12 +23,13 @@ unauthenticated, 2 bad input (400, 422), 3 unreachable or 5xx.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from config.settings import STATE_DIR_NAME, Settings
+from configuration.settings import STATE_DIR_NAME, Settings
 
 DEFAULT_TIMEOUT = 60.0
 CHANNEL_HEADER = "X-Grantflow-Channel"
@@ -207,6 +208,43 @@ class ApiClient:
         if requester:
             params.append(("requester", requester))
         return self._call("GET", "/requests", params=params)
+
+    # --- campaigns
+
+    def launch_campaign(self, spec: str, *, dry_run: bool, source: str) -> dict[str, Any]:
+        return self._call("POST", "/campaigns", json={"spec": spec, "dry_run": dry_run, "source": source})
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/campaigns/{_seg(campaign_id)}")
+
+    def campaigns(self) -> dict[str, Any]:
+        return self._call("GET", "/campaigns")
+
+    def campaign_preview(self, campaign_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/campaigns/{_seg(campaign_id)}/preview")
+
+    def campaign_items(
+        self, campaign_id: str, *, reviewer: str | None = None, after: str = "", limit: int = 200
+    ) -> dict[str, Any]:
+        params: dict[str, str | int] = {"after": after, "limit": limit}
+        if reviewer:
+            params["reviewer"] = reviewer
+        return self._call("GET", f"/campaigns/{_seg(campaign_id)}/items", params=params)
+
+    def decide_campaign_items(
+        self, campaign_id: str, decisions: Sequence[dict[str, str]], *, as_: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"decisions": list(decisions)}
+        if as_:
+            body["as"] = as_
+        return self._call("POST", f"/campaigns/{_seg(campaign_id)}/decisions", json=body)
+
+    def campaign_command(self, campaign_id: str, command: str, **body: Any) -> dict[str, Any]:
+        """``cancel``, ``extend`` (``by=``) or ``apply``."""
+        if command not in ("cancel", "extend", "apply"):
+            raise ValueError(f"unknown campaign command {command!r}")
+        payload = {k if k != "as_" else "as": v for k, v in body.items() if v not in (None, "")}
+        return self._call("POST", f"/campaigns/{_seg(campaign_id)}/{command}", json=payload)
 
     def sync(self, *, dry_run: bool, full: bool) -> dict[str, Any]:
         return self._call("POST", "/sync", json={"dry_run": dry_run, "full": full})

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from config.settings import Settings, SettingsError, load_settings
+from configuration.settings import Settings, SettingsError, load_settings
 
 EXIT_UNREACHABLE = 3
 EXIT_CONFIG = 4

@@ -36,7 +36,7 @@ from typing import IO
 import click
 import tomli_w
 
-from config.settings import Settings
+from configuration.settings import Settings
 from domain.identity import load_organisation
 from domain.policy import load_policies
 from examples import ORGANISATION_FILE, POLICIES_FILE
@@ -138,8 +138,8 @@ def start_scim(settings: Settings, ports: DevPorts) -> object | None:
 
 async def initial_sync(settings: Settings) -> str:
     """A full identity sync before anyone uses the stack, so the directory in the store is current."""
-    from activities.identity_sync import SyncInput
-    from worker import connect_client
+    from configuration.temporal import connect_client
+    from domain.directory_sync import SyncInput
     from workflows.identity_sync import IdentitySyncWorkflow
 
     client = await connect_client(settings)
@@ -485,8 +485,9 @@ async def run_dev(base: Settings, ports: DevPorts, with_channels: tuple[str, ...
 async def _run_locked_dev(
     base: Settings, ports: DevPorts, with_channels: tuple[str, ...], lock: IO[str]
 ) -> None:
+    from store.opening import open_store
     from web.app import serve
-    from worker import open_store, run_worker
+    from worker import run_worker
 
     settings = dev_settings(base, ports)
     # No live grantflow dev owns this folder (we hold its lock): a Temporal server left in the pid file

@@ -41,7 +41,7 @@ import httpx
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from config.settings import Settings
+from configuration.settings import Settings
 from domain.identity import Organisation
 
 if TYPE_CHECKING:

@@ -79,6 +79,7 @@ class GatewayConnection(BaseModel):
     name: str
     type: str = ""
     subtype: str = ""
+    tags: dict[str, str] = {}  # hoop's ``connection_tags`` (its list ``tags`` is deprecated)
     reviewers: list[str] = []
     access_max_duration: int | None = None
 

@@ -14,6 +14,7 @@
   tells whether the configured approve, deny and cancel transitions exist and lead where configured. A
   missing scope or transition is a :class:`SetupCheck` problem (the worker refuses to start, naming it);
   what cannot be checked now (no ticket yet, the vendor unreachable) is a note.
+- :func:`slack_from_settings`: the bot's Slack client as configured, for the check and the worker alike.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ import httpx
 from jira import JIRA
 from slack_sdk.web.async_client import AsyncWebClient
 
-from config.settings import Settings, SettingsError
+from configuration.settings import Settings, SettingsError
 from integrations.jira_tickets import JiraError, _jira_call, _jql_string, build_jira
 from integrations.slack import SlackChannel, build_slack_client, slack_error
 
 log = logging.getLogger("grantflow.setup")
 
 SLACK_EVENTS_PATH = "/slack/events"  # web/slack_app.py serves interactivity and the slash command here
-JIRA_WEBHOOK_PATH = "/jira/webhook"  # web/jira_webhook.py
+JIRA_WEBHOOK_PATH = "/jira/webhook"  # web/jira/router.py
 
 SLACK_BOT_SCOPES: Mapping[str, str] = {
     "chat:write": "DM approvers and requesters, update those messages",
@@ -273,17 +274,29 @@ def _status_of(transitions: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def slack_api_base(url: str) -> str | None:
+    """The Web API base slack_sdk needs (ending in ``/api/``) from ``slack_api_url``: Slack's own when
+    empty; a server's root (a stand-in's URL) gets ``/api/``, a URL ending in ``/api`` the slash."""
+    if not url:
+        return None
+    url = url.rstrip("/")
+    return url + "/" if url.endswith("/api") else url + "/api/"
+
+
+def slack_from_settings(settings: Settings) -> SlackChannel | None:
+    """The bot's Slack channel when a bot token is set (``GRANTFLOW_SLACK_BOT_TOKEN``, at
+    ``GRANTFLOW_SLACK_API_URL``), else None. Close it with ``aclose``."""
+    if settings.slack_bot_token is None or not settings.slack_bot_token.get_secret_value():
+        return None
+    token = settings.slack_bot_token.get_secret_value()
+    return SlackChannel(build_slack_client(token, base_url=slack_api_base(settings.slack_api_url)))
+
+
 async def check_channels(settings: Settings) -> SetupCheck:
     """The start-up check of every configured channel (Slack's scopes, Jira's transitions)."""
-    from activities.channels import _slack_base_url as slack_api_base  # the channels' own reading of it
-
     check = SetupCheck()
-    if settings.slack_bot_token is not None and settings.slack_bot_token.get_secret_value():
-        slack = SlackChannel(
-            build_slack_client(
-                settings.slack_bot_token.get_secret_value(), base_url=slack_api_base(settings.slack_api_url)
-            )
-        )
+    slack = slack_from_settings(settings)
+    if slack is not None:
         try:
             check.extend(await check_slack(slack.client, settings))
         finally:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from config.settings import Settings, parse_s3_url
+from configuration.settings import Settings, parse_s3_url
 from store.ledger import AnchorReading, LedgerHead, format_at
 
 _OBJECT_NAME = re.compile(r"^([0-9]{20})-([0-9a-f]{64})\.json$")

@@ -78,6 +78,9 @@ people = Table(
     # Set by identity sync when the person left (deactivated or deleted at the provider): kept for audit.
     Column("left_at", UTCDateTime, nullable=True),
     Column("left_reason", String, nullable=True),
+    # What campaigns filter people on (SCIM: the enterprise extension's department, and userType).
+    Column("department", String, nullable=False, default=""),
+    Column("employment_type", String, nullable=False, default=""),
     Index("ix_people_email_lower", "email_lower"),
     Index("ix_people_manager_id", "manager_id"),
 )
@@ -146,4 +149,100 @@ ledger = Table(
     Index("uq_ledger_idempotency_key", "idempotency_key", unique=True),
     Index("ix_ledger_subject_seq", "subject", "seq"),
     Index("ix_ledger_kind_seq", "kind", "seq"),
+)
+
+# Recertification campaigns (see domain/campaigns.py). A campaign's spec is kept verbatim with its hash, so
+# the evidence shows exactly what was launched; the stage and its closing time live here so that the edge can
+# refuse a decision on a closed stage in the same transaction that would record it.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("owner", String, nullable=False),
+    Column("spec_toml", Text, nullable=False),
+    Column("spec_sha256", String(64), nullable=False),
+    Column("status", String, nullable=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("launched_at", UTCDateTime, nullable=False),
+    Column("deadline", UTCDateTime, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("stage", Integer, nullable=False, default=0),
+    Column("stage_open", Boolean, nullable=False, default=False),
+    Column("stage_closes_at", UTCDateTime, nullable=True),
+    Column("nominal_time", UTCDateTime, nullable=True),
+    Column("workflow_id", String, nullable=False),
+    Column("population_hash", String(64), nullable=True),
+    Column("item_count", Integer, nullable=False, default=0),
+    Column("provenance_json", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_campaigns_launched_at", "launched_at"),
+)
+
+# One row per item. ``reviewer_*`` is the assignment of the item's current stage; ``outcome`` moves from
+# ``open`` to ``kept`` / ``revoke`` (decided or defaulted) and then ``revoked`` / ``failed`` once applied.
+campaign_items = Table(
+    "campaign_items",
+    metadata,
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("id", String, primary_key=True),
+    Column("subject_kind", String, nullable=False),
+    Column("subject_id", String, nullable=False),
+    Column("subject_name", String, nullable=False),
+    Column("access_group", String, nullable=True),
+    Column("item_json", Text, nullable=False),
+    Column("stage", Integer, nullable=False, default=0),
+    Column("reviewer_kind", String, nullable=True),
+    Column("reviewer_id", String, nullable=True),
+    Column("reviewer_name", String, nullable=True),
+    Column("assignment_json", Text, nullable=False),
+    Column("outcome", String, nullable=False),
+    Column("verdict", String, nullable=True),
+    Column("revocation_json", Text, nullable=True),
+    Index("ix_campaign_items_reviewer", "campaign_id", "reviewer_id", "stage"),
+    Index("ix_campaign_items_outcome", "campaign_id", "outcome"),
+    Index("ix_campaign_items_subject", "campaign_id", "subject_id"),
+)
+
+# Every decision, changed ones and defaults included (the last one of a stage counts).
+campaign_decisions = Table(
+    "campaign_decisions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("item_id", String, nullable=False),
+    Column("stage", Integer, nullable=False),
+    Column("decision_json", Text, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    Index("ix_campaign_decisions_item", "campaign_id", "item_id", "stage"),
+)
+
+# Decisions refused at the edge (the subject, someone else's item, a closed stage …), for the evidence.
+campaign_refusals = Table(
+    "campaign_refusals",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+    Column("item_id", String, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("channel", String, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_campaign_refusals_campaign", "campaign_id", "seq"),
+)
+
+# One review task per reviewer and stage: what the reviewer was told and when, for reminders about pending
+# items only, escalation and (later) digests updated in place.
+review_tasks = Table(
+    "review_tasks",
+    metadata,
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("stage", Integer, primary_key=True),
+    Column("reviewer_id", String, primary_key=True),
+    Column("reviewer_kind", String, nullable=False),
+    Column("reviewer_name", String, nullable=False),
+    Column("notified_at", UTCDateTime, nullable=True),
+    Column("reminders_sent", Integer, nullable=False, default=0),
+    Column("escalated_to", String, nullable=True),
+    Column("handles_json", Text, nullable=False, default="{}"),
 )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from config.settings import Settings
+from configuration.settings import Settings
 from tests.stack import Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenFileError, TokenRegistry, hash_token, issue_token

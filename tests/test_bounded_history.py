@@ -36,7 +36,8 @@ from domain.requests import (
     Verdict,
 )
 from tests.stack import Stack
-from workflows.access_request import CONTINUE_AS_NEW_AFTER, AccessRequestWorkflow
+from workflows.access_request import AccessRequestWorkflow
+from workflows.request_policies import CONTINUE_AS_NEW_AFTER
 
 HISTORY_BOUND = 2000
 

@@ -10,6 +10,7 @@ import pytest
 
 from domain.campaign_spec import CampaignSpec, parse_campaign_spec
 from domain.campaigns import (
+    PARTITIONS,
     AccessVia,
     CampaignItem,
     ConnectionUsage,
@@ -20,6 +21,7 @@ from domain.campaigns import (
     Usage,
     assign_reviewer,
     item_id,
+    partition,
     population_hash,
     recommend,
 )
@@ -132,6 +134,8 @@ def test_item_ids_are_stable_and_the_population_hash_sees_any_change() -> None:
     assert BOB.id == again.id == item_id(BOB.subject, BOB.access)
     other_group = _person_item("u-3", "bob@example.com", "u-2", group="engineering")
     assert other_group.id != BOB.id
+    # All of a subject's items share a partition, so one activity applies a person's revocations in order.
+    assert partition(other_group.id) == partition(BOB.id) and partition(BOB.id) in PARTITIONS
     assert population_hash([BOB, KEY]) == population_hash([KEY, BOB])
     assert population_hash([BOB, KEY]) != population_hash([BOB])
     assert population_hash([BOB, KEY]) != population_hash([other_group, KEY])

@@ -19,18 +19,11 @@ from jira import JIRA
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.channels import (
-    CHANNEL_REFUSED,
-    CHANNEL_TRANSIENT,
-    ChannelActivities,
-    LazyJira,
-    _slack_base_url,
-    build_channels,
-    button_value,
-    parse_button_value,
-)
-from config.settings import Settings, SettingsError
-from domain.channels import ChannelState, PresentInput
+from activities.channel_errors import CHANNEL_REFUSED, CHANNEL_TRANSIENT
+from activities.channels import ChannelActivities
+from activities.jira_channel import LazyJira
+from configuration.settings import Settings, SettingsError
+from domain.channels import ChannelState, PresentInput, button_value, parse_button_value
 from domain.identity import PersonRef, load_organisation
 from domain.policy import RolePolicy
 from domain.requests import Decision, EndReason, PendingExtension, RequestStatus, RequestView, Verdict
@@ -39,10 +32,12 @@ from examples import ORGANISATION_FILE
 from integrations.email import EmailSender
 from integrations.jira_tickets import JiraTickets, build_jira
 from integrations.slack import APPROVE_ACTION, DENY_ACTION, SlackChannel, build_slack_client
+from integrations.vendor_setup import slack_api_base
 from sandbox.jira import JiraStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.smtp import ReceivedMessage, SmtpSink
 from store import Store
+from worker import build_channels
 
 BOT_TOKEN = "xoxb-channels-test"
 JIRA_BOT, JIRA_TOKEN = "grantflow-bot@example.com", "jira-api-token"
@@ -749,11 +744,11 @@ def test_button_values() -> None:
     assert parse_button_value("req-1|bogus") == ("req-1|bogus", None)
 
 
-def test_slack_base_url() -> None:
-    assert _slack_base_url("") is None
-    assert _slack_base_url("http://127.0.0.1:8001") == "http://127.0.0.1:8001/api/"
-    assert _slack_base_url("http://127.0.0.1:8001/api") == "http://127.0.0.1:8001/api/"
-    assert _slack_base_url("https://slack.com/api/") == "https://slack.com/api/"
+def testslack_api_base() -> None:
+    assert slack_api_base("") is None
+    assert slack_api_base("http://127.0.0.1:8001") == "http://127.0.0.1:8001/api/"
+    assert slack_api_base("http://127.0.0.1:8001/api") == "http://127.0.0.1:8001/api/"
+    assert slack_api_base("https://slack.com/api/") == "https://slack.com/api/"
 
 
 async def test_build_channels_from_settings(

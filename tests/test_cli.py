@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from click.testing import CliRunner, Result
 
-from config.settings import Settings
+from configuration.settings import Settings
 from grantflow.client import ApiError
 from grantflow.commands.ledger import ledger
 from grantflow.commands.requests import request

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from config.settings import SettingsError, load_settings
+from configuration.settings import SettingsError, load_settings
 from grantflow.cli import main
 from web.auth import TokenRegistry
 

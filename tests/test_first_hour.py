@@ -24,7 +24,7 @@ import httpx
 import pytest
 from packaging.requirements import Requirement
 
-from config.settings import Settings
+from configuration.settings import Settings
 from grantflow.client import ClientConfigError, resolve_token
 from tests.test_dev_stack import PORTS, DevStack, _free_port
 from web.app import WebContext, create_app

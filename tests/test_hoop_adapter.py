@@ -1,5 +1,5 @@
 """``HoopGateway`` against the hoop stand-in over real HTTP: idempotent grants, error mapping, revoke, kill,
-paging (``integrations/hoop.py``)."""
+paging (``integrations/hoop/``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from integrations.gateway import (
     GatewayTransientError,
     GatewayUser,
 )
-from integrations.hoop import HoopGateway, parse_retry_after
+from integrations.hoop import HoopGateway
+from integrations.retry_after import parse_retry_after
 from sandbox.hoop import DEFAULT_API_KEY, HoopAccessDenied, HoopStandIn, ManualClock
 
 ADMIN_KEY = DEFAULT_API_KEY

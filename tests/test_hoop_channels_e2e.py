@@ -1,9 +1,9 @@
 """Reviews decided in hoop's own UI, end to end over real sockets: what every channel shows.
 
 A review a person leaves PENDING in hoop becomes a request (grantflow's discovery, ``poll_now``) that is
-presented in Slack, Jira and by email like any other. When a reviewer then decides it directly in hoop's
-own UI (``PUT /reviews/{id}`` with their own hoop session), the next poll signals the request, which
-mirrors the decision (``AccessRequestWorkflow._read_hoop_decision``): approved there → ACTIVE, tracked to
+presented in Slack, Jira and by email like any other. When a reviewer then decides it directly in hoop's own
+UI (``PUT /reviews/{id}`` with their own hoop session), the next poll signals the request, which mirrors the
+decision (``workflows/hoop_decided.py``, ``HoopDecided._read_decision``): approved there → ACTIVE, tracked to
 hoop's ``revoke_at`` and ended on time (the review revoked, the session opened under it killed); rejected
 there → DENIED. Both carry an ``outcome_note`` saying where it was decided. Every place a person saw the
 request must then show how it ended: each approver's Slack DM (no buttons left), the requester's DMs and
@@ -46,7 +46,7 @@ from tests.channel_stack import (
     start_channel_stack,
 )
 from tests.stack import start_stack
-from workflows.access_request import APPROVED_IN_HOOP, REJECTED_IN_HOOP
+from workflows.hoop_decided import APPROVED_IN_HOOP, REJECTED_IN_HOOP
 from workflows.hoop_reviews import HoopReviewDiscoveryWorkflow, PollSummary
 
 pytestmark = pytest.mark.e2e

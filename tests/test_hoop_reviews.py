@@ -21,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
-from config.settings import Settings
+from configuration.settings import Settings
 from domain.requests import (
     DecisionInput,
     EndInput,
@@ -37,7 +37,8 @@ from sandbox.hoop import Call, PendingReview
 from sandbox.seed import GRANTFLOW_GROUP
 from tests.stack import Stack
 from tests.test_replay import HISTORIES
-from workflows.access_request import APPROVED_IN_HOOP, REJECTED_IN_HOOP, AccessRequestWorkflow
+from workflows.access_request import AccessRequestWorkflow
+from workflows.hoop_decided import APPROVED_IN_HOOP, REJECTED_IN_HOOP
 from workflows.hoop_reviews import (
     HOOP_DISCOVERY_WORKFLOW_ID,
     HoopDiscoveryInput,

@@ -1,4 +1,4 @@
-"""The hoop stand-in over real HTTP: the behaviours of hoop that grantflow relies on (``sandbox/hoop.py``)."""
+"""The hoop stand-in over real HTTP: the behaviours of hoop that grantflow relies on (``sandbox/hoop/``)."""
 
 from __future__ import annotations
 

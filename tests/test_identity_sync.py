@@ -382,7 +382,7 @@ async def test_revoking_a_gateway_local_membership_in_hoop(time_stack: Stack) ->
 
 
 async def test_sync_schedules_are_created_once_and_follow_the_settings(dev_env: WorkflowEnvironment) -> None:
-    from config.settings import Settings
+    from configuration.settings import Settings
     from worker import SYNC_SCHEDULES, ensure_sync_schedules
 
     client = dev_env.client

@@ -19,7 +19,7 @@ from jira import JIRA
 from domain.durations import format_duration
 from domain.identity import PersonRef
 from domain.policy import RolePolicy
-from domain.requests import Decision, EndReason, RequestStatus, RequestView, Verdict
+from domain.requests import EndReason, RequestStatus, RequestView, Verdict
 from integrations.jira_tickets import (
     JiraAuthError,
     JiraNotFoundError,
@@ -38,6 +38,8 @@ from integrations.jira_tickets import (
 from sandbox.hoop import ManualClock
 from sandbox.jira import JiraStandIn
 from templates import template_environment
+from tests import builders
+from tests.builders import issue_updated, status_item
 from tests.test_jira_standin import BOT, FAST_RETRIES, SECRET, T0, TOKEN, WebhookReceiver, seed
 
 TRANSITIONS = {"Approve": "Approved", "Deny": "Denied", "Close": "Done", "Cancel": "Cancelled"}
@@ -405,19 +407,8 @@ def test_status_changes_are_read_from_the_changelog(
 
 
 def test_parse_status_change_on_odd_payloads() -> None:
-    item = {
-        "field": "status",
-        "fieldtype": "jira",
-        "from": "1",
-        "fromString": "A",
-        "to": "2",
-        "toString": "B",
-    }
-    base: dict[str, Any] = {
-        "webhookEvent": "jira:issue_updated",
-        "issue": {"key": "ACC-1"},
-        "changelog": {"items": [item]},
-    }
+    item = status_item("1", "A", "2", "B")
+    base = issue_updated("ACC-1", item)
     change = parse_status_change(json.loads(json.dumps(base)))
     assert change is not None
     assert (change.to_status_id, change.actor_account_id, change.labels, change.to_category) == (
@@ -436,30 +427,22 @@ def test_parse_status_change_on_odd_payloads() -> None:
 # ---------------------------------------------------------------------- the Jira templates
 
 
-T_CREATED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+T_CREATED = builders.T0
 ALICE = PersonRef(id="u-alice", email="alice@corp.example")
 BOB = PersonRef(id="u-bob", email="bob@corp.example")
 CAROL = PersonRef(id="u-carol", email="carol@corp.example")
 
 
 def request_view(**changes: Any) -> RequestView:
-    view = RequestView(
-        id="req-42",
-        status=RequestStatus.PENDING,
-        requester=ALICE,
-        submitted_by=ALICE.email,
-        resource="pg-prod",
-        role="admin",
-        connection="pg-prod-admin",
-        reason="Incident 42: {noformat} [~accountid:712020:x] *urgent*",
-        requested_duration=timedelta(hours=1),
-        required_approvals=2,
-        policy=RolePolicy(connection="pg-prod-admin", approver_groups=["dba-owners"], min_approvals=2),
-        created_at=T_CREATED,
-        timeout_at=T_CREATED + timedelta(hours=4),
-        updated_at=T_CREATED,
-    )
-    return view.model_copy(update=changes)
+    """alice's request for 1h needing two approvals, its reason full of Jira markup (the email and CLI
+    tests use it too)."""
+    defaults: dict[str, Any] = {
+        "reason": "Incident 42: {noformat} [~accountid:712020:x] *urgent*",
+        "requested_duration": timedelta(hours=1),
+        "required_approvals": 2,
+        "policy": RolePolicy(connection="pg-prod-admin", approver_groups=["dba-owners"], min_approvals=2),
+    }
+    return builders.request_view(ALICE, **{**defaults, **changes})
 
 
 def jira_templates() -> jinja2.Environment:
@@ -491,7 +474,7 @@ def test_ticket_description(jira: JiraStandIn, tickets: JiraTickets) -> None:
 
 def test_decision_and_status_comments(jira: JiraStandIn, tickets: JiraTickets) -> None:
     env = jira_templates()
-    approval = Decision(approver=BOB, verdict=Verdict.APPROVE, reason="on call", channel="jira", at=T_CREATED)
+    approval = builders.decision(BOB, channel="jira", reason="on call")
     decision = env.get_template("jira/comment_decision.j2").render(
         view=request_view(approvals=[approval]), decision=approval
     )
@@ -500,13 +483,8 @@ def test_decision_and_status_comments(jira: JiraStandIn, tickets: JiraTickets) -
     )
     assert "{noformat}\non call\n{noformat}" in decision
     assert "Approvals so far: 1 of 2 (bob@corp.example)." in decision
-    denial = Decision(
-        approver=CAROL,
-        verdict=Verdict.DENY,
-        channel="email",
-        at=T_CREATED,
-        on_behalf_by=PersonRef(id="a", email="admin@corp.example"),
-    )
+    admin = PersonRef(id="a", email="admin@corp.example")
+    denial = builders.decision(CAROL, Verdict.DENY, channel="email", on_behalf_by=admin)
     denied = env.get_template("jira/comment_decision.j2").render(
         view=request_view(denials=[denial]), decision=denial
     )

@@ -5,26 +5,23 @@ real stack behind."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest_asyncio
 from jira import JIRA
 
-from config.settings import Settings
 from domain.requests import RequestStatus, RequestView
 from integrations.jira_tickets import JiraTickets, build_jira
 from sandbox.jira import JiraStandIn
+from tests.builders import issue_updated, jira_webhook_headers, status_item
+from tests.rigs.edges import EdgeRig, JiraPeople, serving, settings_for
 from tests.stack import Stack
-from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
 from web.bodies import JIRA_BODY_LIMIT
-from web.jira_webhook import JiraEdge, build_jira_edge
+from web.jira import JiraEdge, build_jira_edge
 from web.service import RequestService
 
 API_USER, API_TOKEN = "grantflow-bot@example.com", "jira-api-token"
@@ -34,22 +31,17 @@ WAITING, APPROVED, DENIED = "Waiting for approval", "Approved", "Denied"
 
 
 @dataclass
-class Rig:
-    stack: Stack
+class Rig(EdgeRig, JiraPeople):
+    """The Jira edge in front of the stack's own worker; people are known by name (``alice``…, ``zed``)."""
+
     jira: JiraStandIn
     edge: JiraEdge
-    service: RequestService
-    context: WebContext
-    url: str
-    accounts: dict[str, str]  # name -> accountId
-    fields: dict[str, str]  # Resource/Role/Duration -> custom field id
+    jira_accounts: dict[str, str]  # name -> accountId
+    jira_fields: dict[str, str]  # Resource/Role/Duration -> custom field id
 
-    def api(self, email: str = API_USER, token: str = API_TOKEN) -> JIRA:
-        return JIRA(server=self.jira.url, basic_auth=(email, token), max_retries=0)
-
-    async def request(self, requester: str = "alice", **kwargs: Any) -> RequestView:
-        asked = {"resource": "pg-prod", "role": "admin", "duration": "1h", "reason": "INC-1", **kwargs}
-        return await self.service.create(self.stack.actor(f"{requester}@example.com"), **asked)
+    def api(self) -> JIRA:
+        """grantflow's own ``jira`` client (its API user)."""
+        return self.jira_client(API_USER, API_TOKEN)
 
     async def ticket(self, view: RequestView) -> str:
         """The request's ticket, opened as the ticket mirror opens it (by grantflow's API user)."""
@@ -67,22 +59,8 @@ class Rig:
                 client.close()
 
         key = await asyncio.to_thread(open_it)
-        await self.idle()
+        await self.jira_idle()
         return key
-
-    async def move(self, key: str, transition: str, who: str, comment: str | None = None) -> str:
-        event = await asyncio.to_thread(self.jira.transition_as, key, transition, self.accounts[who], comment)
-        await self.idle()
-        return event
-
-    async def idle(self) -> None:
-        await asyncio.to_thread(self.jira.wait_idle, 30.0)
-
-    def answers(self, event: str) -> list[int | None]:
-        return [d.status for d in self.jira.deliveries_of(event)]
-
-    def ledger(self, subject: str, kind: str) -> list[Any]:
-        return [e for e in self.stack.store.ledger_entries(subject=subject) if e.kind == kind]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -100,44 +78,40 @@ async def rig(stack: Stack) -> AsyncIterator[Rig]:
         "zed": jira.add_user(OUTSIDER, "Zed Outsider"),
         "grantflow": jira.account_id(API_USER),
     }
-    base = jira.start()
-    service = RequestService(stack.env.client, stack.store, stack.policies, stack.task_queue, stack.timings)
-    settings = Settings(
-        state_dir=stack.tmp_path,
-        jira_url=base,
-        jira_email=API_USER,
-        jira_api_token=API_TOKEN,
-        jira_webhook_secret=WEBHOOK_SECRET,
-        jira_intake_project="REQ",
-        # a field by name, one by id
-        jira_intake_fields={"resource": "Resource", "role": fields["Role"], "duration": "Duration"},
-        # carol hides her email from the API user: the configured mapping says who she is
-        jira_account_ids={"carol@example.com": accounts["carol"]},
-    )
-    edge = build_jira_edge(settings, service, stack.store)
-    assert edge is not None
-    context = WebContext(
-        settings=settings,
-        store=stack.store,
-        client=stack.env.client,
-        policies=stack.policies,
-        links=stack.links,
-        tokens=TokenRegistry(stack.tmp_path / "tokens.toml"),
-        service=service,
-        jira=edge,
-    )
+    jira.start()
     try:
-        async with running(create_app(context)) as url:
-            jira.set_webhook(f"{url}/jira/webhook", WEBHOOK_SECRET)
-            yield Rig(stack, jira, edge, service, context, url, accounts, fields)
+        service = RequestService(
+            stack.env.client, stack.store, stack.policies, stack.task_queue, stack.timings
+        )
+        settings = settings_for(
+            stack.tmp_path,
+            jira=jira,
+            jira_user=(API_USER, API_TOKEN),
+            jira_webhook_secret=WEBHOOK_SECRET,
+            jira_intake_project="REQ",
+            # a field by name, one by id
+            jira_intake_fields={"resource": "Resource", "role": fields["Role"], "duration": "Duration"},
+            # carol hides her email from the API user: the configured mapping says who she is
+            jira_account_ids={"carol@example.com": accounts["carol"]},
+        )
+        tokens = TokenRegistry(stack.tmp_path / "tokens.toml")
+        async with serving(stack, settings, service, tokens=tokens) as web:
+            edge = web.context.jira
+            assert edge is not None
+            jira.set_webhook(f"{web.url}/jira/webhook", WEBHOOK_SECRET)
+            yield Rig(
+                stack=stack,
+                service=service,
+                context=web.context,
+                url=web.url,
+                jira=jira,
+                edge=edge,
+                jira_accounts=accounts,
+                jira_fields=fields,
+            )
             jira.set_webhook(None)
     finally:
-        await edge.aclose()
         jira.stop()
-
-
-def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 # ----------------------------------------------------------------------------------- decisions
@@ -202,7 +176,7 @@ async def test_refused_transitions_are_moved_back_with_the_reason_and_recorded(r
     assert [(e.actor, e.channel, e.data["verdict"]) for e in refused] == [
         ("erin@example.com", "jira", "approve"),
         ("alice@example.com", "jira", "approve"),
-        (f"jira user {rig.accounts['zed']}", "jira", "deny"),
+        (f"jira user {rig.jira_accounts['zed']}", "jira", "deny"),
     ]
     unchanged = await rig.service.show(view.id)
     assert unchanged.status is RequestStatus.PENDING and unchanged.approvals == [] and unchanged.denials == []
@@ -219,7 +193,7 @@ async def test_refused_transitions_are_moved_back_with_the_reason_and_recorded(r
 
 async def test_hidden_emails_are_learned_by_searching_the_requests_people(rig: Rig) -> None:
     # bob (an approver) and erin (not one) hide their emails and are not in jira_account_ids
-    assert rig.jira.add_user("bob@example.com", "Bob Baker", email_visible=False) == rig.accounts["bob"]
+    assert rig.jira.add_user("bob@example.com", "Bob Baker", email_visible=False) == rig.jira_accounts["bob"]
     rig.jira.add_user("erin@example.com", "Erin Evans", email_visible=False, api_token="erin-token")
     assert "bob@example.com" not in rig.edge.settings.jira_account_ids
     view = await rig.request("alice")
@@ -271,7 +245,7 @@ async def test_hidden_emails_are_learned_by_searching_the_requests_people(rig: R
     refused = rig.ledger(view.id, "decision.refused")
     assert [(e.actor, e.data["verdict"]) for e in refused] == [
         ("bob@example.com", "approve"),
-        (f"jira user {rig.accounts['erin']}", "approve"),
+        (f"jira user {rig.jira_accounts['erin']}", "approve"),
     ]
     after = await rig.service.show(view.id)
     assert after.status is RequestStatus.PENDING
@@ -281,26 +255,24 @@ async def test_hidden_emails_are_learned_by_searching_the_requests_people(rig: R
 async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothing(rig: Rig) -> None:
     view = await rig.request("alice")
     key = await rig.ticket(view)
+    approve = status_item("10000", WAITING, "10001", APPROVED)
+    labels = [f"grantflow-{view.id}"]
     forged = json.dumps(
-        {
-            "webhookEvent": "jira:issue_updated",
-            "user": {"accountId": rig.accounts["bob"]},
-            "issue": {"key": key, "fields": {"labels": [f"grantflow-{view.id}"]}},
-            "changelog": {
-                "items": [{"field": "status", "from": "10000", "to": "10001", "toString": APPROVED}]
-            },
-        }
+        issue_updated(key, approve, account_id=rig.jira_accounts["bob"], labels=labels)
     ).encode()
     async with httpx.AsyncClient(base_url=rig.url) as http:
-        headers = {"Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": "forged-1"}
-        unsigned = await http.post("/jira/webhook", content=forged, headers=headers)
+        unsigned = await http.post(
+            "/jira/webhook", content=forged, headers=jira_webhook_headers(forged, delivery="forged-1")
+        )
         wrong = await http.post(
-            "/jira/webhook", content=forged, headers={**headers, "X-Hub-Signature": signed(forged, "guess")}
+            "/jira/webhook",
+            content=forged,
+            headers=jira_webhook_headers(forged, "guess", delivery="forged-1"),
         )
         altered = await http.post(
             "/jira/webhook",
             content=forged.replace(b"10001", b"10002"),
-            headers={**headers, "X-Hub-Signature": signed(forged)},
+            headers=jira_webhook_headers(forged, WEBHOOK_SECRET, delivery="forged-1"),
         )
     for answer in (unsigned, wrong, altered):
         assert answer.status_code == 401
@@ -309,7 +281,7 @@ async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothin
 
     bob = await rig.move(key, "Approve", "bob")
     rig.jira.redeliver(bob)  # as Jira does when it did not see the acknowledgement
-    await rig.idle()
+    await rig.jira_idle()
     assert rig.answers(bob) == [200, 200]
     shown = await rig.service.show(view.id)
     assert [d.approver.email for d in shown.approvals] == ["bob@example.com"]  # decided once
@@ -326,12 +298,7 @@ async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothin
             again = await http.post(
                 "/jira/webhook",
                 content=event.body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Hub-Signature": signed(event.body),
-                    "X-Atlassian-Webhook-Identifier": bob,
-                    "X-Atlassian-Webhook-Retry": "2",
-                },
+                headers=jira_webhook_headers(event.body, WEBHOOK_SECRET, delivery=bob, retry=2),
             )
     finally:
         rig.context.jira = rig.edge
@@ -352,7 +319,7 @@ async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothin
             client.close()
 
     await asyncio.to_thread(deny_as_api_user)
-    await rig.idle()
+    await rig.jira_idle()
     assert rig.jira.status_of(key) == DENIED
     after = await rig.service.show(view.id)
     assert after.status is RequestStatus.PENDING and after.denials == []
@@ -362,22 +329,10 @@ async def test_bad_signatures_redeliveries_and_our_own_transitions_change_nothin
 
 
 async def test_intake_issues_start_requests_or_say_what_is_wrong(rig: Rig) -> None:
-    def create(email: str, token: str, description: str, **values: str) -> str:
-        client = rig.api(email, token)
-        try:
-            fields: dict[str, Any] = {
-                "project": {"key": "REQ"},
-                "issuetype": {"name": "Task"},
-                "summary": "Access please",
-                "description": description,
-                **{rig.fields[name]: value for name, value in values.items()},
-            }
-            return str(client.create_issue(fields=fields, prefetch=False).key)
-        finally:
-            client.close()
+    async def create(email: str, token: str, description: str, **values: str) -> str:
+        return await rig.create_issue(email, token, "REQ", "Access please", description, **values)
 
-    good = await asyncio.to_thread(
-        create,
+    good = await create(
         "alice@example.com",
         "alice-token",
         "INC-42 the orders table is corrupt",
@@ -385,7 +340,7 @@ async def test_intake_issues_start_requests_or_say_what_is_wrong(rig: Rig) -> No
         Role="read",
         Duration="2h",
     )
-    await rig.idle()
+    await rig.jira_idle()
     [created] = await rig.service.list(requester_email="alice@example.com")
     assert created.status is RequestStatus.PENDING
     assert (created.resource, created.role, created.reason) == (
@@ -403,10 +358,8 @@ async def test_intake_issues_start_requests_or_say_what_is_wrong(rig: Rig) -> No
     await rig.move(good, "Approve", "bob")
     assert (await rig.service.show(created.id)).status is RequestStatus.ACTIVE
 
-    bad = await asyncio.to_thread(
-        create, "erin@example.com", "erin-token", "", Resource="nosuch", Duration="soon"
-    )
-    await rig.idle()
+    bad = await create("erin@example.com", "erin-token", "", Resource="nosuch", Duration="soon")
+    await rig.jira_idle()
     [problems] = rig.jira.comments(bad)
     assert problems.startswith("grantflow did not start a request: ")
     for part in (
@@ -427,6 +380,6 @@ async def test_an_oversized_delivery_is_refused_unread(rig: Rig) -> None:
         answer = await http.post(
             "/jira/webhook",
             content=huge,
-            headers={"Content-Type": "application/json", "X-Hub-Signature": signed(huge)},
+            headers=jira_webhook_headers(huge, WEBHOOK_SECRET),
         )
     assert answer.status_code == 413 and "larger than" in answer.json()["detail"]

@@ -1,4 +1,4 @@
-"""The Jira Cloud stand-in over real HTTP (``sandbox/jira.py``): auth, API versions, issues, transitions,
+"""The Jira Cloud stand-in over real HTTP (``sandbox/jira/``): auth, API versions, issues, transitions,
 comments, users, search, injected faults, and the webhooks it signs and redelivers."""
 
 from __future__ import annotations

@@ -34,14 +34,15 @@ from activities.records import (
     RecordInput,
     event_content_hash,
 )
-from config.settings import Settings, parse_s3_url
+from configuration.settings import Settings, parse_s3_url
 from domain.requests import AccessRequestInput, EndInput, RequestStatus, RequestView
 from store import LedgerHead, Store
 from store.anchors import S3Anchor
 from store.ledger import IdempotencyConflict, content_hash
+from store.opening import open_store
 from tests.db import TEST_LEDGER_KEY
 from tests.stack import Stack
-from worker import build_worker, open_store
+from worker import build_worker
 from workflows.access_request import AccessRequestWorkflow
 from workflows.ledger_anchor import LedgerAnchorInput, LedgerAnchorWorkflow, ensure_ledger_anchoring
 
@@ -174,7 +175,7 @@ def test_anchor_locations_are_checked_where_they_enter() -> None:
     assert parse_s3_url("s3://my-bucket") == ("my-bucket", "")
     with pytest.raises(ValueError, match="not an S3 anchor location"):
         parse_s3_url("/var/lib/anchor")
-    from config.settings import SettingsError, load_settings
+    from configuration.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match=r"GRANTFLOW_LEDGER_ANCHOR .*not an S3 anchor location"):
         load_settings(ledger_anchor="https://bucket.example.com")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import ActivityEnvironment
 
-from activities.channels import ChannelActivities, build_channels
-from activities.notifications import NotificationActivities, NotifyInput, build_notifier
-from config.settings import Settings, SettingsError
+from activities.channels import ChannelActivities
+from activities.notifications import NotificationActivities, NotifyInput
+from configuration.settings import Settings, SettingsError
 from domain.identity import PersonRef
 from domain.policy import RolePolicy
 from domain.requests import RequestStatus, RequestView
@@ -26,11 +26,13 @@ from sandbox.jira import JiraStandIn
 from sandbox.slack import SlackStandIn
 from sandbox.smtp import SmtpSink
 from store import Store
+from tests.builders import request_view
+from tests.rigs.edges import settings_for
+from worker import build_channels, build_notifier
 
 BOT_TOKEN = "xoxb-notify-test"
 JIRA_BOT, JIRA_TOKEN = "grantflow-bot@example.com", "jira-api-token"
 OPERATORS_EMAIL = "oncall@example.com"
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ALICE = PersonRef(id="u-alice", email="alice@example.com")
 BOB = PersonRef(id="u-bob", email="bob@example.com")
 CAROL = PersonRef(id="u-carol", email="carol@example.com")
@@ -76,18 +78,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def production(
     tmp_path: Path, slack: SlackStandIn, jira: JiraStandIn, smtp: SmtpSink, **more: Any
 ) -> Settings:
-    ops = OPS_CHANNEL[-1]
-    return Settings(
-        state_dir=tmp_path / "state",
-        slack_bot_token=BOT_TOKEN,
-        slack_api_url=slack.api_url,
-        jira_url=jira.url,
-        jira_email=JIRA_BOT,
-        jira_api_token=JIRA_TOKEN,
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        smtp_from="grantflow@example.com",
-        operator_slack_channel=ops,
+    return settings_for(
+        tmp_path / "state",
+        slack=slack,
+        jira=jira,
+        jira_user=(JIRA_BOT, JIRA_TOKEN),
+        smtp=smtp,
+        operator_slack_channel=OPS_CHANNEL[-1],
         operator_email=OPERATORS_EMAIL,
         **more,
     )
@@ -105,23 +102,16 @@ async def wired(
 
 
 def view(request_id: str) -> RequestView:
-    return RequestView(
+    """alice's grant whose revocation failed three times (an escalation is due)."""
+    return request_view(
+        ALICE,
         id=request_id,
         status=RequestStatus.REVOKING,
-        requester=ALICE,
-        submitted_by=ALICE.email,
-        resource="pg-prod",
-        role="admin",
-        connection="pg-prod-admin",
         reason="INC-42 <!channel>",
         requested_duration=timedelta(hours=1),
-        required_approvals=1,
         eligible_approvers=[BOB, CAROL],
         approvers_resolved=True,
         policy=RolePolicy(connection="pg-prod-admin", approver_groups=["db-owners"]),
-        created_at=T0,
-        timeout_at=T0 + timedelta(hours=4),
-        updated_at=T0,
         revocation_attempts=3,
     )
 

@@ -13,13 +13,13 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.channels import CHANNEL_REFUSED, CHANNEL_TRANSIENT
+from activities.channel_errors import CHANNEL_REFUSED, CHANNEL_TRANSIENT
 from domain.channels import ChannelState, PresentInput, SlackMessageRef
 from domain.requests import RequestStatus
 from tests.stack import Stack
 from web.service import RequestService
 from worker import build_activities, build_worker
-from workflows.access_request import PRESENT_RETRY, PRESENT_ROUNDS
+from workflows.request_policies import PRESENT_RETRY, PRESENT_ROUNDS
 
 
 class FailingPresenter:

@@ -13,7 +13,7 @@ import httpx
 import pytest_asyncio
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from config.settings import Settings
+from configuration.settings import Settings
 from domain.requests import RequestStatus
 from domain.review_links import ReviewLinks
 from tests.stack import LINK_SECRET, Stack

@@ -1,4 +1,4 @@
-"""grantflow's Slack adapter (``integrations/slack.py``) against the Slack stand-in over real HTTP: posting
+"""grantflow's Slack adapter (``integrations/slack/``) against the Slack stand-in over real HTTP: posting
 exactly once whatever fails, error mapping for the activity boundary, and the identity look-ups."""
 
 from __future__ import annotations

@@ -16,20 +16,18 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from config.settings import Settings
-from domain.identity import PersonRef
-from domain.policy import RolePolicy
-from domain.requests import RequestStatus, RequestView
+from configuration.settings import Settings
+from domain.requests import RequestView
 from integrations.slack import SlackChannel, build_slack_client, render_blocks, render_view
 from sandbox.hoop import ManualClock
 from sandbox.slack import Call, SlackStandIn
+from tests.builders import ALICE, BOB, T0, request_view
 from tests.contracts import NOT_FROZEN_HINT
 from tests.slack_spec import SlackSpecChecker, load_spec
 from web.slack_app import build_slack_edge
@@ -39,9 +37,6 @@ SPEC = load_spec()
 ROOT = Path(__file__).resolve().parents[1]
 BOT = "xoxb-contract-grantflow"
 APP = "xapp-1-contract-grantflow"
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-ALICE = PersonRef(id="p-alice", email="alice@corp.example")
-BOB = PersonRef(id="p-bob", email="bob@corp.example")
 
 # Every Web API method grantflow calls: SlackChannel's (used by the channel activities and the Slack edge),
 # and apps.connections.open, which slack_bolt's Socket Mode handler calls for the edge.
@@ -57,28 +52,18 @@ GRANTFLOW_METHODS = {
     "views.open",
     "apps.connections.open",
 }
-SOURCES = ("integrations/slack.py", "web/slack_app.py", "activities/channels.py")
+# Every product module that uses slack_sdk (so a module added or moved is never left unchecked).
+SOURCES = tuple(
+    str(path.relative_to(ROOT))
+    for package in ("activities", "integrations", "web", "grantflow")
+    for path in sorted((ROOT / package).rglob("*.py"))
+    if "slack_sdk" in path.read_text()
+)
 
 
-def request_view() -> RequestView:
-    return RequestView(
-        id="req-7",
-        status=RequestStatus.PENDING,
-        requester=ALICE,
-        submitted_by=ALICE.email,
-        resource="pg-prod",
-        role="admin",
-        connection="pg-prod-admin",
-        reason="Fix the stuck migration on orders (INC-1234)",
-        requested_duration=timedelta(hours=2),
-        required_approvals=1,
-        eligible_approvers=[BOB],
-        approvers_resolved=True,
-        policy=RolePolicy(connection="pg-prod-admin", approver_groups=["dba-owners"]),
-        created_at=T0,
-        timeout_at=T0 + timedelta(hours=4),
-        updated_at=T0,
-    )
+def pending_view() -> RequestView:
+    """alice's request, waiting for bob."""
+    return request_view(ALICE, id="req-7", eligible_approvers=[BOB], approvers_resolved=True)
 
 
 @dataclass
@@ -99,7 +84,7 @@ async def recorded(slack: SlackStandIn, tmp_path_factory: pytest.TempPathFactory
     """What grantflow sends Slack, as the channel activities and the Slack edge send it."""
     bob = slack.add_user(BOB.email, "Bob Builder")
     slack.add_user(ALICE.email, "Alice Smith")
-    view = request_view()
+    view = pending_view()
     channel = SlackChannel(build_slack_client(BOT, base_url=slack.api_url, timeout=5))
     paged = SlackChannel(build_slack_client(BOT, base_url=slack.api_url, timeout=5), history_page_size=2)
     try:

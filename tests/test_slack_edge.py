@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
 import pytest_asyncio
 
-from config.settings import Settings
+from configuration.settings import Settings
 from domain.requests import RequestStatus, RequestView
-from integrations.slack import (
-    APPROVE_ACTION,
-    DENY_ACTION,
-    DENY_CALLBACK_ID,
-    DENY_REASON_ACTION,
-    DENY_REASON_BLOCK,
-    render_blocks,
-)
+from integrations.slack import APPROVE_ACTION, DENY_ACTION, DENY_CALLBACK_ID, DENY_REASON_BLOCK, render_blocks
+from integrations.vendor_setup import slack_api_base
 from sandbox.slack import SlackDriver, SlackStandIn
+from tests.builders import unsigned_interaction
+from tests.rigs.edges import EdgeRig, SlackPeople, serving, settings_for
 from tests.stack import Stack
-from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
 from web.bodies import SLACK_BODY_LIMIT
 from web.service import RequestService
@@ -36,7 +30,6 @@ from web.slack_app import (
     SlackEdge,
     build_slack_edge,
     parse_access_command,
-    slack_api_base,
 )
 
 BOT = "xoxb-test-grantflow"
@@ -102,107 +95,53 @@ def test_no_edge_without_a_bot_token_or_any_way_in(tmp_path: Any) -> None:
 
 
 @dataclass
-class Rig:
-    stack: Stack
+class Rig(EdgeRig, SlackPeople):
+    """The Slack edge in front of the stack's own worker; people are known by name (``alice``…, ``zed``)."""
+
     slack: SlackStandIn
     driver: SlackDriver
     edge: SlackEdge
-    service: RequestService
-    url: str
-    users: dict[str, str]  # name -> Slack user id
-
-    async def request(self, requester: str = "alice", **kwargs: Any) -> RequestView:
-        asked = {"resource": "pg-prod", "role": "admin", "duration": "1h", "reason": "INC-1", **kwargs}
-        view = await self.service.create(self.stack.actor(f"{requester}@example.com"), **asked)
-        assert view.status is RequestStatus.PENDING and view.approvers_resolved
-        return view
+    settings: Settings
+    slack_users: dict[str, str]  # name -> Slack user id
 
     async def ask(self, view: RequestView, approver: str) -> tuple[str, str]:
         """Post the approver's decision message (as the channel activity would); its channel and ts."""
         ref = self.stack.ref(f"{approver}@example.com")
         text, blocks = render_blocks("request_created", view=view, recipient=ref)
         posted = await self.edge.client.chat_postMessage(
-            channel=self.users[approver], text=text, blocks=blocks
+            channel=self.slack_users[approver], text=text, blocks=blocks
         )
         return str(posted["channel"]), str(posted["ts"])
-
-    async def click(self, who: str, where: tuple[str, str], action: str, **kwargs: Any) -> httpx.Response:
-        return await asyncio.to_thread(
-            self.driver.click_button, self.users[who], where[0], where[1], action, **kwargs
-        )
-
-    async def command(self, who: str, text: str, **kwargs: Any) -> httpx.Response:
-        return await asyncio.to_thread(self.driver.slash_command, self.users[who], "/access", text, **kwargs)
-
-    def said_to(self, who: str) -> list[str]:
-        """Every ephemeral text ``who`` was shown (response URLs and chat.postEphemeral), oldest first."""
-        user = self.users[who]
-        texts = [r["body"].get("text", "") for r in self.slack.responses if r["user_id"] == user]
-        texts += [
-            c.params.get("text", "")
-            for c in self.slack.calls_to("chat.postEphemeral")
-            if c.params.get("user") == user
-        ]
-        return texts
-
-    async def told(self, who: str, contains: str, timeout: float = 15.0) -> str:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            found = [t for t in self.said_to(who) if contains in t]
-            if found:
-                return found[-1]
-            assert loop.time() < deadline, f"{who} was never told {contains!r}; told: {self.said_to(who)}"
-            await asyncio.sleep(0.05)
-
-    async def until(self, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            assert loop.time() < deadline, "timed out"
-            await asyncio.sleep(0.05)
-
-    def refused(self, request_id: str) -> list[Any]:
-        return [
-            e for e in self.stack.store.ledger_entries(subject=request_id) if e.kind == "decision.refused"
-        ]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def rig(stack: Stack) -> AsyncIterator[Rig]:
     slack = SlackStandIn(bot_token=BOT, app_token=APP, signing_secret=SECRET)
     slack.start()
-    users = {name: slack.add_user(f"{name}@example.com", name.title()) for name in PEOPLE}
-    users["zed"] = slack.add_user(OUTSIDER, "Zed Outsider")
-    service = RequestService(stack.env.client, stack.store, stack.policies, stack.task_queue, stack.timings)
-    settings = Settings(
-        state_dir=stack.tmp_path,
-        slack_bot_token=BOT,
-        slack_signing_secret=SECRET,
-        slack_app_token=APP,
-        slack_api_url=slack.url,
-    )
-    edge = build_slack_edge(settings, service, stack.store)
-    assert edge is not None
-    context = WebContext(
-        settings=settings,
-        store=stack.store,
-        client=stack.env.client,
-        policies=stack.policies,
-        links=stack.links,
-        tokens=TokenRegistry(stack.tmp_path / "tokens.toml"),
-        service=service,
-        slack=edge,
-    )
     try:
-        async with running(create_app(context)) as url:
-            with SlackDriver(SECRET, f"{url}/slack/events", slack=slack) as driver:
-                yield Rig(stack, slack, driver, edge, service, url, users)
+        users = {name: slack.add_user(f"{name}@example.com", name.title()) for name in PEOPLE}
+        users["zed"] = slack.add_user(OUTSIDER, "Zed Outsider")
+        service = RequestService(
+            stack.env.client, stack.store, stack.policies, stack.task_queue, stack.timings
+        )
+        settings = settings_for(stack.tmp_path, slack=slack, slack_app_token=APP)
+        tokens = TokenRegistry(stack.tmp_path / "tokens.toml")
+        async with serving(stack, settings, service, tokens=tokens) as web:
+            edge = web.context.slack
+            assert edge is not None
+            with SlackDriver(SECRET, f"{web.url}/slack/events", slack=slack) as driver:
+                yield Rig(
+                    stack=stack,
+                    service=service,
+                    context=web.context,
+                    url=web.url,
+                    slack=slack,
+                    driver=driver,
+                    edge=edge,
+                    settings=settings,
+                    slack_users=users,
+                )
     finally:
-        await edge.aclose()
         slack.stop()
 
 
@@ -213,7 +152,7 @@ async def test_bob_approves_and_carol_denies_with_a_reason(rig: Rig) -> None:
     view = await rig.request("alice")
     rid = view.id
     at_bob = await rig.ask(view, "bob")
-    clicked = await rig.click("bob", at_bob, APPROVE_ACTION)  # the button's own "<id>|request" value
+    clicked = await rig.click_at("bob", at_bob, APPROVE_ACTION)  # the button's own "<id>|request" value
     assert clicked.status_code == 200
     assert "1 of 2 approvals so far" in await rig.told("bob", f"You approved request {rid}")
     shown = await rig.service.show(rid)
@@ -222,8 +161,8 @@ async def test_bob_approves_and_carol_denies_with_a_reason(rig: Rig) -> None:
     ]
 
     at_carol = await rig.ask(shown, "carol")
-    assert (await rig.click("carol", at_carol, DENY_ACTION)).status_code == 200
-    opened = await rig.until(lambda: rig.slack.views(rig.users["carol"]))
+    assert (await rig.click_at("carol", at_carol, DENY_ACTION)).status_code == 200
+    opened = await rig.until(lambda: rig.slack.views(rig.slack_users["carol"]), "carol's deny modal")
     modal = opened[-1]
     assert modal["callback_id"] == DENY_CALLBACK_ID
     assert json.loads(modal["private_metadata"]) == {
@@ -232,11 +171,7 @@ async def test_bob_approves_and_carol_denies_with_a_reason(rig: Rig) -> None:
         "ts": at_carol[1],
         "stage": "request",
     }
-    submitted = await asyncio.to_thread(
-        rig.driver.submit_view,
-        rig.users["carol"],
-        values={DENY_REASON_BLOCK: {DENY_REASON_ACTION: "not during the freeze"}},
-    )
+    submitted = await rig.submit_deny_reason("carol", "not during the freeze")
     assert submitted.status_code == 200 and submitted.content in (b"", b"{}")  # ack: the modal closes
     await rig.told("carol", f"You denied request {rid}")
     denied = await rig.service.show(rid)
@@ -251,20 +186,18 @@ async def test_bob_approves_and_carol_denies_with_a_reason(rig: Rig) -> None:
         if e.kind in ("decision.approved", "decision.denied")
     ]
     assert decided == [
-        ("decision.approved", "bob@example.com", "slack", rig.users["bob"]),
-        ("decision.denied", "carol@example.com", "slack", rig.users["carol"]),
+        ("decision.approved", "bob@example.com", "slack", rig.slack_users["bob"]),
+        ("decision.denied", "carol@example.com", "slack", rig.slack_users["carol"]),
     ]
 
 
 async def test_a_blank_deny_reason_is_shown_on_the_field(rig: Rig) -> None:
     view = await rig.request("erin", resource="pg-prod", role="read", reason="INC-3")
     at_dan = await rig.ask(view, "dan")
-    await rig.click("dan", at_dan, DENY_ACTION, value=view.id)  # an old message: no stage in the value
-    modal = (await rig.until(lambda: rig.slack.views(rig.users["dan"])))[-1]
+    await rig.click_at("dan", at_dan, DENY_ACTION, value=view.id)  # an old message: no stage in the value
+    modal = (await rig.until(lambda: rig.slack.views(rig.slack_users["dan"]), "dan's deny modal"))[-1]
     assert json.loads(modal["private_metadata"])["stage"] == "request"
-    answer = await asyncio.to_thread(
-        rig.driver.submit_view, rig.users["dan"], values={DENY_REASON_BLOCK: {DENY_REASON_ACTION: "   "}}
-    )
+    answer = await rig.submit_deny_reason("dan", "   ")
     assert answer.status_code == 200
     assert answer.json() == {
         "response_action": "errors",
@@ -278,7 +211,7 @@ async def test_requester_ineligible_and_outsider_clicks_are_refused_and_recorded
     rid = view.id
     for who in ("alice", "erin", "zed"):
         where = await rig.ask(view, "bob") if who == "zed" else await rig.ask(view, who)
-        assert (await rig.click(who, where, APPROVE_ACTION)).status_code == 200
+        assert (await rig.click_at(who, where, APPROVE_ACTION)).status_code == 200
     assert "alice@example.com cannot approve their own request" in await rig.told("alice", "cannot approve")
     assert "erin@example.com is not an approver for pg-prod admin" in await rig.told(
         "erin", "not an approver"
@@ -286,15 +219,18 @@ async def test_requester_ineligible_and_outsider_clicks_are_refused_and_recorded
     assert await rig.told("zed", "not in the directory") == (
         f"your Slack account ({OUTSIDER}) is not in the directory; nothing was recorded"
     )
-    await rig.until(lambda: len(rig.refused(rid)) == 3)
+    await rig.until(lambda: len(rig.ledger(rid, "decision.refused")) == 3, "the three refusals")
     # Slack's clicks are acknowledged at once and handled concurrently: the ledger's order is theirs
-    entries = sorted(rig.refused(rid), key=lambda e: e.actor)
+    entries = sorted(rig.ledger(rid, "decision.refused"), key=lambda e: e.actor)
     assert [(e.actor, e.channel) for e in entries] == [
         ("alice@example.com", "slack"),
         ("erin@example.com", "slack"),
-        (f"slack user {rig.users['zed']}", "slack"),
+        (f"slack user {rig.slack_users['zed']}", "slack"),
     ]
-    assert [e.data.get("channel_user_id") for e in entries[:2]] == [rig.users["alice"], rig.users["erin"]]
+    assert [e.data.get("channel_user_id") for e in entries[:2]] == [
+        rig.slack_users["alice"],
+        rig.slack_users["erin"],
+    ]
     after = await rig.service.show(rid)
     assert after.status is RequestStatus.PENDING and after.approvals == [] and after.denials == []
 
@@ -303,13 +239,12 @@ async def test_stale_and_tampered_requests_get_401_and_change_nothing(rig: Rig) 
     view = await rig.request("alice")
     where = await rig.ask(view, "bob")
     for forged in ({"stale": True}, {"tampered": True}):
-        assert (await rig.click("bob", where, APPROVE_ACTION, **forged)).status_code == 401
-        assert (await rig.command("frank", "billing-api 1h INC-5", **forged)).status_code == 401
+        assert (await rig.click_at("bob", where, APPROVE_ACTION, **forged)).status_code == 401
+        assert (await rig.slash("frank", "billing-api 1h INC-5", **forged)).status_code == 401
     async with httpx.AsyncClient() as http:
-        body = urlencode({"payload": json.dumps({"type": "block_actions"})})
         unsigned = await http.post(
             f"{rig.url}/slack/events",
-            content=body,
+            content=unsigned_interaction(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
     assert unsigned.status_code == 401
@@ -317,14 +252,14 @@ async def test_stale_and_tampered_requests_get_401_and_change_nothing(rig: Rig) 
     assert (await rig.service.show(view.id)).approvals == []
     assert rig.said_to("bob") == [] and rig.said_to("frank") == []
     assert await rig.service.list(requester_email="frank@example.com") == []
-    assert rig.refused(view.id) == []
+    assert rig.ledger(view.id, "decision.refused") == []
 
 
 # ----------------------------------------------------------------------------------- slash command
 
 
 async def test_slash_command_creates_a_pending_request_for_the_slack_user(rig: Rig) -> None:
-    answer = await rig.command("frank", "pg-prod admin 2h INC-77 fix the orders table")
+    answer = await rig.slash("frank", "pg-prod admin 2h INC-77 fix the orders table")
     assert answer.status_code == 200
     assert answer.json()["text"] == "Asking for pg-prod admin for 2h…"
     told = await rig.told("frank", "Request `req-")
@@ -349,7 +284,7 @@ async def test_bad_slash_commands_say_exactly_what_is_wrong(rig: Rig) -> None:
         "pg-prod 1h INC-1": "pg-prod has several roles (admin, read): name one after the resource.",
     }
     for text, problem in immediate.items():
-        answer = await rig.command("frank", text)
+        answer = await rig.slash("frank", text)
         assert answer.status_code == 200
         assert problem in answer.json()["text"] and "Usage: `/access" in answer.json()["text"]
     later = {  # found by the service: in a message after the acknowledgement
@@ -360,21 +295,21 @@ async def test_bad_slash_commands_say_exactly_what_is_wrong(rig: Rig) -> None:
         "pg-prod admin 9h INC-1": "duration 9h is too long: 4h is the most pg-prod admin allows",
     }
     for text, problem in later.items():
-        assert (await rig.command("frank", text)).status_code == 200
+        assert (await rig.slash("frank", text)).status_code == 200
         told = await rig.told("frank", problem)
         assert "nothing was requested" in told and "Usage: `/access" in told
     assert await rig.service.list(requester_email="frank@example.com") == []
 
-    await rig.command("frank", "billing-api 1h INC-8")
+    await rig.slash("frank", "billing-api 1h INC-8")
     first = await rig.told("frank", "is PENDING")
-    await rig.command("frank", "billing-api 2h INC-9 again")
+    await rig.slash("frank", "billing-api 2h INC-9 again")
     again = await rig.told("frank", "already has request")
     assert first.split("`")[1] in again and again.endswith("; nothing was requested")
     assert len(await rig.service.list(requester_email="frank@example.com")) == 1
 
 
 async def test_a_slack_user_outside_the_directory_cannot_request(rig: Rig) -> None:
-    await rig.command("zed", "billing-api 1h INC-1")
+    await rig.slash("zed", "billing-api 1h INC-1")
     assert "is not in the directory" in await rig.told("zed", OUTSIDER)
     assert await rig.service.list(requester_email=OUTSIDER) == []
 
@@ -388,7 +323,7 @@ async def test_the_same_flows_over_socket_mode(rig: Rig) -> None:
         await asyncio.to_thread(rig.slack.wait_for_socket)
         view = await rig.request("alice")
         channel, ts = await rig.ask(view, "dan")
-        click = rig.driver.block_actions_payload(rig.users["dan"], channel, ts, APPROVE_ACTION)
+        click = rig.driver.block_actions_payload(rig.slack_users["dan"], channel, ts, APPROVE_ACTION)
         envelope = await asyncio.to_thread(rig.slack.deliver_socket, "interactive", click)
         assert envelope.acked
         await rig.told("dan", f"You approved request {view.id}")
@@ -397,7 +332,7 @@ async def test_the_same_flows_over_socket_mode(rig: Rig) -> None:
         ]
 
         command = rig.driver.slash_command_payload(
-            rig.users["erin"], "/access", "billing-api 1h INC-4 invoices"
+            rig.slack_users["erin"], "/access", "billing-api 1h INC-4 invoices"
         )
         envelope = await asyncio.to_thread(rig.slack.deliver_socket, "slash_commands", command)
         assert envelope.acked and envelope.ack_payload == {
@@ -408,7 +343,7 @@ async def test_the_same_flows_over_socket_mode(rig: Rig) -> None:
         [created] = await rig.service.list(requester_email="erin@example.com")
         assert (created.resource, created.status) == ("billing-api", RequestStatus.PENDING)
 
-        bad = rig.driver.slash_command_payload(rig.users["erin"], "/access", "billing-api")
+        bad = rig.driver.slash_command_payload(rig.slack_users["erin"], "/access", "billing-api")
         envelope = await asyncio.to_thread(rig.slack.deliver_socket, "slash_commands", bad)
         assert envelope.acked and envelope.ack_payload is not None
         assert "The duration and the reason are missing" in envelope.ack_payload["text"]

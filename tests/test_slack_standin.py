@@ -1,4 +1,4 @@
-"""The Slack stand-in over real HTTP and WebSocket (``sandbox/slack.py``): Slack's answers, limits and faults
+"""The Slack stand-in over real HTTP and WebSocket (``sandbox/slack/``): Slack's answers, limits and faults
 as slack_sdk and Bolt see them, Socket Mode with Bolt's handlers, and the driver's signed requests."""
 
 from __future__ import annotations

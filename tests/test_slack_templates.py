@@ -6,17 +6,15 @@ possible."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import jinja2
 import pytest
 from slack_sdk.models.blocks import Block
 
-from domain.identity import PersonRef
 from domain.policy import BreakGlass, RolePolicy
 from domain.requests import (
-    Decision,
     EndReason,
     HoopReviewOrigin,
     HoopReviewType,
@@ -42,11 +40,8 @@ from integrations.slack import (
     render_view,
 )
 from sandbox.slack import SlackStandIn, block_kit_errors
+from tests.builders import ALICE, BOB, CAROL, T0, all_text, block, buttons, decision, request_view
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-ALICE = PersonRef(id="p-alice", email="alice@corp.example")
-BOB = PersonRef(id="p-bob", email="bob@corp.example")
-CAROL = PersonRef(id="p-carol", email="carol@corp.example")
 POLICY = RolePolicy(
     connection="pg-prod-admin",
     approver_groups=["dba-owners"],
@@ -58,30 +53,10 @@ NASTY = 'He said "no".\nThen: <!channel> & <https://evil.example|click here> \\ 
 MESSAGE_TEMPLATES = ("request_created", "request_updated", "requester_outcome")
 
 
-def decision(who: PersonRef, verdict: Verdict = Verdict.APPROVE, **extra: Any) -> Decision:
-    return Decision(approver=who, verdict=verdict, channel=extra.pop("channel", "slack"), at=T0, **extra)
-
-
 def view(status: RequestStatus = RequestStatus.PENDING, **changes: Any) -> RequestView:
-    base = RequestView(
-        id="req-42",
-        status=status,
-        requester=ALICE,
-        submitted_by=ALICE.email,
-        resource="pg-prod",
-        role="admin",
-        connection="pg-prod-admin",
-        reason="Fix the stuck migration on orders (INC-1234)",
-        requested_duration=timedelta(hours=2),
-        required_approvals=2,
-        eligible_approvers=[BOB, CAROL],
-        approvers_resolved=True,
-        policy=POLICY,
-        created_at=T0,
-        timeout_at=T0 + timedelta(hours=4),
-        updated_at=T0,
-    )
-    return base.model_copy(update=changes)
+    """alice's request needing two of bob and carol, under ``POLICY``, in ``status``."""
+    two_of_two = {"required_approvals": 2, "eligible_approvers": [BOB, CAROL], "approvers_resolved": True}
+    return request_view(ALICE, status=status, **{**two_of_two, "policy": POLICY, **changes})
 
 
 COMMAND = "-- INC-7: `orders` is stuck\nUPDATE orders SET state = 'done' WHERE id = 42; -- <!channel> *now*"
@@ -142,24 +117,6 @@ DECIDABLE = {"pending, no decision", "pending, one of two", "pending, submitted 
 }
 # the stage each decidable case asks about: button values are "<request id>|<stage>"
 STAGE_OF = {"active, extension asked": "extension", "break-glass, review pending": "retro_review"}
-
-
-def buttons(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {
-        el["action_id"]: el
-        for block in blocks
-        if block["type"] == "actions"
-        for el in block["elements"]
-        if el.get("type") == "button"
-    }
-
-
-def block(blocks: list[dict[str, Any]], block_id: str) -> dict[str, Any]:
-    return next(b for b in blocks if b.get("block_id") == block_id)
-
-
-def all_text(blocks: list[dict[str, Any]]) -> str:
-    return json.dumps(blocks, ensure_ascii=False)
 
 
 @pytest.mark.parametrize("template", MESSAGE_TEMPLATES)

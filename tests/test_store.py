@@ -81,10 +81,10 @@ def test_migrate_twice_is_harmless(store: Store) -> None:
     store.migrate()
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0002_directory_sync"
+            "0003_campaigns"
         ]
         tables = set(inspect(conn).get_table_names())
-    assert {"people", "group_members", "requests", "ledger", "alembic_version"} <= tables
+    assert {"people", "group_members", "requests", "ledger", "alembic_version", "campaigns"} <= tables
     assert store.get_person("u-alice") is not None
     assert store.get_request("r1") is not None
 

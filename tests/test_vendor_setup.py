@@ -14,7 +14,7 @@ from jira import JIRA
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
-from config.settings import Settings, SettingsError
+from configuration.settings import Settings, SettingsError
 from grantflow.cli import main
 from integrations.jira_tickets import JiraTickets, build_jira
 from integrations.vendor_setup import (

@@ -1,7 +1,7 @@
 """The REST API under ``/api/v1``: requests and the ledger check, for the CLI and for other programs.
 
-Every route authenticates a bearer token (:mod:`web.auth`), turns the token and the optional ``as`` /
-``requester`` field into an :class:`~domain.identity.Actor`, and hands over to
+Every route authenticates a bearer token (:data:`web.callers.Caller`), turns the token and the optional
+``as`` / ``requester`` field into an :class:`~domain.identity.Actor`, and hands over to
 :class:`~web.service.RequestService`. Every error is a JSON body ``{"error": "<code>", "detail":
 "<sentence>"}`` with the status of the service error (see the tree in :mod:`web.service`); a missing or
 bad token is 401, a malformed body 422 naming the field. The OpenAPI document is at
@@ -12,45 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.identity import Actor, PersonRef
 from domain.requests import RequestView, Verdict
 from store import LedgerVerification
-from web.auth import Principal, TokenFileError
-from web.service import BadInput, Forbidden, RequestService, ServiceError, Unavailable
-
-if TYPE_CHECKING:
-    from web.app import WebContext
+from web.auth import Principal
+from web.callers import API_PREFIX, AUTH_ERRORS, REQUEST_ERRORS, Caller
+from web.context import Service, context_of, service_of
+from web.service import BadInput, Forbidden, RequestService
 
 log = logging.getLogger("grantflow.web.api")
 
-API_PREFIX = "/api/v1"
 CHANNEL_HEADER = "X-Grantflow-Channel"
 """Optional request header naming the channel recorded in the ledger: ``api`` (default) or ``cli``."""
 _CHANNELS = frozenset({"api", "cli"})
 
 
-class Unauthenticated(ServiceError):
-    """No bearer token, or one that is not in the tokens file."""
-
-    code = "unauthenticated"
-    status = 401
-
-
 # --- bodies ----------------------------------------------------------------------------------------
-
-
-class ErrorBody(BaseModel):
-    """Every error answer."""
-
-    error: str = Field(description="a stable code: bad_input, unauthenticated, forbidden, not_found, ...")
-    detail: str = Field(description="a sentence for a person")
-    existing_request_id: str | None = Field(default=None, description="on conflict: the open request")
 
 
 class CreateBody(BaseModel):
@@ -93,58 +75,7 @@ class RequestList(BaseModel):
     count: int
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: _error("missing or invalid bearer token"),
-    403: _error("the token may not do this"),
-    422: _error("the input cannot be used; the detail names the field"),
-    503: _error("Temporal or the store is unavailable"),
-}
-REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
-    **AUTH_ERRORS,
-    404: _error("no such request"),
-    409: _error("refused by the workflow or the policy (recorded in the ledger), or a conflicting request"),
-}
-
-
 # --- who is acting ---------------------------------------------------------------------------------
-
-bearer = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    description="an API token from the tokens file (grantflow dev writes one to .grantflow/admin.token)",
-)
-
-
-def context_of(request: Request) -> WebContext:
-    return cast("WebContext", request.app.state.context)
-
-
-def service_of(request: Request) -> RequestService:
-    return context_of(request).service
-
-
-async def principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Principal:
-    if credentials is None:
-        raise Unauthenticated("no bearer token; send the header Authorization: Bearer <token>")
-    tokens = context_of(request).tokens
-    try:
-        found = await asyncio.to_thread(tokens.authenticate, credentials.credentials)
-    except TokenFileError as exc:  # fail closed, and keep the file's path out of the answer
-        log.error("the tokens file cannot be used: %s", exc)
-        raise Unavailable("authentication is unavailable: the server's tokens file cannot be used") from None
-    if found is None:
-        raise Unauthenticated("the bearer token is not valid")
-    return found
-
-
-Caller = Annotated[Principal, Depends(principal)]
-Service = Annotated[RequestService, Depends(service_of)]
 
 
 def _channel(request: Request) -> str:

@@ -4,11 +4,12 @@
 package, never a CDN), so the docs work without internet; ``/`` is a small page linking the docs, the
 health check and, in ``grantflow dev``, what the stack runs.
 
-``create_app`` builds the FastAPI app around a :class:`WebContext` (everything the routes need, built
-once); ``build_context`` builds that context from settings; ``serve`` runs it under uvicorn until a stop
-event is set (``grantflow server`` and ``grantflow dev``). The app keeps no state of its own beyond the
-context, so several instances may run behind a load balancer (they share the store and Temporal; review
-pages work across instances when they share the review-link secret).
+``create_app`` builds the FastAPI app around a :class:`~web.context.WebContext` (everything the routes
+need, built once) and is the only module that imports the routers; ``build_context`` builds that context
+from settings; ``serve`` runs it under uvicorn until a stop event is set (``grantflow server`` and
+``grantflow dev``). The app keeps no state of its own beyond the context, so several instances may run
+behind a load balancer (they share the store and Temporal; review pages work across instances when they
+share the review-link secret).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import asyncio
 import contextlib
 import html
 import logging
-import secrets
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -29,52 +28,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from temporalio.client import Client
 
-from config import __version__
-from config.settings import Settings, SettingsError
-from domain.policy import PolicySet
+from configuration import __version__
+from configuration.policies import configured_policies
+from configuration.settings import Settings, SettingsError
+from configuration.temporal import connect_client
 from domain.requests import GatewayTimings
 from domain.review_links import ReviewLinks
-from store import Store
-from web.api import API_PREFIX, Unauthenticated
+from store.opening import open_current_store
 from web.api import router as api_router
 from web.auth import TokenFileError, TokenRegistry
-from web.jira_webhook import JiraEdge, build_jira_edge
-from web.jira_webhook import router as jira_router
+from web.callers import API_PREFIX, Unauthenticated
+from web.context import WebContext
+from web.jira import build_jira_edge
+from web.jira.router import router as jira_router
 from web.review import derive_csrf_key
 from web.review import router as review_router
 from web.service import RequestService, ServiceError
-from web.slack_app import SlackEdge, build_slack_edge
-from web.slack_app import router as slack_router
+from web.slack_app import build_slack_edge
+from web.slack_router import router as slack_router
 from web.sync_api import router as sync_router
 
 log = logging.getLogger("grantflow.web")
-
-
-@dataclass
-class WebContext:
-    """Everything the routes use, built once per process."""
-
-    settings: Settings
-    store: Store
-    client: Client
-    policies: PolicySet
-    links: ReviewLinks
-    tokens: TokenRegistry
-    service: RequestService
-    csrf_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
-    """Keys the review pages' CSRF tokens; derived from the review-link secret by ``build_context``."""
-    secure_cookies: bool = False
-    """Mark cookies ``Secure``: on when the public URL is https."""
-    owns_store: bool = False
-    # --- channel edges (Slack, Jira): None when not configured
-    slack: SlackEdge | None = None
-    jira: JiraEdge | None = None
-
-    def close(self) -> None:
-        if self.owns_store:
-            self.store.close()
 
 
 def gateway_timings(settings: Settings) -> GatewayTimings:
@@ -88,12 +63,10 @@ def gateway_timings(settings: Settings) -> GatewayTimings:
 async def build_context(settings: Settings) -> WebContext:
     """Load the policies and tokens, open the store and connect to Temporal; :class:`SettingsError`
     names what is missing or unusable (ledger key, review-link secret, the policies or tokens file, a
-    schema older than this release), :class:`~config.settings.ServiceUnreachable` the database or
+    schema older than this release), :class:`~configuration.settings.ServiceUnreachable` the database or
     Temporal that cannot be reached. Never migrates and never falls back to the example policies."""
-    from worker import connect_client, open_current_store, worker_policies
-
     secret = settings.require_secret("review_link_secret")
-    policies = worker_policies(settings)
+    policies = configured_policies(settings)
     links = ReviewLinks(secret, settings.effective_public_url, settings.review_link_ttl)
     tokens = load_tokens(settings)
     store = await asyncio.to_thread(open_current_store, settings)

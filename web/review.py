@@ -28,7 +28,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import jinja2
 from fastapi import APIRouter, Request
@@ -40,10 +40,8 @@ from domain.identity import Actor, Person
 from domain.requests import RequestView, Verdict
 from domain.review_links import ReviewLinkError
 from templates import template_environment
+from web.context import WebContext, context_of
 from web.service import NotFound, Refused, ServiceError
-
-if TYPE_CHECKING:
-    from web.app import WebContext
 
 COOKIE = "grantflow_review"
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
@@ -98,10 +96,6 @@ def _error_page(status: int, headline: str, message: str) -> HTMLResponse:
     return render("review_error", status, headline=headline, message=message)
 
 
-def _context(request: Request) -> WebContext:
-    return cast("WebContext", request.app.state.context)
-
-
 async def _open_link(ctx: WebContext, token: str) -> tuple[str, Person] | HTMLResponse:
     """The request id and approver a link is for, or the 403 page saying why it cannot be used."""
     try:
@@ -145,7 +139,7 @@ def _page_values(view: RequestView, approver: Person) -> dict[str, Any]:
 
 @router.get("/review/{token}", response_class=HTMLResponse)
 async def review_page(token: str, request: Request) -> HTMLResponse:
-    ctx = _context(request)
+    ctx = context_of(request)
     opened = await _open_link(ctx, token)
     if isinstance(opened, HTMLResponse):
         return opened
@@ -179,7 +173,7 @@ async def review_page(token: str, request: Request) -> HTMLResponse:
 
 @router.post("/review/{token}", response_class=HTMLResponse)
 async def review_decide(token: str, request: Request) -> HTMLResponse:
-    ctx = _context(request)
+    ctx = context_of(request)
     opened = await _open_link(ctx, token)
     if isinstance(opened, HTMLResponse):
         return opened

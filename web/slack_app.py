@@ -1,7 +1,7 @@
 """Slack as an edge: approvers decide with the buttons of grantflow's Slack messages, engineers ask for
 access with a slash command. A Bolt ``AsyncApp`` serves ``POST /slack/events`` (through Bolt's Starlette
-adapter, inside the FastAPI app) and, with an app-level token, Socket Mode (started and stopped by
-:func:`web.app.serve`); both deliver to the same handlers.
+adapter, inside the FastAPI app; the route is :mod:`web.slack_router`) and, with an app-level token,
+Socket Mode (started and stopped by :func:`web.app.serve`); both deliver to the same handlers.
 
 Who is acting: Bolt checks Slack's request signature (``X-Slack-Signature`` over the timestamp and the raw
 body; older than five minutes or altered → 401, and no handler runs; Socket Mode needs no signature: the
@@ -16,7 +16,7 @@ records them in the ledger and its sentence is shown as is. Parsing the slash co
 function :func:`parse_access_command`.
 
 - ``grantflow_approve`` (button ``value`` ``"<request id>"`` or ``"<request id>|<stage>"``, read by
-  ``activities.channels.parse_button_value``, which the messages' writer shares) → approve.
+  ``domain.channels.parse_button_value``, which the messages' writer shares) → approve.
 - ``grantflow_deny`` → the deny modal (``templates/slack/deny_modal.json.j2``; its ``private_metadata``
   carries the request id, the stage and the message clicked); its submission (``DENY_CALLBACK_ID``) →
   deny with the typed reason. Problems found before the modal closes are shown inline on the reason field.
@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import (
@@ -47,9 +47,9 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.responses import Response
 
-from activities.channels import parse_button_value
-from config.settings import Settings
+from configuration.settings import Settings
 from domain.approval import Stage, open_stage, votes_in_stage
+from domain.channels import parse_button_value
 from domain.durations import format_duration
 from domain.identity import Actor
 from domain.requests import RequestStatus, RequestView, Verdict
@@ -66,8 +66,8 @@ from integrations.slack import (
     build_slack_client,
     render_view,
 )
+from integrations.vendor_setup import slack_api_base
 from store import Store
-from web.api import context_of
 from web.bodies import SLACK_BODY_LIMIT, BodyTooLarge, read_body
 from web.service import MAX_REASON, BadInput, RequestService, ServiceError
 
@@ -539,26 +539,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-# ----------------------------------------------------------------------------------- HTTP and building
-
-router = APIRouter(tags=["slack"])
-
-
-@router.post(SLACK_EVENTS_PATH, include_in_schema=False)
-async def slack_events(request: Request) -> Response:
-    """Slack's interactivity and slash-command requests, verified and answered by Bolt."""
-    edge = context_of(request).slack
-    if edge is None:  # not mounted without an edge; kept for a context changed after start
-        return JSONResponse({"error": "not_found", "detail": "Slack is not configured"}, status_code=404)
-    return await edge.handle_http(request)
-
-
-def slack_api_base(url: str) -> str | None:
-    """``settings.slack_api_url`` as slack_sdk wants it (ending in ``/api/``); None for Slack's own."""
-    if not url:
-        return None
-    url = url.rstrip("/")
-    return f"{url}/" if url.endswith("/api") else f"{url}/api/"
+# ----------------------------------------------------------------------------------- building
 
 
 def build_slack_edge(settings: Settings, service: RequestService, store: Store) -> SlackEdge | None:

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 from temporalio.common import WorkflowIDConflictPolicy
 
-from activities.identity_sync import SyncInput, SyncReport
-from web.api import API_PREFIX, AUTH_ERRORS, Caller, context_of
+from domain.directory_sync import SyncInput, SyncReport
+from web.callers import API_PREFIX, AUTH_ERRORS, Caller
+from web.context import context_of
 from web.service import Forbidden, Unavailable
 from workflows.identity_sync import SYNC_WORKFLOW_ID, IdentitySyncWorkflow
 

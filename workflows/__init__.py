@@ -1,1 +1,2 @@
-"""Temporal workflows: one business process per file, deterministic, no I/O, no vendor imports."""
+"""Temporal workflows: one business process per workflow file (its parts — a strategy, a presenter, its
+policies — in modules beside it), deterministic, no I/O, no vendor imports."""

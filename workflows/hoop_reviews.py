@@ -45,8 +45,8 @@ with workflow.unsafe.imports_passed_through():
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
-    from config.settings import Settings
-    from integrations.hoop import HoopPendingReview
+    from configuration.settings import Settings
+    from domain.hoop_reviews import HoopPendingReview
 
 HOOP_DISCOVERY_WORKFLOW_ID = "hoop-review-discovery"
 # Listing fails fast: the next poll tries again anyway.

@@ -20,7 +20,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.identity_sync import GatewayChangesInput, IdentitySyncActivities, SyncInput, SyncReport
+    from activities.identity_sync import GatewayChangesInput, IdentitySyncActivities
+    from domain.directory_sync import SyncInput, SyncReport
     from workflows.access_request import AccessRequestWorkflow
 
 # A failing provider is retried a few times; the next scheduled run tries again anyway.

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
 
-    from config.settings import Settings
+    from configuration.settings import Settings
 
 LEDGER_ANCHOR_WORKFLOW_ID = "ledger-anchor"
 # A few quick attempts per tick; the next tick tries again anyway.

@@ -14,7 +14,7 @@ import json
 
 import click
 
-from config.settings import SettingsError
+from configuration.settings import SettingsError
 from grantflow.context import EXIT_CONFIG, settings_from
 from grantflow.help import SummaryGroup
 from store import LedgerVerification
@@ -33,7 +33,7 @@ def ledger() -> None:
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Recompute every entry's keyed hash, check the chain and the anchor; name the first bad entry."""
-    from worker import open_store
+    from store.opening import open_store
 
     settings = settings_from(ctx)
     try:

@@ -32,7 +32,7 @@ from typing import Any
 import click
 import httpx
 
-from config.settings import Settings
+from configuration.settings import Settings
 from grantflow.client import stack_not_found
 from grantflow.context import settings_from
 from grantflow.help import SummaryGroup

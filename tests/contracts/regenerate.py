@@ -75,7 +75,7 @@ class Contract:
 
 
 CONTRACTS: dict[str, Contract] = {
-    # sandbox/hoop.py's routes (the /api/_sandbox ones are the stand-in's own)
+    # sandbox/hoop/'s routes (the /api/_sandbox ones are the stand-in's own)
     "hoop": Contract(
         spec="hoop-openapiv3.json",
         operations=(
@@ -109,7 +109,7 @@ CONTRACTS: dict[str, Contract] = {
             ("components", "schemas", "openapi.Review", "properties", "revoke_at", "description"),
         ),
     ),
-    # sandbox/jira.py's routes (served under /rest/api/2, /3 and /latest; checked against v3). GET and POST
+    # sandbox/jira/'s routes (served under /rest/api/2, /3 and /latest; checked against v3). GET and POST
     # /search/jql are served too, but the spec predates them: test_jira_contract.py lists them as a
     # difference.
     "jira": Contract(
@@ -144,7 +144,7 @@ CONTRACTS: dict[str, Contract] = {
             "ErrorCollection",
         ),
     ),
-    # sandbox/slack.py's methods (apps.connections.open is newer than the spec). The verb is the spec's; the
+    # sandbox/slack/'s methods (apps.connections.open is newer than the spec). The verb is the spec's; the
     # Slack check ignores verbs.
     "slack": Contract(
         spec="slack-web-openapi-v2.json",

@@ -1,0 +1,493 @@
+"""Campaign records: the campaign, its items with their assignments, every decision and refused attempt, and
+one review task per reviewer and stage.
+
+Workflows carry ids and counts; the items live here and are read in pages (by reviewer, by outcome, by key
+order), so a campaign of a million items never passes through Temporal's history. Two rules are enforced in
+the database transaction itself rather than by callers: a decision is recorded only while its item's stage
+is open (:meth:`CampaignRecords.record_decisions` checks and writes under one write lock), and items are
+written by id, so a snapshot or a batch retried after a crash writes nothing twice. This module never
+decides who may decide (``domain/campaign_decisions.py`` does) and never talks to a vendor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+
+import store.schema as schema
+from domain.campaign_decisions import ItemDecision
+from domain.campaign_report import RefusedAttempt, Revocation
+from domain.campaign_state import (
+    CampaignProgress,
+    CampaignRecord,
+    CampaignStatus,
+    ItemOutcome,
+    ReviewerProgress,
+)
+from domain.campaigns import Assignment, CampaignItem
+from store.base import StoreBase
+from store.errors import StoreError
+
+PAGE_LIMIT = 1000
+"""The largest page any read returns: callers page with ``after``."""
+
+
+class CampaignConflict(StoreError):
+    """The campaign or item is not in a state that allows the change; the message says why."""
+
+
+class StoredItem(CampaignItem):
+    """An item with its current stage, assignment and outcome, as read back."""
+
+    stage: int
+    assignment: Assignment
+    outcome: ItemOutcome
+    verdict: str | None = None
+    revocation: Revocation | None = None
+
+
+def spec_hash(spec_toml: str) -> str:
+    return hashlib.sha256(spec_toml.encode()).hexdigest()
+
+
+def _campaign(row: Row[Any]) -> CampaignRecord:
+    return CampaignRecord.model_validate(dict(row._mapping))
+
+
+def _stored_item(row: Row[Any]) -> StoredItem:
+    item = json.loads(row.item_json)
+    return StoredItem.model_validate(
+        {
+            **item,
+            "stage": row.stage,
+            "assignment": json.loads(row.assignment_json),
+            "outcome": row.outcome,
+            "verdict": row.verdict,
+            "revocation": json.loads(row.revocation_json) if row.revocation_json else None,
+        }
+    )
+
+
+def _assignment_columns(assignment: Assignment) -> dict[str, Any]:
+    reviewer = assignment.reviewer
+    return {
+        "stage": assignment.stage,
+        "reviewer_kind": reviewer.kind if reviewer else None,
+        "reviewer_id": reviewer.id if reviewer else None,
+        "reviewer_name": reviewer.name if reviewer else None,
+        "assignment_json": assignment.model_dump_json(),
+    }
+
+
+class CampaignRecords(StoreBase):
+    """The campaign part of :class:`store.Store`."""
+
+    # ------------------------------------------------------------------ campaigns
+
+    def create_campaign(self, record: CampaignRecord) -> CampaignRecord:
+        """Insert a campaign; the same id again returns the stored one (a retried launch), unless its spec
+        differs, which is a conflict."""
+        c = schema.campaigns
+        with self._write() as conn:
+            existing = conn.execute(select(c).where(c.c.id == record.id)).first()
+            if existing is not None:
+                stored = _campaign(existing)
+                if stored.spec_sha256 != record.spec_sha256:
+                    raise CampaignConflict(f"campaign {record.id} exists with another spec")
+                return stored
+            conn.execute(insert(c).values(**record.model_dump()))
+        return record
+
+    def campaign(self, campaign_id: str) -> CampaignRecord | None:
+        c = schema.campaigns
+        with self._read() as conn:
+            row = conn.execute(select(c).where(c.c.id == campaign_id)).first()
+        return _campaign(row) if row is not None else None
+
+    def list_campaigns(self, limit: int = 50) -> list[CampaignRecord]:
+        c = schema.campaigns
+        with self._read() as conn:
+            rows = conn.execute(
+                select(c).order_by(c.c.launched_at.desc()).limit(min(limit, PAGE_LIMIT))
+            ).all()
+        return [_campaign(r) for r in rows]
+
+    def update_campaign(self, campaign_id: str, at: datetime, **changes: Any) -> CampaignRecord:
+        """Change a campaign's columns (status, stage, deadline, population …). A terminal campaign stays
+        as it is: changing it is a conflict."""
+        c = schema.campaigns
+        with self._write() as conn:
+            row = conn.execute(select(c).where(c.c.id == campaign_id)).first()
+            if row is None:
+                raise CampaignConflict(f"campaign {campaign_id} does not exist")
+            if CampaignStatus(row.status).is_terminal and changes.get("status", row.status) != row.status:
+                raise CampaignConflict(f"campaign {campaign_id} is already {row.status}")
+            values = {k: (v.value if isinstance(v, CampaignStatus) else v) for k, v in changes.items()}
+            conn.execute(update(c).where(c.c.id == campaign_id).values(**values, updated_at=at))
+            return _campaign(conn.execute(select(c).where(c.c.id == campaign_id)).one())
+
+    # ------------------------------------------------------------------ items
+
+    def add_items(self, campaign_id: str, items: Sequence[tuple[CampaignItem, Assignment]]) -> int:
+        """Write a batch of items with their first assignment; items already written are left as they are.
+        Returns how many were new."""
+        if not items:
+            return 0
+        i = schema.campaign_items
+        ids = [item.id for item, _ in items]
+        with self._write() as conn:
+            present = set(
+                conn.execute(select(i.c.id).where(i.c.campaign_id == campaign_id, i.c.id.in_(ids))).scalars()
+            )
+            rows = [
+                {
+                    "campaign_id": campaign_id,
+                    "id": item.id,
+                    "subject_kind": item.subject.kind.value,
+                    "subject_id": item.subject.id,
+                    "subject_name": item.subject.name,
+                    "access_group": item.access.group,
+                    "item_json": item.model_dump_json(),
+                    "outcome": ItemOutcome.OPEN.value,
+                    **_assignment_columns(assignment),
+                }
+                for item, assignment in items
+                if item.id not in present
+            ]
+            if rows:
+                conn.execute(insert(i), rows)
+        return len(rows)
+
+    def items(
+        self,
+        campaign_id: str,
+        *,
+        after: str = "",
+        limit: int = PAGE_LIMIT,
+        reviewer_id: str | None = None,
+        stage: int | None = None,
+        outcome: ItemOutcome | None = None,
+        subject_id: str | None = None,
+        partition: str | None = None,
+    ) -> list[StoredItem]:
+        """A page of items in id order, filtered (``partition``: see ``domain.campaigns.partition``)."""
+        i = schema.campaign_items
+        query = select(i).where(i.c.campaign_id == campaign_id, i.c.id > after)
+        if partition is not None:
+            query = query.where(i.c.id.like(f"it-{partition}%"))
+        if reviewer_id is not None:
+            query = query.where(i.c.reviewer_id == reviewer_id)
+        if stage is not None:
+            query = query.where(i.c.stage == stage)
+        if outcome is not None:
+            query = query.where(i.c.outcome == outcome.value)
+        if subject_id is not None:
+            query = query.where(i.c.subject_id == subject_id)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(i.c.id).limit(min(limit, PAGE_LIMIT))).all()
+        return [_stored_item(r) for r in rows]
+
+    def clear_items(self, campaign_id: str) -> None:
+        """Remove a campaign's items before its snapshot is taken again (only while nothing refers to them:
+        the campaign is still being snapshotted)."""
+        c, i = schema.campaigns, schema.campaign_items
+        with self._write() as conn:
+            status = conn.execute(select(c.c.status).where(c.c.id == campaign_id)).scalar_one_or_none()
+            if status != CampaignStatus.SNAPSHOTTING.value:
+                raise CampaignConflict(f"campaign {campaign_id} is {status}: its items are kept")
+            conn.execute(delete(i).where(i.c.campaign_id == campaign_id))
+
+    def previous_campaign_launch(self, name: str, before: datetime) -> datetime | None:
+        """When the last campaign of this name (the same scope, run again) was launched, if any."""
+        c = schema.campaigns
+        with self._read() as conn:
+            launched: datetime | None = conn.execute(
+                select(func.max(c.c.launched_at)).where(
+                    c.c.name == name, c.c.launched_at < before, c.c.dry_run.is_(False)
+                )
+            ).scalar_one()
+        return schema.as_utc(launched) if launched is not None else None
+
+    def item(self, campaign_id: str, item_id: str) -> StoredItem | None:
+        i = schema.campaign_items
+        with self._read() as conn:
+            row = conn.execute(select(i).where(i.c.campaign_id == campaign_id, i.c.id == item_id)).first()
+        return _stored_item(row) if row is not None else None
+
+    def reassign(self, campaign_id: str, item_id: str, assignment: Assignment) -> None:
+        """Move an open item to another reviewer or stage (the next stage, a leaver's or mover's items)."""
+        i = schema.campaign_items
+        with self._write() as conn:
+            changed = conn.execute(
+                update(i)
+                .where(
+                    i.c.campaign_id == campaign_id, i.c.id == item_id, i.c.outcome == ItemOutcome.OPEN.value
+                )
+                .values(**_assignment_columns(assignment))
+            ).rowcount
+        if changed != 1:
+            raise CampaignConflict(f"item {item_id} of campaign {campaign_id} is not open")
+
+    def set_outcome(
+        self,
+        campaign_id: str,
+        item_id: str,
+        outcome: ItemOutcome,
+        *,
+        verdict: str | None = None,
+        revocation: Revocation | None = None,
+    ) -> None:
+        i = schema.campaign_items
+        values: dict[str, Any] = {"outcome": outcome.value}
+        if verdict is not None:
+            values["verdict"] = verdict
+        if revocation is not None:
+            values["revocation_json"] = revocation.model_dump_json()
+        with self._write() as conn:
+            conn.execute(update(i).where(i.c.campaign_id == campaign_id, i.c.id == item_id).values(**values))
+
+    # ------------------------------------------------------------------ decisions
+
+    def record_decisions(self, campaign_id: str, decisions: Sequence[ItemDecision]) -> int:
+        """Record decisions, all or none: each item must be open in the decision's stage and that stage
+        open for decisions (defaults are recorded by the workflow after the stage closed). Returns the
+        count."""
+        c, i, d = schema.campaigns, schema.campaign_items, schema.campaign_decisions
+        with self._write() as conn:
+            campaign = conn.execute(select(c).where(c.c.id == campaign_id)).first()
+            if campaign is None:
+                raise CampaignConflict(f"campaign {campaign_id} does not exist")
+            for decision in decisions:
+                self._check_decidable(conn, campaign, decision)
+            if decisions:
+                conn.execute(
+                    insert(d),
+                    [
+                        {
+                            "campaign_id": campaign_id,
+                            "item_id": x.item_id,
+                            "stage": x.stage,
+                            "decision_json": x.model_dump_json(),
+                            "decided_at": x.decided_at,
+                        }
+                        for x in decisions
+                    ],
+                )
+                for decision in decisions:
+                    conn.execute(
+                        update(i)
+                        .where(i.c.campaign_id == campaign_id, i.c.id == decision.item_id)
+                        .values(verdict=decision.verdict)
+                    )
+        return len(decisions)
+
+    @staticmethod
+    def _check_decidable(conn: Connection, campaign: Row[Any], decision: ItemDecision) -> None:
+        i = schema.campaign_items
+        if CampaignStatus(campaign.status) is not CampaignStatus.OPEN:
+            raise CampaignConflict(f"campaign {campaign.id} is {campaign.status}: decisions are closed")
+        if decision.stage != campaign.stage:
+            raise CampaignConflict(
+                f"stage {decision.stage + 1} of campaign {campaign.id} is not open "
+                f"(stage {campaign.stage + 1} is)"
+            )
+        if not campaign.stage_open and not decision.default:
+            raise CampaignConflict(
+                f"stage {decision.stage + 1} of campaign {campaign.id} is closed; "
+                "decisions are no longer accepted"
+            )
+        row = conn.execute(
+            select(i.c.stage, i.c.outcome).where(i.c.campaign_id == campaign.id, i.c.id == decision.item_id)
+        ).first()
+        if row is None:
+            raise CampaignConflict(f"campaign {campaign.id} has no item {decision.item_id}")
+        if row.outcome != ItemOutcome.OPEN.value or row.stage != decision.stage:
+            raise CampaignConflict(f"item {decision.item_id} is not open in stage {decision.stage + 1}")
+
+    def decisions(
+        self, campaign_id: str, *, item_id: str | None = None, after_seq: int = 0
+    ) -> list[tuple[int, ItemDecision]]:
+        d = schema.campaign_decisions
+        query = select(d.c.seq, d.c.decision_json).where(d.c.campaign_id == campaign_id, d.c.seq > after_seq)
+        if item_id is not None:
+            query = query.where(d.c.item_id == item_id)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(d.c.seq).limit(PAGE_LIMIT)).all()
+        return [(r.seq, ItemDecision.model_validate_json(r.decision_json)) for r in rows]
+
+    def record_default(self, campaign_id: str, decision: ItemDecision) -> None:
+        """The deadline's decision for an item nobody decided (after its stage closed); written once."""
+        if not decision.default:
+            raise ValueError("record_default records defaults only")
+        d = schema.campaign_decisions
+        with self._write() as conn:
+            present = conn.execute(
+                select(d.c.seq).where(
+                    d.c.campaign_id == campaign_id,
+                    d.c.item_id == decision.item_id,
+                    d.c.stage == decision.stage,
+                    d.c.decision_json.like('%"default":true%'),
+                )
+            ).first()
+            if present is None:
+                conn.execute(
+                    insert(d).values(
+                        campaign_id=campaign_id,
+                        item_id=decision.item_id,
+                        stage=decision.stage,
+                        decision_json=decision.model_dump_json(),
+                        decided_at=decision.decided_at,
+                    )
+                )
+
+    def record_refusal(self, campaign_id: str, attempt: RefusedAttempt) -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(schema.campaign_refusals).values(campaign_id=campaign_id, **attempt.model_dump())
+            )
+
+    def refusals(self, campaign_id: str) -> list[RefusedAttempt]:
+        r = schema.campaign_refusals
+        with self._read() as conn:
+            rows = conn.execute(
+                select(r.c.item_id, r.c.actor, r.c.channel, r.c.at, r.c.reason)
+                .where(r.c.campaign_id == campaign_id)
+                .order_by(r.c.seq)
+            ).all()
+        return [RefusedAttempt.model_validate(dict(row._mapping)) for row in rows]
+
+    # ------------------------------------------------------------------ review tasks
+
+    def open_review_tasks(self, campaign_id: str, stage: int) -> int:
+        """One review task per reviewer holding open items in ``stage``; existing tasks are kept."""
+        i, t = schema.campaign_items, schema.review_tasks
+        with self._write() as conn:
+            present = set(
+                conn.execute(
+                    select(t.c.reviewer_id).where(t.c.campaign_id == campaign_id, t.c.stage == stage)
+                ).scalars()
+            )
+            reviewers = conn.execute(
+                select(i.c.reviewer_id, i.c.reviewer_kind, i.c.reviewer_name)
+                .where(
+                    i.c.campaign_id == campaign_id,
+                    i.c.stage == stage,
+                    i.c.outcome == ItemOutcome.OPEN.value,
+                    i.c.reviewer_id.is_not(None),
+                )
+                .distinct()
+            ).all()
+            rows = [
+                {
+                    "campaign_id": campaign_id,
+                    "stage": stage,
+                    "reviewer_id": r.reviewer_id,
+                    "reviewer_kind": r.reviewer_kind,
+                    "reviewer_name": r.reviewer_name,
+                    "reminders_sent": 0,
+                    "handles_json": "{}",
+                }
+                for r in reviewers
+                if r.reviewer_id not in present
+            ]
+            if rows:
+                conn.execute(insert(t), rows)
+        return len(rows)
+
+    def reviewers_with_pending(
+        self, campaign_id: str, stage: int, *, after: str = "", limit: int = PAGE_LIMIT
+    ) -> list[tuple[str, str, str, int]]:
+        """(reviewer id, kind, name, pending count) of reviewers with undecided open items, by id."""
+        i = schema.campaign_items
+        pending = func.count(i.c.id)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(i.c.reviewer_id, i.c.reviewer_kind, i.c.reviewer_name, pending)
+                .where(
+                    i.c.campaign_id == campaign_id,
+                    i.c.stage == stage,
+                    i.c.outcome == ItemOutcome.OPEN.value,
+                    i.c.verdict.is_(None),
+                    i.c.reviewer_id > after,
+                )
+                .group_by(i.c.reviewer_id, i.c.reviewer_kind, i.c.reviewer_name)
+                .order_by(i.c.reviewer_id)
+                .limit(min(limit, PAGE_LIMIT))
+            ).all()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def mark_review_task(self, campaign_id: str, stage: int, reviewer_id: str, **changes: Any) -> None:
+        t = schema.review_tasks
+        with self._write() as conn:
+            conn.execute(
+                update(t)
+                .where(
+                    and_(t.c.campaign_id == campaign_id, t.c.stage == stage, t.c.reviewer_id == reviewer_id)
+                )
+                .values(**changes)
+            )
+
+    # ------------------------------------------------------------------ progress
+
+    def progress(self, campaign_id: str, stage: int, *, top_reviewers: int = 20) -> CampaignProgress:
+        i, d = schema.campaign_items, schema.campaign_decisions
+        with self._read() as conn:
+            by_outcome = {
+                row[0]: row[1]
+                for row in conn.execute(
+                    select(i.c.outcome, func.count())
+                    .where(i.c.campaign_id == campaign_id)
+                    .group_by(i.c.outcome)
+                )
+            }
+            in_stage = and_(
+                i.c.campaign_id == campaign_id, i.c.stage == stage, i.c.outcome == ItemOutcome.OPEN.value
+            )
+            decided = conn.execute(
+                select(func.count()).where(in_stage, i.c.verdict.is_not(None))
+            ).scalar_one()
+            pending = conn.execute(select(func.count()).where(in_stage, i.c.verdict.is_(None))).scalar_one()
+            defaulted = conn.execute(
+                select(func.count()).where(
+                    d.c.campaign_id == campaign_id, d.c.decision_json.like('%"default":true%')
+                )
+            ).scalar_one()
+            reviewer_rows = conn.execute(
+                select(
+                    i.c.reviewer_name,
+                    func.count(i.c.verdict),
+                    func.count(i.c.id) - func.count(i.c.verdict),
+                )
+                .where(in_stage)
+                .group_by(i.c.reviewer_name)
+                .order_by((func.count(i.c.id) - func.count(i.c.verdict)).desc(), i.c.reviewer_name)
+                .limit(top_reviewers)
+            ).all()
+        return CampaignProgress(
+            total=sum(by_outcome.values()),
+            by_outcome=by_outcome,
+            decided_in_stage=decided,
+            pending_in_stage=pending,
+            defaulted=defaulted,
+            reviewers=tuple(
+                ReviewerProgress(reviewer=r[0] or "(nobody independent)", decided=r[1], pending=r[2])
+                for r in reviewer_rows
+            ),
+        )
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,333 @@
+"""CampaignService: the one place every edge (REST API, CLI through it, the reviewer's web page, later Slack
+and Jira digests) launches campaigns and records decisions on their items.
+
+Launching validates the spec (every problem with its line), writes the campaign and starts
+``CampaignWorkflow``. Deciding checks each decision against the item's assignment in its open stage
+(``domain/campaign_decisions.py``: the assigned reviewer or a member of the reviewing group, never the
+subject, a reason where the spec wants one), records the refused ones (store and ledger) and writes the rest
+to the store in one transaction — which itself refuses a stage that closed meanwhile — and then tells the
+workflow once for the batch. Owner commands (cancel, extend, apply) are the workflow's Updates: its
+validators decide, and a refusal comes back as a sentence and is recorded. It trusts the caller's identity
+(the edges establish it) and decides nothing the domain rules or the workflow decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from domain.campaign_decisions import CampaignVerdict, ItemDecision, refusal
+from domain.campaign_report import RefusedAttempt
+from domain.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign_spec
+from domain.campaign_state import CampaignProgress, CampaignRecord, CampaignStatus
+from domain.durations import PositiveDuration
+from domain.identity import Actor
+from store import Store, StoreError
+from store.campaigns import CampaignConflict, StoredItem
+from web.service.errors import BadInput, NotFound, Refused, ServiceError, Unavailable, short
+from workflows.campaign import (
+    CampaignInput,
+    CampaignWorkflow,
+    DecisionsRecorded,
+    ExtendInput,
+    OwnerCommand,
+    campaign_workflow_id,
+)
+
+MAX_SPEC_BYTES = 64 * 1024
+MAX_DECISIONS_PER_CALL = 1000
+MAX_REASON = 2000
+
+
+class DecisionRequest(BaseModel):
+    item_id: str = Field(min_length=1, max_length=64)
+    verdict: CampaignVerdict
+    reason: str = Field(default="", max_length=MAX_REASON)
+
+
+class DecideResult(BaseModel):
+    recorded: list[str] = Field(default_factory=list, description="the item ids decided")
+    refused: dict[str, str] = Field(default_factory=dict, description="item id → why it was refused")
+
+
+class PreviewReviewer(BaseModel):
+    reviewer: str
+    items: int
+
+
+class PreviewItem(BaseModel):
+    item_id: str
+    subject: str
+    access: str
+    why: str
+
+
+class CampaignPreview(BaseModel):
+    """Who is asked in the first stage, and what the last deadline would revoke if nobody answered."""
+
+    items: int
+    reviewers: list[PreviewReviewer]
+    unassigned: list[PreviewItem]
+    would_revoke: list[PreviewItem]
+
+
+class CampaignStatusView(BaseModel):
+    campaign: CampaignRecord
+    progress: CampaignProgress
+
+
+class CampaignService:
+    def __init__(self, client: Client, store: Store, task_queue: str) -> None:
+        self._client = client
+        self._store = store
+        self._task_queue = task_queue
+
+    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except CampaignConflict:
+            raise
+        except StoreError as exc:
+            raise Unavailable(f"the store could not be reached: {short(exc)}") from exc
+
+    async def _campaign(self, campaign_id: str) -> CampaignRecord:
+        record: CampaignRecord | None = await self._db(self._store.campaign, campaign_id)
+        if record is None:
+            raise NotFound(f"there is no campaign {campaign_id}")
+        return record
+
+    # ------------------------------------------------------------------ launching
+
+    async def launch(
+        self,
+        spec_text: str,
+        actor: Actor,
+        *,
+        dry_run: bool = False,
+        source: str = "campaign spec",
+        continue_as_new_after: int | None = None,
+    ) -> CampaignRecord:
+        """Validate the spec, record the campaign and start its workflow; the record comes back at once
+        (SNAPSHOTTING: the snapshot runs in the workflow)."""
+        if len(spec_text.encode()) > MAX_SPEC_BYTES:
+            raise BadInput(f"{source}: a campaign spec is at most {MAX_SPEC_BYTES // 1024} KiB")
+        try:
+            spec = parse_campaign_spec(spec_text, source)
+        except CampaignSpecError as exc:
+            raise BadInput(str(exc)) from None
+        now = datetime.now(UTC)
+        campaign_id = f"cmp-{uuid.uuid4().hex[:12]}"
+        record = CampaignRecord(
+            id=campaign_id,
+            name=spec.name,
+            owner=spec.owner,
+            spec_toml=spec_text,
+            spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
+            status=CampaignStatus.SNAPSHOTTING,
+            dry_run=dry_run,
+            launched_at=now,
+            deadline=spec.deadline,
+            workflow_id=campaign_workflow_id(campaign_id),
+            updated_at=now,
+        )
+        await self._db(self._store.create_campaign, record)
+        await self._db(
+            self._store.append_ledger,
+            kind="campaign.launched",
+            subject=campaign_id,
+            actor=actor.describe(),
+            channel=actor.channel,
+            data={"name": spec.name, "spec_sha256": record.spec_sha256, "dry_run": dry_run},
+            idempotency_key=f"{campaign_id}:launched",
+        )
+        inp = CampaignInput(campaign_id=campaign_id, spec=spec, dry_run=dry_run)
+        if continue_as_new_after is not None:
+            inp = inp.model_copy(update={"continue_as_new_after": continue_as_new_after})
+        try:
+            await self._client.start_workflow(
+                CampaignWorkflow.run, inp, id=record.workflow_id, task_queue=self._task_queue
+            )
+        except RPCError as exc:
+            raise Unavailable(
+                f"campaign {campaign_id} was recorded but could not start: {short(exc)}"
+            ) from exc
+        return record
+
+    # ------------------------------------------------------------------ deciding
+
+    async def decide(
+        self, campaign_id: str, decisions: Sequence[DecisionRequest], actor: Actor
+    ) -> DecideResult:
+        """Record what may be recorded; every refusal is answered per item and kept as evidence."""
+        if not decisions:
+            raise BadInput("no decisions were given")
+        if len(decisions) > MAX_DECISIONS_PER_CALL:
+            raise BadInput(f"at most {MAX_DECISIONS_PER_CALL} decisions per call")
+        record = await self._campaign(campaign_id)
+        spec = parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}")
+        now = datetime.now(UTC)
+        accepted: list[ItemDecision] = []
+        result = DecideResult()
+        for wanted in decisions:
+            item: StoredItem | None = await self._db(self._store.item, campaign_id, wanted.item_id)
+            sentence = await self._refusal(record, spec, item, wanted, actor)
+            if sentence is not None:
+                result.refused[wanted.item_id] = sentence
+                continue
+            assert item is not None
+            accepted.append(
+                ItemDecision(
+                    item_id=item.id,
+                    stage=item.stage,
+                    verdict=wanted.verdict,
+                    reason=wanted.reason.strip(),
+                    actor=actor,
+                    decided_at=now,
+                )
+            )
+        if accepted:
+            try:
+                await self._db(self._store.record_decisions, campaign_id, accepted)
+            except CampaignConflict as exc:  # the stage closed between the check and the write
+                for decision in accepted:
+                    result.refused[decision.item_id] = str(exc)
+                accepted = []
+        for item_id, sentence in result.refused.items():
+            await self._refused(campaign_id, item_id, actor, sentence, now)
+        if accepted:
+            result.recorded = [d.item_id for d in accepted]
+            await self._db(
+                self._store.append_ledger,
+                kind="campaign.decided",
+                subject=campaign_id,
+                actor=actor.describe(),
+                channel=actor.channel,
+                data={
+                    "decisions": [
+                        {"item": d.item_id, "stage": d.stage + 1, "verdict": d.verdict, "reason": d.reason}
+                        for d in accepted
+                    ],
+                    **actor.ledger_data(),
+                },
+            )
+            await self._tell_workflow(record, len(accepted))
+        return result
+
+    async def _refusal(
+        self,
+        record: CampaignRecord,
+        spec: CampaignSpec,
+        item: StoredItem | None,
+        wanted: DecisionRequest,
+        actor: Actor,
+    ) -> str | None:
+        if item is None:
+            return f"campaign {record.id} has no item {wanted.item_id}"
+        if record.status is not CampaignStatus.OPEN:
+            return f"campaign {record.id} is {record.status.value}: decisions are closed"
+        if item.outcome.value != "open":
+            return f"item {item.id} is already settled ({item.outcome.value})"
+        members: list[str] = []
+        reviewer = item.assignment.reviewer
+        if reviewer is not None and reviewer.kind == "group":
+            members = [p.id for p in await self._db(self._store.group_members, reviewer.id)]
+        stage_open = record.stage_open and item.stage == record.stage
+        return refusal(
+            item,
+            item.assignment,
+            actor,
+            wanted.verdict,
+            wanted.reason,
+            spec,
+            stage_open=stage_open,
+            group_members=members,
+        )
+
+    async def _refused(
+        self, campaign_id: str, item_id: str, actor: Actor, sentence: str, at: datetime
+    ) -> None:
+        attempt = RefusedAttempt(
+            item_id=item_id, actor=actor.describe(), channel=actor.channel, at=at, reason=sentence
+        )
+        await self._db(self._store.record_refusal, campaign_id, attempt)
+        await self._db(
+            self._store.append_ledger,
+            kind="campaign.decision_refused",
+            subject=campaign_id,
+            actor=actor.describe(),
+            channel=actor.channel,
+            data={"item": item_id, "refusal": sentence, **actor.ledger_data()},
+        )
+
+    async def _tell_workflow(self, record: CampaignRecord, count: int) -> None:
+        """Best effort: the decisions are in the store whatever happens here (the workflow reads them
+        from there); the signal only keeps its progress current."""
+        try:
+            handle = self._client.get_workflow_handle(record.workflow_id)
+            await handle.signal(CampaignWorkflow.decisions_recorded, DecisionsRecorded(count=count))
+        except RPCError:
+            pass
+
+    # ------------------------------------------------------------------ the owner's commands
+
+    async def cancel(self, campaign_id: str, actor: Actor, reason: str = "") -> str:
+        return await self._command(campaign_id, actor, "cancel", OwnerCommand(actor=actor, reason=reason))
+
+    async def extend(self, campaign_id: str, actor: Actor, by: PositiveDuration, reason: str = "") -> str:
+        return await self._command(
+            campaign_id, actor, "extend", ExtendInput(actor=actor, by=by, reason=reason)
+        )
+
+    async def apply(self, campaign_id: str, actor: Actor) -> str:
+        return await self._command(campaign_id, actor, "apply", OwnerCommand(actor=actor))
+
+    async def _command(self, campaign_id: str, actor: Actor, name: str, command: OwnerCommand) -> str:
+        record = await self._campaign(campaign_id)
+        handle = self._client.get_workflow_handle(record.workflow_id)
+        try:
+            answer: str = await handle.execute_update(name, command, result_type=str)
+            return answer
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == "Refused"):
+                raise ServiceError(f"campaign {campaign_id}: {name} failed: {short(cause or err)}") from err
+            sentence = cause.message
+        except RPCError as err:
+            if record.status.is_terminal:
+                sentence = f"campaign {campaign_id} is already {record.status.value}"
+            else:
+                raise Unavailable(f"Temporal could not be reached: {short(err)}") from err
+        await self._db(
+            self._store.append_ledger,
+            kind=f"campaign.{name}_refused",
+            subject=campaign_id,
+            actor=actor.describe(),
+            channel=actor.channel,
+            data={"refusal": sentence, **actor.ledger_data()},
+        )
+        raise Refused(sentence)
+
+    # ------------------------------------------------------------------ reading
+
+    async def status(self, campaign_id: str) -> CampaignStatusView:
+        record = await self._campaign(campaign_id)
+        progress = await self._db(self._store.progress, campaign_id, record.stage)
+        return CampaignStatusView(campaign=record, progress=progress)
+
+    async def items_for_reviewer(
+        self, campaign_id: str, reviewer_id: str, *, after: str = ""
+    ) -> list[StoredItem]:
+        record = await self._campaign(campaign_id)
+        items: list[StoredItem] = await self._db(
+            self._store.items, campaign_id, reviewer_id=reviewer_id, stage=record.stage, after=after
+        )
+        return items

@@ -1,0 +1,109 @@
+"""The Jira edge: ties the parts of ``POST /jira/webhook`` together for one service.
+
+A delivery is verified and deduplicated (:mod:`web.jira.authenticity`), then an issue update goes to
+:mod:`web.jira.decisions` and an issue creation to :mod:`web.jira.intake`; both map Jira accounts to
+people with :mod:`web.jira.people` and talk to Jira through one :mod:`web.jira.connection`. Every other
+event is answered "ignored". The edge holds no rule of its own; the HTTP route is :mod:`web.jira.router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jira import JIRA
+
+from configuration.settings import Settings
+from integrations.jira_tickets import JiraError, JiraTransientError, build_jira
+from store import Store
+from web.jira.authenticity import WEBHOOK_BUDGET, Deliveries, Markers
+from web.jira.connection import JiraConnection, Outcome
+from web.jira.decisions import Decisions
+from web.jira.intake import Intake
+from web.jira.people import People
+from web.service import RequestService
+
+log = logging.getLogger("grantflow.web.jira")
+
+
+class JiraEdge:
+    """Handles Jira's webhooks for one service. ``connect`` builds the ``jira`` client (on first use, in a
+    worker thread: the client talks to Jira when it is built)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        service: RequestService,
+        store: Store,
+        connect: Callable[[], JIRA],
+        budget: float = WEBHOOK_BUDGET,
+    ) -> None:
+        secret = settings.jira_webhook_secret.get_secret_value() if settings.jira_webhook_secret else ""
+        if not secret:
+            raise ValueError("the Jira edge needs settings.jira_webhook_secret")
+        self.settings = settings
+        self.service = service
+        self.store = store
+        self.connection = JiraConnection(settings, connect)
+        self.deliveries = Deliveries(secret, budget)
+        self.people = People(self.connection, store, settings.jira_account_ids)
+        markers = Markers(store)
+        self.decisions = Decisions(
+            settings=settings,
+            service=service,
+            store=store,
+            connection=self.connection,
+            people=self.people,
+            markers=markers,
+        )
+        self.intake = Intake(
+            settings=settings,
+            service=service,
+            connection=self.connection,
+            people=self.people,
+            markers=markers,
+        )
+
+    async def receive(self, raw: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str]]:
+        """Verify, deduplicate and handle one delivery; the HTTP status and JSON body to answer with."""
+        return await self.deliveries.receive(raw, headers, self._handle)
+
+    async def _handle(self, payload: dict[str, Any], identifier: str) -> Outcome:
+        event = str(payload.get("webhookEvent") or "")
+        if event not in ("jira:issue_updated", "jira:issue_created"):
+            return Outcome("ignored", f"event {event or '(none)'} is not one grantflow acts on")
+        if event == "jira:issue_created":
+            return await self.intake.handle(payload, identifier)
+        return await self.decisions.handle(payload, identifier)
+
+    def close_client(self) -> None:
+        self.connection.close()
+
+    async def aclose(self) -> None:
+        """Let deliveries under way finish (up to ``budget`` seconds), then close the client."""
+        await self.deliveries.settle()
+        await asyncio.to_thread(self.close_client)
+
+
+def build_jira_edge(settings: Settings, service: RequestService, store: Store) -> JiraEdge | None:
+    """The Jira edge when Jira is configured (URL, API user, API token and webhook secret); None otherwise.
+    The client connects on the first delivery, so a Jira outage does not stop the web app starting."""
+    token = settings.jira_api_token.get_secret_value() if settings.jira_api_token else ""
+    if not (settings.jira_url and settings.jira_email and token):
+        return None
+    if settings.jira_webhook_secret is None or not settings.jira_webhook_secret.get_secret_value():
+        log.warning("Jira is configured without GRANTFLOW_JIRA_WEBHOOK_SECRET: its webhooks are refused")
+        return None
+
+    def connect() -> JIRA:
+        try:
+            return build_jira(settings.jira_url, settings.jira_email, token, timeout=10.0)
+        except JiraError as exc:
+            if isinstance(exc, JiraTransientError):
+                raise
+            raise JiraTransientError(exc.message) from exc  # e.g. Jira down at start: try on redelivery
+
+    return JiraEdge(settings=settings, service=service, store=store, connect=connect)

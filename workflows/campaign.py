@@ -1,0 +1,404 @@
+"""CampaignWorkflow: one recertification campaign, from the snapshot to the last revocation applied.
+
+    snapshot ─▶ stage 1: open, tell reviewers, remind at the spec's offsets, close at its deadline,
+                settle (revokes end, the rest moves on) ─▶ … ─▶ last stage: close, the default decides
+                what is left ─▶ apply the revocations (or wait for ``apply`` when auto-apply is off) ─▶ CLOSED
+    cancel (owner or admin) at any point before applying ─▶ CANCELLED, nothing applied
+    dry run: snapshot ─▶ DRY_RUN (who would be asked, what the deadline would revoke), nothing sent
+
+The workflow holds the *process* — which stage is open, when it closes, which reminders went out, which
+partitions are done — and never an item: the items, the decisions and the review tasks (one per reviewer
+and stage) are in the store, worked on by activities in sixteen partitions, a few at a time (a sliding
+window), so a campaign's history has the same size for a hundred items as for a million. Decisions go
+from the edge straight to the store, which refuses them once their stage is closed; the edge then tells the
+workflow how many it recorded (``decisions_recorded``, one signal per batch, never one per item).
+
+History stays bounded: when it passes ``continue_as_new_after`` events the workflow continues as new
+between two steps, carrying :class:`CampaignState`. The owner (or an admin) can ``cancel`` or ``extend``
+the open stage's deadline; each is validated here and recorded in the ledger by an activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.campaigns import (
+        CampaignActivities,
+        CampaignRef,
+        DeadlineInput,
+        FinishInput,
+        PartitionInput,
+        PartitionResult,
+        ReviewerPageInput,
+        SnapshotResult,
+        StageInput,
+        stage_deadlines,
+    )
+    from domain.campaign_spec import CampaignSpec
+    from domain.campaign_state import CampaignStatus
+    from domain.campaigns import PARTITIONS
+    from domain.durations import PositiveDuration, format_duration
+    from domain.identity import Actor
+
+from workflows.request_policies import Refused
+
+CRITICAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+"""Snapshot, stages, settling and applying: retried until they succeed (each is idempotent)."""
+PARTITION_WINDOW = 4
+"""Partitions worked on at once: enough to overlap the vendors' latency, few enough for small machines."""
+CONTINUE_AS_NEW_AFTER = 5_000
+
+
+def campaign_workflow_id(campaign_id: str) -> str:
+    return f"campaign-{campaign_id}"
+
+
+class CampaignInput(BaseModel):
+    campaign_id: str
+    spec: CampaignSpec
+    launched_at: AwareDatetime | None = Field(
+        default=None, description="when the stages start counting; the workflow's own start when None"
+    )
+    dry_run: bool = False
+    continue_as_new_after: int = Field(default=CONTINUE_AS_NEW_AFTER, ge=50)
+
+
+class Phase(StrEnum):
+    SNAPSHOT = "snapshot"
+    STAGE = "stage"
+    AWAIT_APPLY = "await_apply"
+    APPLY = "apply"
+    DONE = "done"
+
+
+class OwnerCommand(BaseModel):
+    actor: Actor
+    reason: str = ""
+
+
+class ExtendInput(OwnerCommand):
+    by: PositiveDuration
+
+
+class DecisionsRecorded(BaseModel):
+    count: int = Field(ge=1)
+
+
+class CampaignState(BaseModel):
+    """Everything a run hands to the next (continue-as-new)."""
+
+    inp: CampaignInput
+    phase: Phase = Phase.SNAPSHOT
+    snapshot: SnapshotResult | None = None
+    stage: int = 0
+    stage_opened: bool = False
+    stage_closes_at: AwareDatetime | None = None
+    extended_by: timedelta = timedelta(0)
+    extensions: int = 0
+    extensions_recorded: int = 0
+    notice_cursor: str | None = ""
+    reminders_done: int = 0
+    reminder_cursor: str | None = ""
+    stage_closed: bool = False
+    partitions_done: list[str] = Field(default_factory=list)
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    decisions_recorded: int = 0
+    cancelled_by: OwnerCommand | None = None
+    apply_ordered_by: OwnerCommand | None = None
+
+
+class CampaignResult(BaseModel):
+    campaign_id: str
+    status: CampaignStatus
+    outcomes: dict[str, int]
+
+
+@workflow.defn
+class CampaignWorkflow:
+    @workflow.init
+    def __init__(self, start: CampaignInput | CampaignState) -> None:
+        if isinstance(start, CampaignState):
+            self._s = start
+        else:  # the stages count from the workflow's clock, which the timers use too
+            launched = start.launched_at or workflow.info().start_time
+            self._s = CampaignState(inp=start.model_copy(update={"launched_at": launched}))
+
+    # ------------------------------------------------------------------ messages
+
+    @workflow.query
+    def state(self) -> CampaignState:
+        return self._s
+
+    @workflow.signal
+    def decisions_recorded(self, batch: DecisionsRecorded) -> None:
+        """The edge recorded ``count`` decisions in the store (one signal per batch)."""
+        self._s.decisions_recorded += batch.count
+
+    @workflow.update
+    def cancel(self, command: OwnerCommand) -> str:
+        self._s.cancelled_by = command
+        return f"campaign {self._s.inp.campaign_id} is being cancelled; nothing will be revoked"
+
+    @cancel.validator
+    def _check_cancel(self, command: OwnerCommand) -> None:
+        self._check_owner(command, "cancel")
+        if self._s.phase in (Phase.APPLY, Phase.DONE):
+            raise Refused(f"campaign {self._s.inp.campaign_id} is already applying its decisions")
+
+    @workflow.update
+    def extend(self, command: ExtendInput) -> str:
+        s = self._s
+        assert s.stage_closes_at is not None
+        s.stage_closes_at = s.stage_closes_at + command.by
+        s.extended_by += command.by
+        s.extensions += 1
+        return f"stage {s.stage + 1} now closes at {s.stage_closes_at.isoformat()}"
+
+    @extend.validator
+    def _check_extend(self, command: ExtendInput) -> None:
+        self._check_owner(command, "extend")
+        s = self._s
+        if s.phase is not Phase.STAGE or s.stage_closed or s.stage_closes_at is None:
+            raise Refused(f"campaign {s.inp.campaign_id} has no open stage to extend")
+        if s.cancelled_by is not None:
+            raise Refused(f"campaign {s.inp.campaign_id} is being cancelled")
+        if command.by > timedelta(days=90):
+            raise Refused(f"an extension of {format_duration(command.by)} is more than 90 days")
+
+    @workflow.update
+    def apply(self, command: OwnerCommand) -> str:
+        self._s.apply_ordered_by = command
+        return f"campaign {self._s.inp.campaign_id}: the revocations are being applied"
+
+    @apply.validator
+    def _check_apply(self, command: OwnerCommand) -> None:
+        self._check_owner(command, "apply")
+        if self._s.phase is not Phase.AWAIT_APPLY:
+            raise Refused(
+                f"campaign {self._s.inp.campaign_id} is not waiting for its revocations to be applied"
+            )
+
+    def _check_owner(self, command: OwnerCommand, what: str) -> None:
+        owner = self._s.inp.spec.owner
+        if command.actor.person.email.lower() != owner and not command.actor.is_admin:
+            raise Refused(
+                f"{command.actor.person.email} cannot {what} campaign {self._s.inp.campaign_id}: "
+                f"only its owner ({owner}) or an administrator can"
+            )
+        if self._s.phase is Phase.DONE:
+            raise Refused(f"campaign {self._s.inp.campaign_id} is already finished")
+
+    # ------------------------------------------------------------------ the process
+
+    @workflow.run
+    async def run(self, start: CampaignInput | CampaignState) -> CampaignResult:
+        s = self._s
+        campaign_id = s.inp.campaign_id
+        if s.phase is Phase.SNAPSHOT:
+            s.snapshot = await workflow.execute_activity_method(
+                CampaignActivities.snapshot,
+                CampaignRef(campaign_id=campaign_id),
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=CRITICAL_RETRY,
+            )
+            if s.inp.dry_run:
+                return await self._finish(CampaignStatus.DRY_RUN)
+            s.phase = Phase.STAGE
+            s.stage_closes_at = self._deadlines()[0]
+        while s.phase is Phase.STAGE:
+            await self._run_stage()
+            if s.cancelled_by is not None:
+                return await self._finish(CampaignStatus.CANCELLED)
+        if s.phase is Phase.AWAIT_APPLY:
+            await workflow.wait_condition(
+                lambda: s.apply_ordered_by is not None or s.cancelled_by is not None
+            )
+            if s.cancelled_by is not None:
+                return await self._finish(CampaignStatus.CANCELLED)
+            s.phase, s.partitions_done = Phase.APPLY, []
+        if s.phase is Phase.APPLY:
+            await self._each_partition(lambda p: self._apply(p))
+        return await self._finish(CampaignStatus.CLOSED)
+
+    def _launched_at(self) -> datetime:
+        assert self._s.inp.launched_at is not None  # set in __init__
+        return self._s.inp.launched_at
+
+    def _deadlines(self) -> list[datetime]:
+        return [d + self._s.extended_by for d in stage_deadlines(self._s.inp.spec, self._launched_at())]
+
+    async def _run_stage(self) -> None:
+        s = self._s
+        campaign_id = s.inp.campaign_id
+        assert s.stage_closes_at is not None
+        if not s.stage_opened:
+            await self._critical(
+                CampaignActivities.open_stage,
+                StageInput(campaign_id=campaign_id, stage=s.stage, closes_at=s.stage_closes_at),
+            )
+            s.stage_opened = True
+        while s.notice_cursor is not None and s.cancelled_by is None:
+            page = await self._tell("notice", s.notice_cursor, 0)
+            s.notice_cursor = page
+            self._continue_as_new_if_long()
+        while not s.stage_closed and s.cancelled_by is None:
+            if s.extensions_recorded < s.extensions:
+                await self._critical(
+                    CampaignActivities.move_deadline,
+                    DeadlineInput(
+                        campaign_id=campaign_id,
+                        stage=s.stage,
+                        closes_at=s.stage_closes_at,
+                        extension=s.extensions,
+                    ),
+                )
+                s.extensions_recorded = s.extensions
+            now = workflow.now()
+            reminder_at = self._next_reminder()
+            if reminder_at is not None and now >= reminder_at:
+                while s.reminder_cursor is not None and s.cancelled_by is None:
+                    s.reminder_cursor = await self._tell("reminder", s.reminder_cursor, s.reminders_done)
+                    self._continue_as_new_if_long()
+                s.reminders_done += 1
+                s.reminder_cursor = ""
+                continue
+            if now >= s.stage_closes_at:
+                break
+            wake = min(s.stage_closes_at, reminder_at) if reminder_at is not None else s.stage_closes_at
+            try:
+                await workflow.wait_condition(
+                    functools.partial(self._should_wake, s.extensions),
+                    timeout=max((wake - now).total_seconds(), 0.05),
+                )
+            except TimeoutError:
+                pass
+            self._continue_as_new_if_long()
+        if not s.stage_closed:
+            await self._critical(
+                CampaignActivities.close_stage,
+                StageInput(campaign_id=campaign_id, stage=s.stage, closes_at=s.stage_closes_at),
+            )
+            s.stage_closed = True
+            s.partitions_done = []
+        if s.cancelled_by is not None:
+            return
+        final = s.stage == len(s.inp.spec.stages) - 1
+        await self._each_partition(lambda p: self._settle(p, final))
+        if final:
+            s.phase = Phase.APPLY if s.inp.spec.auto_apply else Phase.AWAIT_APPLY
+            s.partitions_done = []
+            return
+        s.stage += 1
+        s.stage_closes_at = self._deadlines()[s.stage]
+        s.stage_opened = s.stage_closed = False
+        s.notice_cursor, s.reminders_done, s.reminder_cursor = "", 0, ""
+        s.partitions_done = []
+        self._continue_as_new_if_long()
+
+    def _should_wake(self, extensions_seen: int) -> bool:
+        """Before the next reminder or the deadline: a cancel, an extension, or a history to cut short."""
+        s = self._s
+        return s.cancelled_by is not None or s.extensions != extensions_seen or self._history_is_long()
+
+    def _next_reminder(self) -> datetime | None:
+        """When the next reminder of the open stage is due; reminders that fell before the stage opened
+        (an offset longer than the stage) are skipped."""
+        s = self._s
+        assert s.stage_closes_at is not None
+        opened = self._deadlines()[s.stage - 1] if s.stage > 0 else self._launched_at()
+        times = sorted(s.stage_closes_at - offset for offset in s.inp.spec.reminders)
+        times = [t for t in times if t > opened]
+        return times[s.reminders_done] if s.reminders_done < len(times) else None
+
+    async def _tell(self, kind: str, after: str, round_: int) -> str | None:
+        s = self._s
+        result = await workflow.execute_activity_method(
+            CampaignActivities.tell_reviewers,
+            ReviewerPageInput(
+                campaign_id=s.inp.campaign_id,
+                stage=s.stage,
+                kind=kind,
+                after=after,
+                round=round_,
+            ),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=CRITICAL_RETRY,
+        )
+        return result.next_after
+
+    async def _settle(self, partition: str, final: bool) -> PartitionResult:
+        s = self._s
+        return await self._critical(
+            CampaignActivities.settle_partition,
+            PartitionInput(campaign_id=s.inp.campaign_id, stage=s.stage, partition=partition, final=final),
+        )
+
+    async def _apply(self, partition: str) -> PartitionResult:
+        s = self._s
+        return await self._critical(
+            CampaignActivities.apply_partition,
+            PartitionInput(campaign_id=s.inp.campaign_id, stage=s.stage, partition=partition, final=True),
+        )
+
+    async def _each_partition(self, work: Callable[[str], Awaitable[PartitionResult]]) -> None:
+        """Every partition not done yet, at most :data:`PARTITION_WINDOW` at once."""
+        s = self._s
+        waiting = [p for p in PARTITIONS if p not in s.partitions_done]
+        running: dict[asyncio.Task[PartitionResult], str] = {}
+        while waiting or running:
+            while waiting and len(running) < PARTITION_WINDOW:
+                partition = waiting.pop(0)
+                running[asyncio.ensure_future(work(partition))] = partition
+            done, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                partition = running.pop(task)
+                for outcome, count in task.result().counts.items():
+                    s.outcomes[outcome] = s.outcomes.get(outcome, 0) + count
+                s.partitions_done.append(partition)
+        self._continue_as_new_if_long()
+
+    async def _critical(self, activity: Callable[..., Awaitable[object]], arg: BaseModel) -> PartitionResult:
+        result = await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=CRITICAL_RETRY,
+        )
+        return result if isinstance(result, PartitionResult) else PartitionResult()
+
+    async def _finish(self, status: CampaignStatus) -> CampaignResult:
+        s = self._s
+        command = s.cancelled_by
+        outcomes = await workflow.execute_activity_method(
+            CampaignActivities.finish,
+            FinishInput(
+                campaign_id=s.inp.campaign_id,
+                status=status,
+                actor=command.actor.describe() if command else "grantflow",
+                reason=command.reason if command else "",
+            ),
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=CRITICAL_RETRY,
+        )
+        s.phase = Phase.DONE
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return CampaignResult(campaign_id=s.inp.campaign_id, status=status, outcomes=outcomes)
+
+    def _history_is_long(self) -> bool:
+        return workflow.info().get_current_history_length() >= self._s.inp.continue_as_new_after
+
+    def _continue_as_new_if_long(self) -> None:
+        if self._history_is_long() and workflow.all_handlers_finished():
+            workflow.continue_as_new(self._s)
