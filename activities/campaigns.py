@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -398,23 +398,29 @@ class CampaignActivities:
         spec, _ = await self._spec(inp.campaign_id)
         people = StorePeople(self._store)
         counts: dict[str, int] = {}
+        async for item in self._partition(inp, ItemOutcome.OPEN, stage=inp.stage):
+            outcome = await self._settle(inp, spec, people, item)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return PartitionResult(counts=counts)
+
+    async def _partition(
+        self, inp: PartitionInput, outcome: ItemOutcome, *, stage: int | None = None
+    ) -> AsyncIterator[StoredItem]:
+        """The partition's items with ``outcome``, page by page (each page read after the previous one was
+        worked on, so items it changed are not read again), with a heartbeat per item."""
         after = ""
-        while True:
-            page = await asyncio.to_thread(
-                self._store.items,
-                inp.campaign_id,
-                after=after,
-                stage=inp.stage,
-                outcome=ItemOutcome.OPEN,
-                partition=inp.partition,
-            )
-            if not page:
-                return PartitionResult(counts=counts)
+        while page := await asyncio.to_thread(
+            self._store.items,
+            inp.campaign_id,
+            after=after,
+            stage=stage,
+            outcome=outcome,
+            partition=inp.partition,
+        ):
             for item in page:
-                outcome = await self._settle(inp, spec, people, item)
-                counts[outcome] = counts.get(outcome, 0) + 1
+                yield item
+                activity.heartbeat(item.id)
             after = page[-1].id
-            activity.heartbeat(after)
 
     async def _settle(self, inp: PartitionInput, spec: CampaignSpec, people: People, item: StoredItem) -> str:
         if item.verdict == "revoke":
@@ -447,32 +453,20 @@ class CampaignActivities:
         """Apply the partition's revocations one item after the other, each read back; an item that cannot
         be revoked gets a remediation record and stays open in the evidence."""
         counts: dict[str, int] = {}
-        after = ""
-        while True:
-            page = await asyncio.to_thread(
-                self._store.items,
-                inp.campaign_id,
-                after=after,
-                outcome=ItemOutcome.REVOKE,
-                partition=inp.partition,
+        async for item in self._partition(inp, ItemOutcome.REVOKE):
+            revocation = await self._revoke(inp.campaign_id, item)
+            outcome = ItemOutcome.REVOKED if revocation.status == "applied" else ItemOutcome.FAILED
+            await asyncio.to_thread(
+                self._store.set_outcome, inp.campaign_id, item.id, outcome, revocation=revocation
             )
-            if not page:
-                return PartitionResult(counts=counts)
-            for item in page:
-                revocation = await self._revoke(inp.campaign_id, item)
-                outcome = ItemOutcome.REVOKED if revocation.status == "applied" else ItemOutcome.FAILED
-                await asyncio.to_thread(
-                    self._store.set_outcome, inp.campaign_id, item.id, outcome, revocation=revocation
-                )
-                await self._ledger(
-                    f"campaign.item_{outcome.value}",
-                    inp.campaign_id,
-                    f"apply:{item.id}",
-                    {"item": item.id, "subject": item.subject.name, **revocation.model_dump(mode="json")},
-                )
-                counts[outcome.value] = counts.get(outcome.value, 0) + 1
-                activity.heartbeat(item.id)
-            after = page[-1].id
+            await self._ledger(
+                f"campaign.item_{outcome.value}",
+                inp.campaign_id,
+                f"apply:{item.id}",
+                {"item": item.id, "subject": item.subject.name, **revocation.model_dump(mode="json")},
+            )
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        return PartitionResult(counts=counts)
 
     async def _revoke(self, campaign_id: str, item: StoredItem) -> Revocation:
         access, subject = item.access, item.subject

@@ -179,6 +179,7 @@ def _run_until_signal(ctx: click.Context, factory: Any) -> None:
 
 
 def _register_subcommands() -> None:
+    from grantflow.commands.campaign import campaign
     from grantflow.commands.ledger import ledger
     from grantflow.commands.requests import request
     from grantflow.commands.sandbox import sandbox
@@ -186,6 +187,7 @@ def _register_subcommands() -> None:
     from grantflow.commands.tokens import token
 
     main.add_command(request)
+    main.add_command(campaign)
     main.add_command(token)
     main.add_command(ledger)
     main.add_command(sync)

@@ -64,7 +64,7 @@ def seed_hoop(
             hoop.add_connection(
                 connection,
                 access_groups=ACCESS_GROUPS.get(connection, ()),
-                tags={"resource": resource_name},
+                tags={"resource": resource_name, "env": "prod"},  # every example connection is production
             )
             hoop.add_access_rule(
                 f"{connection}-jit",

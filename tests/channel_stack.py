@@ -57,7 +57,7 @@ from tests.rigs.edges import DEFAULT_TIMEOUT, EdgeRig, JiraPeople, SlackPeople, 
 from tests.rigs.faults import FaultPlan, FaultyJira, FaultySlack, FaultySmtp, QuickPresentRetries
 from tests.stack import LINK_SECRET, Stack
 from web.auth import TokenRegistry
-from web.review import COOKIE, derive_csrf_key
+from web.pages import COOKIE, derive_csrf_key
 from web.service import RequestService
 from worker import build_activities, build_channels, build_worker
 from workflows.access_request import AccessRequestWorkflow

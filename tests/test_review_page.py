@@ -19,7 +19,7 @@ from domain.review_links import ReviewLinks
 from tests.stack import LINK_SECRET, Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry
-from web.review import COOKIE
+from web.pages import COOKIE
 from web.service import RequestService
 
 

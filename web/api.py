@@ -17,19 +17,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.identity import Actor, PersonRef
 from domain.requests import RequestView, Verdict
 from store import LedgerVerification
+from web.actors import acting
 from web.auth import Principal
 from web.callers import API_PREFIX, AUTH_ERRORS, REQUEST_ERRORS, Caller
-from web.context import Service, context_of, service_of
-from web.service import BadInput, Forbidden, RequestService
+from web.context import Service, context_of
+from web.service import Forbidden
 
 log = logging.getLogger("grantflow.web.api")
-
-CHANNEL_HEADER = "X-Grantflow-Channel"
-"""Optional request header naming the channel recorded in the ledger: ``api`` (default) or ``cli``."""
-_CHANNELS = frozenset({"api", "cli"})
 
 
 # --- bodies ----------------------------------------------------------------------------------------
@@ -73,62 +69,6 @@ class ActionBody(BaseModel):
 class RequestList(BaseModel):
     requests: list[RequestView]
     count: int
-
-
-# --- who is acting ---------------------------------------------------------------------------------
-
-
-def _channel(request: Request) -> str:
-    wanted = request.headers.get(CHANNEL_HEADER, "api").strip().lower()
-    return wanted if wanted in _CHANNELS else "api"
-
-
-async def acting(
-    request: Request,
-    caller: Principal,
-    as_email: str | None,
-    *,
-    field: str = "as",
-    admin_role_suffices: bool = False,
-) -> Actor:
-    """The actor for this call: the token's own identity, or (admins only) the person named by ``as``.
-
-    ``admin_role_suffices``: the action is allowed to administrators as such (revoke, cancel,
-    relinquish), so an admin service token without an email acts as itself, an administrator, instead
-    of having to name a person with ``as``."""
-    service = service_of(request)
-    channel = _channel(request)
-    own = caller.email
-    if as_email and as_email.strip() and (own is None or as_email.strip().lower() != own.lower()):
-        if not caller.is_admin:
-            refusal = (
-                f"token {caller.name!r} acts only as {own}; acting for {as_email.strip()} (field {field!r}) "
-                "needs an admin token"
-            )
-            subject = request.path_params.get("request_id") or f"token:{caller.name}"
-            await service.record_forbidden(subject, own or f"token:{caller.name}", channel, refusal)
-            raise Forbidden(refusal)
-        person = await service.person(as_email, what="requester" if field == "requester" else f"{field!r}:")
-        return Actor(person=person, admin=await _admin_ref(service, caller), channel=channel)
-    if own is None:
-        if caller.is_admin and admin_role_suffices:
-            administrator = caller.token_identity
-            return Actor(person=administrator, admin=administrator, channel=channel)
-        raise BadInput(f"token {caller.name!r} belongs to no person; say whom this is for with {field!r}")
-    try:
-        me = await service.person(own, what="token's identity")
-    except BadInput as exc:
-        raise Forbidden(str(exc)) from None
-    return Actor(person=me, admin=me if caller.is_admin else None, channel=channel)
-
-
-async def _admin_ref(service: RequestService, caller: Principal) -> PersonRef:
-    if caller.email is not None:
-        try:
-            return await service.person(caller.email)
-        except BadInput:
-            pass
-    return PersonRef(id=caller.token_identity.id, email=caller.email or caller.token_identity.email)
 
 
 def _require_requester(caller: Principal, what: str) -> None:

@@ -39,10 +39,12 @@ from store.opening import open_current_store
 from web.api import router as api_router
 from web.auth import TokenFileError, TokenRegistry
 from web.callers import API_PREFIX, Unauthenticated
+from web.campaign_api import router as campaign_api_router
+from web.campaign_review import router as campaign_review_router
 from web.context import WebContext
 from web.jira import build_jira_edge
 from web.jira.router import router as jira_router
-from web.review import derive_csrf_key
+from web.pages import derive_csrf_key
 from web.review import router as review_router
 from web.service import RequestService, ServiceError
 from web.slack_app import build_slack_edge
@@ -244,6 +246,8 @@ def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = (
         return HTMLResponse(home_page(home_links))
 
     app.include_router(api_router)
+    app.include_router(campaign_api_router)
+    app.include_router(campaign_review_router)
     app.include_router(sync_router)
     app.include_router(review_router)
     # --- channel edges, when configured

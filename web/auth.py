@@ -6,7 +6,7 @@ The tokens file (``settings.tokens_file``, TOML) lists ``[[tokens]]`` tables::
     name = "alice-laptop"                 # for people and logs; unique
     sha256 = "9f86d081884c7d65..."        # hex SHA-256 of the raw token; raw tokens are never stored
     email = "alice@example.com"           # the directory identity it acts as (optional for service tokens)
-    roles = ["requester"]                 # requester and/or admin
+    roles = ["requester"]                 # requester and/or admin; or auditor
 
 Roles (see the design note, "Who is acting"):
 
@@ -14,7 +14,9 @@ Roles (see the design note, "Who is acting"):
 - ``requester``: may also create requests for itself, and cancel, extend or relinquish its own
   (ownership is checked by the workflow);
 - ``admin``: may do everything, and act on behalf of someone (``as`` / ``requester``), recorded as
-  "admin X on behalf of Y".
+  "admin X on behalf of Y";
+- ``auditor``: reads requests, campaigns and the ledger, and changes nothing (refused on every call that
+  acts, whatever other role the token holds).
 
 Invariants: a presented token is hashed and compared with every entry in constant time (so neither the
 match nor its position leaks through timing); the file is re-read when it changes, so a token issued
@@ -38,7 +40,7 @@ import tomli_w
 
 from domain.identity import PersonRef
 
-ROLES = frozenset({"requester", "admin"})
+ROLES = frozenset({"requester", "admin", "auditor"})
 TOKEN_PREFIX = "gf_"
 
 
@@ -59,8 +61,12 @@ class Principal:
         return "admin" in self.roles
 
     @property
+    def is_auditor(self) -> bool:
+        return "auditor" in self.roles
+
+    @property
     def may_request(self) -> bool:
-        return bool(self.roles & {"requester", "admin"})
+        return bool(self.roles & {"requester", "admin"}) and not self.is_auditor
 
     @property
     def token_identity(self) -> PersonRef:

@@ -25,10 +25,10 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from domain.campaign_decisions import CampaignVerdict, ItemDecision, refusal
+from domain.campaign_decisions import CampaignVerdict, ItemDecision, default_decision, refusal
 from domain.campaign_report import RefusedAttempt
 from domain.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign_spec
-from domain.campaign_state import CampaignProgress, CampaignRecord, CampaignStatus
+from domain.campaign_state import CampaignProgress, CampaignRecord, CampaignStatus, ItemOutcome
 from domain.durations import PositiveDuration
 from domain.identity import Actor
 from store import Store, StoreError
@@ -323,11 +323,81 @@ class CampaignService:
         progress = await self._db(self._store.progress, campaign_id, record.stage)
         return CampaignStatusView(campaign=record, progress=progress)
 
-    async def items_for_reviewer(
-        self, campaign_id: str, reviewer_id: str, *, after: str = ""
-    ) -> list[StoredItem]:
+    async def items_for_reviewer(self, campaign_id: str, reviewer_id: str) -> list[StoredItem]:
+        """The open stage's items a person reviews: their own, and those of every group they are in."""
         record = await self._campaign(campaign_id)
+        person = await self._db(self._store.get_person, reviewer_id)
+        found: list[StoredItem] = []
+        for owner in [reviewer_id, *(person.groups if person is not None else ())]:
+            after = ""
+            while page := await self._db(
+                self._store.items, campaign_id, reviewer_id=owner, stage=record.stage, after=after
+            ):
+                found += page
+                after = page[-1].id
+        return sorted(found, key=lambda i: i.id)
+
+    async def campaigns(self, limit: int = 50) -> list[CampaignRecord]:
+        records: list[CampaignRecord] = await self._db(self._store.list_campaigns, limit)
+        return records
+
+    async def items(
+        self,
+        campaign_id: str,
+        *,
+        after: str = "",
+        reviewer: str | None = None,
+        outcome: ItemOutcome | None = None,
+        limit: int = 200,
+    ) -> list[StoredItem]:
+        """A page of a campaign's items; ``reviewer`` is a person's email (their items in the open stage)
+        or a reviewing group's name."""
+        record = await self._campaign(campaign_id)
+        reviewer_id: str | None = None
+        stage: int | None = None
+        if reviewer:
+            person = await self._db(self._store.find_person_by_email, reviewer)
+            reviewer_id = person.id if person is not None else reviewer
+            stage = record.stage
         items: list[StoredItem] = await self._db(
-            self._store.items, campaign_id, reviewer_id=reviewer_id, stage=record.stage, after=after
+            self._store.items,
+            campaign_id,
+            after=after,
+            limit=limit,
+            reviewer_id=reviewer_id,
+            stage=stage,
+            outcome=outcome,
         )
         return items
+
+    async def preview(self, campaign_id: str) -> CampaignPreview:
+        """A dry run's answer (and any campaign's): who is asked in the first stage, and what the last
+        deadline would revoke if nobody answered — from the stored items and the spec's default."""
+        record = await self._campaign(campaign_id)
+        spec = parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}")
+        per_reviewer: dict[str, int] = {}
+        unassigned: list[PreviewItem] = []
+        would_revoke: list[PreviewItem] = []
+        total, after = 0, ""
+        while page := await self._db(self._store.items, campaign_id, after=after):
+            for item in page:
+                total += 1
+                who = item.assignment.reviewer
+                entry = PreviewItem(
+                    item_id=item.id, subject=item.subject.name, access=item.access.describe(), why=""
+                )
+                if who is None:
+                    unassigned.append(entry.model_copy(update={"why": "; ".join(item.assignment.notes)}))
+                else:
+                    per_reviewer[who.name] = per_reviewer.get(who.name, 0) + 1
+                verdict, basis = default_decision(item, spec)
+                if verdict == "revoke":
+                    would_revoke.append(entry.model_copy(update={"why": basis}))
+            after = page[-1].id
+        reviewers = [PreviewReviewer(reviewer=name, items=n) for name, n in per_reviewer.items()]
+        return CampaignPreview(
+            items=total,
+            reviewers=sorted(reviewers, key=lambda r: (-r.items, r.reviewer)),
+            unassigned=unassigned,
+            would_revoke=would_revoke,
+        )

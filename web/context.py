@@ -19,6 +19,7 @@ from domain.policy import PolicySet
 from domain.review_links import ReviewLinks
 from store import Store
 from web.auth import TokenRegistry
+from web.campaign_service import CampaignService
 from web.service import RequestService
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class WebContext:
     # --- channel edges (Slack, Jira): None when not configured
     slack: SlackEdge | None = None
     jira: JiraEdge | None = None
+    campaigns: CampaignService | None = None
+    """Built on first use from the client and the store (tests build contexts without it)."""
 
     def close(self) -> None:
         if self.owns_store:
@@ -57,6 +60,13 @@ def context_of(request: Request) -> WebContext:
 
 def service_of(request: Request) -> RequestService:
     return context_of(request).service
+
+
+def campaigns_of(request: Request) -> CampaignService:
+    context = context_of(request)
+    if context.campaigns is None:
+        context.campaigns = CampaignService(context.client, context.store, context.settings.task_queue)
+    return context.campaigns
 
 
 Service = Annotated[RequestService, Depends(service_of)]

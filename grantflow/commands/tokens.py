@@ -25,10 +25,13 @@ def token() -> None:
 @click.option(
     "--role",
     "roles",
-    type=click.Choice(["requester", "admin"]),
+    type=click.Choice(["requester", "admin", "auditor"]),
     multiple=True,
     required=True,
-    help="requester: create and manage their own requests; admin: everything, and acting for others",
+    help=(
+        "requester: create and manage their own requests; admin: everything, and acting for others; "
+        "auditor: read requests, campaigns and the ledger, change nothing"
+    ),
 )
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -38,7 +41,9 @@ def issue(ctx: click.Context, name: str, email: str | None, roles: tuple[str, ..
 
     settings = settings_from(ctx)
     path = settings.tokens_file or settings.state_dir / "tokens.toml"
-    if email is None and "admin" not in roles:
+    if "auditor" in roles and len(set(roles)) > 1:
+        raise click.UsageError("an auditor token changes nothing: give it no other role")
+    if email is None and not {"admin", "auditor"} & set(roles):
         raise click.UsageError(
             "a token without --email acts as nobody: give --email, or make it an admin token"
         )
