@@ -115,6 +115,7 @@ def build_activities(
         campaigns.tell_reviewers,
         campaigns.settle_partition,
         campaigns.apply_partition,
+        campaigns.follow_directory,
         campaigns.finish,
     ]
 

@@ -1,12 +1,12 @@
-"""The side effects of ``workflows/campaign.py``: snapshot, stages, telling reviewers, settling and applying.
+"""The side effects of ``workflows/campaign.py``: the snapshot, the stages and telling reviewers here;
+settling and applying in ``activities/campaign_settlement.py``; following the directory in
+``activities/campaign_directory.py``; what they share in ``activities/campaign_base.py``.
 
 Every activity works on the store by campaign id and returns counts and cursors only: items never pass
 through Temporal. Each is safe to run again after a crash or a lost reply — items are written by id, a
 stage's tasks once per reviewer, decisions only by the store's own rules, revocations read back before an
 item is marked revoked — so a retry finishes the work instead of repeating it. Items are worked on in
-sixteen partitions (``domain.campaigns.partition``); the workflow runs a few at once. All of one person's
-items share a partition, so their revocations in hoop (whose ``PUT /users`` replaces the whole user) happen
-one after the other, never in parallel.
+sixteen partitions (``domain.campaigns.partition``); the workflow runs a few at once.
 
 What is decided here is only what the pure rules say (``domain/population.py``,
 ``domain/campaigns.py``, ``domain/campaign_decisions.py``): who is in the population, who reviews, what the
@@ -18,201 +18,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.standing_access import GroupSource, RevokeMembershipInput, StandingAccessActivities
-from domain.campaign_decisions import ItemDecision, default_decision
-from domain.campaign_report import Provenance, Revocation, SourceExtract
-from domain.campaign_spec import CampaignSpec, parse_campaign_spec
-from domain.campaign_state import CampaignStatus, ItemOutcome
+from activities.campaign_base import (
+    NOTICE_PAGE,
+    WRITE_BATCH,
+    CampaignBase,
+    CampaignRef,
+    DeadlineInput,
+    FactsPeople,
+    FinishInput,
+    ReviewerPageInput,
+    ReviewerPageResult,
+    SnapshotResult,
+    StageInput,
+    UsageIndex,
+)
+from activities.campaign_directory import CampaignDirectory
+from activities.campaign_settlement import CampaignSettlement
+from domain.campaign_report import Provenance
+from domain.campaign_state import CampaignStatus
 from domain.campaigns import (
     Assignment,
     CampaignItem,
-    ConnectionUsage,
-    People,
     Reviewer,
-    Usage,
     assign_reviewer,
     population_hash,
 )
-from domain.identity import Person, PersonRef
-from domain.population import Facts, build_population, keep_after_usage
-from domain.review_links import ReviewLinks
-from integrations.notify import Message, Notifier
-from store import Store
-from store.campaigns import StoredItem
-
-WRITE_BATCH = 500
-NOTICE_PAGE = 200
-GIVE_UP_AFTER_ATTEMPTS = 5
-"""A partition's revocations still failing transiently after this many attempts get a remediation record."""
+from domain.population import build_population, keep_after_usage
 
 
-@dataclass(frozen=True)
-class UsageIndex:
-    """Sessions seen in the window, aggregated once per campaign (never one call per item)."""
-
-    sessions: dict[tuple[str, str], ConnectionUsage] = field(default_factory=dict)
-    """(identity name, lower case; connection) → last use and session count."""
-    key_last_used: dict[str, datetime] = field(default_factory=dict)
-    """API key name → hoop's ``last_used_at``."""
-
-    def usage_for(self, item: CampaignItem, window_start: datetime, read_at: datetime) -> Usage:
-        name = item.subject.name.lower()
-        per_connection = tuple(
-            self.sessions.get((name, c), ConnectionUsage(connection=c)) for c in item.access.connections
-        )
-        return Usage(
-            window_start=window_start,
-            read_at=read_at,
-            per_connection=per_connection,
-            key_last_used_at=self.key_last_used.get(item.subject.name),
-        )
-
-
-class CampaignSources(Protocol):
-    """Reading the population's facts and usage from the gateway and the identity provider
-    (``integrations.campaign_sources.HoopScimSources``)."""
-
-    async def read_facts(self, read_at: datetime) -> tuple[Facts, list[SourceExtract]]: ...
-
-    async def read_usage(
-        self, since: datetime, count_from: datetime, read_at: datetime
-    ) -> tuple[dict[tuple[str, str], ConnectionUsage], list[SourceExtract]]: ...
-
-
-class StorePeople(People):
-    """The directory as the store holds it now (identity sync keeps it current): movers and leavers are
-    seen at the moment an item is assigned."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def person(self, person_id: str) -> Person | None:
-        return self._store.get_person(person_id)
-
-    def by_email(self, email: str) -> Person | None:
-        return self._store.find_person_by_email(email)
-
-    def members(self, group: str) -> Sequence[Person]:
-        return self._store.group_members(group)
-
-
-class FactsPeople(People):
-    """The directory as the snapshot read it."""
-
-    def __init__(self, facts: Facts) -> None:
-        self._by_id = {p.id: p for p in facts.people}
-        self._by_email = {p.email.lower(): p for p in facts.people}
-        self._groups = facts.idp_groups
-
-    def person(self, person_id: str) -> Person | None:
-        return self._by_id.get(person_id)
-
-    def by_email(self, email: str) -> Person | None:
-        return self._by_email.get(email.lower())
-
-    def members(self, group: str) -> Sequence[Person]:
-        return [self._by_id[i] for i in self._groups.get(group, ()) if i in self._by_id]
-
-
-class CampaignRef(BaseModel):
-    campaign_id: str
-
-
-class SnapshotResult(BaseModel):
-    items: int
-    reviewers: int
-    unassigned: int = Field(description="items nobody independent could review")
-    notes: list[str] = Field(default_factory=list)
-
-
-class StageInput(BaseModel):
-    campaign_id: str
-    stage: int
-    closes_at: AwareDatetime
-
-
-class DeadlineInput(BaseModel):
-    campaign_id: str
-    stage: int
-    closes_at: AwareDatetime
-    extension: int = Field(description="how many extensions so far (for idempotency)")
-
-
-class ReviewerPageInput(BaseModel):
-    campaign_id: str
-    stage: int
-    kind: Literal["notice", "reminder"]
-    after: str = ""
-    round: int = Field(default=0, description="which reminder of the stage (for idempotency)")
-
-
-class ReviewerPageResult(BaseModel):
-    next_after: str | None
-    told: int
-
-
-class PartitionInput(BaseModel):
-    campaign_id: str
-    stage: int
-    partition: str
-    final: bool = False
-
-
-class PartitionResult(BaseModel):
-    counts: dict[str, int] = Field(default_factory=dict)
-
-
-class FinishInput(BaseModel):
-    campaign_id: str
-    status: CampaignStatus
-    actor: str = "grantflow"
-    reason: str = ""
-
-
-class CampaignActivities:
-    def __init__(
-        self,
-        store: Store,
-        sources: CampaignSources,
-        revoker: StandingAccessActivities,
-        notifier: Notifier,
-        links: ReviewLinks | None,
-    ) -> None:
-        self._store = store
-        self._sources = sources
-        self._revoker = revoker
-        self._notifier = notifier
-        self._links = links
-
-    async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, datetime]:
-        record = await asyncio.to_thread(self._store.campaign, campaign_id)
-        if record is None:
-            raise ApplicationError(
-                f"campaign {campaign_id} does not exist", type="NotFound", non_retryable=True
-            )
-        return parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}"), record.launched_at
-
-    async def _ledger(self, kind: str, campaign_id: str, key: str, data: dict[str, object]) -> None:
-        await asyncio.to_thread(
-            self._store.append_ledger,
-            kind=kind,
-            subject=campaign_id,
-            actor="grantflow",
-            channel="system",
-            data=data,
-            idempotency_key=f"{campaign_id}:{key}",
-        )
-
-    # ------------------------------------------------------------------ snapshot
+class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignBase):
+    """Every campaign activity, registered by the worker; each part lives in the module named for it."""
 
     @activity.defn(name="campaign_snapshot")
     async def snapshot(self, inp: CampaignRef) -> SnapshotResult:
@@ -355,153 +194,6 @@ class CampaignActivities:
         next_after = page[-1][0] if len(page) == NOTICE_PAGE else None
         return ReviewerPageResult(next_after=next_after, told=told)
 
-    async def _recipients(self, reviewer: Reviewer) -> list[PersonRef]:
-        if reviewer.kind == "person":
-            return [PersonRef(id=reviewer.id, email=reviewer.name)]
-        members = await asyncio.to_thread(self._store.group_members, reviewer.id)
-        return [m.ref for m in members if m.active]
-
-    async def _send(
-        self, inp: ReviewerPageInput, spec: CampaignSpec, person: PersonRef, pending: int
-    ) -> None:
-        link = self._links.campaign_url(inp.campaign_id, person.id) if self._links is not None else None
-        items = f"{pending} item{'s' if pending != 1 else ''}"
-        if inp.kind == "notice":
-            subject = f"Access review: {spec.name} — {items} to review"
-            text = (
-                f"{spec.name}: please review the standing access of {items} (stage {inp.stage + 1} of "
-                f"{len(spec.stages)}). For each, keep or revoke; at the deadline, "
-                f"{_default_sentence(spec)}."
-            )
-        else:
-            subject = f"Reminder: {spec.name} — {items} still to review"
-            text = f"{spec.name}: {items} still wait for your decision (stage {inp.stage + 1})."
-        message = Message(
-            request_id=f"{inp.campaign_id}:{inp.stage}:{inp.kind}:{inp.round}",
-            event=f"campaign_{inp.kind}",
-            recipient=person,
-            subject=subject,
-            text=text,
-            link=link,
-        )
-        try:
-            await self._notifier.send(message)
-        except Exception as exc:  # best effort: a reviewer's channel failing never stops the campaign
-            activity.logger.warning("campaign %s: %s not told: %s", inp.campaign_id, person.email, exc)
-
-    # ------------------------------------------------------------------ settling and applying
-
-    @activity.defn(name="campaign_settle_partition")
-    async def settle_partition(self, inp: PartitionInput) -> PartitionResult:
-        """After a stage closed: revokes end an item's review; keeps and undecided items move to the next
-        stage's reviewer — or, after the last stage, keeps are kept and the default decides the rest."""
-        spec, _ = await self._spec(inp.campaign_id)
-        people = StorePeople(self._store)
-        counts: dict[str, int] = {}
-        async for item in self._partition(inp, ItemOutcome.OPEN, stage=inp.stage):
-            outcome = await self._settle(inp, spec, people, item)
-            counts[outcome] = counts.get(outcome, 0) + 1
-        return PartitionResult(counts=counts)
-
-    async def _partition(
-        self, inp: PartitionInput, outcome: ItemOutcome, *, stage: int | None = None
-    ) -> AsyncIterator[StoredItem]:
-        """The partition's items with ``outcome``, page by page (each page read after the previous one was
-        worked on, so items it changed are not read again), with a heartbeat per item."""
-        after = ""
-        while page := await asyncio.to_thread(
-            self._store.items,
-            inp.campaign_id,
-            after=after,
-            stage=stage,
-            outcome=outcome,
-            partition=inp.partition,
-        ):
-            for item in page:
-                yield item
-                activity.heartbeat(item.id)
-            after = page[-1].id
-
-    async def _settle(self, inp: PartitionInput, spec: CampaignSpec, people: People, item: StoredItem) -> str:
-        if item.verdict == "revoke":
-            await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, ItemOutcome.REVOKE)
-            return "revoke"
-        if not inp.final:
-            assignment = assign_reviewer(item, inp.stage + 1, spec, people)
-            await asyncio.to_thread(self._store.reassign, inp.campaign_id, item.id, assignment)
-            return "next_stage"
-        if item.verdict == "keep":
-            await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, ItemOutcome.KEPT)
-            return "kept"
-        verdict, basis = default_decision(item, spec)
-        default = ItemDecision(
-            item_id=item.id,
-            stage=inp.stage,
-            verdict=verdict,
-            actor=None,
-            decided_at=datetime.now(UTC),
-            default=True,
-            default_basis=basis,
-        )
-        await asyncio.to_thread(self._store.record_default, inp.campaign_id, default)
-        outcome = ItemOutcome.KEPT if verdict == "keep" else ItemOutcome.REVOKE
-        await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, outcome, verdict=verdict)
-        return f"default_{verdict}"
-
-    @activity.defn(name="campaign_apply_partition")
-    async def apply_partition(self, inp: PartitionInput) -> PartitionResult:
-        """Apply the partition's revocations one item after the other, each read back; an item that cannot
-        be revoked gets a remediation record and stays open in the evidence."""
-        counts: dict[str, int] = {}
-        async for item in self._partition(inp, ItemOutcome.REVOKE):
-            revocation = await self._revoke(inp.campaign_id, item)
-            outcome = ItemOutcome.REVOKED if revocation.status == "applied" else ItemOutcome.FAILED
-            await asyncio.to_thread(
-                self._store.set_outcome, inp.campaign_id, item.id, outcome, revocation=revocation
-            )
-            await self._ledger(
-                f"campaign.item_{outcome.value}",
-                inp.campaign_id,
-                f"apply:{item.id}",
-                {"item": item.id, "subject": item.subject.name, **revocation.model_dump(mode="json")},
-            )
-            counts[outcome.value] = counts.get(outcome.value, 0) + 1
-        return PartitionResult(counts=counts)
-
-    async def _revoke(self, campaign_id: str, item: StoredItem) -> Revocation:
-        access, subject = item.access, item.subject
-        if not subject.is_person or access.group is None:
-            return _remediation(
-                campaign_id,
-                item,
-                f"removing {subject.kind.value.replace('_', ' ')} access is not automated: remove "
-                f"{subject.name}'s {access.describe()} in hoop by hand",
-            )
-        source = GroupSource.IDP if any(s.value == "scim" for s in access.sources) else GroupSource.GATEWAY
-        request = RevokeMembershipInput(
-            person=PersonRef(id=subject.id, email=subject.name),
-            group=access.group,
-            source=source,
-            reason=f"campaign {campaign_id}: revoked",
-            subject=f"{campaign_id}:{item.id}",
-        )
-        try:
-            result = await self._revoker.revoke_membership(request)
-        except ApplicationError as exc:
-            if exc.non_retryable or activity.info().attempt >= GIVE_UP_AFTER_ATTEMPTS:
-                return _remediation(campaign_id, item, exc.message)
-            raise
-        return Revocation(
-            status="applied",
-            systems=("scim", "hoop") if result.removed_in_idp is not None else ("hoop",),
-            applied_at=datetime.now(UTC),
-            read_back=(
-                f"hoop: not in {access.group}"
-                + ("; identity provider: not a member" if result.removed_in_idp is not None else "")
-            ),
-            sessions_killed=tuple(k.id for k in result.sessions_killed),
-        )
-
     @activity.defn(name="campaign_finish")
     async def finish(self, inp: FinishInput) -> dict[str, int]:
         now = datetime.now(UTC)
@@ -523,31 +215,5 @@ class CampaignActivities:
         return progress.by_outcome
 
 
-def _remediation(campaign_id: str, item: CampaignItem, error: str) -> Revocation:
-    return Revocation(
-        status="remediation",
-        systems=(),
-        error=error,
-        remediation=f"remediation record {campaign_id}:{item.id}",
-    )
-
-
-def _default_sentence(spec: CampaignSpec) -> str:
-    return {
-        "keep": "undecided access is kept",
-        "revoke": "undecided access is revoked",
-        "recommendation": "undecided access follows its recommendation",
-    }[spec.default_decision.value]
-
-
 def provenance_of(json_text: str | None) -> Provenance | None:
     return Provenance.model_validate(json.loads(json_text)) if json_text else None
-
-
-def stage_deadlines(spec: CampaignSpec, launched_at: datetime) -> list[datetime]:
-    """When each stage closes, from launch."""
-    ends, at = [], launched_at
-    for duration in spec.stage_durations(launched_at):
-        at = at + duration
-        ends.append(at)
-    return ends

@@ -263,7 +263,9 @@ def _candidate(
     if kind is ReviewerKind.MANAGER:
         if not subject.is_person:
             return None, "a non-human identity has no manager"
-        manager = people.person(subject.manager_id) if subject.manager_id else None
+        current = people.person(subject.id)  # the manager as of now: people move during a campaign
+        manager_id = current.manager_id if current is not None else subject.manager_id
+        manager = people.person(manager_id) if manager_id else None
         if manager is None:
             return None, f"{subject.name} has no manager in the directory"
         if not manager.active:

@@ -168,6 +168,15 @@ def test_each_stage_kind_resolves_its_reviewer() -> None:
     assert (owner.reviewer and owner.reviewer.name, owner.via) == ("bob@example.com", "identity_owner")
 
 
+def test_the_manager_is_the_directorys_as_of_now_not_the_snapshots() -> None:
+    moved = Directory(
+        [Person(id="u-3", email="bob@example.com", manager_id="u-1"), *PEOPLE.members("security")]
+    )
+    spec = _spec('[[stages]]\nreviewers = "manager"\n')
+    assigned = assign_reviewer(BOB, 0, spec, moved)  # the snapshot said ken; bob reports to grace now
+    assert assigned.reviewer is not None and assigned.reviewer.name == "grace@example.com"
+
+
 def test_unresolvable_items_go_to_the_next_stage_then_the_fallback_with_reasons() -> None:
     spec = _spec('[[stages]]\nreviewers = "manager"\n[[stages]]\nreviewers = "resource_owner"\n')
     # A key has no manager: stage 1 is reviewed by the owner of its group.
@@ -206,9 +215,10 @@ def test_a_group_reviews_without_the_subject_and_nobody_independent_means_no_rev
     manager = _spec('[[stages]]\nreviewers = "manager"\n')
     assigned = assign_reviewer(grace, 0, manager, PEOPLE)
     assert (assigned.reviewer and assigned.reviewer.name, assigned.via) == ("ken@example.com", "owner")
-    # Nobody independent at all: no reviewer, and every reason recorded.
+    # Nobody independent at all (ken has no manager, and is the fallback and the owner): no reviewer, and
+    # every reason recorded.
     ken = _person_item("u-2", "ken@example.com", None)
     alone = _spec('[[stages]]\nreviewers = "manager"\n', fallback="ken@example.com")
-    none = assign_reviewer(ken, 0, alone, PEOPLE)
+    none = assign_reviewer(ken, 0, alone, Directory([Person(id="u-2", email="ken@example.com")]))
     assert none.reviewer is None and none.via == "none"
     assert len(none.notes) == 3 and all("ken@example.com" in n for n in none.notes)

@@ -322,3 +322,40 @@ async def test_a_long_campaign_continues_as_new_and_still_finishes(scim_stack: S
     assert started.continued_execution_run_id, "the last run should continue an earlier one"
     assert len(history.events) < 200
     assert sum(outcome.outcomes.values()) == 7
+
+
+async def test_leavers_and_movers_reach_open_campaigns(scim_stack: Stack) -> None:
+    stack = scim_stack
+    service = await synced(stack)
+    record = await service.launch(ANALYTICS, stack.actor("margaret@example.com"))
+    await until_open(stack, record.id)
+    server = stack.scim_server
+    assert server is not None
+    # judy leaves: her own item closes as revoked by the leaver flow; the three she reviewed go on to the
+    # next reviewer — their manager is gone, so the fallback.
+    judy_items = {i.id for i in stack.store.items(record.id, reviewer_id=stack.ref("judy@example.com").id)}
+    assert len(judy_items) == 3
+    judy_own = item_of(stack, record.id, "judy@example.com")
+    server.deactivate("judy@example.com")
+    # eli moves: his manager is xena now, who reviews his item instead of dina.
+    server.set_manager("eli@example.com", "xena@example.com")
+    await synced(stack)
+    closed = stack.store.item(record.id, judy_own.id)
+    assert closed is not None and closed.outcome is ItemOutcome.REVOKED
+    assert closed.revocation is not None and closed.revocation.systems == ("leaver flow",)
+    for item_id in judy_items:
+        moved = stack.store.item(record.id, item_id)
+        assert moved is not None and moved.assignment.reviewer is not None
+        assert (moved.assignment.reviewer.name, moved.assignment.via) == ("margaret@example.com", "fallback")
+        assert any("inactive" in note for note in moved.assignment.notes)
+    eli = item_of(stack, record.id, "eli@example.com")
+    assert eli.assignment.reviewer is not None and eli.assignment.reviewer.name == "xena@example.com"
+    entries = stack.store.ledger_entries(subject=record.id)
+    assert sum(e.kind == "campaign.item_rerouted" for e in entries) == 4
+    assert sum(e.kind == "campaign.item_closed_leaver" for e in entries) == 1
+    told = [m for m in stack.notifier.messages if m.event == "campaign_notice"]
+    assert any(m.recipient.email == "margaret@example.com" and "3 items" in m.subject for m in told)
+    assert any(m.recipient.email == "xena@example.com" and "2 items" in m.subject for m in told)
+    # A second sync with nothing new changes nothing.
+    await synced(stack)
+    assert len(stack.store.ledger_entries(subject=record.id)) == len(entries)

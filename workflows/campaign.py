@@ -31,8 +31,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.campaigns import (
-        CampaignActivities,
+    from activities.campaign_base import (
         CampaignRef,
         DeadlineInput,
         FinishInput,
@@ -43,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         StageInput,
         stage_deadlines,
     )
+    from activities.campaigns import CampaignActivities
     from domain.campaign_spec import CampaignSpec
     from domain.campaign_state import CampaignStatus
     from domain.campaigns import PARTITIONS

@@ -8,7 +8,9 @@ eligible) while, at the same time, the gateway is told: leavers' hoop users set 
 open sessions killed, re-activated people set active again (``apply_in_gateway``). Nothing reaches the
 gateway unless the sync was applied: a dry run or a sync the safety guard stopped changes nothing there.
 A gateway that still fails after ``GATEWAY_RETRY`` is escalated in the ledger and reported, without
-holding up the requests' signals. Nothing waits for a timer.
+holding up the requests' signals. Open campaigns follow the changes too (``campaign_follow_directory``:
+items about leavers closed, a leaver's items and a mover's manager-reviewed items re-routed). Nothing waits
+for a timer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.campaign_base import DirectoryChangesInput
+    from activities.campaigns import CampaignActivities
     from activities.identity_sync import GatewayChangesInput, IdentitySyncActivities
     from domain.directory_sync import SyncInput, SyncReport
     from workflows.access_request import AccessRequestWorkflow
@@ -75,6 +79,8 @@ class IdentitySyncWorkflow:
                     await handle.signal(AccessRequestWorkflow.approvers_changed, signal.approvers_changed)
             except FailureError as err:  # the request finished meanwhile: nothing left to tell it
                 workflow.logger.info("request %s not signalled: %s", signal.request_id, err)
+        if report.leavers or report.movers:
+            await self._follow_in_campaigns(inp, report)
         if in_gateway is not None:
             try:
                 report.gateway = await in_gateway
@@ -84,3 +90,21 @@ class IdentitySyncWorkflow:
                     "identity sync %s: gateway not updated: %s", inp.sync_id, report.gateway_error
                 )
         return report
+
+    @staticmethod
+    async def _follow_in_campaigns(inp: SyncInput, report: SyncReport) -> None:
+        """Open campaigns follow the organisation (re-routing is recorded by the activity). A failure is
+        logged and left to the next sync, which sees the same people as left or moved no more: the
+        campaign's own deadline still settles every item."""
+        try:
+            await workflow.execute_activity_method(
+                CampaignActivities.follow_directory,
+                DirectoryChangesInput(sync_id=inp.sync_id, leavers=report.leavers, movers=report.movers),
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=SYNC_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.error(
+                "identity sync %s: campaigns not updated: %s", inp.sync_id, err.cause or err
+            )

@@ -152,7 +152,8 @@ def preview(ctx: click.Context, campaign_id: str, as_json: bool) -> None:
     def human(doc: dict[str, Any]) -> None:
         click.echo(f"{doc['items']} items over {len(doc['reviewers'])} reviewers")
         for reviewer in doc["reviewers"]:
-            click.echo(f"  {reviewer['reviewer']}: {reviewer['items']} items")
+            count = reviewer["items"]
+            click.echo(f"  {reviewer['reviewer']}: {count} item{'s' if count != 1 else ''}")
         click.echo(f"if nobody answers, the deadline revokes {len(doc['would_revoke'])}:")
         for item in doc["would_revoke"]:
             click.echo(f"  {item['subject']}: {item['access']} — {item['why']}")

@@ -1,0 +1,292 @@
+"""What the campaign activities share (``activities/campaigns.py`` composes them): the inputs and results
+the workflow exchanges with them, the sources a snapshot reads, the directory as reviewer assignment sees
+it, and the common steps — reading a campaign's spec, writing the ledger, telling a reviewer.
+
+Nothing here runs as an activity by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import AwareDatetime, BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.standing_access import StandingAccessActivities
+from domain.campaign_report import SourceExtract
+from domain.campaign_spec import CampaignSpec, parse_campaign_spec
+from domain.campaign_state import CampaignStatus, ItemOutcome
+from domain.campaigns import (
+    CampaignItem,
+    ConnectionUsage,
+    People,
+    Reviewer,
+    Usage,
+)
+from domain.directory_sync import Leaver, ManagerChange
+from domain.identity import Person, PersonRef
+from domain.population import Facts
+from domain.review_links import ReviewLinks
+from integrations.notify import Message, Notifier
+from store import Store
+from store.campaigns import StoredItem
+
+WRITE_BATCH = 500
+NOTICE_PAGE = 200
+
+
+@dataclass(frozen=True)
+class UsageIndex:
+    """Sessions seen in the window, aggregated once per campaign (never one call per item)."""
+
+    sessions: dict[tuple[str, str], ConnectionUsage] = field(default_factory=dict)
+    """(identity name, lower case; connection) → last use and session count."""
+    key_last_used: dict[str, datetime] = field(default_factory=dict)
+    """API key name → hoop's ``last_used_at``."""
+
+    def usage_for(self, item: CampaignItem, window_start: datetime, read_at: datetime) -> Usage:
+        name = item.subject.name.lower()
+        per_connection = tuple(
+            self.sessions.get((name, c), ConnectionUsage(connection=c)) for c in item.access.connections
+        )
+        return Usage(
+            window_start=window_start,
+            read_at=read_at,
+            per_connection=per_connection,
+            key_last_used_at=self.key_last_used.get(item.subject.name),
+        )
+
+
+class CampaignSources(Protocol):
+    """Reading the population's facts and usage from the gateway and the identity provider
+    (``integrations.campaign_sources.HoopScimSources``)."""
+
+    async def read_facts(self, read_at: datetime) -> tuple[Facts, list[SourceExtract]]: ...
+
+    async def read_usage(
+        self, since: datetime, count_from: datetime, read_at: datetime
+    ) -> tuple[dict[tuple[str, str], ConnectionUsage], list[SourceExtract]]: ...
+
+
+class StorePeople(People):
+    """The directory as the store holds it now (identity sync keeps it current): movers and leavers are
+    seen at the moment an item is assigned."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def person(self, person_id: str) -> Person | None:
+        return self._store.get_person(person_id)
+
+    def by_email(self, email: str) -> Person | None:
+        return self._store.find_person_by_email(email)
+
+    def members(self, group: str) -> Sequence[Person]:
+        return self._store.group_members(group)
+
+
+class FactsPeople(People):
+    """The directory as the snapshot read it."""
+
+    def __init__(self, facts: Facts) -> None:
+        self._by_id = {p.id: p for p in facts.people}
+        self._by_email = {p.email.lower(): p for p in facts.people}
+        self._groups = facts.idp_groups
+
+    def person(self, person_id: str) -> Person | None:
+        return self._by_id.get(person_id)
+
+    def by_email(self, email: str) -> Person | None:
+        return self._by_email.get(email.lower())
+
+    def members(self, group: str) -> Sequence[Person]:
+        return [self._by_id[i] for i in self._groups.get(group, ()) if i in self._by_id]
+
+
+class CampaignRef(BaseModel):
+    campaign_id: str
+
+
+class SnapshotResult(BaseModel):
+    items: int
+    reviewers: int
+    unassigned: int = Field(description="items nobody independent could review")
+    notes: list[str] = Field(default_factory=list)
+
+
+class StageInput(BaseModel):
+    campaign_id: str
+    stage: int
+    closes_at: AwareDatetime
+
+
+class DeadlineInput(BaseModel):
+    campaign_id: str
+    stage: int
+    closes_at: AwareDatetime
+    extension: int = Field(description="how many extensions so far (for idempotency)")
+
+
+class ReviewerPageInput(BaseModel):
+    campaign_id: str
+    stage: int
+    kind: Literal["notice", "reminder"]
+    after: str = ""
+    round: int = Field(default=0, description="which reminder of the stage (for idempotency)")
+
+
+class ReviewerPageResult(BaseModel):
+    next_after: str | None
+    told: int
+
+
+class PartitionInput(BaseModel):
+    campaign_id: str
+    stage: int
+    partition: str
+    final: bool = False
+
+
+class PartitionResult(BaseModel):
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
+class DirectoryChangesInput(BaseModel):
+    sync_id: str
+    leavers: list[Leaver] = Field(default_factory=list)
+    movers: list[ManagerChange] = Field(default_factory=list)
+
+
+class FollowResult(BaseModel):
+    closed: int = 0
+    rerouted: int = 0
+
+
+class FinishInput(BaseModel):
+    campaign_id: str
+    status: CampaignStatus
+    actor: str = "grantflow"
+    reason: str = ""
+
+
+class CampaignBase:
+    """The collaborators and shared steps of every campaign activity."""
+
+    def __init__(
+        self,
+        store: Store,
+        sources: CampaignSources,
+        revoker: StandingAccessActivities,
+        notifier: Notifier,
+        links: ReviewLinks | None,
+    ) -> None:
+        self._store = store
+        self._sources = sources
+        self._revoker = revoker
+        self._notifier = notifier
+        self._links = links
+
+    async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, datetime]:
+        record = await asyncio.to_thread(self._store.campaign, campaign_id)
+        if record is None:
+            raise ApplicationError(
+                f"campaign {campaign_id} does not exist", type="NotFound", non_retryable=True
+            )
+        return parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}"), record.launched_at
+
+    async def _ledger(self, kind: str, campaign_id: str, key: str, data: dict[str, object]) -> None:
+        await asyncio.to_thread(
+            self._store.append_ledger,
+            kind=kind,
+            subject=campaign_id,
+            actor="grantflow",
+            channel="system",
+            data=data,
+            idempotency_key=f"{campaign_id}:{key}",
+        )
+
+    async def _recipients(self, reviewer: Reviewer) -> list[PersonRef]:
+        if reviewer.kind == "person":
+            return [PersonRef(id=reviewer.id, email=reviewer.name)]
+        members = await asyncio.to_thread(self._store.group_members, reviewer.id)
+        return [m.ref for m in members if m.active]
+
+    async def _send(
+        self, inp: ReviewerPageInput, spec: CampaignSpec, person: PersonRef, pending: int
+    ) -> None:
+        link = self._links.campaign_url(inp.campaign_id, person.id) if self._links is not None else None
+        items = f"{pending} item{'s' if pending != 1 else ''}"
+        if inp.kind == "notice":
+            subject = f"Access review: {spec.name} — {items} to review"
+            text = (
+                f"{spec.name}: please review the standing access of {items} (stage {inp.stage + 1} of "
+                f"{len(spec.stages)}). For each, keep or revoke; at the deadline, "
+                f"{_default_sentence(spec)}."
+            )
+        else:
+            subject = f"Reminder: {spec.name} — {items} still to review"
+            text = f"{spec.name}: {items} still wait for your decision (stage {inp.stage + 1})."
+        message = Message(
+            request_id=f"{inp.campaign_id}:{inp.stage}:{inp.kind}:{inp.round}",
+            event=f"campaign_{inp.kind}",
+            recipient=person,
+            subject=subject,
+            text=text,
+            link=link,
+        )
+        try:
+            await self._notifier.send(message)
+        except Exception as exc:  # best effort: a reviewer's channel failing never stops the campaign
+            activity.logger.warning("campaign %s: %s not told: %s", inp.campaign_id, person.email, exc)
+
+    async def _open_items(
+        self,
+        campaign_id: str,
+        *,
+        subject_id: str | None = None,
+        reviewer_id: str | None = None,
+        stage: int | None = None,
+    ) -> list[StoredItem]:
+        """A campaign's open items about a subject or held by a reviewer (few: one person's share)."""
+        found: list[StoredItem] = []
+        after = ""
+        while page := await asyncio.to_thread(
+            self._store.items,
+            campaign_id,
+            after=after,
+            outcome=ItemOutcome.OPEN,
+            subject_id=subject_id,
+            reviewer_id=reviewer_id,
+            stage=stage,
+        ):
+            found += page
+            after = page[-1].id
+        return found
+
+    async def _reviewer(self, reviewer_id: str) -> Reviewer:
+        person = await asyncio.to_thread(self._store.get_person, reviewer_id)
+        if person is not None:
+            return Reviewer(kind="person", id=person.id, name=person.email)
+        return Reviewer(kind="group", id=reviewer_id, name=reviewer_id)
+
+
+def _default_sentence(spec: CampaignSpec) -> str:
+    return {
+        "keep": "undecided access is kept",
+        "revoke": "undecided access is revoked",
+        "recommendation": "undecided access follows its recommendation",
+    }[spec.default_decision.value]
+
+
+def stage_deadlines(spec: CampaignSpec, launched_at: datetime) -> list[datetime]:
+    """When each stage closes, from launch."""
+    ends, at = [], launched_at
+    for duration in spec.stage_durations(launched_at):
+        at = at + duration
+        ends.append(at)
+    return ends

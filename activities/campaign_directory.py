@@ -1,0 +1,119 @@
+"""Open campaigns follow the organisation: what an identity sync saw (leavers, manager changes) reaches the
+items — items about a leaver close as revoked by the leaver flow, a leaver's open items and a mover's
+manager-reviewed items go to whoever reviews them now — each in the ledger, and each new reviewer told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from temporalio import activity
+
+from activities.campaign_base import (
+    CampaignBase,
+    DirectoryChangesInput,
+    FollowResult,
+    ReviewerPageInput,
+    StorePeople,
+)
+from domain.campaign_report import Revocation
+from domain.campaign_spec import CampaignSpec, parse_campaign_spec
+from domain.campaign_state import CampaignStatus, ItemOutcome
+from domain.campaigns import (
+    People,
+    assign_reviewer,
+)
+from store.campaigns import StoredItem
+
+
+class CampaignDirectory(CampaignBase):
+    @activity.defn(name="campaign_follow_directory")
+    async def follow_directory(self, inp: DirectoryChangesInput) -> FollowResult:
+        """The organisation changed during open campaigns (an identity sync saw it): items *about* a leaver
+        close as revoked by the leaver flow, without asking anyone; a leaver's open items go to the next
+        reviewer (or the fallback); a mover's items reviewed by their manager go to the new manager — each
+        in the ledger, and each new reviewer told. Idempotent: only open items are touched."""
+        result = FollowResult()
+        open_campaigns = [
+            c
+            for c in await asyncio.to_thread(self._store.list_campaigns, 1000)
+            if c.status is CampaignStatus.OPEN
+        ]
+        people = StorePeople(self._store)
+        for campaign in open_campaigns:
+            spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")
+            told: set[str] = set()
+            for leaver in inp.leavers:
+                for item in await self._open_items(campaign.id, subject_id=leaver.person.id):
+                    revocation = Revocation(
+                        status="applied",
+                        systems=("leaver flow",),
+                        applied_at=datetime.now(UTC),
+                        read_back=f"{leaver.person.email} left ({leaver.reason.value}): the identity sync "
+                        "ended their access in the gateway",
+                    )
+                    await asyncio.to_thread(
+                        self._store.set_outcome,
+                        campaign.id,
+                        item.id,
+                        ItemOutcome.REVOKED,
+                        revocation=revocation,
+                    )
+                    await self._ledger(
+                        "campaign.item_closed_leaver",
+                        campaign.id,
+                        f"{inp.sync_id}:leaver:{item.id}",
+                        {"item": item.id, "subject": leaver.person.email, "reason": leaver.reason.value},
+                    )
+                    result.closed += 1
+                for item in await self._open_items(
+                    campaign.id, reviewer_id=leaver.person.id, stage=campaign.stage
+                ):
+                    told |= await self._reroute(campaign.id, spec, people, item, inp.sync_id, "reviewer left")
+            for mover in inp.movers:
+                for item in await self._open_items(
+                    campaign.id, subject_id=mover.person.id, stage=campaign.stage
+                ):
+                    if item.assignment.via == "manager":
+                        told |= await self._reroute(
+                            campaign.id, spec, people, item, inp.sync_id, "manager changed"
+                        )
+            result.rerouted += len(told)
+            if told:
+                await asyncio.to_thread(self._store.open_review_tasks, campaign.id, campaign.stage)
+                for reviewer in told:
+                    page = ReviewerPageInput(
+                        campaign_id=campaign.id, stage=campaign.stage, kind="notice", round=0
+                    )
+                    pending = len(
+                        await self._open_items(campaign.id, reviewer_id=reviewer, stage=campaign.stage)
+                    )
+                    for person in await self._recipients(await self._reviewer(reviewer)):
+                        await self._send(page, spec, person, pending)
+        return result
+
+    async def _reroute(
+        self, campaign_id: str, spec: CampaignSpec, people: People, item: StoredItem, sync_id: str, why: str
+    ) -> set[str]:
+        """Assign ``item`` again as of now; the new reviewer's id when it changed."""
+        assignment = assign_reviewer(item, item.stage, spec, people)
+        before = item.assignment.reviewer
+        after = assignment.reviewer
+        if after is not None and before is not None and after.id == before.id:
+            return set()
+        await asyncio.to_thread(self._store.reassign, campaign_id, item.id, assignment)
+        await self._ledger(
+            "campaign.item_rerouted",
+            campaign_id,
+            f"{sync_id}:reroute:{item.id}",
+            {
+                "item": item.id,
+                "why": why,
+                "from": before.name if before else None,
+                "to": after.name if after else None,
+                "via": assignment.via,
+                "notes": list(assignment.notes),
+            },
+        )
+        return {after.id} if after is not None else set()

@@ -1,0 +1,155 @@
+"""Settling a campaign's items after a stage closes, and applying the revocations — partition by partition.
+
+All of one person's items share a partition (``domain.campaigns.partition``), so their revocations in hoop
+(whose ``PUT /users`` replaces the whole user) happen one after the other in one activity, never in
+parallel. Each revocation is read back in hoop and the identity provider before the item is marked revoked;
+one that cannot be applied gets a remediation record and stays open in the evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.campaign_base import CampaignBase, PartitionInput, PartitionResult, StorePeople
+from activities.standing_access import GroupSource, RevokeMembershipInput
+from domain.campaign_decisions import ItemDecision, default_decision
+from domain.campaign_report import Revocation
+from domain.campaign_spec import CampaignSpec
+from domain.campaign_state import ItemOutcome
+from domain.campaigns import (
+    CampaignItem,
+    People,
+    assign_reviewer,
+)
+from domain.identity import PersonRef
+from store.campaigns import StoredItem
+
+GIVE_UP_AFTER_ATTEMPTS = 5
+"""A partition's revocations still failing transiently after this many attempts get a remediation record."""
+
+
+class CampaignSettlement(CampaignBase):
+    @activity.defn(name="campaign_settle_partition")
+    async def settle_partition(self, inp: PartitionInput) -> PartitionResult:
+        """After a stage closed: revokes end an item's review; keeps and undecided items move to the next
+        stage's reviewer — or, after the last stage, keeps are kept and the default decides the rest."""
+        spec, _ = await self._spec(inp.campaign_id)
+        people = StorePeople(self._store)
+        counts: dict[str, int] = {}
+        async for item in self._partition(inp, ItemOutcome.OPEN, stage=inp.stage):
+            outcome = await self._settle(inp, spec, people, item)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return PartitionResult(counts=counts)
+
+    async def _partition(
+        self, inp: PartitionInput, outcome: ItemOutcome, *, stage: int | None = None
+    ) -> AsyncIterator[StoredItem]:
+        """The partition's items with ``outcome``, page by page (each page read after the previous one was
+        worked on, so items it changed are not read again), with a heartbeat per item."""
+        after = ""
+        while page := await asyncio.to_thread(
+            self._store.items,
+            inp.campaign_id,
+            after=after,
+            stage=stage,
+            outcome=outcome,
+            partition=inp.partition,
+        ):
+            for item in page:
+                yield item
+                activity.heartbeat(item.id)
+            after = page[-1].id
+
+    async def _settle(self, inp: PartitionInput, spec: CampaignSpec, people: People, item: StoredItem) -> str:
+        if item.verdict == "revoke":
+            await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, ItemOutcome.REVOKE)
+            return "revoke"
+        if not inp.final:
+            assignment = assign_reviewer(item, inp.stage + 1, spec, people)
+            await asyncio.to_thread(self._store.reassign, inp.campaign_id, item.id, assignment)
+            return "next_stage"
+        if item.verdict == "keep":
+            await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, ItemOutcome.KEPT)
+            return "kept"
+        verdict, basis = default_decision(item, spec)
+        default = ItemDecision(
+            item_id=item.id,
+            stage=inp.stage,
+            verdict=verdict,
+            actor=None,
+            decided_at=datetime.now(UTC),
+            default=True,
+            default_basis=basis,
+        )
+        await asyncio.to_thread(self._store.record_default, inp.campaign_id, default)
+        outcome = ItemOutcome.KEPT if verdict == "keep" else ItemOutcome.REVOKE
+        await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, outcome, verdict=verdict)
+        return f"default_{verdict}"
+
+    @activity.defn(name="campaign_apply_partition")
+    async def apply_partition(self, inp: PartitionInput) -> PartitionResult:
+        """Apply the partition's revocations one item after the other, each read back; an item that cannot
+        be revoked gets a remediation record and stays open in the evidence."""
+        counts: dict[str, int] = {}
+        async for item in self._partition(inp, ItemOutcome.REVOKE):
+            revocation = await self._revoke(inp.campaign_id, item)
+            outcome = ItemOutcome.REVOKED if revocation.status == "applied" else ItemOutcome.FAILED
+            await asyncio.to_thread(
+                self._store.set_outcome, inp.campaign_id, item.id, outcome, revocation=revocation
+            )
+            await self._ledger(
+                f"campaign.item_{outcome.value}",
+                inp.campaign_id,
+                f"apply:{item.id}",
+                {"item": item.id, "subject": item.subject.name, **revocation.model_dump(mode="json")},
+            )
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        return PartitionResult(counts=counts)
+
+    async def _revoke(self, campaign_id: str, item: StoredItem) -> Revocation:
+        access, subject = item.access, item.subject
+        if not subject.is_person or access.group is None:
+            return _remediation(
+                campaign_id,
+                item,
+                f"removing {subject.kind.value.replace('_', ' ')} access is not automated: remove "
+                f"{subject.name}'s {access.describe()} in hoop by hand",
+            )
+        source = GroupSource.IDP if any(s.value == "scim" for s in access.sources) else GroupSource.GATEWAY
+        request = RevokeMembershipInput(
+            person=PersonRef(id=subject.id, email=subject.name),
+            group=access.group,
+            source=source,
+            reason=f"campaign {campaign_id}: revoked",
+            subject=f"{campaign_id}:{item.id}",
+        )
+        try:
+            result = await self._revoker.revoke_membership(request)
+        except ApplicationError as exc:
+            if exc.non_retryable or activity.info().attempt >= GIVE_UP_AFTER_ATTEMPTS:
+                return _remediation(campaign_id, item, exc.message)
+            raise
+        return Revocation(
+            status="applied",
+            systems=("scim", "hoop") if result.removed_in_idp is not None else ("hoop",),
+            applied_at=datetime.now(UTC),
+            read_back=(
+                f"hoop: not in {access.group}"
+                + ("; identity provider: not a member" if result.removed_in_idp is not None else "")
+            ),
+            sessions_killed=tuple(k.id for k in result.sessions_killed),
+        )
+
+
+def _remediation(campaign_id: str, item: CampaignItem, error: str) -> Revocation:
+    return Revocation(
+        status="remediation",
+        systems=(),
+        error=error,
+        remediation=f"remediation record {campaign_id}:{item.id}",
+    )
