@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import jinja2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jira import JIRA
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -45,6 +46,7 @@ from integrations.notify import ChannelNotifier, Notifier, Notifiers, OutboxNoti
 from integrations.scim import ScimDirectory
 from integrations.vendor_setup import require_channels_set_up, slack_from_settings
 from store import Store
+from store.evidence_bundle import BundleError, load_private_key
 from store.opening import open_current_store
 from workflows.access_request import AccessRequestWorkflow
 from workflows.campaign import CampaignWorkflow
@@ -73,6 +75,7 @@ def build_activities(
     max_deactivation_share: float = 0.10,
     channels: ChannelActivities | None = None,
     policies: PolicySet | None = None,
+    evidence_key: Ed25519PrivateKey | None = None,
 ) -> list[Callable[..., Any]]:
     """``policies``: what reviews started in hoop are admitted under (without them discovery says so)."""
     records = RecordActivities(store)
@@ -83,7 +86,9 @@ def build_activities(
     notifications = NotificationActivities(notifier, links)
     sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share, gateway=gateway)
     standing = StandingAccessActivities(store, gateway, scim)
-    campaigns = CampaignActivities(store, HoopScimSources(gateway, scim), standing, notifier, links)
+    campaigns = CampaignActivities(
+        store, HoopScimSources(gateway, scim), standing, notifier, links, evidence_key=evidence_key
+    )
     hoop_reviews = HoopReviewActivities(
         gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies
     )
@@ -116,6 +121,7 @@ def build_activities(
         campaigns.settle_partition,
         campaigns.apply_partition,
         campaigns.follow_directory,
+        campaigns.evidence,
         campaigns.finish,
     ]
 
@@ -138,6 +144,17 @@ def build_worker(
         activity_executor=ThreadPoolExecutor(max_workers=16),
         **options,
     )
+
+
+def evidence_signing_key(settings: Settings) -> Ed25519PrivateKey | None:
+    """The key campaign evidence bundles are signed with; None (bundles not written, the ledger says why)
+    when unset. An unreadable key stops the worker naming the setting."""
+    if settings.evidence_signing_key is None:
+        return None
+    try:
+        return load_private_key(settings.evidence_signing_key.get_secret_value())
+    except BundleError as exc:
+        raise SettingsError(f"GRANTFLOW_EVIDENCE_SIGNING_KEY: {exc}") from None
 
 
 def review_links(settings: Settings) -> ReviewLinks | None:
@@ -347,6 +364,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         max_deactivation_share=settings.sync_max_deactivation_share,
         channels=channels,
         policies=policies,
+        evidence_key=evidence_signing_key(settings),
     )
     if scim is not None:
         await ensure_sync_schedules(client, settings)

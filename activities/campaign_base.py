@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -184,12 +185,14 @@ class CampaignBase:
         revoker: StandingAccessActivities,
         notifier: Notifier,
         links: ReviewLinks | None,
+        evidence_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self._store = store
         self._sources = sources
         self._revoker = revoker
         self._notifier = notifier
         self._links = links
+        self._evidence_key = evidence_key
 
     async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, datetime]:
         record = await asyncio.to_thread(self._store.campaign, campaign_id)

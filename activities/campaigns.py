@@ -37,6 +37,7 @@ from activities.campaign_base import (
     UsageIndex,
 )
 from activities.campaign_directory import CampaignDirectory
+from activities.campaign_evidence import CampaignEvidence
 from activities.campaign_settlement import CampaignSettlement
 from domain.campaign_report import Provenance
 from domain.campaign_state import CampaignStatus
@@ -50,7 +51,7 @@ from domain.campaigns import (
 from domain.population import build_population, keep_after_usage
 
 
-class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignBase):
+class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence, CampaignBase):
     """Every campaign activity, registered by the worker; each part lives in the module named for it."""
 
     @activity.defn(name="campaign_snapshot")

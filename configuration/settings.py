@@ -52,9 +52,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 class _DevSecretsSource(TomlConfigSettingsSource):
-    """Only the ledger key and review-link secret of a dev stack's generated secrets file."""
+    """Only the ledger key, review-link secret and evidence key of a dev stack's generated secrets file."""
 
-    KEYS = ("ledger_key", "review_link_secret")
+    KEYS = ("ledger_key", "review_link_secret", "evidence_signing_key")
 
     def __call__(self) -> dict[str, Any]:
         return {k: v for k, v in super().__call__().items() if k in self.KEYS}
@@ -225,6 +225,10 @@ class Settings(BaseSettings):
     public_url: str = Field(default="", description="base URL people reach the web app at (review links)")
     review_link_secret: SecretStr | None = None
     review_link_ttl: PositiveDuration = timedelta(hours=24)
+    evidence_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM, or its 32-byte seed in base64) signing campaign evidence",
+    )
     tokens_file: Path | None = Field(default=None, description="TOML file of API tokens (sha256 hashes)")
     api_url: str = Field(default="", description="the web app the CLI talks to")
     api_token: SecretStr | None = None

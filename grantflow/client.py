@@ -220,6 +220,9 @@ class ApiClient:
     def campaigns(self) -> dict[str, Any]:
         return self._call("GET", "/campaigns")
 
+    def campaign_evidence(self, campaign_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/campaigns/{_seg(campaign_id)}/evidence")
+
     def campaign_preview(self, campaign_id: str) -> dict[str, Any]:
         return self._call("GET", f"/campaigns/{_seg(campaign_id)}/preview")
 

@@ -362,6 +362,28 @@ class CampaignRecords(StoreBase):
             ).all()
         return [RefusedAttempt.model_validate(dict(row._mapping)) for row in rows]
 
+    # ------------------------------------------------------------------ evidence
+
+    def save_evidence(self, campaign_id: str, files: dict[str, bytes]) -> None:
+        """The campaign's evidence bundle (its files and manifest), replacing an earlier one at once."""
+        e = schema.campaign_evidence
+        with self._write() as conn:
+            conn.execute(delete(e).where(e.c.campaign_id == campaign_id))
+            conn.execute(
+                insert(e),
+                [{"campaign_id": campaign_id, "file_name": n, "content": c} for n, c in files.items()],
+            )
+
+    def evidence(self, campaign_id: str) -> dict[str, bytes]:
+        e = schema.campaign_evidence
+        with self._read() as conn:
+            rows = conn.execute(
+                select(e.c.file_name, e.c.content)
+                .where(e.c.campaign_id == campaign_id)
+                .order_by(e.c.file_name)
+            ).all()
+        return {row.file_name: bytes(row.content) for row in rows}
+
     # ------------------------------------------------------------------ review tasks
 
     def open_review_tasks(self, campaign_id: str, stage: int) -> int:

@@ -107,22 +107,16 @@ class WrittenBundle:
     files: tuple[str, ...]
 
 
-def write_bundle(
-    directory: Path,
-    files: Mapping[str, bytes],
-    *,
-    about: Mapping[str, Any],
-    signing_key: Ed25519PrivateKey,
-) -> WrittenBundle:
-    """Write ``files`` and their signed manifest into ``directory`` (created if needed). ``about`` holds the
-    campaign, workflow and run ids, the ledger head and the generation time."""
+def signed_bundle(
+    files: Mapping[str, bytes], *, about: Mapping[str, Any], signing_key: Ed25519PrivateKey
+) -> dict[str, bytes]:
+    """``files`` with their signed ``manifest.json`` added. ``about`` holds the campaign, workflow and run
+    ids, the ledger head and the generation time."""
     if MANIFEST in files:
         raise BundleError(f"{MANIFEST} is written by the bundle itself")
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
+    for name in files:
         if "/" in name or name.startswith("."):
             raise BundleError(f"bundle file names are plain names, not {name!r}")
-        (directory / name).write_bytes(data)
     body: dict[str, Any] = {
         "format": FORMAT,
         **about,
@@ -138,8 +132,34 @@ def write_bundle(
         },
     }
     data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-    (directory / MANIFEST).write_bytes(data)
-    return WrittenBundle(directory, hashlib.sha256(data).hexdigest(), tuple(sorted(files)))
+    return {**files, MANIFEST: data}
+
+
+def manifest_sha256(bundle: Mapping[str, bytes]) -> str:
+    return hashlib.sha256(bundle[MANIFEST]).hexdigest()
+
+
+def write_files(directory: Path, bundle: Mapping[str, bytes]) -> WrittenBundle:
+    """Write a bundle (as :func:`signed_bundle` made it, or as stored) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in bundle.items():
+        if "/" in name or name.startswith("."):
+            raise BundleError(f"bundle file names are plain names, not {name!r}")
+        (directory / name).write_bytes(data)
+    return WrittenBundle(
+        directory, manifest_sha256(bundle), tuple(sorted(n for n in bundle if n != MANIFEST))
+    )
+
+
+def write_bundle(
+    directory: Path,
+    files: Mapping[str, bytes],
+    *,
+    about: Mapping[str, Any],
+    signing_key: Ed25519PrivateKey,
+) -> WrittenBundle:
+    """Sign ``files`` and write them with their manifest into ``directory`` (created if needed)."""
+    return write_files(directory, signed_bundle(files, about=about, signing_key=signing_key))
 
 
 @dataclass(frozen=True)

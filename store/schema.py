@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -245,4 +246,13 @@ review_tasks = Table(
     Column("reminders_sent", Integer, nullable=False, default=0),
     Column("escalated_to", String, nullable=True),
     Column("handles_json", Text, nullable=False, default="{}"),
+)
+
+# The evidence bundle of a closed campaign, written once by the worker (signed there) and served as is.
+campaign_evidence = Table(
+    "campaign_evidence",
+    metadata,
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("file_name", String, primary_key=True),
+    Column("content", LargeBinary, nullable=False),
 )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -33,6 +34,7 @@ LEDGER_KEY = b"test-ledger-key-0123456789abcdef"
 LINK_SECRET = "test-review-link-secret"
 NEVER_SIGNED_IN = ("mallory@example.com",)
 SCIM_TOKEN = "test-scim-token"
+EVIDENCE_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
 
 
 class RecordingNotifier:
@@ -187,7 +189,13 @@ async def start_stack(
     links = ReviewLinks(LINK_SECRET, "http://127.0.0.1:9", timedelta(hours=1))
     task_queue = f"tq-{uuid.uuid4().hex}"
     activities = build_activities(
-        store=store, gateway=gateway, notifier=notifier, links=links, scim=scim, policies=policies
+        store=store,
+        gateway=gateway,
+        notifier=notifier,
+        links=links,
+        scim=scim,
+        policies=policies,
+        evidence_key=EVIDENCE_KEY,
     )
     worker = build_worker(env.client, task_queue, activities)
     try:

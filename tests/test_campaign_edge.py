@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from configuration.settings import Settings
 from grantflow.commands.campaign import campaign
 from store.evidence_bundle import public_key_text, write_bundle
-from tests.stack import Stack
+from tests.stack import EVIDENCE_KEY, Stack
 from tests.test_campaign_workflow import ANALYTICS, synced, until_open
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry, issue_token
@@ -217,3 +217,38 @@ async def test_the_reviewers_page_decides_in_bulk_behind_its_link(edge: Edge) ->
     assert cyrus.verdict == "keep"
     async with httpx.AsyncClient(base_url=edge.url, timeout=30) as stranger:
         assert (await stranger.get(path[:-4] + "abcd")).status_code == 403
+
+
+async def test_a_closed_campaigns_signed_evidence_is_fetched_and_verified(edge: Edge, tmp_path: Path) -> None:
+    stack = edge.stack
+    launched = (await edge.call("margaret", "POST", "/campaigns", json={"spec": ANALYTICS})).json()
+    await until_open(stack, launched["id"])
+    early = await edge.cli("report", launched["id"], "--out", str(tmp_path / "early"))
+    assert early.exit_code == 1 and "is still OPEN" in early.stderr
+    cancel = await edge.call(
+        "margaret", "POST", f"/campaigns/{launched['id']}/cancel", json={"reason": "scope"}
+    )
+    assert cancel.status_code == 200
+    await until_status(edge, launched["id"], "CANCELLED")
+    for _ in range(200):  # the bundle is written just after the campaign closes
+        if stack.store.evidence(launched["id"]):
+            break
+        await asyncio.sleep(0.05)
+    out = tmp_path / "evidence"
+    fetched = await edge.cli("report", launched["id"], "--out", str(out), "--json", who="auditor")
+    assert fetched.exit_code == 0, fetched.stderr
+    doc = json.loads(fetched.stdout)
+    assert doc["files"] == ["decisions.jsonl", "items.csv", "population.json", "summary.html"]
+    entry = next(
+        e for e in stack.store.ledger_entries(subject=launched["id"]) if e.kind == "campaign.evidence"
+    )
+    assert entry.data["manifest_sha256"] == doc["manifest_sha256"]
+    assert "CANCELLED" in (out / "summary.html").read_text()
+    assert len((out / "items.csv").read_text().splitlines()) == 8  # the header and 7 items
+    public = public_key_text(EVIDENCE_KEY)
+    assert (await edge.cli("verify-report", str(out), "--public-key", public)).exit_code == 0
+    summary = bytearray((out / "summary.html").read_bytes())
+    summary[100] ^= 1
+    (out / "summary.html").write_bytes(bytes(summary))
+    failed = await edge.cli("verify-report", str(out), "--public-key", public)
+    assert failed.exit_code == 1 and "summary.html does not match" in failed.stderr

@@ -9,6 +9,7 @@ because one item was someone else's.
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -69,6 +70,10 @@ class CommandAnswer(BaseModel):
     message: str
 
 
+class EvidenceFiles(BaseModel):
+    files: dict[str, str] = Field(description="file name → content, base64")
+
+
 class CampaignList(BaseModel):
     campaigns: list[CampaignRecord]
 
@@ -115,6 +120,19 @@ async def status(campaign_id: str, caller: Caller, campaigns: Campaigns) -> Camp
 async def preview(campaign_id: str, caller: Caller, campaigns: Campaigns) -> CampaignPreview:
     _require(caller, "admin", "auditor")
     return await campaigns.preview(campaign_id)
+
+
+@router.get(
+    "/campaigns/{campaign_id}/evidence",
+    response_model=EvidenceFiles,
+    responses=AUTH_ERRORS,
+    summary="Evidence",
+)
+async def evidence(campaign_id: str, caller: Caller, campaigns: Campaigns) -> EvidenceFiles:
+    """The signed evidence bundle of a closed campaign, as the worker wrote it."""
+    _require(caller, "admin", "auditor")
+    files = await campaigns.evidence(campaign_id)
+    return EvidenceFiles(files={name: base64.b64encode(data).decode() for name, data in files.items()})
 
 
 @router.get("/campaigns/{campaign_id}/items", response_model=ItemPage, responses=AUTH_ERRORS, summary="Items")

@@ -337,6 +337,18 @@ class CampaignService:
                 after = page[-1].id
         return sorted(found, key=lambda i: i.id)
 
+    async def evidence(self, campaign_id: str) -> dict[str, bytes]:
+        """The signed evidence bundle the worker wrote when the campaign closed, byte for byte."""
+        record = await self._campaign(campaign_id)
+        files: dict[str, bytes] = await self._db(self._store.evidence, campaign_id)
+        if not files:
+            state = "is still " + record.status.value if not record.status.is_terminal else "has none"
+            raise NotFound(
+                f"campaign {campaign_id} {state}: its evidence bundle is written when it closes "
+                "(see the ledger for why one is missing)"
+            )
+        return files
+
     async def campaigns(self, limit: int = 50) -> list[CampaignRecord]:
         records: list[CampaignRecord] = await self._db(self._store.list_campaigns, limit)
         return records

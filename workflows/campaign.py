@@ -29,6 +29,7 @@ from enum import StrEnum
 from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.campaign_base import (
@@ -53,6 +54,9 @@ from workflows.request_policies import Refused
 
 CRITICAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
 """Snapshot, stages, settling and applying: retried until they succeed (each is idempotent)."""
+EVIDENCE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=2), maximum_attempts=10
+)
 PARTITION_WINDOW = 4
 """Partitions worked on at once: enough to overlap the vendors' latency, few enough for small machines."""
 CONTINUE_AS_NEW_AFTER = 5_000
@@ -392,9 +396,27 @@ class CampaignWorkflow:
             start_to_close_timeout=timedelta(minutes=5),
             retry_policy=CRITICAL_RETRY,
         )
+        if status is not CampaignStatus.DRY_RUN:
+            await self._write_evidence()
         s.phase = Phase.DONE
         await workflow.wait_condition(workflow.all_handlers_finished)
         return CampaignResult(campaign_id=s.inp.campaign_id, status=status, outcomes=outcomes)
+
+    async def _write_evidence(self) -> None:
+        """The signed evidence bundle; retried for a while, then left to be asked for again (the campaign's
+        outcome does not depend on it, and the ledger says what happened)."""
+        try:
+            await workflow.execute_activity_method(
+                CampaignActivities.evidence,
+                CampaignRef(campaign_id=self._s.inp.campaign_id),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=5),
+                retry_policy=EVIDENCE_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.error(
+                "campaign %s: no evidence bundle: %s", self._s.inp.campaign_id, err.cause or err
+            )
 
     def _history_is_long(self) -> bool:
         return workflow.info().get_current_history_length() >= self._s.inp.continue_as_new_after

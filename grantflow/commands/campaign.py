@@ -8,6 +8,7 @@ offline: it checks an evidence bundle with the auditor's public key and nothing 
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from domain.campaign_spec import CampaignSpecError, parse_campaign_spec
-from grantflow.client import EXIT_BAD_INPUT, ApiClient
+from grantflow.client import EXIT_BAD_INPUT, ApiClient, ApiError
 from grantflow.commands.requests import DURATION, run_api_command
 from grantflow.help import SummaryGroup
-from store.evidence_bundle import BundleError, load_public_key, verify_bundle
+from store.evidence_bundle import BundleError, load_public_key, verify_bundle, write_files
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 _as_option = click.option("--as", "as_", metavar="EMAIL", help="Act as this person (admin tokens only).")
@@ -237,6 +238,36 @@ def extend(
         lambda c: c.campaign_command(campaign_id, "extend", by=by, reason=reason, as_=as_),
         lambda d: click.echo(d["message"]),
     )
+
+
+@campaign.command("report")
+@click.argument("campaign_id", metavar="ID")
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="A folder."
+)
+@_json_option
+@click.pass_context
+def report(ctx: click.Context, campaign_id: str, out: Path, as_json: bool) -> None:
+    """Write a closed campaign's signed evidence bundle into a folder, as the worker signed it."""
+
+    def fetch(client: ApiClient) -> dict[str, Any]:
+        doc = client.campaign_evidence(campaign_id)
+        try:
+            written = write_files(out, {name: base64.b64decode(data) for name, data in doc["files"].items()})
+        except (BundleError, OSError, ValueError) as exc:
+            raise ApiError(None, "bad_answer", f"the bundle could not be written to {out}: {exc}") from None
+        return {
+            "directory": str(out),
+            "files": list(written.files),
+            "manifest_sha256": written.manifest_sha256,
+        }
+
+    def human(doc: dict[str, Any]) -> None:
+        click.echo(f"wrote {len(doc['files'])} files and manifest.json to {doc['directory']}")
+        click.echo(f"  manifest SHA-256 {doc['manifest_sha256']} (the same hash is in the ledger)")
+        click.echo(f"  check it with: grantflow campaign verify-report {doc['directory']} --public-key KEY")
+
+    run_api_command(ctx, as_json, fetch, human)
 
 
 @campaign.command("verify-report")
