@@ -113,6 +113,7 @@ def build_activities(
         hoop_reviews.read,
         hoop_reviews.approve,
         hoop_reviews.reject,
+        campaigns.register,
         campaigns.snapshot,
         campaigns.open_stage,
         campaigns.move_deadline,

@@ -113,6 +113,17 @@ class CampaignRef(BaseModel):
     campaign_id: str
 
 
+class RegisterInput(BaseModel):
+    """A scheduled run's campaign, recorded by the run itself (a Temporal Schedule starts it directly)."""
+
+    campaign_id: str
+    spec_toml: str
+    workflow_id: str
+    launched_at: AwareDatetime
+    nominal_time: AwareDatetime | None
+    schedule_id: str
+
+
 class SnapshotResult(BaseModel):
     items: int
     reviewers: int

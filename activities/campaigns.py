@@ -17,6 +17,7 @@ deadline decides. Reading hoop and SCIM is :class:`CampaignSources`' job
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -30,6 +31,7 @@ from activities.campaign_base import (
     DeadlineInput,
     FactsPeople,
     FinishInput,
+    RegisterInput,
     ReviewerPageInput,
     ReviewerPageResult,
     SnapshotResult,
@@ -40,7 +42,8 @@ from activities.campaign_directory import CampaignDirectory
 from activities.campaign_evidence import CampaignEvidence
 from activities.campaign_settlement import CampaignSettlement
 from domain.campaign_report import Provenance
-from domain.campaign_state import CampaignStatus
+from domain.campaign_spec import parse_campaign_spec
+from domain.campaign_state import CampaignRecord, CampaignStatus
 from domain.campaigns import (
     Assignment,
     CampaignItem,
@@ -117,6 +120,36 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
         )
         return SnapshotResult(
             items=len(kept), reviewers=len(reviewers), unassigned=unassigned, notes=list(provenance.notes)
+        )
+
+    @activity.defn(name="campaign_register")
+    async def register(self, inp: RegisterInput) -> None:
+        """Record a scheduled run's campaign (once: a retry finds it recorded)."""
+        spec = parse_campaign_spec(inp.spec_toml, f"schedule {inp.schedule_id}")
+        now = datetime.now(UTC)
+        record = CampaignRecord(
+            id=inp.campaign_id,
+            name=spec.name,
+            owner=spec.owner,
+            spec_toml=inp.spec_toml,
+            spec_sha256=hashlib.sha256(inp.spec_toml.encode()).hexdigest(),
+            status=CampaignStatus.SNAPSHOTTING,
+            launched_at=inp.launched_at,
+            nominal_time=inp.nominal_time,
+            workflow_id=inp.workflow_id,
+            updated_at=now,
+        )
+        await asyncio.to_thread(self._store.create_campaign, record)
+        await self._ledger(
+            "campaign.launched",
+            inp.campaign_id,
+            "launched",
+            {
+                "name": spec.name,
+                "spec_sha256": record.spec_sha256,
+                "schedule": inp.schedule_id,
+                "nominal_time": inp.nominal_time.isoformat() if inp.nominal_time else None,
+            },
         )
 
     # ------------------------------------------------------------------ stages

@@ -214,6 +214,9 @@ class ApiClient:
     def launch_campaign(self, spec: str, *, dry_run: bool, source: str) -> dict[str, Any]:
         return self._call("POST", "/campaigns", json={"spec": spec, "dry_run": dry_run, "source": source})
 
+    def schedule_campaign(self, spec: str, *, source: str) -> dict[str, Any]:
+        return self._call("POST", "/campaigns/schedules", json={"spec": spec, "source": source})
+
     def campaign(self, campaign_id: str) -> dict[str, Any]:
         return self._call("GET", f"/campaigns/{_seg(campaign_id)}")
 

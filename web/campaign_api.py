@@ -28,6 +28,7 @@ from web.campaign_service import (
     CampaignStatusView,
     DecideResult,
     DecisionRequest,
+    ScheduledCampaign,
 )
 from web.context import campaigns_of
 from web.service import Forbidden
@@ -95,6 +96,18 @@ async def launch(request: Request, caller: Caller, campaigns: Campaigns, body: L
     _require(caller, "admin")
     actor = await acting(request, caller, None, admin_role_suffices=True)
     return await campaigns.launch(body.spec, actor, dry_run=body.dry_run, source=body.source)
+
+
+@router.post(
+    "/campaigns/schedules", response_model=ScheduledCampaign, responses=AUTH_ERRORS, summary="Schedule"
+)
+async def schedule(
+    request: Request, caller: Caller, campaigns: Campaigns, body: LaunchBody
+) -> ScheduledCampaign:
+    """Create or update the recurring campaign of a spec with a [schedule] table."""
+    _require(caller, "admin")
+    actor = await acting(request, caller, None, admin_role_suffices=True)
+    return await campaigns.schedule(body.spec, actor, source=body.source)
 
 
 @router.get("/campaigns", response_model=CampaignList, responses=AUTH_ERRORS, summary="List campaigns")

@@ -33,6 +33,7 @@ from domain.durations import PositiveDuration
 from domain.identity import Actor
 from store import Store, StoreError
 from store.campaigns import CampaignConflict, StoredItem
+from web.campaign_schedules import create_or_update
 from web.service.errors import BadInput, NotFound, Refused, ServiceError, Unavailable, short
 from workflows.campaign import (
     CampaignInput,
@@ -78,6 +79,12 @@ class CampaignPreview(BaseModel):
     reviewers: list[PreviewReviewer]
     unassigned: list[PreviewItem]
     would_revoke: list[PreviewItem]
+
+
+class ScheduledCampaign(BaseModel):
+    schedule_id: str
+    updated: bool
+    next_runs: list[datetime]
 
 
 class CampaignStatusView(BaseModel):
@@ -161,6 +168,37 @@ class CampaignService:
                 f"campaign {campaign_id} was recorded but could not start: {short(exc)}"
             ) from exc
         return record
+
+    async def schedule(
+        self, spec_text: str, actor: Actor, *, source: str = "campaign spec"
+    ) -> ScheduledCampaign:
+        """Create or update the Temporal Schedule of a spec with a ``[schedule]``."""
+        try:
+            spec = parse_campaign_spec(spec_text, source)
+        except CampaignSpecError as exc:
+            raise BadInput(str(exc)) from None
+        if spec.schedule is None:
+            raise BadInput(f"{source}: has no [schedule] table: say when it runs (every, start, time_zone)")
+        try:
+            sid, updated = await create_or_update(self._client, spec, spec_text, self._task_queue)
+            described = await self._client.get_schedule_handle(sid).describe()
+        except RPCError as exc:
+            raise Unavailable(f"Temporal could not be reached: {short(exc)}") from exc
+        await self._db(
+            self._store.append_ledger,
+            kind="campaign.scheduled",
+            subject=sid,
+            actor=actor.describe(),
+            channel=actor.channel,
+            data={
+                "name": spec.name,
+                "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
+                "updated": updated,
+            },
+        )
+        return ScheduledCampaign(
+            schedule_id=sid, updated=updated, next_runs=list(described.info.next_action_times[:4])
+        )
 
     # ------------------------------------------------------------------ deciding
 

@@ -28,7 +28,7 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         FinishInput,
         PartitionInput,
         PartitionResult,
+        RegisterInput,
         ReviewerPageInput,
         SnapshotResult,
         StageInput,
@@ -62,8 +63,16 @@ PARTITION_WINDOW = 4
 CONTINUE_AS_NEW_AFTER = 5_000
 
 
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+
+
 def campaign_workflow_id(campaign_id: str) -> str:
     return f"campaign-{campaign_id}"
+
+
+def campaign_slug(name: str) -> str:
+    words = "".join(c if c.isalnum() else " " for c in name.lower()).split()
+    return "-".join(words)[:40] or "campaign"
 
 
 class CampaignInput(BaseModel):
@@ -74,6 +83,10 @@ class CampaignInput(BaseModel):
     )
     dry_run: bool = False
     continue_as_new_after: int = Field(default=CONTINUE_AS_NEW_AFTER, ge=50)
+    schedule_id: str = Field(
+        default="", description="set by a Temporal Schedule's action: the run records itself"
+    )
+    spec_toml: str = Field(default="", description="a scheduled run's spec, as the schedule holds it")
 
 
 class Phase(StrEnum):
@@ -135,6 +148,10 @@ class CampaignWorkflow:
         else:  # the stages count from the workflow's clock, which the timers use too
             launched = start.launched_at or workflow.info().start_time
             self._s = CampaignState(inp=start.model_copy(update={"launched_at": launched}))
+            if start.schedule_id:  # one campaign per scheduled run, named for its nominal time
+                nominal = self._nominal_time() or launched
+                campaign_id = f"cmp-{campaign_slug(start.spec.name)}-{nominal:%Y%m%d%H%M}"
+                self._s.inp = self._s.inp.model_copy(update={"campaign_id": campaign_id})
 
     # ------------------------------------------------------------------ messages
 
@@ -207,6 +224,18 @@ class CampaignWorkflow:
     async def run(self, start: CampaignInput | CampaignState) -> CampaignResult:
         s = self._s
         campaign_id = s.inp.campaign_id
+        if s.phase is Phase.SNAPSHOT and s.inp.schedule_id:
+            await self._critical(
+                CampaignActivities.register,
+                RegisterInput(
+                    campaign_id=campaign_id,
+                    spec_toml=s.inp.spec_toml,
+                    workflow_id=workflow.info().workflow_id,
+                    launched_at=self._launched_at(),
+                    nominal_time=self._nominal_time(),
+                    schedule_id=s.inp.schedule_id,
+                ),
+            )
         if s.phase is Phase.SNAPSHOT:
             s.snapshot = await workflow.execute_activity_method(
                 CampaignActivities.snapshot,
@@ -233,6 +262,11 @@ class CampaignWorkflow:
         if s.phase is Phase.APPLY:
             await self._each_partition(lambda p: self._apply(p))
         return await self._finish(CampaignStatus.CLOSED)
+
+    @staticmethod
+    def _nominal_time() -> datetime | None:
+        """When a Temporal Schedule meant this run to start (its catch-up may start it later)."""
+        return workflow.info().typed_search_attributes.get(SCHEDULED_START)
 
     def _launched_at(self) -> datetime:
         assert self._s.inp.launched_at is not None  # set in __init__

@@ -58,6 +58,30 @@ def launch(ctx: click.Context, spec: Path, dry_run: bool, as_json: bool) -> None
     run_api_command(ctx, as_json, lambda c: c.launch_campaign(text, dry_run=dry_run, source=str(spec)), human)
 
 
+@campaign.command("schedule")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_json_option
+@click.pass_context
+def schedule(ctx: click.Context, spec: Path, as_json: bool) -> None:
+    """Create or update a recurring campaign from a spec with a [schedule] table."""
+    text = spec.read_text(encoding="utf-8")
+    try:
+        parsed = parse_campaign_spec(text, str(spec))
+    except CampaignSpecError as exc:
+        click.echo(f"grantflow: {exc}", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+    if parsed.schedule is None:
+        click.echo(f"grantflow: {spec}: has no [schedule] table: say when it runs", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+
+    def human(doc: dict[str, Any]) -> None:
+        click.echo(f"{'updated' if doc['updated'] else 'created'} schedule {doc['schedule_id']}")
+        for when in doc["next_runs"]:
+            click.echo(f"  next: {when}")
+
+    run_api_command(ctx, as_json, lambda c: c.schedule_campaign(text, source=str(spec)), human)
+
+
 @campaign.command("list")
 @_json_option
 @click.pass_context
