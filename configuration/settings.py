@@ -225,6 +225,12 @@ class Settings(BaseSettings):
     public_url: str = Field(default="", description="base URL people reach the web app at (review links)")
     review_link_secret: SecretStr | None = None
     review_link_ttl: PositiveDuration = timedelta(hours=24)
+    campaign_history_limit: int = Field(
+        default=5000,
+        ge=50,
+        le=10_000,
+        description="events after which a campaign's workflow continues as new",
+    )
     evidence_signing_key: SecretStr | None = Field(
         default=None,
         description="Ed25519 private key (PEM, or its 32-byte seed in base64) signing campaign evidence",

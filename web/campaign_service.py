@@ -93,10 +93,13 @@ class CampaignStatusView(BaseModel):
 
 
 class CampaignService:
-    def __init__(self, client: Client, store: Store, task_queue: str) -> None:
+    def __init__(
+        self, client: Client, store: Store, task_queue: str, *, history_limit: int | None = None
+    ) -> None:
         self._client = client
         self._store = store
         self._task_queue = task_queue
+        self._history_limit = history_limit
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -157,8 +160,9 @@ class CampaignService:
             idempotency_key=f"{campaign_id}:launched",
         )
         inp = CampaignInput(campaign_id=campaign_id, spec=spec, dry_run=dry_run)
-        if continue_as_new_after is not None:
-            inp = inp.model_copy(update={"continue_as_new_after": continue_as_new_after})
+        limit = continue_as_new_after or self._history_limit
+        if limit is not None:
+            inp = inp.model_copy(update={"continue_as_new_after": limit})
         try:
             await self._client.start_workflow(
                 CampaignWorkflow.run, inp, id=record.workflow_id, task_queue=self._task_queue

@@ -65,7 +65,12 @@ def service_of(request: Request) -> RequestService:
 def campaigns_of(request: Request) -> CampaignService:
     context = context_of(request)
     if context.campaigns is None:
-        context.campaigns = CampaignService(context.client, context.store, context.settings.task_queue)
+        context.campaigns = CampaignService(
+            context.client,
+            context.store,
+            context.settings.task_queue,
+            history_limit=context.settings.campaign_history_limit,
+        )
     return context.campaigns
 
 
