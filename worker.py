@@ -76,6 +76,7 @@ def build_activities(
     channels: ChannelActivities | None = None,
     policies: PolicySet | None = None,
     evidence_key: Ed25519PrivateKey | None = None,
+    own_key_name: str = "grantflow",
 ) -> list[Callable[..., Any]]:
     """``policies``: what reviews started in hoop are admitted under (without them discovery says so)."""
     records = RecordActivities(store)
@@ -87,7 +88,13 @@ def build_activities(
     sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share, gateway=gateway)
     standing = StandingAccessActivities(store, gateway, scim)
     campaigns = CampaignActivities(
-        store, HoopScimSources(gateway, scim), standing, notifier, links, evidence_key=evidence_key
+        store,
+        HoopScimSources(gateway, scim, excluded_identities=(own_key_name,)),
+        standing,
+        notifier,
+        links,
+        evidence_key=evidence_key,
+        gateway=gateway,
     )
     hoop_reviews = HoopReviewActivities(
         gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies
@@ -366,6 +373,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         channels=channels,
         policies=policies,
         evidence_key=evidence_signing_key(settings),
+        own_key_name=settings.hoop_api_key_name,
     )
     if scim is not None:
         await ensure_sync_schedules(client, settings)

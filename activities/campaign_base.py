@@ -33,6 +33,7 @@ from domain.directory_sync import Leaver, ManagerChange
 from domain.identity import Person, PersonRef
 from domain.population import Facts
 from domain.review_links import ReviewLinks
+from integrations.gateway import Gateway
 from integrations.notify import Message, Notifier
 from store import Store
 from store.campaigns import StoredItem
@@ -197,6 +198,7 @@ class CampaignBase:
         notifier: Notifier,
         links: ReviewLinks | None,
         evidence_key: Ed25519PrivateKey | None = None,
+        gateway: Gateway | None = None,
     ) -> None:
         self._store = store
         self._sources = sources
@@ -204,6 +206,7 @@ class CampaignBase:
         self._notifier = notifier
         self._links = links
         self._evidence_key = evidence_key
+        self._gateway = gateway  # for non-human identities' keys (people go through the revoker)
 
     async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, datetime]:
         record = await asyncio.to_thread(self._store.campaign, campaign_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Literal
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -24,9 +25,11 @@ from domain.campaign_state import ItemOutcome
 from domain.campaigns import (
     CampaignItem,
     People,
+    SubjectKind,
     assign_reviewer,
 )
 from domain.identity import PersonRef
+from integrations.gateway import GatewayError, GatewayTransientError
 from store.campaigns import StoredItem
 
 GIVE_UP_AFTER_ATTEMPTS = 5
@@ -113,6 +116,9 @@ class CampaignSettlement(CampaignBase):
 
     async def _revoke(self, campaign_id: str, item: StoredItem) -> Revocation:
         access, subject = item.access, item.subject
+        kind = KEY_KINDS.get(subject.kind)
+        if kind is not None and access.group is not None and self._gateway is not None:
+            return await self._revoke_key(campaign_id, item, kind, access.group)
         if not subject.is_person or access.group is None:
             return _remediation(
                 campaign_id,
@@ -144,6 +150,40 @@ class CampaignSettlement(CampaignBase):
             ),
             sessions_killed=tuple(k.id for k in result.sessions_killed),
         )
+
+    async def _revoke_key(
+        self, campaign_id: str, item: StoredItem, kind: Literal["api_keys", "ai_agents"], group: str
+    ) -> Revocation:
+        """An API key or AI agent loses the group; with no group left it is revoked. Read back either way."""
+        assert self._gateway is not None
+        name = item.subject.name
+        try:
+            current = next((k for k in await self._gateway.list_identity_keys(kind) if k.name == name), None)
+            if current is None or current.status != "active":
+                state = "gone" if current is None else current.status
+                return Revocation(
+                    status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back=state
+                )
+            left = [g for g in current.groups if g != group]
+            if left:
+                after = await self._gateway.set_identity_key_groups(kind, name, left)
+                read_back = f"hoop {kind.replace('_', ' ')[:-1]} {name}: groups {', '.join(after.groups)}"
+            else:
+                after = await self._gateway.revoke_identity_key(kind, name)
+                read_back = f"hoop {kind.replace('_', ' ')[:-1]} {name}: {after.status} (no group left)"
+        except GatewayError as exc:
+            if isinstance(exc, GatewayTransientError) and activity.info().attempt < GIVE_UP_AFTER_ATTEMPTS:
+                raise ApplicationError(exc.message, type="GatewayTransient") from exc
+            return _remediation(campaign_id, item, exc.message)
+        return Revocation(
+            status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back=read_back
+        )
+
+
+KEY_KINDS: dict[SubjectKind, Literal["api_keys", "ai_agents"]] = {
+    SubjectKind.API_KEY: "api_keys",
+    SubjectKind.AI_AGENT: "ai_agents",
+}
 
 
 def _remediation(campaign_id: str, item: CampaignItem, error: str) -> Revocation:

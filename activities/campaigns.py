@@ -75,7 +75,8 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
         sessions, usage_extracts = await self._sources.read_usage(
             min(window_start, read_at - threshold), window_start, read_at
         )
-        usage = UsageIndex(sessions=sessions)
+        key_use = {i.name: i.last_used_at for i in facts.identities if i.last_used_at is not None}
+        usage = UsageIndex(sessions=sessions, key_last_used=key_use)
         activity.heartbeat("usage read")
         people = FactsPeople(facts)
         kept: list[tuple[CampaignItem, Assignment]] = []

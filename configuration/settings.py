@@ -225,6 +225,10 @@ class Settings(BaseSettings):
     public_url: str = Field(default="", description="base URL people reach the web app at (review links)")
     review_link_secret: SecretStr | None = None
     review_link_ttl: PositiveDuration = timedelta(hours=24)
+    hoop_api_key_name: str = Field(
+        default="grantflow",
+        description="the name of grantflow's own API key in hoop: campaigns never review it",
+    )
     campaign_history_limit: int = Field(
         default=5000,
         ge=50,

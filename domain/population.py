@@ -148,6 +148,14 @@ def build_population(scope: Scope, facts: Facts) -> Population:
     managers = {p.id for p in facts.people if p.email.lower() in set(scope.people.managers)}
     admin_groups = {facts.admin_group, facts.auditor_group}
 
+    # A scope naming only non-human identities reviews those alone; any other selector brings people in.
+    people_in_scope = bool(
+        scope.selects_connections
+        or scope.groups
+        or scope.people.departments
+        or scope.people.managers
+        or scope.people.employment_types
+    )
     # (subject key) -> group -> sources
     memberships: dict[str, dict[str, set[Source]]] = defaultdict(lambda: defaultdict(set))
     subjects: dict[str, Subject] = {}
@@ -165,7 +173,7 @@ def build_population(scope: Scope, facts: Facts) -> Population:
         key = f"hoop:{email.lower()}"
         return key, Subject(kind=SubjectKind.PERSON, id=key, name=email.lower())
 
-    for member in facts.gateway_members:
+    for member in facts.gateway_members if people_in_scope else ():
         person = by_email.get(member.email.lower())
         if not member.active or not _person_matches(person, scope, managers):
             continue
@@ -174,7 +182,7 @@ def build_population(scope: Scope, facts: Facts) -> Population:
         for group in member.groups:
             if group in reach or (group in admin_groups and scope.include_admins):
                 memberships[key][group].add(Source.HOOP)
-    for group, member_ids in facts.idp_groups.items():
+    for group, member_ids in facts.idp_groups.items() if people_in_scope else ():
         if group not in reach:
             continue
         for person_id in member_ids:

@@ -321,8 +321,11 @@ def start_hoop(settings: Settings, ports: DevPorts) -> object | None:
 
     state_file = settings.state_dir / "hoop.json"
     fresh = not state_file.exists()
+    key = settings.require_secret("hoop_api_key")
     hoop = HoopStandIn(
-        state_file=state_file, api_keys={settings.require_secret("hoop_api_key"): ["admin", GRANTFLOW_GROUP]}
+        state_file=state_file,
+        api_keys={key: ["admin", GRANTFLOW_GROUP]},
+        api_key_names={key: settings.hoop_api_key_name},
     )
     hoop.start(port=ports.hoop)
     if fresh:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.campaign_report import SourceExtract
+from domain.campaign_spec import IdentityKind
 from domain.campaigns import ConnectionUsage
 from domain.identity import Person
-from domain.population import ConnectionFacts, Facts, GatewayMember
+from domain.population import ConnectionFacts, Facts, GatewayMember, NonHumanIdentity
 from integrations.gateway import Gateway
 from integrations.scim import ScimDirectory
 
@@ -64,6 +65,22 @@ class HoopScimSources:
         members = tuple(
             GatewayMember(email=u.email, groups=tuple(u.groups), active=u.status == "active") for u in users
         )
+        identities: list[NonHumanIdentity] = []
+        for kind, identity_kind in (("api_keys", IdentityKind.API_KEY), ("ai_agents", IdentityKind.AI_AGENT)):
+            keys = await self._gateway.list_identity_keys(kind)  # type: ignore[arg-type]
+            path = "/api/api-keys" if kind == "api_keys" else "/api/ai-agents"
+            extracts.append(_extract("hoop", f"GET {path}", "all, active and revoked", len(keys), read_at))
+            identities += [
+                NonHumanIdentity(
+                    kind=identity_kind,
+                    name=k.name,
+                    groups=tuple(k.groups),
+                    created_by=k.created_by,
+                    last_used_at=k.last_used_at,
+                    active=k.status == "active",
+                )
+                for k in keys
+            ]
         people: tuple[Person, ...] = ()
         idp_groups: dict[str, tuple[str, ...]] = {}
         if self._directory is not None:
@@ -91,6 +108,7 @@ class HoopScimSources:
                 gateway_members=members,
                 people=people,
                 idp_groups=idp_groups,
+                identities=tuple(identities),
                 excluded_identities=self._excluded,
             ),
             extracts,

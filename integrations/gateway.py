@@ -15,7 +15,7 @@ Error hierarchy (activities translate it into Temporal retry behaviour)::
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -94,6 +94,18 @@ class GatewayUser(BaseModel):
     groups: list[str] = []
 
 
+class GatewayIdentityKey(BaseModel):
+    """An API key or AI agent in hoop: a non-human identity with groups, authenticating with its key."""
+
+    kind: str  # api_keys | ai_agents
+    id: str
+    name: str
+    groups: list[str] = []
+    status: str = "active"  # active | revoked
+    created_by: str | None = None
+    last_used_at: datetime | None = None
+
+
 class Gateway(Protocol):
     """The calls grantflow makes to the gateway. Implementations must be safe to call again after an
     uncertain failure: ``provision_grant`` first looks for a grant made under the same correlation id."""
@@ -139,5 +151,17 @@ class Gateway(Protocol):
     async def connection_access_rules(self, connection: str) -> ConnectionAccessRules: ...
 
     async def find_user(self, email_or_id: str) -> GatewayUser | None: ...
+
+    async def list_identity_keys(
+        self, kind: Literal["api_keys", "ai_agents"]
+    ) -> list[GatewayIdentityKey]: ...
+
+    async def set_identity_key_groups(
+        self, kind: Literal["api_keys", "ai_agents"], name: str, groups: list[str]
+    ) -> GatewayIdentityKey: ...
+
+    async def revoke_identity_key(
+        self, kind: Literal["api_keys", "ai_agents"], name: str
+    ) -> GatewayIdentityKey: ...
 
     async def aclose(self) -> None: ...

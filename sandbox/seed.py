@@ -46,6 +46,13 @@ SKIP_REVIEW: dict[str, tuple[str, ...]] = {
 }
 
 
+# (kind, name, groups, created by): hoop's API keys and AI agents of the example organisation.
+NON_HUMAN_IDENTITIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("api_keys", "ci-deploy", ("platform",), "linus@example.com"),
+    ("ai_agents", "sql-helper", ("analytics",), "dina@example.com"),
+)
+
+
 def seed_hoop(
     hoop: HoopStandIn,
     organisation: Organisation,
@@ -76,3 +83,7 @@ def seed_hoop(
                 min_approvals=role.min_approvals,
                 description=f"jit access to {resource_name} {role_name}",
             )
+    # The example's non-human identities: a deploy pipeline's API key and an analytics AI agent, each with
+    # the groups that let them reach production (what a campaign with identities in scope reviews).
+    for kind, name, groups, creator in NON_HUMAN_IDENTITIES:
+        hoop.add_identity_key(kind, name, groups, created_by=creator)

@@ -181,7 +181,9 @@ async def start_stack(
     else:
         store.replace_directory(organisation.people)
     clock = _temporal_clock(env, asyncio.get_running_loop()) if time_skipping else None
-    hoop = HoopStandIn(clock=clock, api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]})
+    hoop = HoopStandIn(
+        clock=clock, api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]}, api_key_names={HOOP_KEY: "grantflow"}
+    )
     url = hoop.start()
     seed_hoop(hoop, organisation, policies, never_signed_in=NEVER_SIGNED_IN)
     gateway = HoopGateway(base_url=url, api_key=HOOP_KEY)

@@ -359,3 +359,66 @@ async def test_leavers_and_movers_reach_open_campaigns(scim_stack: Stack) -> Non
     # A second sync with nothing new changes nothing.
     await synced(stack)
     assert len(stack.store.ledger_entries(subject=record.id)) == len(entries)
+    # Ended here, so that no timer of this campaign fires for a worker that is gone (the module shares
+    # one time-skipping server: a pending activity nobody runs would stop its clock for the next test).
+    await service.cancel(record.id, stack.actor("margaret@example.com"), "test over")
+    assert (await finished(stack, record.id, after=timedelta(seconds=1))).status is CampaignStatus.CANCELLED
+
+
+MACHINES = """\
+name = "Machine identities"
+owner = "margaret@example.com"
+duration = "7d"
+default_decision = "revoke"
+fallback_reviewer = "margaret@example.com"
+
+[scope]
+identities = ["api_key", "ai_agent"]
+include_admins = false
+
+[[stages]]
+reviewers = "identity_owner"
+
+[owners]
+identities = { ci-deploy = "linus@example.com" }
+"""
+
+
+async def test_api_keys_and_ai_agents_are_reviewed_by_their_owners_and_lose_their_groups(
+    scim_stack: Stack,
+) -> None:
+    stack = scim_stack
+    service = await synced(stack)
+    stack.hoop.add_identity_key(
+        "api_keys", "reporter", ["analytics", "finance"], created_by="xena@example.com"
+    )
+    record = await service.launch(MACHINES, stack.actor("margaret@example.com"))
+    await until_open(stack, record.id)
+    items = stack.store.items(record.id)
+    owners = {
+        (i.subject.name, i.access.group): i.assignment.reviewer.name for i in items if i.assignment.reviewer
+    }
+    assert owners == {
+        ("ci-deploy", "platform"): "linus@example.com",  # the configured owner
+        ("sql-helper", "analytics"): "dina@example.com",  # its creator
+        ("reporter", "analytics"): "xena@example.com",
+        ("reporter", "finance"): "xena@example.com",
+    }  # and never grantflow's own key, nor a person
+    keep = next(i for i in items if i.subject.name == "reporter" and i.access.group == "finance")
+    xena = stack.actor("xena@example.com")
+    decided = await service.decide(
+        record.id, [DecisionRequest(item_id=keep.id, verdict="keep", reason="the finance export")], xena
+    )
+    assert decided.recorded == [keep.id]
+    outcome = await finished(stack, record.id, after=timedelta(days=8))
+    assert outcome.outcomes == {"revoked": 3, "kept": 1}
+    assert stack.hoop.identity_key("api_keys", "reporter")["groups"] == ["finance"]  # one group removed
+    assert stack.hoop.identity_key("api_keys", "ci-deploy")["status"] == "revoked"  # nothing left: revoked
+    assert stack.hoop.identity_key("ai_agents", "sql-helper")["status"] == "revoked"
+    assert stack.hoop.identity_key("api_keys", "grantflow")["status"] == "active"
+    revoked = item_of_subject(stack, record.id, "sql-helper")
+    assert revoked.revocation is not None and "revoked (no group left)" in revoked.revocation.read_back
+
+
+def item_of_subject(stack: Stack, campaign_id: str, name: str) -> StoredItem:
+    return next(i for i in stack.store.items(campaign_id) if i.subject.name == name)

@@ -181,3 +181,8 @@ def test_usage_filters_apply_once_usage_is_known() -> None:
     assert not keep_after_usage(item, stale, since_scope)  # when it was granted is unknown: not "since"
     newer = item.model_copy(update={"access": item.access.model_copy(update={"granted_at": NOW})})
     assert keep_after_usage(newer, stale, since_scope)
+
+
+def test_a_scope_of_identities_alone_reviews_no_people() -> None:
+    population = build_population(Scope(identities=[IdentityKind.API_KEY]), FACTS)
+    assert {i.subject.name for i in population.items} == {"ci-deploy"}

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from integrations.hoop.connections import HoopConnections
 from integrations.hoop.grants import HoopGrants
+from integrations.hoop.identity_keys import HoopIdentityKeys
 from integrations.hoop.sessions import HoopSessions
 
 
-class HoopGateway(HoopGrants, HoopSessions, HoopConnections):
+class HoopGateway(HoopGrants, HoopSessions, HoopConnections, HoopIdentityKeys):
     """The ``Gateway`` protocol against hoop. Create one per worker, close it with ``aclose`` (or use it as
     an ``async with`` context).
 
@@ -21,5 +22,7 @@ class HoopGateway(HoopGrants, HoopSessions, HoopConnections):
       ``kill_session``, ``find_user``, ``list_users``, ``put_user``, ``list_user_groups``;
     - :class:`~integrations.hoop.connections.HoopConnections`: ``list_connections``,
       ``access_control_groups``, ``connection_access_rules``;
+    - :class:`~integrations.hoop.identity_keys.HoopIdentityKeys`: ``list_identity_keys``,
+      ``set_identity_key_groups``, ``revoke_identity_key`` (API keys and AI agents);
     - :class:`~integrations.hoop.client.HoopClient`: the HTTP connection, errors and paging they
       share, and the single reads (``get_user``)."""

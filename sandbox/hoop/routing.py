@@ -35,15 +35,16 @@ Handler = Callable[..., tuple[int, Any]]
 """``handler(caller, path_params, query, body) -> (status, payload)``; raises ``HTTPError`` to refuse."""
 
 
-def api_key_callers(keys: dict[str, list[str]]) -> dict[str, Caller]:
-    """Each API key as the caller it authenticates: ``api-key-<n>``, with a stable id and its groups."""
+def api_key_callers(keys: dict[str, list[str]], names: dict[str, str] | None = None) -> dict[str, Caller]:
+    """Each API key as the caller it authenticates: named as given or ``api-key-<n>``, with a stable id
+    and its groups."""
     if not keys:
         raise ValueError("at least one API key is needed")
     return {
         key: Caller(
             kind="apikey",
             id=str(uuid.uuid5(ID_NAMESPACE, key)),
-            name=f"api-key-{n}",
+            name=(names or {}).get(key, f"api-key-{n}"),
             email="",
             groups=tuple(groups),
         )
@@ -52,6 +53,7 @@ def api_key_callers(keys: dict[str, list[str]]) -> dict[str, Caller]:
 
 
 class Routing(HoopCore):
+    _key_caller: Callable[[str], Caller | None]
     """Authentication, dispatch, fault injection and the call log."""
 
     _api_keys: dict[str, Caller]
@@ -100,8 +102,8 @@ class Routing(HoopCore):
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
             token = header[7:].strip()
-            if token in self._api_keys:
-                return self._api_keys[token]
+            if (caller := self._known_key(token)) is not None:
+                return caller
             subject = self._state["tokens"].get(token)
             user = self._state["users"].get(subject) if subject else None
             if user is not None and user["status"] == "active":
@@ -113,9 +115,17 @@ class Routing(HoopCore):
                     groups=tuple(user["groups"]),
                     slack_id=user["slack_id"],
                 )
-        elif request.headers.get("api-key", "").strip() in self._api_keys:
-            return self._api_keys[request.headers["api-key"].strip()]
+        elif (caller := self._known_key(request.headers.get("api-key", "").strip())) is not None:
+            return caller
         raise HTTPError(401, "unauthorized")
+
+    def _known_key(self, raw: str) -> Caller | None:
+        """An active key's caller: a configured key as configured, any other through the key table (both
+        stop working once revoked)."""
+        table_caller = self._key_caller(raw) if raw else None  # marks last_used_at
+        if raw in self._api_keys:
+            return self._api_keys[raw] if table_caller is not None else None
+        return table_caller
 
     async def _dispatch(
         self,

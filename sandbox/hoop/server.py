@@ -14,11 +14,12 @@ from starlette.applications import Starlette
 from sandbox.faults import FaultPlan
 from sandbox.hoop.api import Call
 from sandbox.hoop.grants import Grants
+from sandbox.hoop.identity_keys import IdentityKeys
 from sandbox.hoop.routing import ALL_METHODS, DEFAULT_API_KEY, Routing, api_key_callers
 from sandbox.hoop.users import Users
 
 
-class HoopStandIn(Grants, Users, Routing):
+class HoopStandIn(Grants, Users, IdentityKeys, Routing):
     """The hoop gateway, in process. See the package docstring for how to use it, and each resource's
     module for its behaviour and sources."""
 
@@ -28,10 +29,15 @@ class HoopStandIn(Grants, Users, Routing):
         state_file: Path | None = None,
         clock: Callable[[], datetime] | None = None,
         api_keys: dict[str, list[str]] | None = None,
+        api_key_names: dict[str, str] | None = None,
     ) -> None:
         keys = api_keys if api_keys is not None else {DEFAULT_API_KEY: ["admin"]}
-        self._api_keys = api_key_callers(keys)
+        self._api_keys = api_key_callers(keys, api_key_names)
         super().__init__(state_file=state_file, clock=clock)
+        with self._lock:  # the configured keys are API keys too, listed by /api-keys as hoop lists its own
+            for raw, caller in self._api_keys.items():
+                if self._key("api_keys", caller.name) is None:
+                    self._create_key("api_keys", caller.name, list(caller.groups), "", raw)
         self.api_key = next(iter(keys))
         self.calls: list[Call] = []
         self._faults = FaultPlan()
@@ -61,6 +67,14 @@ class HoopStandIn(Grants, Users, Routing):
                 route("/api/users/{email_or_id}", self._h_get_user, ["GET"], admin=True),
                 route("/api/users/{email_or_id}", self._h_put_user, ["PUT"], admin=True),
                 route("/api/access-requests/rules", self._h_list_rules, ["GET"], admin=True),
+                *[route(path, handler, [method], admin=True) for path, handler, method in self.key_routes()],
+                route("/api/{kind:api-keys|ai-agents}", self._h_list_keys, ["GET"], admin=True),
+                route("/api/{kind:api-keys|ai-agents}", self._h_create_key, ["POST"], admin=True),
+                route("/api/{kind:api-keys|ai-agents}/{name_or_id}", self._h_get_key, ["GET"], admin=True),
+                route("/api/{kind:api-keys|ai-agents}/{name_or_id}", self._h_update_key, ["PUT"], admin=True),
+                route(
+                    "/api/{kind:api-keys|ai-agents}/{name_or_id}", self._h_revoke_key, ["DELETE"], admin=True
+                ),
                 route("/api/_sandbox/connect", self._h_sandbox_connect, ["POST"], admin=True),
                 route("/api/_sandbox/login", self._h_sandbox_login, ["POST"], admin=True),
                 route("/api/_sandbox/reviews", self._h_sandbox_review, ["POST"], admin=True),

@@ -38,6 +38,7 @@ def empty_state() -> dict[str, Any]:
         "rules": {},  # name -> access request rule
         "attributes": {},  # name -> attribute (links connections, access-control groups and rules)
         "access_control_enabled": True,  # the access_control plugin
+        "keys": {"api_keys": {}, "ai_agents": {}},  # kind -> id -> API key or AI agent (identity_keys.py)
     }
 
 
