@@ -152,6 +152,14 @@ ADAPTER_OPERATIONS = {
     "GET /users/{emailOrID}",
     "PUT /users/{emailOrID}",
     "GET /users/groups",
+    "GET /api-keys",
+    "GET /api-keys/{nameOrID}",
+    "PUT /api-keys/{nameOrID}",
+    "DELETE /api-keys/{nameOrID}",
+    "GET /ai-agents",
+    "GET /ai-agents/{nameOrID}",
+    "PUT /ai-agents/{nameOrID}",
+    "DELETE /ai-agents/{nameOrID}",
 }
 
 
@@ -241,6 +249,13 @@ async def recorded() -> AsyncIterator[Recorded]:
         await admin.put_user(alice.model_copy(update={"groups": ["eng", "analysts"]}))
         await admin.list_user_groups()
         assert users
+        for kind in ("api_keys", "ai_agents"):
+            hoop.add_identity_key(kind, "ci-deploy", ["eng", "analysts"], created_by="alice@corp.example")
+            assert [k.name for k in await admin.list_identity_keys(kind) if k.name == "ci-deploy"]
+            narrowed = await admin.set_identity_key_groups(kind, "ci-deploy", ["eng"])  # type: ignore[arg-type]
+            assert narrowed.groups == ["eng"]
+            revoked = await admin.revoke_identity_key(kind, "ci-deploy")  # type: ignore[arg-type]
+            assert revoked.status == "revoked"
 
         await expect_failure(
             admin.provision_grant(

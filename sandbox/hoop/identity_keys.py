@@ -31,6 +31,8 @@ from sandbox.hoop.clock import ts
 from sandbox.hoop.state import HoopCore
 
 KINDS = {"api-keys": "api_keys", "ai-agents": "ai_agents"}
+ORG_ID = str(uuid.uuid5(ID_NAMESPACE, "org"))
+_OMITTED = frozenset({"deactivated_by", "deactivated_at", "last_used_at"})
 
 
 def key_hash(raw: str) -> str:
@@ -84,7 +86,7 @@ class IdentityKeys(HoopCore):
             "deactivated_by": None,
             "deactivated_at": None,
             "last_used_at": None,
-            "masked_key": raw[:8] + "…" + raw[-4:],
+            "masked_key": raw[:8] + "*" * (len(raw) - 8),  # models/apikey.go MaskAPIKey
             "key_hash": key_hash(raw),
         }
         self._keys(kind)[record["id"]] = record
@@ -112,7 +114,9 @@ class IdentityKeys(HoopCore):
 
     @staticmethod
     def _render_key(record: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in record.items() if k != "key_hash"} | {"org_id": "sandbox"}
+        # openapi/types.go APIKeyResponse: deactivated_by/_at and last_used_at are `omitempty` pointers
+        shown = {k: v for k, v in record.items() if k != "key_hash" and not (v is None and k in _OMITTED)}
+        return shown | {"org_id": ORG_ID}
 
     # ------------------------------------------------------------------ the API (admin only)
 

@@ -95,6 +95,14 @@ CONTRACTS: dict[str, Contract] = {
             "GET /users/{emailOrID}",
             "PUT /users/{emailOrID}",
             "GET /access-requests/rules",
+            "GET /api-keys",
+            "GET /api-keys/{nameOrID}",
+            "PUT /api-keys/{nameOrID}",
+            "DELETE /api-keys/{nameOrID}",
+            "GET /ai-agents",
+            "GET /ai-agents/{nameOrID}",
+            "PUT /ai-agents/{nameOrID}",
+            "DELETE /ai-agents/{nameOrID}",
         ),
         # named by test_hoop_contract.py's KNOWN_DIFFERENCES and negative tests
         components=(
