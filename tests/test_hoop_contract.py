@@ -252,9 +252,9 @@ async def recorded() -> AsyncIterator[Recorded]:
         for kind in ("api_keys", "ai_agents"):
             hoop.add_identity_key(kind, "ci-deploy", ["eng", "analysts"], created_by="alice@corp.example")
             assert [k.name for k in await admin.list_identity_keys(kind) if k.name == "ci-deploy"]
-            narrowed = await admin.set_identity_key_groups(kind, "ci-deploy", ["eng"])  # type: ignore[arg-type]
+            narrowed = await admin.set_identity_key_groups(kind, "ci-deploy", ["eng"])
             assert narrowed.groups == ["eng"]
-            revoked = await admin.revoke_identity_key(kind, "ci-deploy")  # type: ignore[arg-type]
+            revoked = await admin.revoke_identity_key(kind, "ci-deploy")
             assert revoked.status == "revoked"
 
         await expect_failure(
