@@ -316,6 +316,6 @@ def verify_report(ctx: click.Context, directory: Path, public_key: str) -> None:
         f"{directory}: verified — {len(verification.files)} files, "
         f"manifest SHA-256 {verification.manifest_sha256}"
     )
-    click.echo(
-        f"  campaign {manifest.get('campaign_id', '?')}; ledger head {manifest.get('ledger_head', '?')}"
-    )
+    head = manifest.get("ledger_head")
+    at = f"ledger entry {head['seq']} ({head['hash'][:12]}…)" if isinstance(head, dict) else "no ledger head"
+    click.echo(f"  campaign {manifest.get('campaign_id', '?')}; signed at {at}")
