@@ -95,6 +95,7 @@ def build_activities(
         links,
         evidence_key=evidence_key,
         gateway=gateway,
+        tickets=channels.tickets if channels is not None else None,
     )
     hoop_reviews = HoopReviewActivities(
         gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies

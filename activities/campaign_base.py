@@ -8,7 +8,7 @@ Nothing here runs as an activity by itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -34,6 +34,7 @@ from domain.identity import Person, PersonRef
 from domain.population import Facts
 from domain.review_links import ReviewLinks
 from integrations.gateway import Gateway
+from integrations.jira_tickets import JiraTickets
 from integrations.notify import Message, Notifier
 from store import Store
 from store.campaigns import StoredItem
@@ -199,6 +200,7 @@ class CampaignBase:
         links: ReviewLinks | None,
         evidence_key: Ed25519PrivateKey | None = None,
         gateway: Gateway | None = None,
+        tickets: Callable[[], JiraTickets] | None = None,
     ) -> None:
         self._store = store
         self._sources = sources
@@ -207,6 +209,7 @@ class CampaignBase:
         self._links = links
         self._evidence_key = evidence_key
         self._gateway = gateway  # for non-human identities' keys (people go through the revoker)
+        self._tickets = tickets  # Jira, for remediation tickets (blocking: call from a thread)
 
     async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, datetime]:
         record = await asyncio.to_thread(self._store.campaign, campaign_id)

@@ -30,6 +30,7 @@ from domain.campaigns import (
 )
 from domain.identity import PersonRef
 from integrations.gateway import GatewayError, GatewayTransientError
+from integrations.jira_tickets import JiraError
 from store.campaigns import StoredItem
 
 GIVE_UP_AFTER_ATTEMPTS = 5
@@ -120,7 +121,7 @@ class CampaignSettlement(CampaignBase):
         if kind is not None and access.group is not None and self._gateway is not None:
             return await self._revoke_key(campaign_id, item, kind, access.group)
         if not subject.is_person or access.group is None:
-            return _remediation(
+            return await self._remediation(
                 campaign_id,
                 item,
                 f"removing {subject.kind.value.replace('_', ' ')} access is not automated: remove "
@@ -138,7 +139,7 @@ class CampaignSettlement(CampaignBase):
             result = await self._revoker.revoke_membership(request)
         except ApplicationError as exc:
             if exc.non_retryable or activity.info().attempt >= GIVE_UP_AFTER_ATTEMPTS:
-                return _remediation(campaign_id, item, exc.message)
+                return await self._remediation(campaign_id, item, exc.message)
             raise
         return Revocation(
             status="applied",
@@ -174,22 +175,37 @@ class CampaignSettlement(CampaignBase):
         except GatewayError as exc:
             if isinstance(exc, GatewayTransientError) and activity.info().attempt < GIVE_UP_AFTER_ATTEMPTS:
                 raise ApplicationError(exc.message, type="GatewayTransient") from exc
-            return _remediation(campaign_id, item, exc.message)
+            return await self._remediation(campaign_id, item, exc.message)
         return Revocation(
             status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back=read_back
         )
+
+    async def _remediation(self, campaign_id: str, item: CampaignItem, error: str) -> Revocation:
+        """A revocation that cannot be applied automatically: a Jira ticket for whoever can remove the access
+        by hand (one per item: retried, it finds its own ticket), or a record in the evidence without Jira.
+        The item stays open in the evidence until someone resolves it."""
+        remediation = f"remediation record {campaign_id}:{item.id}"
+        if self._tickets is not None:
+            tickets = self._tickets
+            description = (
+                f"Campaign {campaign_id} decided to revoke {item.subject.name}'s {item.access.describe()}, "
+                f"but grantflow could not apply it: {error}\n\nRemove the access by hand, then close this "
+                "ticket. The campaign's evidence lists this item as not revoked until then."
+            )
+            try:
+                remediation = await asyncio.to_thread(
+                    lambda: tickets().open_ticket(
+                        label=f"{campaign_id}-{item.id}",
+                        summary=f"Revoke by hand: {item.subject.name}, {item.access.describe()}",
+                        description=description,
+                    )
+                )
+            except JiraError as exc:
+                remediation += f" (the Jira ticket could not be opened: {exc.message})"
+        return Revocation(status="remediation", systems=(), error=error, remediation=remediation)
 
 
 KEY_KINDS: dict[SubjectKind, Literal["api_keys", "ai_agents"]] = {
     SubjectKind.API_KEY: "api_keys",
     SubjectKind.AI_AGENT: "ai_agents",
 }
-
-
-def _remediation(campaign_id: str, item: CampaignItem, error: str) -> Revocation:
-    return Revocation(
-        status="remediation",
-        systems=(),
-        error=error,
-        remediation=f"remediation record {campaign_id}:{item.id}",
-    )
