@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import time
 import tomllib
@@ -45,6 +46,7 @@ HOOP_GATES = ("### hoop's two gates in the demo", 0)
 LEAVER = ("### A leaver in the demo", 0)
 CHANNELS = ("### Slack, Jira and email in the demo", 0)
 HOOP_REVIEW = ("### Slack, Jira and email in the demo", 1)
+CAMPAIGN = ("### A campaign in the demo", 0)
 
 # Steps whose output names the request the following steps of the block act on (the last id it prints).
 ID_MAKERS = (
@@ -52,13 +54,16 @@ ID_MAKERS = (
     "sandbox jira-request",
     "sandbox slack-command",
     "sandbox hoop-review",
+    "campaign launch",
 )
-README_ID = re.compile(r"\b(req|hoop)-…")
+README_ID = re.compile(r"\b(req|hoop|cmp)-…")
 REAL_ID = re.compile(
-    r"\b(req|hoop)-(?:[0-9a-f]{12}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"
+    r"\b(req|hoop|cmp)-(?:[0-9a-f]{12}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b"
 )
 TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d| UTC)?")
-STATUS = re.compile(r"\b(?:PENDING|ACTIVE|ENDED|CANCELLED|DENIED|FAILED|TIMED_OUT)\b(?: \([a-z_-]+\))?")
+STATUS = re.compile(
+    r"\b(?:PENDING|ACTIVE|ENDED|CANCELLED|DENIED|FAILED|TIMED_OUT|OPEN|DRY_RUN|CLOSED)\b(?: \([a-z_-]+\))?"
+)
 QUOTED = re.compile(r'"([^"]+)"')
 WAIT_FOR_END = re.compile(r"^about \d+ s later$")
 # Refusals that only mean "not posted yet": a person would not have typed the command so fast.
@@ -174,7 +179,11 @@ def run_block(stack: DevStack, block: tuple[str, int], request_id: str | None = 
 
 
 def _run(stack: DevStack, args: list[str], step: Step) -> subprocess.CompletedProcess[str]:
-    statuses = STATUS.findall(step.comment) if args[:2] == ["request", "show"] else []
+    # A status the comment names is waited for, as a person would look again (a campaign's snapshot, a
+    # request's grant take a moment).
+    statuses = (
+        STATUS.findall(step.comment) if args[:2] in (["request", "show"], ["campaign", "status"]) else []
+    )
     deadline = time.monotonic() + 30
     while True:
         done = stack.cli(*args, expect=None)
@@ -230,6 +239,10 @@ def test_readme_demo_blocks_run_verbatim(tmp_path: Path) -> None:
         stack.cli("request", "create", "--resource", "warehouse", "--role", "read", "--duration", "1h",
                   "--reason", "report", "--requester", "alice@example.com")  # fmt: skip
         run_block(stack, LEAVER, request_id=active)
+        # The campaign section runs where the README's reader is, beside examples/.
+        (tmp_path / "examples").mkdir(exist_ok=True)
+        shutil.copy(REPO_ROOT / "examples" / "campaign.toml", tmp_path / "examples" / "campaign.toml")
+        run_block(stack, CAMPAIGN)
 
 
 @pytest.mark.long
