@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.standing_access import StandingAccessActivities
 from domain.campaign_report import SourceExtract
 from domain.campaign_spec import CampaignSpec, parse_campaign_spec
-from domain.campaign_state import CampaignStatus, ItemOutcome
+from domain.campaign_state import CampaignRecord, CampaignStatus, ItemOutcome
 from domain.campaigns import (
     CampaignItem,
     ConnectionUsage,
@@ -211,13 +211,13 @@ class CampaignBase:
         self._gateway = gateway  # for non-human identities' keys (people go through the revoker)
         self._tickets = tickets  # Jira, for remediation tickets (blocking: call from a thread)
 
-    async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, datetime]:
+    async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, CampaignRecord]:
         record = await asyncio.to_thread(self._store.campaign, campaign_id)
         if record is None:
             raise ApplicationError(
                 f"campaign {campaign_id} does not exist", type="NotFound", non_retryable=True
             )
-        return parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}"), record.launched_at
+        return parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}"), record
 
     async def _ledger(self, kind: str, campaign_id: str, key: str, data: dict[str, object]) -> None:
         await asyncio.to_thread(
@@ -246,7 +246,7 @@ class CampaignBase:
             text = (
                 f"{spec.name}: please review the standing access of {items} (stage {inp.stage + 1} of "
                 f"{len(spec.stages)}). For each, keep or revoke; at the deadline, "
-                f"{_default_sentence(spec)}."
+                f"{spec.default_decision.sentence}."
             )
         else:
             subject = f"Reminder: {spec.name} — {items} still to review"
@@ -293,14 +293,6 @@ class CampaignBase:
         if person is not None:
             return Reviewer(kind="person", id=person.id, name=person.email)
         return Reviewer(kind="group", id=reviewer_id, name=reviewer_id)
-
-
-def _default_sentence(spec: CampaignSpec) -> str:
-    return {
-        "keep": "undecided access is kept",
-        "revoke": "undecided access is revoked",
-        "recommendation": "undecided access follows its recommendation",
-    }[spec.default_decision.value]
 
 
 def stage_deadlines(spec: CampaignSpec, launched_at: datetime) -> list[datetime]:

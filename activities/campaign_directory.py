@@ -35,11 +35,7 @@ class CampaignDirectory(CampaignBase):
         reviewer (or the fallback); a mover's items reviewed by their manager go to the new manager — each
         in the ledger, and each new reviewer told. Idempotent: only open items are touched."""
         result = FollowResult()
-        open_campaigns = [
-            c
-            for c in await asyncio.to_thread(self._store.list_campaigns, 1000)
-            if c.status is CampaignStatus.OPEN
-        ]
+        open_campaigns = await asyncio.to_thread(self._store.list_campaigns, 1000, status=CampaignStatus.OPEN)
         people = StorePeople(self._store)
         for campaign in open_campaigns:
             spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")

@@ -168,10 +168,10 @@ class CampaignSettlement(CampaignBase):
             left = [g for g in current.groups if g != group]
             if left:
                 after = await self._gateway.set_identity_key_groups(kind, name, left)
-                read_back = f"hoop {kind.replace('_', ' ')[:-1]} {name}: groups {', '.join(after.groups)}"
+                read_back = f"hoop {KEY_NOUNS[kind]} {name}: groups {', '.join(after.groups)}"
             else:
                 after = await self._gateway.revoke_identity_key(kind, name)
-                read_back = f"hoop {kind.replace('_', ' ')[:-1]} {name}: {after.status} (no group left)"
+                read_back = f"hoop {KEY_NOUNS[kind]} {name}: {after.status} (no group left)"
         except GatewayError as exc:
             if isinstance(exc, GatewayTransientError) and activity.info().attempt < GIVE_UP_AFTER_ATTEMPTS:
                 raise ApplicationError(exc.message, type="GatewayTransient") from exc
@@ -205,6 +205,7 @@ class CampaignSettlement(CampaignBase):
         return Revocation(status="remediation", systems=(), error=error, remediation=remediation)
 
 
+KEY_NOUNS = {"api_keys": "API key", "ai_agents": "AI agent"}
 KEY_KINDS: dict[SubjectKind, Literal["api_keys", "ai_agents"]] = {
     SubjectKind.API_KEY: "api_keys",
     SubjectKind.AI_AGENT: "ai_agents",

@@ -17,8 +17,6 @@ deadline decides. Reading hoop and SCIM is :class:`CampaignSources`' job
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from datetime import UTC, datetime
 
 from temporalio import activity
@@ -52,6 +50,7 @@ from domain.campaigns import (
     population_hash,
 )
 from domain.population import build_population, keep_after_usage
+from store.campaigns import spec_hash
 
 
 class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence, CampaignBase):
@@ -60,9 +59,7 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
     @activity.defn(name="campaign_snapshot")
     async def snapshot(self, inp: CampaignRef) -> SnapshotResult:
         """Who can reach what now, with usage and recommendations, assigned to stage 1's reviewers."""
-        spec, launched_at = await self._spec(inp.campaign_id)
-        record = await asyncio.to_thread(self._store.campaign, inp.campaign_id)
-        assert record is not None
+        spec, record = await self._spec(inp.campaign_id)
         if record.population_hash is None:  # a first attempt, or one that died before finishing: start clean
             await asyncio.to_thread(self._store.clear_items, inp.campaign_id)
         read_at = datetime.now(UTC)
@@ -70,7 +67,9 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
         activity.heartbeat("facts read")
         population = build_population(spec.scope, facts)
         threshold = spec.recommendation.revoke_if_unused_for
-        previous = await asyncio.to_thread(self._store.previous_campaign_launch, record.name, launched_at)
+        previous = await asyncio.to_thread(
+            self._store.previous_campaign_launch, record.name, record.launched_at
+        )
         window_start = previous or read_at - threshold
         sessions, usage_extracts = await self._sources.read_usage(
             min(window_start, read_at - threshold), window_start, read_at
@@ -133,7 +132,7 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
             name=spec.name,
             owner=spec.owner,
             spec_toml=inp.spec_toml,
-            spec_sha256=hashlib.sha256(inp.spec_toml.encode()).hexdigest(),
+            spec_sha256=spec_hash(inp.spec_toml),
             status=CampaignStatus.SNAPSHOTTING,
             launched_at=inp.launched_at,
             nominal_time=inp.nominal_time,
@@ -248,7 +247,3 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
             {"actor": inp.actor, "reason": inp.reason, "outcomes": progress.by_outcome},
         )
         return progress.by_outcome
-
-
-def provenance_of(json_text: str | None) -> Provenance | None:
-    return Provenance.model_validate(json.loads(json_text)) if json_text else None

@@ -91,6 +91,15 @@ class DefaultDecision(StrEnum):
     REVOKE = "revoke"
     RECOMMENDATION = "recommendation"  # the item's recommendation, recorded with its inputs
 
+    @property
+    def sentence(self) -> str:
+        """What reviewers are told happens at the deadline."""
+        return {
+            "keep": "undecided access is kept",
+            "revoke": "undecided access is revoked",
+            "recommendation": "undecided access follows its recommendation",
+        }[self.value]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -29,11 +29,6 @@ from web.service import ServiceError
 
 router = APIRouter(include_in_schema=False)
 MAX_SHOWN = 500
-DEFAULT_SENTENCES = {
-    "keep": "undecided access is kept",
-    "revoke": "undecided access is revoked",
-    "recommendation": "undecided access follows its recommendation",
-}
 
 
 def _usage(item: StoredItem) -> str:
@@ -61,7 +56,7 @@ async def _page(request: Request, token: str, **notes: Any) -> HTMLResponse:
     service = campaigns_of(request)
     try:
         campaign_id, reviewer_id = ctx.links.read_campaign(token)
-        status = await service.status(campaign_id)
+        campaign = await service.campaign(campaign_id)
         reviewer = await ctx.service.person_by_id(reviewer_id)
         items = await service.items_for_reviewer(campaign_id, reviewer_id)
     except ReviewLinkError as exc:
@@ -72,7 +67,6 @@ async def _page(request: Request, token: str, **notes: Any) -> HTMLResponse:
         return error_page(
             403, "This review link cannot be used", "the reviewer it was sent to is no longer active"
         )
-    campaign = status.campaign
     spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")
     q = str(request.query_params.get("q", ""))[:200]
     show = str(request.query_params.get("show", "all"))
@@ -86,7 +80,7 @@ async def _page(request: Request, token: str, **notes: Any) -> HTMLResponse:
         notes.pop("status_code", 200),
         campaign=campaign,
         stages=len(spec.stages),
-        default_sentence=DEFAULT_SENTENCES[spec.default_decision.value],
+        default_sentence=spec.default_decision.sentence,
         reasons_required=spec.reasons_required,
         reviewer=reviewer,
         open=campaign.status.value == "OPEN" and campaign.stage_open,

@@ -12,6 +12,7 @@ name, so scheduling the same spec again updates it.
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from temporalio.client import (
     Client,
@@ -76,8 +77,6 @@ def campaign_schedule(spec: CampaignSpec, spec_toml: str, task_queue: str) -> Sc
 
 def _local_start(spec: CampaignSpec) -> datetime | None:
     """The first run may not come before the spec's start (given in its own time zone)."""
-    from zoneinfo import ZoneInfo
-
     assert spec.schedule is not None
     start = spec.schedule.start
     return start if start.tzinfo is not None else start.replace(tzinfo=ZoneInfo(spec.schedule.time_zone))

@@ -14,7 +14,6 @@ validators decide, and a refusal comes back as a sentence and is recorded. It tr
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from domain.campaign_state import CampaignProgress, CampaignRecord, CampaignStat
 from domain.durations import PositiveDuration
 from domain.identity import Actor
 from store import Store, StoreError
-from store.campaigns import CampaignConflict, StoredItem
+from store.campaigns import CampaignConflict, StoredItem, spec_hash
 from web.campaign_schedules import create_or_update
 from web.service.errors import BadInput, NotFound, Refused, ServiceError, Unavailable, short
 from workflows.campaign import (
@@ -109,6 +108,10 @@ class CampaignService:
         except StoreError as exc:
             raise Unavailable(f"the store could not be reached: {short(exc)}") from exc
 
+    async def campaign(self, campaign_id: str) -> CampaignRecord:
+        """The campaign's record alone (no counting: the review page reads it on every view)."""
+        return await self._campaign(campaign_id)
+
     async def _campaign(self, campaign_id: str) -> CampaignRecord:
         record: CampaignRecord | None = await self._db(self._store.campaign, campaign_id)
         if record is None:
@@ -141,7 +144,7 @@ class CampaignService:
             name=spec.name,
             owner=spec.owner,
             spec_toml=spec_text,
-            spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
+            spec_sha256=spec_hash(spec_text),
             status=CampaignStatus.SNAPSHOTTING,
             dry_run=dry_run,
             launched_at=now,
@@ -196,7 +199,7 @@ class CampaignService:
             channel=actor.channel,
             data={
                 "name": spec.name,
-                "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
+                "spec_sha256": spec_hash(spec_text),
                 "updated": updated,
             },
         )
@@ -219,9 +222,13 @@ class CampaignService:
         now = datetime.now(UTC)
         accepted: list[ItemDecision] = []
         result = DecideResult()
+        items: dict[str, StoredItem] = await self._db(
+            self._store.items_by_id, campaign_id, [d.item_id for d in decisions]
+        )
+        members: dict[str, list[str]] = {}  # reviewing group -> its members' ids, read once per call
         for wanted in decisions:
-            item: StoredItem | None = await self._db(self._store.item, campaign_id, wanted.item_id)
-            sentence = await self._refusal(record, spec, item, wanted, actor)
+            item = items.get(wanted.item_id)
+            sentence = await self._refusal(record, spec, item, wanted, actor, members)
             if sentence is not None:
                 result.refused[wanted.item_id] = sentence
                 continue
@@ -271,6 +278,7 @@ class CampaignService:
         item: StoredItem | None,
         wanted: DecisionRequest,
         actor: Actor,
+        members: dict[str, list[str]],
     ) -> str | None:
         if item is None:
             return f"campaign {record.id} has no item {wanted.item_id}"
@@ -278,10 +286,9 @@ class CampaignService:
             return f"campaign {record.id} is {record.status.value}: decisions are closed"
         if item.outcome.value != "open":
             return f"item {item.id} is already settled ({item.outcome.value})"
-        members: list[str] = []
         reviewer = item.assignment.reviewer
-        if reviewer is not None and reviewer.kind == "group":
-            members = [p.id for p in await self._db(self._store.group_members, reviewer.id)]
+        if reviewer is not None and reviewer.kind == "group" and reviewer.id not in members:
+            members[reviewer.id] = [p.id for p in await self._db(self._store.group_members, reviewer.id)]
         stage_open = record.stage_open and item.stage == record.stage
         return refusal(
             item,
@@ -291,7 +298,7 @@ class CampaignService:
             wanted.reason,
             spec,
             stage_open=stage_open,
-            group_members=members,
+            group_members=members.get(reviewer.id, []) if reviewer is not None else [],
         )
 
     async def _refused(

@@ -31,6 +31,7 @@ from sandbox.hoop.clock import ts
 from sandbox.hoop.state import HoopCore
 
 KINDS = {"api-keys": "api_keys", "ai-agents": "ai_agents"}
+NOUNS = {"api_keys": "api key", "ai_agents": "ai agent"}  # as apikeys.go and aiagents.go word their errors
 ORG_ID = str(uuid.uuid5(ID_NAMESPACE, "org"))
 _OMITTED = frozenset({"deactivated_by", "deactivated_at", "last_used_at"})
 
@@ -74,8 +75,7 @@ class IdentityKeys(HoopCore):
         self, kind: str, name: str, groups: list[str], created_by: str, raw: str
     ) -> dict[str, Any]:
         if any(k["name"] == name for k in self._keys(kind).values()):
-            noun = "api key" if kind == "api_keys" else "ai agent"
-            raise HTTPError(409, f"an {noun} with this name already exists")
+            raise HTTPError(409, f"an {NOUNS[kind]} with this name already exists")
         record: dict[str, Any] = {
             "id": str(uuid.uuid5(ID_NAMESPACE, f"{kind}:{raw}")),
             "name": name,
@@ -171,7 +171,7 @@ class IdentityKeys(HoopCore):
         name = body.get("name")
         if isinstance(name, str) and name and name != record["name"]:
             if any(k["name"] == name for k in self._keys(kind).values()):
-                raise HTTPError(409, "an api key with this name already exists")
+                raise HTTPError(409, f"an {NOUNS[kind]} with this name already exists")
             record["name"] = name
         self._save()
         return 200, self._render_key(record)
