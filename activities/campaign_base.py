@@ -144,6 +144,9 @@ class DeadlineInput(BaseModel):
     stage: int
     closes_at: AwareDatetime
     extension: int = Field(description="how many extensions so far (for idempotency)")
+    ended_early: bool = Field(default=False, description="the owner ended the stage now")
+    actor: str = Field(default="", description="who moved the deadline (the owner or an administrator)")
+    reason: str = ""
 
 
 class ReviewerPageInput(BaseModel):
@@ -219,12 +222,14 @@ class CampaignBase:
             )
         return parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}"), record
 
-    async def _ledger(self, kind: str, campaign_id: str, key: str, data: dict[str, object]) -> None:
+    async def _ledger(
+        self, kind: str, campaign_id: str, key: str, data: dict[str, object], actor: str = "grantflow"
+    ) -> None:
         await asyncio.to_thread(
             self._store.append_ledger,
             kind=kind,
             subject=campaign_id,
-            actor="grantflow",
+            actor=actor,
             channel="system",
             data=data,
             idempotency_key=f"{campaign_id}:{key}",

@@ -29,7 +29,7 @@ from domain.campaigns import (
     assign_reviewer,
 )
 from domain.identity import PersonRef
-from integrations.gateway import GatewayError, GatewayTransientError
+from integrations.gateway import GatewayError, GatewayNotFoundError, GatewayTransientError
 from integrations.jira_tickets import JiraError
 from store.campaigns import StoredItem
 
@@ -120,6 +120,10 @@ class CampaignSettlement(CampaignBase):
         kind = KEY_KINDS.get(subject.kind)
         if kind is not None and access.group is not None and self._gateway is not None:
             return await self._revoke_key(campaign_id, item, kind, access.group)
+        if subject.kind is SubjectKind.SERVICE_ACCOUNT and access.group is not None and self._gateway:
+            return await self._revoke_service_account(campaign_id, item, access.group)
+        if subject.kind is SubjectKind.MACHINE_IDENTITY and access.connections and self._gateway:
+            return await self._unbind_machine_identity(campaign_id, item, access.connections)
         if not subject.is_person or access.group is None:
             return await self._remediation(
                 campaign_id,
@@ -179,6 +183,92 @@ class CampaignSettlement(CampaignBase):
         return Revocation(
             status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back=read_back
         )
+
+    async def _revoke_service_account(self, campaign_id: str, item: StoredItem, group: str) -> Revocation:
+        """A service account loses the group (hoop's PUT replaces every group: read, modify, write); with no
+        group left it is also set inactive, so it cannot use hoop at all. Read back either way."""
+        assert self._gateway is not None
+        subject = item.subject.name
+        try:
+            current = next(
+                (a for a in await self._gateway.list_service_accounts() if a.subject == subject), None
+            )
+            if current is None:
+                return Revocation(
+                    status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back="gone"
+                )
+            left = [g for g in current.groups if g != group]
+            if left == current.groups and (left or current.status == "inactive"):
+                read_back = f"hoop service account {subject}: not in {group} ({current.status})"
+                return Revocation(
+                    status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back=read_back
+                )
+            wanted = current.model_copy(
+                update={"groups": left, "status": current.status if left else "inactive"}
+            )
+            after = await self._gateway.put_service_account(wanted)
+            if left:
+                read_back = (
+                    f"hoop service account {subject}: groups {', '.join(after.groups)} ({after.status})"
+                )
+            else:
+                read_back = f"hoop service account {subject}: {after.status} (no group left)"
+        except GatewayError as exc:
+            return await self._gateway_failure(campaign_id, item, exc)
+        return Revocation(
+            status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back=read_back
+        )
+
+    async def _unbind_machine_identity(
+        self, campaign_id: str, item: StoredItem, connections: tuple[str, ...]
+    ) -> Revocation:
+        """A machine identity is unbound from the item's connections: hoop's PUT (read, modify, write the
+        whole identity) revokes the credential of each connection no longer named. A connection one of its
+        attributes links keeps its credential whatever the names say (hoop's update revokes only
+        connections dropped from the names), and an attribute links other connections too: that part gets
+        a remediation record, after the rest was unbound."""
+        assert self._gateway is not None
+        name = item.subject.name
+        try:
+            try:
+                current = await self._gateway.get_machine_identity(name)
+            except GatewayNotFoundError:
+                return Revocation(
+                    status="applied", systems=("hoop",), applied_at=datetime.now(UTC), read_back="gone"
+                )
+            drop = set(connections)
+            left = [c for c in current.connection_names if c not in drop]
+            if left != current.connection_names:
+                current = await self._gateway.put_machine_identity(
+                    current.model_copy(update={"connection_names": left})
+                )
+            linked = sorted(drop & set(current.attribute_connections))
+            bound = ", ".join(current.connection_names) or "no connection by name"
+        except GatewayError as exc:
+            return await self._gateway_failure(campaign_id, item, exc)
+        if linked:
+            via = ", ".join(current.attributes)
+            return await self._remediation(
+                campaign_id,
+                item,
+                f"hoop machine identity {name} still reaches {', '.join(linked)} through its attributes "
+                f"({via}), and hoop's update revokes a credential only for a connection dropped from its "
+                "names: unlink the attribute from the connection in hoop by hand, which revokes it "
+                f"(bound by name now: {bound})",
+            )
+        return Revocation(
+            status="applied",
+            systems=("hoop",),
+            applied_at=datetime.now(UTC),
+            read_back=f"hoop machine identity {name}: bound to {bound}",
+        )
+
+    async def _gateway_failure(self, campaign_id: str, item: StoredItem, exc: GatewayError) -> Revocation:
+        """A transient failure is retried (until ``GIVE_UP_AFTER_ATTEMPTS``); anything else, or one still
+        failing then, gets a remediation record."""
+        if isinstance(exc, GatewayTransientError) and activity.info().attempt < GIVE_UP_AFTER_ATTEMPTS:
+            raise ApplicationError(exc.message, type="GatewayTransient") from exc
+        return await self._remediation(campaign_id, item, exc.message)
 
     async def _remediation(self, campaign_id: str, item: CampaignItem, error: str) -> Revocation:
         """A revocation that cannot be applied automatically: a Jira ticket for whoever can remove the access

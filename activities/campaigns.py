@@ -188,7 +188,8 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
 
     @activity.defn(name="campaign_move_deadline")
     async def move_deadline(self, inp: DeadlineInput) -> None:
-        """An extension by the owner: the store's stage deadline (which the edge shows) and the ledger."""
+        """An extension by the owner, or the stage ended early: the store's stage deadline (which the edge
+        shows) and the ledger, naming who moved it."""
         await asyncio.to_thread(
             self._store.update_campaign,
             inp.campaign_id,
@@ -197,10 +198,11 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
             deadline=inp.closes_at,
         )
         await self._ledger(
-            "campaign.extended",
+            "campaign.stage_ended_early" if inp.ended_early else "campaign.extended",
             inp.campaign_id,
             f"extension-{inp.extension}",
-            {"stage": inp.stage + 1, "closes_at": inp.closes_at.isoformat()},
+            {"stage": inp.stage + 1, "closes_at": inp.closes_at.isoformat(), "reason": inp.reason},
+            actor=inp.actor or "grantflow",
         )
 
     @activity.defn(name="campaign_tell_reviewers")

@@ -246,8 +246,8 @@ class ApiClient:
         return self._call("POST", f"/campaigns/{_seg(campaign_id)}/decisions", json=body)
 
     def campaign_command(self, campaign_id: str, command: str, **body: Any) -> dict[str, Any]:
-        """``cancel``, ``extend`` (``by=``) or ``apply``."""
-        if command not in ("cancel", "extend", "apply"):
+        """``cancel``, ``extend`` (``by=``), ``end-stage`` or ``apply``."""
+        if command not in ("cancel", "extend", "end-stage", "apply"):
             raise ValueError(f"unknown campaign command {command!r}")
         payload = {k if k != "as_" else "as": v for k, v in body.items() if v not in (None, "")}
         return self._call("POST", f"/campaigns/{_seg(campaign_id)}/{command}", json=payload)

@@ -1,8 +1,10 @@
 """Reading what a campaign's snapshot needs from hoop and the identity provider, with where it came from.
 
 Facts: hoop's connections and each one's access rules (``domain.access``), hoop's users with their groups,
-and the identity provider's users and groups over SCIM; usage: hoop's sessions since the window's start,
-paged once and aggregated per (identity, connection) — never one call per item. Every read is recorded as a
+its non-human identities (API keys, AI agents and service accounts with their groups, machine identities with
+the connections they are bound to), and the identity provider's users and groups over SCIM; usage: hoop's
+sessions since the window's start, paged once and aggregated per (identity, connection) — never one call per
+item. Every read is recorded as a
 :class:`~domain.campaign_report.SourceExtract` (system, endpoint, filters, count, time) for the evidence's
 provenance. This module reads only; it never decides what is in scope (``domain/population.py`` does).
 """
@@ -81,6 +83,41 @@ class HoopScimSources:
                 )
                 for k in keys
             ]
+        # Service accounts sign in like people and reach connections through their groups; an inactive one
+        # cannot use hoop at all. Keyed by subject: unique, and what hoop's PUT names.
+        accounts = await self._gateway.list_service_accounts()
+        extracts.append(
+            _extract("hoop", "GET /api/serviceaccounts", "all, with groups", len(accounts), read_at)
+        )
+        identities += [
+            NonHumanIdentity(
+                kind=IdentityKind.SERVICE_ACCOUNT,
+                name=a.subject,
+                groups=tuple(a.groups),
+                active=a.status == "active",
+            )
+            for a in accounts
+        ]
+        # Machine identities reach the connections they are bound to by name and those an attribute of
+        # theirs links (hoop provisions a credential for each).
+        machines = await self._gateway.list_machine_identities()
+        extracts.append(
+            _extract(
+                "hoop",
+                "GET /api/machineidentities, /api/attributes",
+                "all, with bound and attribute-linked connections",
+                len(machines),
+                read_at,
+            )
+        )
+        identities += [
+            NonHumanIdentity(
+                kind=IdentityKind.MACHINE_IDENTITY,
+                name=m.name,
+                connections=tuple(sorted({*m.connection_names, *m.attribute_connections})),
+            )
+            for m in machines
+        ]
         people: tuple[Person, ...] = ()
         idp_groups: dict[str, tuple[str, ...]] = {}
         if self._directory is not None:

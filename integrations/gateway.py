@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from domain.access import ConnectionAccessRules
 
@@ -106,6 +106,30 @@ class GatewayIdentityKey(BaseModel):
     last_used_at: datetime | None = None
 
 
+class GatewayServiceAccount(BaseModel):
+    """A service account in hoop: an IdP client's identity, keyed by its ``subject``, with groups."""
+
+    id: str = ""
+    subject: str
+    name: str = ""
+    status: str = "active"  # active | inactive
+    groups: list[str] = []
+
+
+class GatewayMachineIdentity(BaseModel):
+    """A machine identity in hoop: bound to ``connection_names`` (a credential each) and to the connections
+    sharing one of its ``attributes``."""
+
+    id: str = ""
+    name: str
+    description: str = ""
+    connection_names: list[str] = []
+    attributes: list[str] = []
+    attribute_connections: list[str] = Field(
+        default=[], description="connections linked through its attributes (read, never written)"
+    )
+
+
 class Gateway(Protocol):
     """The calls grantflow makes to the gateway. Implementations must be safe to call again after an
     uncertain failure: ``provision_grant`` first looks for a grant made under the same correlation id."""
@@ -163,5 +187,15 @@ class Gateway(Protocol):
     async def revoke_identity_key(
         self, kind: Literal["api_keys", "ai_agents"], name: str
     ) -> GatewayIdentityKey: ...
+
+    async def list_service_accounts(self) -> list[GatewayServiceAccount]: ...
+
+    async def put_service_account(self, account: GatewayServiceAccount) -> GatewayServiceAccount: ...
+
+    async def list_machine_identities(self) -> list[GatewayMachineIdentity]: ...
+
+    async def get_machine_identity(self, name: str) -> GatewayMachineIdentity: ...
+
+    async def put_machine_identity(self, identity: GatewayMachineIdentity) -> GatewayMachineIdentity: ...
 
     async def aclose(self) -> None: ...

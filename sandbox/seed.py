@@ -52,6 +52,14 @@ NON_HUMAN_IDENTITIES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("ai_agents", "sql-helper", ("analytics",), "dina@example.com"),
 )
 
+# (subject, name, groups): hoop's service accounts (an IdP client each, signing in with its groups).
+SERVICE_ACCOUNTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("etl-nightly-client", "etl-nightly", ("analytics",)),
+)
+
+# (name, bound connections): hoop's machine identities, each with a credential per connection.
+MACHINE_IDENTITIES: tuple[tuple[str, tuple[str, ...]], ...] = (("billing-worker", ("billing-api-operator",)),)
+
 
 def seed_hoop(
     hoop: HoopStandIn,
@@ -87,3 +95,9 @@ def seed_hoop(
     # the groups that let them reach production (what a campaign with identities in scope reviews).
     for kind, name, groups, creator in NON_HUMAN_IDENTITIES:
         hoop.add_identity_key(kind, name, groups, created_by=creator)
+    # A nightly ETL job's service account, reaching production through its group, and the billing worker's
+    # machine identity, bound to the connection it holds a credential for.
+    for subject, display_name, groups in SERVICE_ACCOUNTS:
+        hoop.add_service_account(subject, display_name, groups)
+    for name, connections in MACHINE_IDENTITIES:
+        hoop.add_machine_identity(name, connections, description=f"{name}: credentials per connection")

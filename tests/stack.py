@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -162,10 +163,16 @@ def _temporal_clock(env: WorkflowEnvironment, loop: asyncio.AbstractEventLoop) -
 
 @asynccontextmanager
 async def start_stack(
-    env: WorkflowEnvironment, tmp_path: Path, *, time_skipping: bool, with_scim: bool = False
+    env: WorkflowEnvironment,
+    tmp_path: Path,
+    *,
+    time_skipping: bool,
+    with_scim: bool = False,
+    run_worker: bool = True,
 ) -> AsyncIterator[Stack]:
     """With ``with_scim`` the directory lives in a seeded scim2-server and the store starts empty: the
-    test runs the first identity sync. Without, the store is seeded from the example organisation."""
+    test runs the first identity sync. Without, the store is seeded from the example organisation. With
+    ``run_worker=False`` nothing polls the task queue: the test starts its own workers."""
     organisation = load_organisation(ORGANISATION_FILE)
     policies = load_policies(POLICIES_FILE)
     store = Store(
@@ -201,7 +208,7 @@ async def start_stack(
     )
     worker = build_worker(env.client, task_queue, activities)
     try:
-        async with worker:
+        async with worker if run_worker else contextlib.nullcontext():
             yield Stack(
                 env=env,
                 task_queue=task_queue,

@@ -170,6 +170,12 @@ async def test_the_cli_launches_watches_decides_and_verifies_a_bundle(edge: Edge
     assert kept.exit_code == 0 and f"keep: {item.id}" in kept.stdout
     status = await edge.cli("status", real)
     assert "1 decided, 6 pending" in status.stdout
+    not_owner = await edge.cli("end-stage", real, "--reason", "enough", who="judy")
+    assert not_owner.exit_code == 1 and "only its owner" in not_owner.stderr
+    ended = await edge.cli("end-stage", real, "--reason", "every reviewer has answered")
+    assert ended.exit_code == 0 and "closing now" in ended.stdout
+    closed = await edge.cli("status", real, "--watch")
+    assert closed.exit_code == 0 and "CLOSED" in closed.stdout
 
     key = Ed25519PrivateKey.generate()
     bundle = tmp_path / "bundle"

@@ -45,7 +45,7 @@ def test_the_example_spec_uses_every_section() -> None:
     spec = load_campaign_spec(EXAMPLE)
     assert spec.default_decision is DefaultDecision.RECOMMENDATION
     assert [s.reviewers for s in spec.stages] == [ReviewerKind.MANAGER, ReviewerKind.RESOURCE_OWNER]
-    assert spec.scope.identities == [IdentityKind.API_KEY, IdentityKind.AI_AGENT]
+    assert spec.scope.identities == list(IdentityKind)  # all four kinds of non-human identity
     assert spec.scope.connection_tags == ["env=prod"]
     assert spec.owners.groups["db-owners"] == "ken@example.com"
     assert spec.reason_required("keep") and not spec.reason_required("revoke")

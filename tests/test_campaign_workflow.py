@@ -422,3 +422,33 @@ async def test_api_keys_and_ai_agents_are_reviewed_by_their_owners_and_lose_thei
 
 def item_of_subject(stack: Stack, campaign_id: str, name: str) -> StoredItem:
     return next(i for i in stack.store.items(campaign_id) if i.subject.name == name)
+
+
+async def test_the_owner_ends_the_stage_early_and_the_default_decides_the_rest_at_once(
+    scim_stack: Stack,
+) -> None:
+    stack = scim_stack
+    service = await synced(stack)
+    margaret = stack.actor("margaret@example.com")
+    record = await service.launch(ANALYTICS, margaret)
+    await until_open(stack, record.id)
+    judy = stack.actor("judy@example.com", channel="web")
+    cyrus = item_of(stack, record.id, "cyrus@example.com")
+    keep = DecisionRequest(item_id=cyrus.id, verdict="keep", reason="runs the weekly revenue report")
+    assert (await service.decide(record.id, [keep], judy)).recorded == [cyrus.id]
+    with pytest.raises(Refused, match="only its owner"):
+        await service.end_stage(record.id, judy, "done here")
+    ended = await service.end_stage(record.id, margaret, "every reviewer has answered")
+    assert "stage 1 of campaign" in ended and "closing now" in ended
+    # Thirteen days before the deadline: nothing waits for it any more.
+    outcome = await finished(stack, record.id, after=timedelta(minutes=1))
+    assert outcome.status is CampaignStatus.CLOSED
+    assert outcome.outcomes == {"revoked": 6, "kept": 1}
+    assert "analytics" in hoop_groups(stack, "cyrus@example.com")
+    assert "analytics" not in hoop_groups(stack, "bea@example.com")
+    ended_early = [e for e in stack.store.ledger_entries(subject=record.id) if e.kind.endswith("ended_early")]
+    assert len(ended_early) == 1
+    assert ended_early[0].actor.startswith("margaret@example.com")
+    assert ended_early[0].data["reason"] == "every reviewer has answered"
+    with pytest.raises(Refused, match="already CLOSED"):
+        await service.end_stage(record.id, margaret)

@@ -186,3 +186,23 @@ def test_usage_filters_apply_once_usage_is_known() -> None:
 def test_a_scope_of_identities_alone_reviews_no_people() -> None:
     population = build_population(Scope(identities=[IdentityKind.API_KEY]), FACTS)
     assert {i.subject.name for i in population.items} == {"ci-deploy"}
+
+
+def test_service_accounts_reach_through_their_groups_while_active() -> None:
+    accounts = (
+        NonHumanIdentity(kind=IdentityKind.SERVICE_ACCOUNT, name="etl-client", groups=("analytics", "admin")),
+        NonHumanIdentity(
+            kind=IdentityKind.SERVICE_ACCOUNT, name="old-client", groups=("analytics",), active=False
+        ),
+    )
+    facts = FACTS.model_copy(update={"identities": accounts})
+    scope = Scope(
+        connection_tags=["env=prod"], identities=[IdentityKind.SERVICE_ACCOUNT], include_admins=False
+    )
+    rows = {
+        (i.subject.kind, i.subject.name, i.access.group, i.access.connections)
+        for i in build_population(scope, facts).items
+        if not i.subject.is_person
+    }
+    # an inactive service account cannot use hoop: nothing to review; admin left out by the scope
+    assert rows == {(SubjectKind.SERVICE_ACCOUNT, "etl-client", "analytics", ("pg-prod-ro",))}

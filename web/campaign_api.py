@@ -1,5 +1,6 @@
 """The REST API of campaigns under ``/api/v1/campaigns``: launch (admin), read (admin or auditor), decide
-(the token's own identity, or an admin acting ``as`` a reviewer), and the owner's cancel, extend and apply.
+(the token's own identity, or an admin acting ``as`` a reviewer), and the owner's cancel, extend, end-stage
+and apply.
 
 Every route goes through :class:`~web.campaign_service.CampaignService`; the errors it raises become the
 same statuses and bodies as the requests API (``web/callers.py``). A decision call answers per item: what was
@@ -187,6 +188,14 @@ async def extend(
 ) -> CommandAnswer:
     actor = await acting(request, caller, body.as_, admin_role_suffices=True)
     return CommandAnswer(message=await campaigns.extend(campaign_id, actor, body.by, body.reason))
+
+
+@router.post("/campaigns/{campaign_id}/end-stage", response_model=CommandAnswer, responses=AUTH_ERRORS)
+async def end_stage(
+    request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: CommandBody
+) -> CommandAnswer:
+    actor = await acting(request, caller, body.as_, admin_role_suffices=True)
+    return CommandAnswer(message=await campaigns.end_stage(campaign_id, actor, body.reason))
 
 
 @router.post("/campaigns/{campaign_id}/apply", response_model=CommandAnswer, responses=AUTH_ERRORS)

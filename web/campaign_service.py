@@ -336,6 +336,9 @@ class CampaignService:
             campaign_id, actor, "extend", ExtendInput(actor=actor, by=by, reason=reason)
         )
 
+    async def end_stage(self, campaign_id: str, actor: Actor, reason: str = "") -> str:
+        return await self._command(campaign_id, actor, "end_stage", OwnerCommand(actor=actor, reason=reason))
+
     async def apply(self, campaign_id: str, actor: Actor) -> str:
         return await self._command(campaign_id, actor, "apply", OwnerCommand(actor=actor))
 

@@ -122,6 +122,8 @@ class CampaignState(BaseModel):
     extended_by: timedelta = timedelta(0)
     extensions: int = 0
     extensions_recorded: int = 0
+    deadline_moved_by: OwnerCommand | None = None
+    ended_early: bool = False
     notice_cursor: str | None = ""
     reminders_done: int = 0
     reminder_cursor: str | None = ""
@@ -182,18 +184,40 @@ class CampaignWorkflow:
         s.stage_closes_at = s.stage_closes_at + command.by
         s.extended_by += command.by
         s.extensions += 1
+        s.deadline_moved_by = command
         return f"stage {s.stage + 1} now closes at {s.stage_closes_at.isoformat()}"
 
     @extend.validator
     def _check_extend(self, command: ExtendInput) -> None:
-        self._check_owner(command, "extend")
-        s = self._s
-        if s.phase is not Phase.STAGE or s.stage_closed or s.stage_closes_at is None:
-            raise Refused(f"campaign {s.inp.campaign_id} has no open stage to extend")
-        if s.cancelled_by is not None:
-            raise Refused(f"campaign {s.inp.campaign_id} is being cancelled")
+        self._check_open_stage(command, "extend")
         if command.by > timedelta(days=90):
             raise Refused(f"an extension of {format_duration(command.by)} is more than 90 days")
+
+    @workflow.update
+    def end_stage(self, command: OwnerCommand) -> str:
+        """The owner ends the open stage now (everyone has answered, or the review is called off early):
+        it closes as at its deadline, so undecided items take the stage's course — the next stage's
+        reviewer, or after the last stage the default decision."""
+        s = self._s
+        s.stage_closes_at = workflow.now()
+        s.extensions += 1
+        s.deadline_moved_by = command
+        s.ended_early = True
+        return f"stage {s.stage + 1} of campaign {s.inp.campaign_id} is closing now"
+
+    @end_stage.validator
+    def _check_end_stage(self, command: OwnerCommand) -> None:
+        self._check_open_stage(command, "end the open stage of")
+
+    def _check_open_stage(self, command: OwnerCommand, what: str) -> None:
+        self._check_owner(command, what)
+        s = self._s
+        if s.phase is not Phase.STAGE or s.stage_closed or s.stage_closes_at is None:
+            raise Refused(f"campaign {s.inp.campaign_id} has no open review stage")
+        if s.ended_early:
+            raise Refused(f"stage {s.stage + 1} of campaign {s.inp.campaign_id} is already closing")
+        if s.cancelled_by is not None:
+            raise Refused(f"campaign {s.inp.campaign_id} is being cancelled")
 
     @workflow.update
     def apply(self, command: OwnerCommand) -> str:
@@ -298,6 +322,9 @@ class CampaignWorkflow:
                         stage=s.stage,
                         closes_at=s.stage_closes_at,
                         extension=s.extensions,
+                        ended_early=s.ended_early,
+                        actor=s.deadline_moved_by.actor.describe() if s.deadline_moved_by else "",
+                        reason=s.deadline_moved_by.reason if s.deadline_moved_by else "",
                     ),
                 )
                 s.extensions_recorded = s.extensions
@@ -338,7 +365,7 @@ class CampaignWorkflow:
             return
         s.stage += 1
         s.stage_closes_at = self._deadlines()[s.stage]
-        s.stage_opened = s.stage_closed = False
+        s.stage_opened = s.stage_closed = s.ended_early = False
         s.notice_cursor, s.reminders_done, s.reminder_cursor = "", 0, ""
         s.partitions_done = []
         self._continue_as_new_if_long()

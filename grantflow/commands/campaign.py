@@ -241,6 +241,12 @@ def _command(name: str, help_text: str) -> click.Command:
 
 campaign.add_command(_command("cancel", "Cancel a campaign: nothing more is asked and nothing is revoked."))
 campaign.add_command(
+    _command(
+        "end-stage",
+        "End the open review stage now: undecided items go to the next stage, or take the default decision.",
+    )
+)
+campaign.add_command(
     _command("apply", "Apply a campaign's revocations (when it does not apply them itself).")
 )
 

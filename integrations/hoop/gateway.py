@@ -9,10 +9,11 @@ from __future__ import annotations
 from integrations.hoop.connections import HoopConnections
 from integrations.hoop.grants import HoopGrants
 from integrations.hoop.identity_keys import HoopIdentityKeys
+from integrations.hoop.service_identities import HoopServiceIdentities
 from integrations.hoop.sessions import HoopSessions
 
 
-class HoopGateway(HoopGrants, HoopSessions, HoopConnections, HoopIdentityKeys):
+class HoopGateway(HoopGrants, HoopSessions, HoopConnections, HoopIdentityKeys, HoopServiceIdentities):
     """The ``Gateway`` protocol against hoop. Create one per worker, close it with ``aclose`` (or use it as
     an ``async with`` context).
 
@@ -24,5 +25,8 @@ class HoopGateway(HoopGrants, HoopSessions, HoopConnections, HoopIdentityKeys):
       ``access_control_groups``, ``connection_access_rules``;
     - :class:`~integrations.hoop.identity_keys.HoopIdentityKeys`: ``list_identity_keys``,
       ``set_identity_key_groups``, ``revoke_identity_key`` (API keys and AI agents);
+    - :class:`~integrations.hoop.service_identities.HoopServiceIdentities`: ``list_service_accounts``,
+      ``put_service_account``, ``list_machine_identities``, ``get_machine_identity``,
+      ``put_machine_identity``;
     - :class:`~integrations.hoop.client.HoopClient`: the HTTP connection, errors and paging they
       share, and the single reads (``get_user``)."""

@@ -17,6 +17,8 @@ saying what it reproduces and from which hoop source:
 - ``sessions``: ``connect``, listing, reading, killing, deadlines;
 - ``reviews``: reading and deciding reviews (``DoReview``);
 - ``grants``: provisioning (``POST /sessions/provision``) and pending reviews;
+- ``identity_keys``: API keys and AI agents; ``service_identities``: service accounts and machine
+  identities;
 - ``routing``: authentication, dispatch, fault injection (``fail_next``), the call log;
 - ``state`` and ``clock``: the persisted state and its lock, ``ManualClock``;
 - ``server``: :class:`HoopStandIn`, which ties them together.

@@ -16,10 +16,11 @@ from sandbox.hoop.api import Call
 from sandbox.hoop.grants import Grants
 from sandbox.hoop.identity_keys import IdentityKeys
 from sandbox.hoop.routing import ALL_METHODS, DEFAULT_API_KEY, Routing, api_key_callers
+from sandbox.hoop.service_identities import ServiceIdentities
 from sandbox.hoop.users import Users
 
 
-class HoopStandIn(Grants, Users, IdentityKeys, Routing):
+class HoopStandIn(Grants, Users, IdentityKeys, ServiceIdentities, Routing):
     """The hoop gateway, in process. See the package docstring for how to use it, and each resource's
     module for its behaviour and sources."""
 
@@ -75,6 +76,10 @@ class HoopStandIn(Grants, Users, IdentityKeys, Routing):
                 route(
                     "/api/{kind:api-keys|ai-agents}/{name_or_id}", self._h_revoke_key, ["DELETE"], admin=True
                 ),
+                *[
+                    route(path, handler, [method], admin=admin)
+                    for path, handler, method, admin in self.service_identity_routes()
+                ],
                 route("/api/_sandbox/connect", self._h_sandbox_connect, ["POST"], admin=True),
                 route("/api/_sandbox/login", self._h_sandbox_login, ["POST"], admin=True),
                 route("/api/_sandbox/reviews", self._h_sandbox_review, ["POST"], admin=True),

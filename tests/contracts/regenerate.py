@@ -103,6 +103,16 @@ CONTRACTS: dict[str, Contract] = {
             "GET /ai-agents/{nameOrID}",
             "PUT /ai-agents/{nameOrID}",
             "DELETE /ai-agents/{nameOrID}",
+            "GET /serviceaccounts",
+            "POST /serviceaccounts",
+            "PUT /serviceaccounts/{subject}",
+            "GET /machineidentities",
+            "POST /machineidentities",
+            "GET /machineidentities/{name}",
+            "PUT /machineidentities/{name}",
+            "DELETE /machineidentities/{name}",
+            "GET /machineidentities/{name}/credentials",
+            "POST /machineidentities/{name}/credentials/{connectionName}/rotate",
         ),
         # named by test_hoop_contract.py's KNOWN_DIFFERENCES and negative tests
         components=(
