@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 from activities.gateway_people import GatewayWriteNotVerified, kill_open_sessions, set_user_status
 from activities.heartbeat import heartbeating
 from domain.directory_sync import (
+    REPORT_DETAIL_LIMIT,
     DirectoryChanges,
     GatewayChanges,
     Leaver,
@@ -228,11 +229,14 @@ class IdentitySyncActivities:
             users_listed=len(users),
             groups_listed=len(groups),
             counts=changes.counts(),
-            joiners=changes.joiners,
+            joiners=changes.joiners[:REPORT_DETAIL_LIMIT],
             leavers=changes.leavers,
             reactivated=[p for p in changes.joiners if p.id in inactive_before],
             movers=changes.movers,
-            group_changes=changes.group_changes,
+            group_changes=[
+                g.cut_short(REPORT_DETAIL_LIMIT) for g in changes.group_changes[:REPORT_DETAIL_LIMIT]
+            ],
+            details_cut_short=max(len(changes.joiners), len(changes.group_changes)) > REPORT_DETAIL_LIMIT,
         )
         if inp.dry_run:
             report.signals = await heartbeating(

@@ -1,9 +1,10 @@
 """One side of the campaign benchmark in its own process: ``--mode grantflow`` or ``--mode baseline``.
 
-Both sides build the same generated organisation in an in-memory scim2-server and an in-memory hoop stand-in,
-run one campaign over it on the Temporal dev server given by ``--temporal``, keep 7 in 10 items through the
-same batched decisions (one call per reviewer, as the web page sends them), end the stage, and wait for the
-revocations (3 in 10) to be applied. Timings are taken from launch to the workflow's result.
+Both sides get the same generated organisation in an in-memory scim2-server and an in-memory hoop stand-in
+(in a process of their own, :mod:`bench.standins`), run one campaign over it on the Temporal dev server
+given by ``--temporal``, keep 7 in 10 items through the same batched decisions (one call per reviewer, as
+the web page sends them), end the stage, and wait for the revocations (3 in 10) to be applied. Timings are
+taken from launch to the workflow's result.
 """
 
 from __future__ import annotations
@@ -25,23 +26,19 @@ from temporalio.worker import Worker
 from bench.bare_campaign import BareActivities, BareCampaign, BareCampaignWorkflow, BareInput
 from bench.harness import peak_rss_mib
 from bench.organisation import OWNER, Organisation, spec
+from bench.standins import HOOP_KEY, SCIM_TOKEN, standins
 from domain.directory_sync import SyncInput
 from domain.identity import Actor
 from domain.review_links import ReviewLinks
 from integrations.hoop import HoopGateway
 from integrations.notify import Message
 from integrations.scim import ScimDirectory
-from sandbox.hoop import HoopStandIn
-from sandbox.scim import ScimDirectoryServer
-from sandbox.seed import GRANTFLOW_GROUP
 from store import Store
 from web.campaign_service import CampaignService, DecisionRequest
 from worker import build_activities, build_worker
 from workflows.campaign import CONTINUE_AS_NEW_AFTER, CampaignWorkflow
 from workflows.identity_sync import IdentitySyncWorkflow
 
-HOOP_KEY = "hpk_bench_grantflow"
-SCIM_TOKEN = "bench-scim-token"
 LEDGER_KEY = b"bench-ledger-key-0123456789abcdef"
 DECIDING_AT_ONCE = 8
 """Reviewers deciding at the same moment (each one batch of their items)."""
@@ -75,17 +72,21 @@ def member_index(email: str) -> int:
 
 
 async def grantflow_side(org: Organisation, client: Client, folder: Path) -> dict[str, Any]:
-    store = Store(
-        f"sqlite:///{folder / 'grantflow.db'}", ledger_key=LEDGER_KEY, anchor_path=folder / "anchor"
-    )
+    database = f"sqlite:///{folder / 'grantflow.db'}"
+    store = Store(database, ledger_key=LEDGER_KEY, anchor_path=folder / "anchor")
     store.migrate()
-    scim_server, hoop = (
-        ScimDirectoryServer(bearer_token=SCIM_TOKEN),
-        HoopStandIn(api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]}, api_key_names={HOOP_KEY: "grantflow"}),
-    )
-    scim = ScimDirectory(scim_server.start(), SCIM_TOKEN)
-    gateway = HoopGateway(base_url=hoop.start(), api_key=HOOP_KEY)
-    org.build(scim_server, hoop)
+    try:
+        with standins(org) as (scim_url, hoop_url):
+            return await _grantflow_side(org, client, store, scim_url, hoop_url)
+    finally:
+        store.close()
+
+
+async def _grantflow_side(
+    org: Organisation, client: Client, store: Store, scim_url: str, hoop_url: str
+) -> dict[str, Any]:
+    scim = ScimDirectory(scim_url, SCIM_TOKEN)
+    gateway = HoopGateway(base_url=hoop_url, api_key=HOOP_KEY)
     notifier = CountingNotifier()
     task_queue = f"bench-{uuid.uuid4().hex[:8]}"
     activities = build_activities(
@@ -158,19 +159,16 @@ async def grantflow_side(org: Organisation, client: Client, folder: Path) -> dic
     finally:
         await gateway.aclose()
         await scim.aclose()
-        scim_server.stop()
-        hoop.stop()
-        store.close()
 
 
 async def baseline_side(org: Organisation, client: Client, folder: Path) -> dict[str, Any]:
-    scim_server, hoop = (
-        ScimDirectoryServer(bearer_token=SCIM_TOKEN),
-        HoopStandIn(api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]}, api_key_names={HOOP_KEY: "grantflow"}),
-    )
-    scim = ScimDirectory(scim_server.start(), SCIM_TOKEN)
-    gateway = HoopGateway(base_url=hoop.start(), api_key=HOOP_KEY)
-    org.build(scim_server, hoop)
+    with standins(org) as (scim_url, hoop_url):
+        return await _baseline_side(org, client, scim_url, hoop_url)
+
+
+async def _baseline_side(org: Organisation, client: Client, scim_url: str, hoop_url: str) -> dict[str, Any]:
+    scim = ScimDirectory(scim_url, SCIM_TOKEN)
+    gateway = HoopGateway(base_url=hoop_url, api_key=HOOP_KEY)
     notifier = CountingNotifier()
     campaigns: dict[str, BareCampaign] = {}
     bare = BareActivities(gateway, scim, notifier, campaigns)
@@ -229,8 +227,6 @@ async def baseline_side(org: Organisation, client: Client, folder: Path) -> dict
     finally:
         await gateway.aclose()
         await scim.aclose()
-        scim_server.stop()
-        hoop.stop()
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -42,6 +42,21 @@ class GroupChange(BaseModel):
     added: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list)
     members_after: int = 0
+    added_total: int | None = Field(default=None, description="set when ``added`` was cut short in a report")
+    removed_total: int | None = Field(default=None, description="set when ``removed`` was cut short")
+
+    def cut_short(self, limit: int) -> GroupChange:
+        """At most ``limit`` ids each way, with the totals kept (a report travels through Temporal)."""
+        if len(self.added) <= limit and len(self.removed) <= limit:
+            return self
+        return self.model_copy(
+            update={
+                "added": self.added[:limit],
+                "removed": self.removed[:limit],
+                "added_total": len(self.added),
+                "removed_total": len(self.removed),
+            }
+        )
 
 
 class DirectoryChanges(BaseModel):
@@ -97,6 +112,12 @@ class GatewayChanges(BaseModel):
     """Emails set active again in the gateway, read back."""
 
 
+REPORT_DETAIL_LIMIT = 200
+"""Joiners and group changes a report lists by name (its ``counts`` has every total, the ledger entry
+``directory.synced`` every name): a first sync of 100,000 people would otherwise make a report of megabytes,
+over Temporal's payload limit, and fail the sync."""
+
+
 class SyncReport(BaseModel):
     sync_id: str
     mode: str  # full or incremental
@@ -112,6 +133,8 @@ class SyncReport(BaseModel):
     """Joiners who were in the directory before, inactive: set active in the gateway again."""
     movers: list[ManagerChange] = Field(default_factory=list)
     group_changes: list[GroupChange] = Field(default_factory=list)
+    details_cut_short: bool = False
+    """More joiners or group changes than :data:`REPORT_DETAIL_LIMIT`: ``counts`` has the totals."""
     signals: list[RequestSignal] = Field(default_factory=list)
     """For a dry run: the requests that *would* be told."""
     gateway: GatewayChanges | None = None

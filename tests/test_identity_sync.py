@@ -16,6 +16,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.identity_sync import IdentitySyncActivities, SyncInput, SyncReport
 from activities.standing_access import GroupSource, RevokeMembershipInput, StandingAccessActivities
+from domain.directory_sync import REPORT_DETAIL_LIMIT
 from domain.requests import DecisionInput, EndReason, RequestStatus, Verdict
 from integrations.scim import DirectoryUser, ScimDirectory, ScimError
 from sandbox.hoop import HoopAccessDenied
@@ -326,6 +327,11 @@ async def test_syncing_2500_people(tmp_path: Path) -> None:
         assert report.users_listed == 2500 and report.counts["joiners"] == 2500, report.counts
         assert report.applied, report.blocked_reason
         assert len(store.list_people()) == 2500
+        # What travels back through Temporal names at most 200 joiners; the counts and the ledger have all.
+        assert len(report.joiners) == REPORT_DETAIL_LIMIT and report.details_cut_short
+        assert len(report.model_dump_json()) < 64 * 1024
+        synced = store.ledger_entries(subject="directory")[-1]
+        assert synced.kind == "directory.synced" and len(synced.data["joiners"]) == 2500
         big.deactivate("user00007@bulk.example.com")
         again = await in_activity(activities._sync, SyncInput(sync_id="bulk-2"))
         assert again.mode == "incremental"  # (within the watermark overlap, recent users are listed again)

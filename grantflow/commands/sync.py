@@ -34,7 +34,14 @@ def _human(report: dict[str, Any]) -> None:
     for mover in report["movers"]:
         click.echo(f"  mover   {mover['person']['email']}: manager changed")
     for group in report["group_changes"]:
-        click.echo(f"  group   {group['group']}: +{len(group['added'])} -{len(group['removed'])}")
+        added = group.get("added_total") or len(group["added"])
+        removed = group.get("removed_total") or len(group["removed"])
+        click.echo(f"  group   {group['group']}: +{added} -{removed}")
+    if report.get("details_cut_short"):
+        click.echo(
+            "  … and more: the counts above are complete; the ledger's directory.synced entry names every "
+            "joiner and group"
+        )
     for person in report.get("reactivated", []):
         click.echo(f"  back    {person['email']}")
     gateway = report.get("gateway") or {}
