@@ -33,7 +33,7 @@ from activities.records import LedgerAnchorActivities, RecordActivities
 from activities.standing_access import StandingAccessActivities
 from configuration.policies import configured_policies
 from configuration.settings import Settings, SettingsError
-from configuration.temporal import connect_client
+from configuration.temporal import connect_client, metrics_runtime
 from domain.directory_sync import SyncInput
 from domain.identity import Person
 from domain.policy import PolicySet
@@ -42,6 +42,7 @@ from integrations.campaign_sources import HoopScimSources
 from integrations.email import EmailSender
 from integrations.gateway import Gateway
 from integrations.jira_tickets import JiraTickets, build_jira
+from integrations.metrics import METRICS, MetricsServer
 from integrations.notify import ChannelNotifier, Notifier, Notifiers, OutboxNotifier
 from integrations.scim import ScimDirectory
 from integrations.vendor_setup import require_channels_set_up, slack_from_settings
@@ -96,6 +97,7 @@ def build_activities(
         evidence_key=evidence_key,
         gateway=gateway,
         tickets=channels.tickets if channels is not None else None,
+        slack=channels.slack if channels is not None else None,
     )
     hoop_reviews = HoopReviewActivities(
         gateway if isinstance(gateway, HoopReviewGateway) else None, store, policies
@@ -127,6 +129,8 @@ def build_activities(
         campaigns.move_deadline,
         campaigns.close_stage,
         campaigns.tell_reviewers,
+        campaigns.refresh_digests,
+        campaigns.close_digests,
         campaigns.settle_partition,
         campaigns.apply_partition,
         campaigns.follow_directory,
@@ -345,6 +349,19 @@ def build_notifier(settings: Settings, channels: ChannelActivities) -> Notifier:
     return notifier
 
 
+def serve_worker_metrics(settings: Settings) -> MetricsServer | None:
+    """grantflow's metrics on ``GRANTFLOW_METRICS_PORT`` (all interfaces), when set."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        server = MetricsServer(settings.metrics_port)
+    except OSError as exc:
+        where = f"GRANTFLOW_METRICS_PORT={settings.metrics_port}"
+        raise SettingsError(f"{where}: cannot listen ({exc.strerror or exc})") from None
+    log.info("worker metrics on :%s/metrics", server.port)
+    return server
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Run the worker until ``stop`` is set; used by ``grantflow worker`` and ``grantflow dev``.
 
@@ -358,9 +375,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         people = load_organisation_file(settings)
     gateway = build_gateway(settings)
     store = await asyncio.to_thread(open_current_store, settings)
+    store.observe_ledger(METRICS.observe_entry)
     if people is not None:
         store.replace_directory(people)
-    client = await connect_client(settings)
+    client = await connect_client(settings, runtime=metrics_runtime(settings))
     scim = build_scim(settings)
     channels = build_channels(settings, links=review_links(settings), store=store)
     await require_channels_set_up(settings)  # a missing Slack scope or Jira transition stops us here
@@ -383,9 +401,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if store.shared_anchor is not None:
         await ensure_ledger_anchoring(client, settings)
     worker = build_worker(client, settings.task_queue, activities)
+    metrics = serve_worker_metrics(settings)
     log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
-    async with worker:
-        await stop.wait()
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        if metrics is not None:
+            metrics.close()
     await gateway.aclose()
     await channels.aclose()
     if scim is not None:

@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.campaign_digests import SlackDigests
 from activities.standing_access import StandingAccessActivities
 from domain.campaign_report import SourceExtract
 from domain.campaign_spec import CampaignSpec, parse_campaign_spec
@@ -36,6 +37,7 @@ from domain.review_links import ReviewLinks
 from integrations.gateway import Gateway
 from integrations.jira_tickets import JiraTickets
 from integrations.notify import Message, Notifier
+from integrations.slack import SlackChannel
 from store import Store
 from store.campaigns import StoredItem
 
@@ -157,6 +159,23 @@ class ReviewerPageInput(BaseModel):
     round: int = Field(default=0, description="which reminder of the stage (for idempotency)")
 
 
+class DigestRefreshInput(BaseModel):
+    campaign_id: str
+    stage: int
+    reviewers: list[str] = Field(description="reviewer ids (people or groups) whose items were decided")
+
+
+class DigestPageInput(BaseModel):
+    campaign_id: str
+    stage: int
+    after: str = ""
+
+
+class DigestRefreshResult(BaseModel):
+    changed: int = 0
+    slack: bool = Field(description="False: this worker posts no digests (Slack is not configured)")
+
+
 class ReviewerPageResult(BaseModel):
     next_after: str | None
     told: int
@@ -204,6 +223,7 @@ class CampaignBase:
         evidence_key: Ed25519PrivateKey | None = None,
         gateway: Gateway | None = None,
         tickets: Callable[[], JiraTickets] | None = None,
+        slack: SlackChannel | None = None,
     ) -> None:
         self._store = store
         self._sources = sources
@@ -213,6 +233,8 @@ class CampaignBase:
         self._evidence_key = evidence_key
         self._gateway = gateway  # for non-human identities' keys (people go through the revoker)
         self._tickets = tickets  # Jira, for remediation tickets (blocking: call from a thread)
+        # Slack: each reviewer's digest (one DM per stage, kept up to date); the notifier then emails only
+        self._digests = SlackDigests(store, slack, links) if slack is not None else None
 
     async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, CampaignRecord]:
         record = await asyncio.to_thread(self._store.campaign, campaign_id)
@@ -268,6 +290,29 @@ class CampaignBase:
             await self._notifier.send(message)
         except Exception as exc:  # best effort: a reviewer's channel failing never stops the campaign
             activity.logger.warning("campaign %s: %s not told: %s", inp.campaign_id, person.email, exc)
+        if self._digests is not None:
+            try:
+                await self._digests.publish(
+                    inp.campaign_id, inp.stage, person, reminder=inp.kind == "reminder"
+                )
+            except Exception as exc:  # best effort, as above: the email carries the link
+                activity.logger.warning(
+                    "campaign %s: %s has no Slack digest: %s", inp.campaign_id, person.email, exc
+                )
+
+    async def _refresh_digests_of(self, campaign_id: str, stage: int, reviewer_ids: Sequence[str]) -> int:
+        """Bring the Slack digests of these reviewers (people, or every member of a group) up to date in
+        place; how many changed (0 without Slack)."""
+        if self._digests is None:
+            return 0
+        people: dict[str, PersonRef] = {}
+        for reviewer_id in dict.fromkeys(reviewer_ids):
+            for person in await self._recipients(await self._reviewer(reviewer_id)):
+                people.setdefault(person.id, person)
+            activity.heartbeat(reviewer_id)
+        return await self._digests.refresh(
+            campaign_id, stage, list(people.values()), progress=activity.heartbeat
+        )
 
     async def _open_items(
         self,

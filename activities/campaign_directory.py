@@ -40,6 +40,7 @@ class CampaignDirectory(CampaignBase):
         for campaign in open_campaigns:
             spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")
             told: set[str] = set()
+            left: set[str] = set()  # reviewers whose items closed or moved away: their digests shrink
             for leaver in inp.leavers:
                 for item in await self._open_items(campaign.id, subject_id=leaver.person.id):
                     revocation = Revocation(
@@ -63,17 +64,21 @@ class CampaignDirectory(CampaignBase):
                         {"item": item.id, "subject": leaver.person.email, "reason": leaver.reason.value},
                     )
                     result.closed += 1
+                    if item.assignment.reviewer is not None:
+                        left.add(item.assignment.reviewer.id)
                 for item in await self._open_items(
                     campaign.id, reviewer_id=leaver.person.id, stage=campaign.stage
                 ):
-                    told |= await self._reroute(campaign.id, spec, people, item, inp.sync_id, "reviewer left")
+                    told |= await self._reroute(
+                        campaign.id, spec, people, item, inp.sync_id, "reviewer left", left
+                    )
             for mover in inp.movers:
                 for item in await self._open_items(
                     campaign.id, subject_id=mover.person.id, stage=campaign.stage
                 ):
                     if item.assignment.via == "manager":
                         told |= await self._reroute(
-                            campaign.id, spec, people, item, inp.sync_id, "manager changed"
+                            campaign.id, spec, people, item, inp.sync_id, "manager changed", left
                         )
             result.rerouted += len(told)
             if told:
@@ -87,18 +92,32 @@ class CampaignDirectory(CampaignBase):
                     )
                     for person in await self._recipients(await self._reviewer(reviewer)):
                         await self._send(page, spec, person, pending)
+            try:  # best effort, as telling is
+                await self._refresh_digests_of(campaign.id, campaign.stage, sorted(left - told))
+            except Exception as exc:
+                activity.logger.warning("campaign %s: digests not refreshed: %s", campaign.id, exc)
         return result
 
     async def _reroute(
-        self, campaign_id: str, spec: CampaignSpec, people: People, item: StoredItem, sync_id: str, why: str
+        self,
+        campaign_id: str,
+        spec: CampaignSpec,
+        people: People,
+        item: StoredItem,
+        sync_id: str,
+        why: str,
+        left: set[str],
     ) -> set[str]:
-        """Assign ``item`` again as of now; the new reviewer's id when it changed."""
+        """Assign ``item`` again as of now; the new reviewer's id when it changed (the earlier one is added
+        to ``left``)."""
         assignment = assign_reviewer(item, item.stage, spec, people)
         before = item.assignment.reviewer
         after = assignment.reviewer
         if after is not None and before is not None and after.id == before.id:
             return set()
         await asyncio.to_thread(self._store.reassign, campaign_id, item.id, assignment)
+        if before is not None:
+            left.add(before.id)
         await self._ledger(
             "campaign.item_rerouted",
             campaign_id,

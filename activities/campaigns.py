@@ -27,6 +27,9 @@ from activities.campaign_base import (
     CampaignBase,
     CampaignRef,
     DeadlineInput,
+    DigestPageInput,
+    DigestRefreshInput,
+    DigestRefreshResult,
     FactsPeople,
     FinishInput,
     RegisterInput,
@@ -39,6 +42,7 @@ from activities.campaign_base import (
 from activities.campaign_directory import CampaignDirectory
 from activities.campaign_evidence import CampaignEvidence
 from activities.campaign_settlement import CampaignSettlement
+from activities.heartbeat import heartbeating
 from domain.campaign_report import Provenance
 from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignRecord, CampaignStatus
@@ -63,7 +67,9 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
         if record.population_hash is None:  # a first attempt, or one that died before finishing: start clean
             await asyncio.to_thread(self._store.clear_items, inp.campaign_id)
         read_at = datetime.now(UTC)
-        facts, extracts = await self._sources.read_facts(read_at)
+        # Reading a large organisation takes minutes: heartbeat meanwhile, or the attempt times out and
+        # starts over, for ever.
+        facts, extracts = await heartbeating(self._sources.read_facts(read_at))
         activity.heartbeat("facts read")
         population = build_population(spec.scope, facts)
         threshold = spec.recommendation.revoke_if_unused_for
@@ -71,15 +77,17 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
             self._store.previous_campaign_launch, record.name, record.launched_at
         )
         window_start = previous or read_at - threshold
-        sessions, usage_extracts = await self._sources.read_usage(
-            min(window_start, read_at - threshold), window_start, read_at
+        sessions, usage_extracts = await heartbeating(
+            self._sources.read_usage(min(window_start, read_at - threshold), window_start, read_at)
         )
         key_use = {i.name: i.last_used_at for i in facts.identities if i.last_used_at is not None}
         usage = UsageIndex(sessions=sessions, key_last_used=key_use)
         activity.heartbeat("usage read")
         people = FactsPeople(facts)
         kept: list[tuple[CampaignItem, Assignment]] = []
-        for item in population.items:
+        for n, item in enumerate(population.items):
+            if n % 5000 == 0:
+                activity.heartbeat(f"{n} items scored")
             item_usage = usage.usage_for(item, window_start, read_at)
             if not keep_after_usage(item, item_usage, spec.scope):
                 continue
@@ -208,7 +216,9 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
     @activity.defn(name="campaign_tell_reviewers")
     async def tell_reviewers(self, inp: ReviewerPageInput) -> ReviewerPageResult:
         """One page of reviewers told they have work (a notice at the start, reminders about pending items
-        only later): an email with their signed link and, where Slack is configured, a DM with it."""
+        only later): an email with their signed link and, where Slack is configured, their digest — one
+        DM per stage with the items and their buttons, which a reminder or a retry updates in place
+        (``activities/campaign_digests.py``)."""
         spec, _ = await self._spec(inp.campaign_id)
         page = await asyncio.to_thread(
             self._store.reviewers_with_pending, inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE
@@ -229,6 +239,28 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
             activity.heartbeat(reviewer_id)
         next_after = page[-1][0] if len(page) == NOTICE_PAGE else None
         return ReviewerPageResult(next_after=next_after, told=told)
+
+    @activity.defn(name="campaign_refresh_digests")
+    async def refresh_digests(self, inp: DigestRefreshInput) -> DigestRefreshResult:
+        """Bring the Slack digests of the reviewers whose items were decided (from any channel) up to date
+        in place; how many changed. Without Slack it says so, and the workflow stops asking for the rest
+        of the stage. Best effort: the decisions are in the store already, and the next refresh or
+        reminder renders the digest from there again."""
+        if self._digests is None:
+            return DigestRefreshResult(slack=False)
+        changed = await self._refresh_digests_of(inp.campaign_id, inp.stage, inp.reviewers)
+        return DigestRefreshResult(changed=changed, slack=True)
+
+    @activity.defn(name="campaign_close_digests")
+    async def close_digests(self, inp: DigestPageInput) -> ReviewerPageResult:
+        """A page of the closed stage's Slack digests shown as closed: no buttons any more, each item with
+        what was decided or that it was not. Best effort, as refreshes are; nothing to do without Slack."""
+        if self._digests is None:
+            return ReviewerPageResult(next_after=None, told=0)
+        next_after, changed = await self._digests.close_page(
+            inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE, progress=activity.heartbeat
+        )
+        return ReviewerPageResult(next_after=next_after, told=changed)
 
     @activity.defn(name="campaign_finish")
     async def finish(self, inp: FinishInput) -> dict[str, int]:

@@ -24,6 +24,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.gateway_people import remove_user_group
+    from activities.heartbeat import heartbeating
     from domain.identity import PersonRef
     from integrations.campaign_sources import HoopScimSources
     from integrations.gateway import Gateway
@@ -96,8 +97,9 @@ class BareActivities:
     async def snapshot(self, campaign_id: str) -> int:
         now = datetime.now(UTC)
         sources = HoopScimSources(self._gateway, self._directory, excluded_identities=("grantflow",))
-        facts, _ = await sources.read_facts(now)
-        await sources.read_usage(now - timedelta(days=365), now - timedelta(days=90), now)
+        # heartbeats while reading, as grantflow's snapshot does (a large directory takes minutes)
+        facts, _ = await heartbeating(sources.read_facts(now))
+        await heartbeating(sources.read_usage(now - timedelta(days=365), now - timedelta(days=90), now))
         people = {p.email.lower(): p for p in facts.people}
         managers = {p.id: p.email for p in facts.people}
         campaign = BareCampaign()
@@ -111,7 +113,7 @@ class BareActivities:
                 reviewers.add(reviewer)
                 item = BareItem(person.id, person.email, group, reviewer)
                 campaign.items.setdefault(partition_of(person.email, group), []).append(item)
-        for directory_group in await self._directory.list_groups():
+        for directory_group in await heartbeating(self._directory.list_groups()):
             campaign.group_ids[directory_group.display_name] = directory_group.id
         campaign.reviewers = sorted(reviewers)
         self._campaigns[campaign_id] = campaign

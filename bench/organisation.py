@@ -37,14 +37,14 @@ class Organisation:
         return i % 10 >= 3
 
     def build(self, scim: ScimDirectoryServer, hoop: HoopStandIn) -> None:
-        scim.add_users(1, prefix="owner")
-        scim.add_users(self.reviewers, prefix="mgr", manager_email="owner00000@example.com")
+        (owner_id,) = scim.add_users(1, prefix="owner")
+        manager_ids = scim.add_users(self.reviewers, prefix="mgr", manager_id=owner_id)
         hoop.add_user(OWNER)
         for team in range(self.reviewers):
             scim.add_users(
                 self.team_size,
                 prefix=f"t{team:05d}u",
-                manager_email=self.manager(team),
+                manager_id=manager_ids[team],
                 group=self.group(team),
             )
             hoop.add_user(self.manager(team))

@@ -110,6 +110,17 @@ class Settings(BaseSettings):
     temporal_tls: bool = False
     task_queue: str = "grantflow"
 
+    # Observability: Prometheus metrics and log format
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="port the worker serves /metrics on (off when unset)"
+    )
+    temporal_metrics_address: str | None = Field(
+        default=None, description="host:port the worker serves the Temporal SDK's metrics on (off when unset)"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line (worker and server)"
+    )
+
     # SQL store and evidence ledger
     database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite under state_dir")
     ledger_key: SecretStr | None = Field(default=None, description="HMAC key chaining the evidence ledger")
@@ -242,6 +253,11 @@ class Settings(BaseSettings):
     tokens_file: Path | None = Field(default=None, description="TOML file of API tokens (sha256 hashes)")
     api_url: str = Field(default="", description="the web app the CLI talks to")
     api_token: SecretStr | None = None
+    user: str | None = Field(
+        default=None,
+        description="the person the CLI acts as, with their own token from <state_dir>/people/ "
+        "(grantflow dev writes one per person of the example organisation); wins over api_token",
+    )
 
     @field_validator("hoop_url", "public_url", "api_url", "scim_url", "jira_url", "slack_api_url")
     @classmethod

@@ -43,6 +43,33 @@ def open_stage(view: RequestView) -> Stage | None:
     return None
 
 
+def voter_id(view: RequestView, decision: Decision) -> str:
+    """Whose vote a decision is towards N of M: the administrator's when one cast it on behalf of an
+    approver under a policy that allows it (however many approvers they voted for, they are one person),
+    else the approver's. Without ``allow_admin_on_behalf`` no such vote is recorded any more; those kept
+    from before count as they did then, per approver."""
+    if decision.on_behalf_by is not None and view.policy.allow_admin_on_behalf:
+        return decision.on_behalf_by.id
+    return decision.approver.id
+
+
+def approvals_counted(view: RequestView, stage: Stage) -> int:
+    """The distinct people whose approvals count towards the stage's quorum (see :func:`voter_id`)."""
+    return len({voter_id(view, d) for d in votes_in_stage(view, stage) if d.verdict is Verdict.APPROVE})
+
+
+def admin_on_behalf_refusal(view: RequestView, actor: Actor) -> str | None:
+    """Why an administrator may not decide on behalf of someone else here, or None (not on behalf of
+    anyone, or the policy allows it)."""
+    if actor.admin is None or actor.admin.id == actor.person.id or view.policy.allow_admin_on_behalf:
+        return None
+    return (
+        f"{actor.admin.email} may not decide on behalf of {actor.person.email}: the policy for "
+        f"{view.resource} {view.role} does not allow administrators to vote for approvers "
+        f"(allow_admin_on_behalf); {actor.person.email} decides with their own account"
+    )
+
+
 def votes_in_stage(view: RequestView, stage: Stage) -> list[Decision]:
     if stage is Stage.EXTENSION:
         return list(view.pending_extension.approvals) if view.pending_extension else []
@@ -62,11 +89,15 @@ def decision_refusal(
     actor: Actor,
     verdict: Verdict,
     stage_decided: str | None = None,
+    *,
+    admin_rule: bool = True,
 ) -> str | None:
     """Why this decision must be refused, or None if it may be recorded.
 
     ``stage_decided`` is the stage the person saw when deciding (a review page, a Slack button): a
-    decision meant for the request must not count towards an extension that opened meanwhile."""
+    decision meant for the request must not count towards an extension that opened meanwhile.
+    ``admin_rule`` False leaves out :func:`admin_on_behalf_refusal` (a workflow replaying decisions
+    accepted before that rule existed)."""
     who = actor.person.email
     stage = open_stage(view)
     if stage is None:
@@ -92,14 +123,15 @@ def decision_refusal(
         return f"{actor.admin.email} cannot decide on their own request, not even on behalf of {who}"
     if actor.person.id not in eligible_ids:
         return _not_eligible(view, who)
+    if admin_rule and (on_behalf := admin_on_behalf_refusal(view, actor)) is not None:
+        return on_behalf
     if any(d.approver.id == actor.person.id for d in votes_in_stage(view, stage)):
         return f"{who} has already approved this {stage.value.replace('_', ' ')}; each approver counts once"
     return None
 
 
 def quorum_reached(view: RequestView, stage: Stage) -> bool:
-    distinct = {d.approver.id for d in votes_in_stage(view, stage) if d.verdict is Verdict.APPROVE}
-    return len(distinct) >= view.policy.min_approvals
+    return approvals_counted(view, stage) >= view.policy.min_approvals
 
 
 def is_requester_or_admin(view: RequestView, actor: Actor) -> bool:

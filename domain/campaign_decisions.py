@@ -68,6 +68,12 @@ def refusal(
         return f"this item is reviewed by {reviewer.name}, not by {who}"
     if reviewer.kind == "group" and actor.person.id not in group_members:
         return f"this item is reviewed by members of {reviewer.name}; {who} is not one"
+    if actor.admin is not None and actor.admin.id != actor.person.id and not spec.allow_admin_on_behalf:
+        return (
+            f"{actor.admin.email} may not decide on behalf of {who}: this campaign does not allow "
+            f"administrators to decide for reviewers (allow_admin_on_behalf); {who} decides with their own "
+            "account"
+        )
     if spec.reason_required(verdict) and not reason.strip():
         return f"a reason is required to {verdict} access in this campaign"
     return None

@@ -210,6 +210,11 @@ class CampaignSpec(_Frozen):
     default_decision: DefaultDecision
     reasons_required: list[Literal["keep", "revoke"]] = Field(default_factory=list)
     auto_apply: bool = True
+    allow_admin_on_behalf: bool = Field(
+        default=False,
+        description="an administrator may decide items on behalf of their reviewer (``as``); refused "
+        "and recorded otherwise",
+    )
     reminders: list[PositiveDuration] = Field(
         default_factory=list, description="before each stage's deadline, to reviewers with pending items"
     )

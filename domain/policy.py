@@ -72,6 +72,11 @@ class RolePolicy(BaseModel):
         description="how many extensions a request may ask for (approved, denied or self-applied); 0: none",
     )
     break_glass: BreakGlass = BreakGlass()
+    allow_admin_on_behalf: bool = Field(
+        default=False,
+        description="an administrator may vote on behalf of approvers (``as``); all the votes one "
+        "administrator casts then count as one approver towards min_approvals",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RolePolicy:

@@ -33,17 +33,24 @@ from grantflow.help import SummaryGroup
     envvar="GRANTFLOW_CONFIG",
     help="TOML configuration file (settings named as the GRANTFLOW_* variables, lower case).",
 )
+@click.option(
+    "--user",
+    metavar="EMAIL",
+    envvar="GRANTFLOW_USER",
+    help="Act as this person, with their own token from <state>/people/ (grantflow dev writes them).",
+)
 @click.version_option(__version__, prog_name="grantflow")
 @click.pass_context
-def main(ctx: click.Context, config: Path | None) -> None:
+def main(ctx: click.Context, config: Path | None, user: str | None) -> None:
     """grantflow: just-in-time access, recertification and identity sync beside the hoop gateway."""
-    ctx.ensure_object(dict)["config"] = config
+    obj = ctx.ensure_object(dict)
+    obj["config"], obj["user"] = config, user
 
 
-def _logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines are about its own plugins
+def _logging(level: int = logging.INFO, log_format: Literal["text", "json"] = "text") -> None:
+    from grantflow.logs import configure_logging
+
+    configure_logging(level, log_format)
 
 
 @main.command()
@@ -104,6 +111,7 @@ def worker(ctx: click.Context) -> None:
 
     _logging()
     settings = settings_from(ctx)
+    _logging(log_format=settings.log_format)
     _check_production(ctx, settings, "worker")
     _run_until_signal(ctx, lambda stop: run_worker(settings, stop))
 
@@ -116,6 +124,7 @@ def server(ctx: click.Context) -> None:
 
     _logging()
     settings = settings_from(ctx)
+    _logging(log_format=settings.log_format)
     _check_production(ctx, settings, "server")
     _run_until_signal(ctx, lambda stop: serve(settings, stop))
 

@@ -86,6 +86,8 @@ def resolve_api_url(settings: Settings) -> str:
 
 
 def resolve_token(settings: Settings) -> str:
+    if settings.user:
+        return _person_token(settings, settings.user)
     if settings.api_token is not None and settings.api_token.get_secret_value().strip():
         return settings.api_token.get_secret_value().strip()
     path: Path = settings.state_dir / "admin.token"
@@ -101,6 +103,27 @@ def resolve_token(settings: Settings) -> str:
             or (
                 "no API token: set GRANTFLOW_API_TOKEN (or api_token in the configuration file), or run "
                 f"`grantflow dev`, which writes a local admin token to {path}"
+            )
+        )
+    return token
+
+
+def _person_token(settings: Settings, email: str) -> str:
+    """``--user EMAIL``: that person's own token, as ``grantflow dev`` wrote it (or an operator put it)."""
+    path: Path = settings.state_dir / "people" / f"{email.strip().lower()}.token"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    except OSError as exc:
+        raise ClientConfigError(f"cannot read {email}'s token in {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ClientConfigError(
+            stack_not_found(settings)
+            or (
+                f"no token for {email} in {path.parent}: `grantflow dev` writes one per person of the "
+                "example organisation; elsewhere issue one with `grantflow token issue --email …` and set "
+                "GRANTFLOW_API_TOKEN"
             )
         )
     return token
@@ -259,6 +282,11 @@ class ApiClient:
         return self._call("GET", "/ledger/verify")
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if "json" in kwargs:
+            # Escaped to ASCII: text the command line could not decode (lone surrogates) still reaches the
+            # API, which refuses it naming the field, instead of failing to encode here.
+            kwargs["content"] = json.dumps(kwargs.pop("json"), ensure_ascii=True).encode("ascii")
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -296,4 +324,4 @@ def _seg(value: str) -> str:
     """A path segment: request ids never contain '/', but a typo must not reach another route."""
     from urllib.parse import quote
 
-    return quote(value.strip(), safe="")
+    return quote(value.strip(), safe="", errors="backslashreplace")  # undecodable bytes: not found

@@ -27,5 +27,7 @@ def settings_from(ctx: click.Context) -> Settings:
         except SettingsError as exc:
             click.echo(f"grantflow: {exc}", err=True)
             ctx.exit(EXIT_CONFIG)
+        if obj.get("user"):
+            obj["settings"] = obj["settings"].model_copy(update={"user": obj["user"]})
     settings: Settings = obj["settings"]
     return settings

@@ -346,6 +346,32 @@ def ensure_admin_token(settings: Settings) -> Path:
     return token_path
 
 
+PEOPLE_TOKENS = "people"
+"""``<state_dir>/people/EMAIL.token``: each example person's own token, for ``grantflow --user EMAIL``."""
+
+
+def ensure_people_tokens(settings: Settings) -> Path:
+    """A requester token per person of the organisation, so the demo decides as the approvers themselves
+    (``grantflow --user bob@example.com request approve …``): an administrator's votes on behalf of
+    approvers are refused unless a policy allows them, and then count as one person."""
+    from web.auth import issue_token
+
+    assert settings.tokens_file is not None and settings.organisation_file is not None
+    folder = settings.state_dir / PEOPLE_TOKENS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for person in load_organisation(settings.organisation_file).people:
+        path = folder / f"{person.email}.token"
+        if path.exists():
+            continue
+        raw = issue_token(
+            settings.tokens_file, name=f"dev-{person.email}", email=person.email, roles=["requester"]
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(raw + "\n")
+    return folder
+
+
 async def _print_outbox(path: Path, stop: asyncio.Event, channels: DevChannels) -> None:
     """Show notifications as they are sent: in dev, the outbox is where review links arrive (and the
     SMTP sink, when email is on)."""
@@ -400,13 +426,14 @@ def _banner(
         f"  SCIM directory         {settings.scim_url}{' (scim2-server)' if scim_running else ''}: {synced}",
         *[f"  channel                {note}" for note in channels.notes],
         f"  admin token            {token_path} (the CLI picks it up from here)",
+        f"  people's tokens        {settings.state_dir / PEOPLE_TOKENS}/ (grantflow --user EMAIL …)",
         f"  state                  {settings.state_dir}",
         "",
         "  In a second terminal, try:",
         "    grantflow request create --resource pg-prod --role admin --duration 30s --reason INC-1 \\",
         "        --requester alice@example.com --json",
-        "    grantflow request approve <id> --as bob@example.com",
-        "    grantflow request approve <id> --as carol@example.com",
+        "    grantflow --user bob@example.com request approve <id>",
+        "    grantflow --user carol@example.com request approve <id>",
         "    grantflow sandbox connect --user alice@example.com --connection pg-prod-admin",
         "    grantflow request show <id>",
         "    grantflow sandbox deactivate --user alice@example.com && grantflow sync",
@@ -487,6 +514,7 @@ async def _run_locked_dev(
 
     open_store(settings).close()  # migrations, once, before the worker and the web app start
     token_path = ensure_admin_token(settings)
+    ensure_people_tokens(settings)
     with (settings.state_dir / "dev.json").open("w") as fh:
         json.dump(
             {

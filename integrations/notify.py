@@ -56,6 +56,10 @@ PRESENTED_EVENTS = frozenset(
 )
 """Notices the presentation delivers in Slack and by email (asks with review links, outcomes)."""
 
+DIGEST_EVENTS = frozenset({"campaign_notice", "campaign_reminder"})
+"""Campaign notices whose Slack side is the reviewer's digest (``activities/campaign_digests.py``): by email
+only here."""
+
 SENT_MEMORY = 10_000
 """How many keys of messages sent without a look-up a notifier remembers (oldest forgotten first)."""
 
@@ -149,7 +153,7 @@ class ChannelNotifier:
         person = message.recipient
         key = _key(message)
         failures: list[str] = []
-        if self._slack is not None:
+        if self._slack is not None and message.event not in DIGEST_EVENTS:
             try:
                 user_id = await self._slack.user_id_for_email(person.email)
                 if user_id is None:

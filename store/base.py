@@ -9,7 +9,7 @@ This module holds no records: the directory, requests and ledger each have their
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -20,6 +20,7 @@ from store.anchor_file import AnchorFile
 from store.anchors import SharedAnchor
 from store.engine import IMMEDIATE, make_engine
 from store.errors import StoreError
+from store.ledger import LedgerEntry
 from store.migration import check_schema, upgrade_schema
 
 
@@ -45,6 +46,7 @@ class StoreBase:
         self._shared_anchor = shared_anchor
         self._engine = make_engine(url)
         self._sqlite = self._engine.dialect.name == "sqlite"
+        self._ledger_observers: list[Callable[[LedgerEntry], None]] = []  # see LedgerRecords.observe_ledger
 
     @property
     def engine(self) -> Engine:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from pydantic import BaseModel
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 import store.schema as schema
@@ -36,6 +37,19 @@ from store.errors import StoreError
 
 PAGE_LIMIT = 1000
 """The largest page any read returns: callers page with ``after``."""
+
+
+class DigestHandle(BaseModel):
+    """A reviewer's digest of one campaign stage in one channel: where it is (``conversation`` and
+    ``message_ts`` in Slack) and a fingerprint of what it shows now."""
+
+    campaign_id: str
+    stage: int
+    reviewer_id: str
+    channel: str
+    conversation: str
+    message_ts: str
+    shown: str = ""
 
 
 class CampaignConflict(StoreError):
@@ -229,7 +243,11 @@ class CampaignRecords(StoreBase):
         return {row.id: _stored_item(row) for row in rows}
 
     def reassign(self, campaign_id: str, item_id: str, assignment: Assignment) -> None:
-        """Move an open item to another reviewer or stage (the next stage, a leaver's or mover's items)."""
+        """Move an open item to another reviewer or stage (the next stage, a leaver's or mover's items).
+
+        A move to another stage clears the item's verdict: a keep in stage 1 sends the item to stage 2's
+        reviewer, who has decided nothing yet (the stage-1 decision stays in the decisions table). A move
+        within the stage keeps a decision already made in it."""
         i = schema.campaign_items
         with self._write() as conn:
             changed = conn.execute(
@@ -237,7 +255,10 @@ class CampaignRecords(StoreBase):
                 .where(
                     i.c.campaign_id == campaign_id, i.c.id == item_id, i.c.outcome == ItemOutcome.OPEN.value
                 )
-                .values(**_assignment_columns(assignment))
+                .values(
+                    **_assignment_columns(assignment),
+                    verdict=case((i.c.stage != assignment.stage, None), else_=i.c.verdict),
+                )
             ).rowcount
         if changed != 1:
             raise CampaignConflict(f"item {item_id} of campaign {campaign_id} is not open")
@@ -328,6 +349,29 @@ class CampaignRecords(StoreBase):
         with self._read() as conn:
             rows = conn.execute(query.order_by(d.c.seq).limit(PAGE_LIMIT)).all()
         return [(r.seq, ItemDecision.model_validate_json(r.decision_json)) for r in rows]
+
+    def stage_verdicts(self, campaign_id: str, stage: int, item_ids: Sequence[str]) -> dict[str, str]:
+        """Item id → the verdict a reviewer gave it in ``stage`` (the last one counts), for the items decided
+        in that stage; an item kept in an earlier stage is pending again in the next one."""
+        d = schema.campaign_decisions
+        ids = list(item_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            with self._read() as conn:
+                rows = conn.execute(
+                    select(d.c.item_id, d.c.decision_json)
+                    .where(
+                        d.c.campaign_id == campaign_id,
+                        d.c.stage == stage,
+                        d.c.item_id.in_(ids[start : start + 500]),
+                    )
+                    .order_by(d.c.seq)
+                ).all()
+            for row in rows:
+                decision = ItemDecision.model_validate_json(row.decision_json)
+                if not decision.default:
+                    found[row.item_id] = decision.verdict
+        return found
 
     def record_default(self, campaign_id: str, decision: ItemDecision) -> None:
         """The deadline's decision for an item nobody decided (after its stage closed); written once."""
@@ -462,6 +506,71 @@ class CampaignRecords(StoreBase):
                 )
                 .values(**changes)
             )
+
+    # ------------------------------------------------------------------ digests
+
+    def digest(self, campaign_id: str, stage: int, reviewer_id: str, channel: str) -> DigestHandle | None:
+        """The digest a reviewer was sent for a stage in ``channel``, if one was."""
+        found = self.digests(campaign_id, stage, [reviewer_id], channel)
+        return found[0] if found else None
+
+    def digests(
+        self, campaign_id: str, stage: int, reviewer_ids: Sequence[str], channel: str
+    ) -> list[DigestHandle]:
+        """The digests sent for a stage in ``channel`` to any of ``reviewer_ids`` (people's ids)."""
+        g = schema.campaign_digests
+        wanted = list(reviewer_ids)[:PAGE_LIMIT]
+        with self._read() as conn:
+            rows = conn.execute(
+                select(g)
+                .where(
+                    g.c.campaign_id == campaign_id,
+                    g.c.stage == stage,
+                    g.c.channel == channel,
+                    g.c.reviewer_id.in_(wanted),
+                )
+                .order_by(g.c.reviewer_id)
+            ).all()
+        return [
+            DigestHandle.model_validate({k: v for k, v in row._mapping.items() if k != "updated_at"})
+            for row in rows
+        ]
+
+    def digests_page(
+        self, campaign_id: str, stage: int, channel: str, *, after: str = "", limit: int = PAGE_LIMIT
+    ) -> list[DigestHandle]:
+        """A page of a stage's digests in ``channel``, by reviewer id after ``after``."""
+        g = schema.campaign_digests
+        with self._read() as conn:
+            rows = conn.execute(
+                select(g)
+                .where(
+                    g.c.campaign_id == campaign_id,
+                    g.c.stage == stage,
+                    g.c.channel == channel,
+                    g.c.reviewer_id > after,
+                )
+                .order_by(g.c.reviewer_id)
+                .limit(min(limit, PAGE_LIMIT))
+            ).all()
+        return [
+            DigestHandle.model_validate({k: v for k, v in row._mapping.items() if k != "updated_at"})
+            for row in rows
+        ]
+
+    def save_digest(self, handle: DigestHandle, at: datetime) -> None:
+        """Keep a digest's place and what it shows (insert, or replace the reviewer's earlier record)."""
+        g = schema.campaign_digests
+        key = and_(
+            g.c.campaign_id == handle.campaign_id,
+            g.c.stage == handle.stage,
+            g.c.reviewer_id == handle.reviewer_id,
+            g.c.channel == handle.channel,
+        )
+        values = {"conversation": handle.conversation, "message_ts": handle.message_ts, "shown": handle.shown}
+        with self._write() as conn:
+            if conn.execute(update(g).where(key).values(**values, updated_at=at)).rowcount == 0:
+                conn.execute(insert(g).values(**handle.model_dump(), updated_at=at))
 
     # ------------------------------------------------------------------ progress
 

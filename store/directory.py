@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Column, Table, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 import store.schema as schema
@@ -100,14 +100,14 @@ class DirectoryRecords(StoreBase):
         bookkeeping (watermarks) written in the same transaction, so a crash never half-applies a sync."""
         now = schema.as_utc(at or datetime.now(UTC))
         p, gm, dg, ds = schema.people, schema.group_members, schema.directory_groups, schema.directory_state
+        person_rows: dict[str, dict[str, Any]] = {}
+        for person in upserts:
+            row = _person_values(person)
+            if person.active:
+                row |= {"left_at": None, "left_reason": None}
+            person_rows[person.id] = row  # listed twice: the last one wins, as two upserts would
         with self._write() as conn:
-            for person in upserts:
-                row = _person_values(person)
-                if person.active:
-                    row |= {"left_at": None, "left_reason": None}
-                done = conn.execute(update(p).where(p.c.id == person.id).values(**row))
-                if done.rowcount == 0:
-                    conn.execute(insert(p).values(id=person.id, **row))
+            _upsert(conn, p, p.c.id, person_rows)
             for person_id, reason in leavers:
                 conn.execute(
                     update(p).where(p.c.id == person_id).values(active=False, left_at=now, left_reason=reason)
@@ -126,10 +126,9 @@ class DirectoryRecords(StoreBase):
                 ]
                 if rows:
                     conn.execute(insert(gm), rows)
-            for name, provider_id in (group_ids or {}).items():
-                done = conn.execute(update(dg).where(dg.c.name == name).values(provider_id=provider_id))
-                if done.rowcount == 0:
-                    conn.execute(insert(dg).values(name=name, provider_id=provider_id))
+            _upsert(
+                conn, dg, dg.c.name, {name: {"provider_id": pid} for name, pid in (group_ids or {}).items()}
+            )
             for key, value in (state or {}).items():
                 done = conn.execute(update(ds).where(ds.c.key == key).values(value=value))
                 if done.rowcount == 0:
@@ -144,6 +143,29 @@ class DirectoryRecords(StoreBase):
         dg = schema.directory_groups
         with self._read() as conn:
             return conn.execute(select(dg.c.provider_id).where(dg.c.name == name)).scalar()
+
+
+def _upsert(conn: Connection, table: Table, key: Column[Any], rows: dict[str, dict[str, Any]]) -> None:
+    """Insert or update ``rows`` (key value → the other columns) in ``table``: one statement per kind of row,
+    executed for all of them (a statement per row took about a millisecond each, seconds for a directory)."""
+    if not rows:
+        return
+    keys = list(rows)
+    existing: set[str] = set()
+    for start in range(0, len(keys), _GROUP_CHUNK):
+        chunk = keys[start : start + _GROUP_CHUNK]
+        existing.update(conn.execute(select(key).where(key.in_(chunk))).scalars())
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    inserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for value, columns in rows.items():
+        if value in existing:
+            updates.setdefault(tuple(columns), []).append({"_key": value, **columns})
+        else:
+            inserts.setdefault(tuple(columns), []).append({key.name: value, **columns})
+    for batch in updates.values():
+        conn.execute(update(table).where(key == bindparam("_key")), batch)
+    for batch in inserts.values():
+        conn.execute(insert(table), batch)
 
 
 def _person_values(person: Person) -> dict[str, Any]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Row
 
 import store.schema as schema
@@ -40,11 +41,43 @@ from store.ledger import (
 # store.migration).
 _PG_LEDGER_LOCK = 0x6772_616E_746C_6764  # "grantlgd"
 
+log = logging.getLogger("grantflow.store.ledger")
+
+LedgerObserver = Callable[[LedgerEntry], None]
+"""Called with each entry this process newly appended, after its commit (metrics, not evidence)."""
+
 _VERIFY_PAGE = 2000
+
+# The statements of an append, built once: constructing them per call cost more than the inserts they make.
+_BY_KEY = select(schema.ledger).where(schema.ledger.c.idempotency_key == bindparam("key"))
+_INSERT = insert(schema.ledger)
+
+
+def _newest(column: Any) -> Any:
+    return select(column).order_by(schema.ledger.c.seq.desc()).limit(1).scalar_subquery()
+
+
+# The head and whether the key was seen, in one round trip (the lock is held meanwhile): NULLs when the
+# ledger is empty / the key is new or None.
+_PROBE = select(
+    _newest(schema.ledger.c.seq).label("head_seq"),
+    _newest(schema.ledger.c.hash).label("head_hash"),
+    select(schema.ledger.c.seq)
+    .where(schema.ledger.c.idempotency_key == bindparam("key"))
+    .scalar_subquery()
+    .label("seen_seq"),
+)
 
 
 class LedgerRecords(StoreBase):
     """The ledger part of :class:`store.Store`."""
+
+    def observe_ledger(self, observer: LedgerObserver) -> None:
+        """Call ``observer`` with every entry this store appends from now on, once, after its commit; an
+        idempotent repeat (a key seen before) is not a new entry and is not passed. An observer that raises
+        is logged and never fails the append: the entry is committed by then."""
+        if observer not in self._ledger_observers:
+            self._ledger_observers.append(observer)
 
     def append_ledger(
         self,
@@ -67,16 +100,15 @@ class LedgerRecords(StoreBase):
         Appends are serialised across processes; the new head is appended to the anchor file after the
         commit (while holding the anchor's file lock, taken before the commit, so anchor lines stay in seq
         order)."""
-        at_text = format_at(at if at is not None else datetime.now(UTC))
+        moment = at if at is not None else datetime.now(UTC)
+        at_text = format_at(moment)
         data_text = canonical_data(data)
-        led = schema.ledger
         anchor: HeldAnchor | None = None
         try:
             with self._write(lock=_PG_LEDGER_LOCK) as conn:
-                if idempotency_key is not None:
-                    existing = conn.execute(
-                        select(led).where(led.c.idempotency_key == idempotency_key)
-                    ).first()
+                probe = conn.execute(_PROBE, {"key": idempotency_key}).one()
+                if idempotency_key is not None and probe.seen_seq is not None:
+                    existing = conn.execute(_BY_KEY, {"key": idempotency_key}).first()
                     if existing is not None:
                         found = _stored(existing)
                         if content_hash is not None and content_hash != _content_hash_of(found):
@@ -86,9 +118,9 @@ class LedgerRecords(StoreBase):
                                 f"holds other content; the new {kind} event was not recorded"
                             )
                         return found.to_entry()
-                head = conn.execute(select(led.c.seq, led.c.hash).order_by(led.c.seq.desc()).limit(1)).first()
+                empty = probe.head_seq is None
                 unsigned = StoredEntry(
-                    seq=head.seq + 1 if head is not None else 1,
+                    seq=1 if empty else int(probe.head_seq) + 1,
                     at=at_text,
                     kind=kind,
                     subject=subject,
@@ -96,11 +128,12 @@ class LedgerRecords(StoreBase):
                     channel=channel,
                     data=data_text,
                     idempotency_key=idempotency_key,
-                    prev_hash=head.hash if head is not None else GENESIS_HASH,
+                    prev_hash=GENESIS_HASH if empty else probe.head_hash,
                     hash="",
                 )
                 stored = dataclasses.replace(unsigned, hash=unsigned.computed_hash(self._key))
-                conn.execute(insert(led), dataclasses.asdict(stored))
+                # A flat dict of the row: dataclasses.asdict would deep-copy every field for nothing.
+                conn.execute(_INSERT, {f.name: getattr(stored, f.name) for f in _FIELDS})
                 if self._anchor_file is not None:
                     anchor = self._anchor_file.lock()
             # committed
@@ -109,7 +142,27 @@ class LedgerRecords(StoreBase):
         finally:
             if anchor is not None:
                 anchor.release()
-        return stored.to_entry()
+        # stored.to_entry() would parse at_text back; it is ``moment`` to the microsecond (format_at).
+        entry = LedgerEntry(
+            seq=stored.seq,
+            at=moment.astimezone(UTC),
+            kind=kind,
+            subject=subject,
+            actor=actor,
+            channel=channel,
+            data=json.loads(data_text),
+            idempotency_key=idempotency_key,
+            prev_hash=stored.prev_hash,
+            hash=stored.hash,
+        )
+        for observer in self._ledger_observers:
+            try:
+                observer(entry)
+            except Exception:
+                log.exception(
+                    "a ledger observer failed on entry %s (%s); the entry is recorded", entry.seq, kind
+                )
+        return entry
 
     def ledger_entries(
         self, *, subject: str | None = None, after_seq: int = 0, limit: int | None = None
@@ -188,6 +241,9 @@ class LedgerRecords(StoreBase):
             idempotency_key=entry.idempotency_key,
             prev_hash=entry.prev_hash,
         )
+
+
+_FIELDS = dataclasses.fields(StoredEntry)
 
 
 def _content_hash_of(entry: StoredEntry) -> str:

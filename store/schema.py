@@ -248,6 +248,21 @@ review_tasks = Table(
     Column("handles_json", Text, nullable=False, default="{}"),
 )
 
+# The message a reviewer was sent for a campaign stage in a channel (a Slack digest: its channel and ts, and a
+# fingerprint of what it shows), so a retry updates it instead of posting again.
+campaign_digests = Table(
+    "campaign_digests",
+    metadata,
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("stage", Integer, primary_key=True),
+    Column("reviewer_id", String, primary_key=True),
+    Column("channel", String, primary_key=True),
+    Column("conversation", String, nullable=False),
+    Column("message_ts", String, nullable=False),
+    Column("shown", String, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 # The evidence bundle of a closed campaign, written once by the worker (signed there) and served as is.
 campaign_evidence = Table(
     "campaign_evidence",

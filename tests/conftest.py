@@ -15,11 +15,29 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.stack import Stack, start_stack
+from tests.channel_stack import JIRA_TOKEN, JIRA_WEBHOOK_SECRET, SLACK_APP, SLACK_BOT, SLACK_SECRET
+from tests.rigs.secrets_scan import scan_histories
+from tests.stack import EVIDENCE_KEY, HOOP_KEY, LEDGER_KEY, LINK_SECRET, SCIM_TOKEN, Stack, start_stack
+
+RIG_SECRETS: dict[str, str | bytes] = {
+    "hoop API key": HOOP_KEY,
+    "ledger key": LEDGER_KEY,
+    "review link secret": LINK_SECRET,
+    "SCIM token": SCIM_TOKEN,
+    "evidence signing key": EVIDENCE_KEY.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    ),
+    "Slack bot token": SLACK_BOT,
+    "Slack app token": SLACK_APP,
+    "Slack signing secret": SLACK_SECRET,
+    "Jira API token": JIRA_TOKEN,
+    "Jira webhook secret": JIRA_WEBHOOK_SECRET,
+}
 
 # The SDK core warns on stdout about capabilities the test servers do not advertise; keep errors only.
 Runtime.set_default(
@@ -64,6 +82,10 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     try:
         yield env
+        # Secrets never enter workflow histories: everything the session ran on this server is scanned for
+        # every secret the rigs configure (the time-skipping servers cannot list their workflows).
+        scan = await scan_histories(env.client, RIG_SECRETS)
+        assert not scan.found, f"secrets in workflow histories (workflow, secret): {scan.found}"
     finally:
         await env.shutdown()
 

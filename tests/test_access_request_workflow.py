@@ -606,6 +606,18 @@ async def test_an_admin_cannot_approve_their_own_request_on_behalf_of_others(tim
     by_other_admin = DecisionInput(
         actor=stack.actor("carol@example.com", admin="grace@example.com"), verdict=Verdict.APPROVE
     )
+    # another administrator may vote for carol only where the policy allows it
+    msg = await refused(handle.execute_update(AccessRequestWorkflow.decide, by_other_admin))
+    assert "grace@example.com may not decide on behalf of carol@example.com" in msg
+    assert "allow_admin_on_behalf" in msg
+    await handle.execute_update(AccessRequestWorkflow.cancel, EndInput(actor=stack.actor("bob@example.com")))
+    await handle.result()
+    _, policy = stack.policies.role("pg-prod", "admin")
+    allowing = policy.model_copy(update={"allow_admin_on_behalf": True})
+    handle = await stack.start_request(
+        "bob@example.com", "pg-prod", "admin", timedelta(hours=1), policy=allowing
+    )
+    await ready(stack, handle)
     view = await handle.execute_update(AccessRequestWorkflow.decide, by_other_admin)
     assert (
         view.approvals[0].on_behalf_by is not None

@@ -248,23 +248,25 @@ async def test_admin_acts_on_behalf_and_service_token_needs_as(api: Api) -> None
     view = await create(api, "grace", requester="erin@example.com")
     assert view["submitted_by"] == "admin grace@example.com on behalf of erin@example.com"
     rid = view["id"]
-    ok = await api.call(
+    # voting for approvers needs a policy allowing it (allow_admin_on_behalf): refused and recorded
+    by_grace = await api.call(
         "grace", "POST", f"/requests/{rid}/approve", json={"as": "bob@example.com", "reason": "call"}
     )
-    assert ok.status_code == 200, ok.text
-    decision = ok.json()["approvals"][0]
-    assert decision["approver"]["email"] == "bob@example.com"
-    assert decision["on_behalf_by"]["email"] == "grace@example.com"
+    assert by_grace.status_code == 409, by_grace.text
+    detail = by_grace.json()["detail"]
+    assert detail.startswith("grace@example.com may not decide on behalf of bob@example.com"), detail
     robot = await api.call("robot", "POST", f"/requests/{rid}/approve")
     assert robot.status_code == 422 and "belongs to no person" in robot.json()["detail"]
     by_robot = await api.call("robot", "POST", f"/requests/{rid}/approve", json={"as": "carol@example.com"})
-    assert by_robot.status_code == 200
-    await wait_status(api, rid, "ACTIVE")
-    entries = [e for e in api.stack.store.ledger_entries(subject=rid) if e.kind == "decision.approved"]
+    assert by_robot.status_code == 409 and "allow_admin_on_behalf" in by_robot.json()["detail"]
+    entries = [e for e in api.stack.store.ledger_entries(subject=rid) if e.kind == "decision.refused"]
     assert [e.actor for e in entries] == [
         "admin grace@example.com on behalf of bob@example.com",
         "admin token:robot on behalf of carol@example.com",
     ]
+    for who in ("bob", "carol"):  # the approvers themselves
+        assert (await api.call(who, "POST", f"/requests/{rid}/approve")).status_code == 200
+    await wait_status(api, rid, "ACTIVE")
     verified = await api.call("grace", "GET", "/ledger/verify")
     assert verified.status_code == 200 and verified.json()["ok"] is True
 

@@ -90,7 +90,14 @@ def test_the_assigned_reviewer_decides_and_nobody_else() -> None:
         _refusal(Actor(person=EVE, channel="web"))
         == "this item is reviewed by ken@example.com, not by eve@example.com"
     )
-    assert _refusal(Actor(person=KEN, channel="cli", admin=EVE)) is None  # recorded as on behalf of ken
+    # an administrator deciding for the reviewer: refused unless the campaign allows it
+    assert _refusal(Actor(person=KEN, channel="cli", admin=EVE)) == (
+        "eve@example.com may not decide on behalf of ken@example.com: this campaign does not allow "
+        "administrators to decide for reviewers (allow_admin_on_behalf); ken@example.com decides with "
+        "their own account"
+    )
+    allowing = _spec().model_copy(update={"allow_admin_on_behalf": True})
+    assert _refusal(Actor(person=KEN, channel="cli", admin=EVE), spec=allowing) is None  # on behalf of ken
     assert _refusal(Actor(person=EVE, channel="web"), BY_GROUP, members=(EVE.id,)) is None
     assert _refusal(Actor(person=KEN, channel="web"), BY_GROUP, members=(EVE.id,)) == (
         "this item is reviewed by members of security; ken@example.com is not one"

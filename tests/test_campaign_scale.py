@@ -47,6 +47,7 @@ owner = "margaret@example.com"
 duration = "90s"
 default_decision = "revoke"
 fallback_reviewer = "margaret@example.com"
+allow_admin_on_behalf = true
 reminders = ["40s"]
 
 [scope]

@@ -157,9 +157,16 @@ def test_review_tasks_reminders_and_progress(records: CampaignRecords) -> None:
 
 def test_reassign_outcomes_and_refusals(records: CampaignRecords) -> None:
     items = _open(records, 2)
+    records.record_decisions("cmp-1", [_decision(items[0])])
+    # Re-routed within the stage (its reviewer left): the decision made in it stands.
+    records.reassign("cmp-1", items[0].id, Assignment(stage=0, reviewer=KEN, via="fallback"))
+    assert records.item("cmp-1", items[0].id).verdict == "keep"  # type: ignore[union-attr]
+    # On to the next stage: its reviewer has decided nothing yet.
     records.reassign("cmp-1", items[0].id, Assignment(stage=1, reviewer=DANA, via="resource_owner"))
     moved = records.item("cmp-1", items[0].id)
     assert moved is not None and (moved.stage, moved.assignment.reviewer) == (1, DANA)
+    assert moved.verdict is None
+    assert [d.verdict for _, d in records.decisions("cmp-1", item_id=items[0].id)] == ["keep"]
     revocation = Revocation(
         status="applied", systems=("hoop",), applied_at=T0, read_back="groups: engineering"
     )

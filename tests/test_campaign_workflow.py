@@ -239,6 +239,11 @@ async def test_two_stages_an_extension_and_revocations_applied_on_the_owners_wor
     assert all(i.assignment.reviewer and i.assignment.reviewer.name == "security" for i in stage_two.values())
     assert item_of(stack, record.id, "carol@example.com").outcome is ItemOutcome.REVOKE  # ended in stage 1
     trent = stack.actor("trent@example.com")  # a member of security
+    stale = await service.decide(
+        record.id, [DecisionRequest(item_id=bob.id, verdict="revoke")], trent, stage=0
+    )
+    assert "made for stage 1, which has closed: the item is in stage 2 now" in stale.refused[bob.id]
+    assert item_of(stack, record.id, "bob@example.com").verdict is None  # stage 1's keep is not stage 2's
     assert (
         await service.decide(record.id, [DecisionRequest(item_id=bob.id, verdict="revoke")], trent)
     ).recorded

@@ -177,13 +177,15 @@ def test_jit_request_through_grantflow_dev(dev_stack: DevStack) -> None:
     request_id = created["id"]
     assert created["status"] == "PENDING"
 
-    own = stack.cli("request", "approve", request_id, "--as", "alice@example.com", expect=1)
+    own = stack.cli("--user", "alice@example.com", "request", "approve", request_id, expect=1)
     assert "cannot approve their own request" in own.stderr
-    erin = stack.cli("request", "approve", request_id, "--as", "erin@example.com", expect=1)
+    erin = stack.cli("--user", "erin@example.com", "request", "approve", request_id, expect=1)
     assert "not an approver for pg-prod admin" in erin.stderr
+    for_bob = stack.cli("request", "approve", request_id, "--as", "bob@example.com", expect=1)
+    assert "allow_admin_on_behalf" in for_bob.stderr  # the admin token does not vote for approvers
 
-    stack.cli("request", "approve", request_id, "--as", "bob@example.com")
-    stack.cli("request", "approve", request_id, "--as", "carol@example.com")
+    stack.cli("--user", "bob@example.com", "request", "approve", request_id)
+    stack.cli("--user", "carol@example.com", "request", "approve", request_id)
     view = _wait_status(stack, request_id, "ACTIVE", 15)
     assert {a["approver"]["email"] for a in view["approvals"]} == {"bob@example.com", "carol@example.com"}
     expires_at = datetime.fromisoformat(view["expires_at"])
@@ -226,7 +228,8 @@ def test_jit_request_through_grantflow_dev(dev_stack: DevStack) -> None:
     stack.stop()
     db = sqlite3.connect(stack.cwd / ".grantflow" / "grantflow.db")
     kinds = [row[0] for row in db.execute("select kind from ledger where subject = ?", (request_id,))]
-    assert kinds.count("decision.refused") == 2 and kinds.count("decision.approved") == 2
+    # Refused: alice's own vote, erin's, and the admin token's for bob.
+    assert kinds.count("decision.refused") == 3 and kinds.count("decision.approved") == 2
 
     # One row edited by hand: verify fails and names it.
     (seq,) = db.execute("select min(seq) from ledger where subject = ?", (request_id,)).fetchone()
@@ -286,7 +289,7 @@ def test_leaver_in_the_dev_directory_loses_everything_at_the_next_sync(dev_stack
         ).stdout
     )["id"]  # fmt: skip
     for approver in ("bob@example.com", "carol@example.com"):
-        stack.cli("request", "approve", active, "--as", approver)
+        stack.cli("--user", approver, "request", "approve", active)
     _wait_status(stack, active, "ACTIVE", 15)
     session = json.loads(
         stack.cli(
@@ -480,7 +483,7 @@ def test_reviews_left_pending_in_hoop_become_requests_in_grantflow_dev(dev_stack
     assert (view["resource"], view["role"]) == ("pg-prod", "admin")
     assert view["origin"]["review_id"] == review_id and view["origin"]["review_type"] == "jit"
     for approver in ("bob@example.com", "carol@example.com"):
-        stack.cli("request", "approve", request_id, "--as", approver)
+        stack.cli("--user", approver, "request", "approve", request_id)
     _wait_status(stack, request_id, "ACTIVE", 15)
     hoop_state = json.loads((stack.cwd / ".grantflow" / "hoop.json").read_text())
     assert hoop_state["reviews"][review_id]["status"] == "APPROVED"

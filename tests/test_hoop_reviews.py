@@ -267,6 +267,8 @@ async def test_jit_review_approved_by_quorum_then_revoked_at_revoke_at_with_sess
         {"status": "APPROVED", "force_review": True}
     ]
     assert [g["group"] for g in in_hoop["review_groups_data"] if g["forced_review"]] == [GRANTFLOW_GROUP]
+    # the view turns ACTIVE before the activity recording it has run: wait for the entry
+    await eventually(lambda: "hoop.review_approved" in kinds(stack, view.id))
     approved_entry = dict(ledger(stack, view.id))["hoop.review_approved"]
     assert approved_entry["revoke_at"] == hoop_time(in_hoop["revoke_at"]).isoformat()  # read back, recorded
 

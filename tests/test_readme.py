@@ -233,7 +233,7 @@ def test_readme_demo_blocks_run_verbatim(tmp_path: Path) -> None:
                       "--reason", "INC-7", "--requester", "alice@example.com", "--json")
         )  # fmt: skip
         for approver in ("bob@example.com", "carol@example.com"):
-            stack.cli("request", "approve", active, "--as", approver)
+            stack.cli("--user", approver, "request", "approve", active)
         _wait(stack, active, lambda status: status == "ACTIVE", "the leaver's active grant")
         stack.cli("sandbox", "connect", "--user", "alice@example.com", "--connection", "pg-prod-admin")
         stack.cli("request", "create", "--resource", "warehouse", "--role", "read", "--duration", "1h",

@@ -152,10 +152,13 @@ async def test_admin_creates_and_decides_on_behalf_of_people(stack: Stack) -> No
     )
     assert view.requester.email == "erin@example.com"
     assert view.submitted_by == "admin grace@example.com on behalf of erin@example.com"
+    # deciding for bob needs a policy that allows administrators to vote for approvers
     on_behalf = stack.actor("bob@example.com", admin="grace@example.com")
-    after = await service.decide(view.id, on_behalf, Verdict.APPROVE, "ok for bob")
-    assert after.approvals[0].on_behalf_by is not None
-    assert after.approvals[0].on_behalf_by.email == "grace@example.com"
+    with pytest.raises(Refused, match=re.escape("grace@example.com may not decide on behalf of bob")):
+        await service.decide(view.id, on_behalf, Verdict.APPROVE, "ok for bob")
+    entry = refusals(stack, view.id, "decision.refused")[-1]
+    assert entry.actor == "admin grace@example.com on behalf of bob@example.com"
+    assert "allow_admin_on_behalf" in entry.data["refusal"]
     # An admin deciding as themselves is still just a person: grace is no approver.
     with pytest.raises(Refused, match=re.escape("grace@example.com is not an approver")):
         await service.decide(view.id, grace, Verdict.APPROVE, "")

@@ -3,7 +3,10 @@ named in the body's ``as`` / ``requester`` field, recorded as "admin X on behalf
 requests and the campaigns APIs.
 
 A token with the ``auditor`` role changes nothing: every call that acts is refused for it (and recorded),
-whatever else the token holds.
+whatever else the token holds. A token that is not an admin's naming someone else is refused and recorded
+(against the request or campaign it aimed at). An admin's *vote* for someone else (an approval, a denial,
+a campaign decision) is further refused, and recorded, unless the policy or campaign sets
+``allow_admin_on_behalf``: that is the workflow's and the campaign rules' to say, not this module's.
 """
 
 from __future__ import annotations
@@ -54,7 +57,11 @@ async def acting(
                 f"token {caller.name!r} acts only as {own}; acting for {as_email.strip()} (field {field!r}) "
                 "needs an admin token"
             )
-            subject = request.path_params.get("request_id") or f"token:{caller.name}"
+            subject = (
+                request.path_params.get("request_id")
+                or request.path_params.get("campaign_id")
+                or f"token:{caller.name}"
+            )
             await service.record_forbidden(subject, own or f"token:{caller.name}", channel, refusal)
             raise Forbidden(refusal)
         person = await service.person(as_email, what="requester" if field == "requester" else f"{field!r}:")

@@ -93,8 +93,9 @@ router = APIRouter(prefix=API_PREFIX, tags=["requests"])
 async def create_request(request: Request, caller: Caller, service: Service, body: CreateBody) -> RequestView:
     """Validate and start a request; answers once its approvers are resolved. ``requester`` (admin) asks on
     behalf of someone. A second open request for the same connection is 409, naming the open one."""
-    _require_requester(caller, "create requests")
+    # who first: an attempt to act for someone else is recorded even when the token may not request at all
     actor = await acting(request, caller, body.requester, field="requester")
+    _require_requester(caller, "create requests")
     return await service.create(
         actor,
         resource=body.resource,
@@ -176,8 +177,8 @@ async def extend_request(
     request_id: str, request: Request, caller: Caller, service: Service, body: ExtendBody
 ) -> RequestView:
     """Within the policy's cumulative maximum; needs approvals unless the policy allows self-extension."""
+    actor = await acting(request, caller, body.as_)  # records an attempt to act for someone else
     _require_requester(caller, "extend access")
-    actor = await acting(request, caller, body.as_)
     return await service.extend(request_id, actor, body.by, body.reason)
 
 
@@ -190,9 +191,9 @@ def _action_route(action: str) -> Any:
         body: Annotated[ActionBody | None, Body()] = None,
     ) -> RequestView:
         body = body or ActionBody()
+        actor = await acting(request, caller, body.as_, admin_role_suffices=True)
         if action != "revoke":  # revoking is for admins and approvers; the workflow checks which
             _require_requester(caller, f"{action} requests")
-        actor = await acting(request, caller, body.as_, admin_role_suffices=True)
         method = {"relinquish": service.relinquish, "cancel": service.cancel, "revoke": service.revoke}[
             action
         ]

@@ -1,4 +1,5 @@
-"""The grantflow web app: REST API (``/api/v1``), review pages (``/review/{token}``) and ``/healthz``.
+"""The grantflow web app: REST API (``/api/v1``), review pages (``/review/{token}``), ``/healthz`` and
+``/metrics`` (Prometheus; :mod:`integrations.metrics`).
 
 ``/api/v1/docs`` is Swagger UI with its assets served by the app itself (from the ``fastapi-offline``
 package, never a CDN), so the docs work without internet; ``/`` is a small page linking the docs, the
@@ -25,9 +26,11 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from configuration import __version__
 from configuration.policies import configured_policies
@@ -35,13 +38,14 @@ from configuration.settings import Settings, SettingsError
 from configuration.temporal import connect_client
 from domain.requests import GatewayTimings
 from domain.review_links import ReviewLinks
+from integrations.metrics import METRICS
 from store.opening import open_current_store
 from web.api import router as api_router
 from web.auth import TokenFileError, TokenRegistry
 from web.callers import API_PREFIX, Unauthenticated
 from web.campaign_api import router as campaign_api_router
 from web.campaign_review import router as campaign_review_router
-from web.context import WebContext
+from web.context import WebContext, campaigns_for
 from web.jira import build_jira_edge
 from web.jira.router import router as jira_router
 from web.pages import derive_csrf_key
@@ -72,6 +76,7 @@ async def build_context(settings: Settings) -> WebContext:
     links = ReviewLinks(secret, settings.effective_public_url, settings.review_link_ttl)
     tokens = load_tokens(settings)
     store = await asyncio.to_thread(open_current_store, settings)
+    store.observe_ledger(METRICS.observe_entry)
     try:
         client = await connect_client(settings)
     except BaseException:
@@ -241,6 +246,13 @@ def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = (
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """This process's metrics in Prometheus text format; no authentication, like ``/healthz``."""
+        return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestCounter)
+
     @app.get("/", include_in_schema=False)
     async def home() -> HTMLResponse:
         return HTMLResponse(home_page(home_links))
@@ -252,10 +264,44 @@ def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = (
     app.include_router(review_router)
     # --- channel edges, when configured
     if context.slack is not None:
+        context.slack.campaign_actions.campaigns = campaigns_for(context)
         app.include_router(slack_router)
     if context.jira is not None:
         app.include_router(jira_router)
     return app
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered (``/api/v1/requests/{request_id}``), so metrics get
+    one series per route, not per id; ``unmatched`` for a path no route has."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else "unmatched"
+
+
+class RequestCounter:
+    """ASGI middleware counting HTTP requests by route template and status
+    (``grantflow_http_requests_total``); a request whose handler raised counts as 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            METRICS.observe_http(route_template(scope), status)
 
 
 class CannotListen(OSError):
@@ -282,7 +328,8 @@ async def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Async
         sock.close()
         raise
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, host=host, port=bound, log_level="warning", lifespan="off")
+    # log_config=None: uvicorn's lines go through the process's own handlers (GRANTFLOW_LOG_FORMAT).
+    config = uvicorn.Config(app, host=host, port=bound, log_level="warning", lifespan="off", log_config=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="grantflow-web")
     try:

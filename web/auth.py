@@ -14,7 +14,8 @@ Roles (see the design note, "Who is acting"):
 - ``requester``: may also create requests for itself, and cancel, extend or relinquish its own
   (ownership is checked by the workflow);
 - ``admin``: may do everything, and act on behalf of someone (``as`` / ``requester``), recorded as
-  "admin X on behalf of Y";
+  "admin X on behalf of Y" — votes for approvers or reviewers only where the policy or campaign sets
+  ``allow_admin_on_behalf``;
 - ``auditor``: reads requests, campaigns and the ledger, and changes nothing (refused on every call that
   acts, whatever other role the token holds).
 

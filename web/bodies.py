@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-SLACK_BODY_LIMIT = 256 * 1024
-"""Slack's interaction payloads carry the message they came from (50 blocks at most) and stay far below."""
+SLACK_BODY_LIMIT = 1024 * 1024
+"""1 MiB. The largest thing Slack sends grantflow is a ``block_actions`` payload carrying the message that
+was clicked: one of grantflow's own, at most 50 blocks (Slack's limit for a message) whose texts are at most
+3,000 characters each — about 150 KB of text — form-encoded (``payload=<JSON>``), which can roughly double
+it. A deny modal's ``view_submission`` carries a modal of a few blocks; slash commands are a few hundred
+bytes. More than three times the worst real case, and still small enough to read into memory."""
 
 JIRA_BODY_LIMIT = 4 * 1024 * 1024
-"""A Jira issue event carries the issue with its fields, changelog and comment: generous, still bounded."""
+"""4 MiB. A ``jira:issue_updated`` event carries the whole issue (every field, custom ones included), the
+changelog and the comment; Jira caps each text field at 32,767 characters by default
+(``jira.text.field.character.limit``): a description, a comment and a dozen more text fields all filled to
+that limit come to about 0.5 MB of JSON. Eight times that leaves room for sites with many custom fields,
+and still bounds what an unsigned sender can make grantflow read."""
 
 
 class BodyTooLarge(Exception):

@@ -210,9 +210,17 @@ class CampaignService:
     # ------------------------------------------------------------------ deciding
 
     async def decide(
-        self, campaign_id: str, decisions: Sequence[DecisionRequest], actor: Actor
+        self,
+        campaign_id: str,
+        decisions: Sequence[DecisionRequest],
+        actor: Actor,
+        *,
+        stage: int | None = None,
     ) -> DecideResult:
-        """Record what may be recorded; every refusal is answered per item and kept as evidence."""
+        """Record what may be recorded; every refusal is answered per item and kept as evidence.
+
+        ``stage`` (0-based): the stage the decider was shown (a Slack digest's button): an item that has
+        moved on to another stage since is refused rather than decided for a stage its decider never saw."""
         if not decisions:
             raise BadInput("no decisions were given")
         if len(decisions) > MAX_DECISIONS_PER_CALL:
@@ -228,7 +236,12 @@ class CampaignService:
         members: dict[str, list[str]] = {}  # reviewing group -> its members' ids, read once per call
         for wanted in decisions:
             item = items.get(wanted.item_id)
-            sentence = await self._refusal(record, spec, item, wanted, actor, members)
+            sentence = (
+                f"this decision was made for stage {stage + 1}, which has closed: the item is in stage "
+                f"{item.stage + 1} now"
+                if item is not None and stage is not None and item.stage != stage
+                else await self._refusal(record, spec, item, wanted, actor, members)
+            )
             if sentence is not None:
                 result.refused[wanted.item_id] = sentence
                 continue
@@ -268,7 +281,8 @@ class CampaignService:
                     **actor.ledger_data(),
                 },
             )
-            await self._tell_workflow(record, len(accepted))
+            reviewers = {r.id for d in accepted if (r := items[d.item_id].assignment.reviewer) is not None}
+            await self._tell_workflow(record, len(accepted), sorted(reviewers))
         return result
 
     async def _refusal(
@@ -317,12 +331,13 @@ class CampaignService:
             data={"item": item_id, "refusal": sentence, **actor.ledger_data()},
         )
 
-    async def _tell_workflow(self, record: CampaignRecord, count: int) -> None:
+    async def _tell_workflow(self, record: CampaignRecord, count: int, reviewers: list[str]) -> None:
         """Best effort: the decisions are in the store whatever happens here (the workflow reads them
-        from there); the signal only keeps its progress current."""
+        from there); the signal keeps its progress current and has the reviewers' digests refreshed."""
         try:
             handle = self._client.get_workflow_handle(record.workflow_id)
-            await handle.signal(CampaignWorkflow.decisions_recorded, DecisionsRecorded(count=count))
+            batch = DecisionsRecorded(count=count, reviewers=reviewers)
+            await handle.signal(CampaignWorkflow.decisions_recorded, batch)
         except RPCError:
             pass
 

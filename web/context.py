@@ -63,7 +63,10 @@ def service_of(request: Request) -> RequestService:
 
 
 def campaigns_of(request: Request) -> CampaignService:
-    context = context_of(request)
+    return campaigns_for(context_of(request))
+
+
+def campaigns_for(context: WebContext) -> CampaignService:
     if context.campaigns is None:
         context.campaigns = CampaignService(
             context.client,

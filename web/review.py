@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from domain.approval import open_stage, votes_in_stage
+from domain.approval import approvals_counted, open_stage, votes_in_stage
 from domain.identity import Actor, Person
 from domain.requests import RequestView, Verdict
 from domain.review_links import ReviewLinkError
@@ -63,7 +63,7 @@ def _page_values(view: RequestView, approver: Person) -> dict[str, Any]:
         "approver": approver,
         "stage": stage.value if stage is not None else None,
         "stage_label": _STAGE_LABELS.get(stage.value, stage.value) if stage is not None else "",
-        "approvals_now": len({d.approver.id for d in votes if d.verdict is Verdict.APPROVE}),
+        "approvals_now": approvals_counted(view, stage) if stage is not None else 0,
         "my_vote": mine,
         "decisions": _decisions(view),
     }
@@ -149,7 +149,7 @@ async def review_decide(token: str, request: Request) -> HTMLResponse:
     outcome = f"You {done} request {view.id}; it is now {view.status.value}."
     stage = open_stage(view)
     if verdict is Verdict.APPROVE and stage is not None:
-        count = len({d.approver.id for d in votes_in_stage(view, stage) if d.verdict is Verdict.APPROVE})
+        count = approvals_counted(view, stage)
         outcome = (
             f"You approved request {view.id}: {count} of {view.required_approvals} approvals so far; "
             f"the {_STAGE_LABELS.get(stage.value, stage.value)} stays open until enough approvers agree."

@@ -21,6 +21,7 @@ function :func:`parse_access_command`.
   carries the request id, the stage and the message clicked); its submission (``DENY_CALLBACK_ID``) →
   deny with the typed reason. Problems found before the modal closes are shown inline on the reason field.
 - ``settings.slack_access_command`` (``/access``): ``/access <resource> [<role>] <duration> <reason…>``.
+- the campaign digests' Keep / Revoke buttons: :mod:`web.slack_campaign`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from starlette.responses import Response
 
 from configuration.settings import Settings
-from domain.approval import Stage, open_stage, votes_in_stage
+from domain.approval import Stage, approvals_counted, open_stage
 from domain.channels import parse_button_value
 from domain.durations import format_duration
 from domain.identity import Actor
@@ -70,6 +71,7 @@ from integrations.vendor_setup import slack_api_base
 from store import Store
 from web.bodies import SLACK_BODY_LIMIT, BodyTooLarge, read_body
 from web.service import MAX_REASON, BadInput, RequestService, ServiceError
+from web.slack_campaign import CampaignActions
 
 log = logging.getLogger("grantflow.web.slack")
 
@@ -188,6 +190,7 @@ class SlackEdge:
         self.app.action(OPEN_ACTION)(self._on_open_link)
         self.app.view(DENY_CALLBACK_ID)(self._on_deny_submitted)
         self.app.command(command)(self._on_command)
+        self.campaign_actions = CampaignActions(self, NotInDirectory)  # campaign digests' buttons
 
     # ------------------------------------------------------------------ transports
 
@@ -216,7 +219,14 @@ class SlackEdge:
         except UnicodeDecodeError:  # it decodes the body to sign it: no Slack request is anything but UTF-8
             return JSONResponse({"error": "bad_request", "detail": "the body is not UTF-8"}, status_code=400)
         if not signed:
-            return JSONResponse({"error": "invalid_request"}, status_code=401)
+            return JSONResponse(
+                {
+                    "error": "unauthenticated",
+                    "detail": "X-Slack-Signature is missing, older than five minutes or does not match "
+                    "the body; nothing was done",
+                },
+                status_code=401,
+            )
         try:
             bolt_request = to_async_bolt_request(request, body)
         except (UnicodeDecodeError, ValueError):
@@ -467,8 +477,8 @@ def decided_sentence(view: RequestView, actor: Actor, verdict: Verdict) -> str:
     if view.status is RequestStatus.PENDING:
         stage = open_stage(view)
         if stage is not None:
-            approvals = {d.approver.id for d in votes_in_stage(view, stage) if d.verdict is Verdict.APPROVE}
-            return f"{head}: {len(approvals)} of {view.policy.min_approvals} approvals so far."
+            counted = approvals_counted(view, stage)
+            return f"{head}: {counted} of {view.policy.min_approvals} approvals so far."
         return f"{head}."
     if view.status is RequestStatus.ACTIVE and view.expires_at is not None and verdict is Verdict.APPROVE:
         return f"{head}: access is ACTIVE until {view.expires_at:%Y-%m-%d %H:%M} UTC."

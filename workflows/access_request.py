@@ -80,6 +80,10 @@ with workflow.unsafe.imports_passed_through():
         wait_at_most,
     )
 
+ADMIN_ON_BEHALF_PATCH = "admin-on-behalf-needs-policy"
+"""Decisions accepted before an administrator's vote on behalf of an approver needed the policy's
+``allow_admin_on_behalf`` replay as they were made."""
+
 
 @workflow.defn
 class AccessRequestWorkflow:
@@ -349,7 +353,15 @@ class AccessRequestWorkflow:
 
     @workflow.update
     async def decide(self, inp: DecisionInput) -> RequestView:
-        refusal = decision_refusal(self._view, self._approvers.eligible, inp.actor, inp.verdict, inp.stage)
+        # Histories from before admin votes on behalf needed the policy's consent replay without that rule.
+        refusal = decision_refusal(
+            self._view,
+            self._approvers.eligible,
+            inp.actor,
+            inp.verdict,
+            inp.stage,
+            admin_rule=workflow.patched(ADMIN_ON_BEHALF_PATCH),
+        )
         if refusal is not None:  # state may have moved between validation and handling
             raise Refused(refusal)
         stage = open_stage(self._view)

@@ -16,6 +16,15 @@ workflow how many it recorded (``decisions_recorded``, one signal per batch, nev
 History stays bounded: when it passes ``continue_as_new_after`` events the workflow continues as new
 between two steps, carrying :class:`CampaignState`. The owner (or an admin) can ``cancel`` or ``extend``
 the open stage's deadline; each is validated here and recorded in the ledger by an activity.
+
+Reviewers' Slack digests follow the decisions from every channel: ``decisions_recorded`` names the
+reviewers of the items decided, and the open stage refreshes their digests in one activity
+(``campaign_refresh_digests``), at most once every :data:`DIGEST_REFRESH_EVERY` (at once when none ran
+lately) — a signal is durable (the edge has already written the decisions, and a signal
+is accepted with no worker up), so a refresh is never lost to an edge restarting, and bursts of decisions
+cost one activity, not one per item. A refresh that fails is given up after a few attempts: the decisions are
+in the store, and the next refresh or reminder renders the digest from there. When a stage closes, its
+digests are shown as closed (``campaign_close_digests``, page by page) before its items move on.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.campaign_base import (
         CampaignRef,
         DeadlineInput,
+        DigestPageInput,
+        DigestRefreshInput,
         FinishInput,
         PartitionInput,
         PartitionResult,
@@ -61,6 +72,22 @@ EVIDENCE_RETRY = RetryPolicy(
 PARTITION_WINDOW = 4
 """Partitions worked on at once: enough to overlap the vendors' latency, few enough for small machines."""
 CONTINUE_AS_NEW_AFTER = 5_000
+DIGEST_REFRESH_EVERY = timedelta(seconds=5)
+"""Reviewers' Slack digests are refreshed at most this often: decisions arriving meanwhile are batched
+into the next refresh (one activity for many decisions and reviewers, never one per item)."""
+DIGEST_REFRESH_BATCH = 50
+"""Reviewers per refresh activity (about a minute of Slack's ``chat.update`` rate); more wait for the next."""
+DIGEST_REFRESH_LIMIT = timedelta(minutes=1)
+"""How long one refresh may hold up the stage (its deadline, a cancel), retries included."""
+DIGEST_CLOSE_LIMIT = timedelta(minutes=10)
+"""How long showing one page of a closed stage's digests as closed may take, retries included."""
+MAX_DIGESTS_DUE = 10_000
+"""Reviewers waiting for a refresh that the state holds; beyond it a digest catches up at the next
+reminder or decision (the decisions themselves are in the store)."""
+DIGEST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=3
+)
+"""Best effort: a digest that cannot be refreshed is left as it is (the decision is recorded)."""
 
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -108,6 +135,11 @@ class ExtendInput(OwnerCommand):
 
 class DecisionsRecorded(BaseModel):
     count: int = Field(ge=1)
+    reviewers: list[str] = Field(
+        default_factory=list,
+        description="the reviewers (people or groups) of the items decided: their digests are refreshed "
+        "(at most one per decision of the batch)",
+    )
 
 
 class CampaignState(BaseModel):
@@ -131,6 +163,14 @@ class CampaignState(BaseModel):
     partitions_done: list[str] = Field(default_factory=list)
     outcomes: dict[str, int] = Field(default_factory=dict)
     decisions_recorded: int = 0
+    digests_due: list[str] = Field(
+        default_factory=list, description="reviewers whose Slack digests wait for a refresh"
+    )
+    digests_refreshed_at: AwareDatetime | None = None
+    digests_off: bool = Field(default=False, description="the worker posts no digests (this stage)")
+    closing_digests_after: str | None = Field(
+        default=None, description="the closed stage's digests shown as closed after this reviewer"
+    )
     cancelled_by: OwnerCommand | None = None
     apply_ordered_by: OwnerCommand | None = None
 
@@ -164,7 +204,13 @@ class CampaignWorkflow:
     @workflow.signal
     def decisions_recorded(self, batch: DecisionsRecorded) -> None:
         """The edge recorded ``count`` decisions in the store (one signal per batch)."""
-        self._s.decisions_recorded += batch.count
+        s = self._s
+        s.decisions_recorded += batch.count
+        due = set(s.digests_due)
+        for reviewer in [] if s.digests_off else batch.reviewers:
+            if reviewer not in due and len(s.digests_due) < MAX_DIGESTS_DUE:
+                s.digests_due.append(reviewer)
+                due.add(reviewer)
 
     @workflow.update
     def cancel(self, command: OwnerCommand) -> str:
@@ -339,10 +385,16 @@ class CampaignWorkflow:
                 continue
             if now >= s.stage_closes_at:
                 break
+            digests_at = self._digests_due_at()
+            if digests_at is not None and now >= digests_at:
+                await self._refresh_digests()
+                continue
             wake = min(s.stage_closes_at, reminder_at) if reminder_at is not None else s.stage_closes_at
+            if digests_at is not None:
+                wake = min(wake, digests_at)
             try:
                 await workflow.wait_condition(
-                    functools.partial(self._should_wake, s.extensions),
+                    functools.partial(self._should_wake, s.extensions, digests_at is not None),
                     timeout=max((wake - now).total_seconds(), 0.05),
                 )
             except TimeoutError:
@@ -355,6 +407,10 @@ class CampaignWorkflow:
             )
             s.stage_closed = True
             s.partitions_done = []
+            s.closing_digests_after = ""
+        while s.closing_digests_after is not None:  # before settling moves the items on
+            s.closing_digests_after = await self._close_digests(s.closing_digests_after)
+            self._continue_as_new_if_long()
         if s.cancelled_by is not None:
             return
         final = s.stage == len(s.inp.spec.stages) - 1
@@ -364,16 +420,78 @@ class CampaignWorkflow:
             s.partitions_done = []
             return
         s.stage += 1
+        s.digests_due, s.digests_off = [], False  # the new stage's digests are posted with its notice
         s.stage_closes_at = self._deadlines()[s.stage]
         s.stage_opened = s.stage_closed = s.ended_early = False
         s.notice_cursor, s.reminders_done, s.reminder_cursor = "", 0, ""
         s.partitions_done = []
         self._continue_as_new_if_long()
 
-    def _should_wake(self, extensions_seen: int) -> bool:
-        """Before the next reminder or the deadline: a cancel, an extension, or a history to cut short."""
+    def _should_wake(self, extensions_seen: int, digests_waiting: bool = False) -> bool:
+        """Before the next reminder or the deadline: a cancel, an extension, a history to cut short, or
+        the first decisions whose digests need a refresh (later ones wait for the refresh timer)."""
         s = self._s
-        return s.cancelled_by is not None or s.extensions != extensions_seen or self._history_is_long()
+        return (
+            s.cancelled_by is not None
+            or s.extensions != extensions_seen
+            or self._history_is_long()
+            or (not digests_waiting and bool(s.digests_due))
+        )
+
+    def _digests_due_at(self) -> datetime | None:
+        """When the waiting digests are refreshed: :data:`DIGEST_REFRESH_EVERY` after the last refresh (at
+        once if there was none, or it was longer ago); None when none waits."""
+        s = self._s
+        if not s.digests_due:
+            return None
+        if s.digests_refreshed_at is None:
+            return workflow.now()
+        return s.digests_refreshed_at + DIGEST_REFRESH_EVERY
+
+    async def _refresh_digests(self) -> None:
+        s = self._s
+        batch, s.digests_due = s.digests_due[:DIGEST_REFRESH_BATCH], s.digests_due[DIGEST_REFRESH_BATCH:]
+        s.digests_refreshed_at = workflow.now()
+        try:
+            result = await workflow.execute_activity_method(
+                CampaignActivities.refresh_digests,
+                DigestRefreshInput(campaign_id=s.inp.campaign_id, stage=s.stage, reviewers=batch),
+                schedule_to_close_timeout=DIGEST_REFRESH_LIMIT,
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=DIGEST_RETRY,
+            )
+            if not result.slack:  # no digests to keep current: no more refreshes this stage
+                s.digests_off, s.digests_due = True, []
+        except ActivityError as err:
+            workflow.logger.warning(
+                "campaign %s: digests of %d reviewers not refreshed: %s",
+                s.inp.campaign_id,
+                len(batch),
+                err.cause or err,
+            )
+        self._continue_as_new_if_long()
+
+    async def _close_digests(self, after: str) -> str | None:
+        """One page of the closed stage's digests shown as closed; the next page's cursor, or None (also
+        when it fails: best effort)."""
+        s = self._s
+        try:
+            result = await workflow.execute_activity_method(
+                CampaignActivities.close_digests,
+                DigestPageInput(campaign_id=s.inp.campaign_id, stage=s.stage, after=after),
+                schedule_to_close_timeout=DIGEST_CLOSE_LIMIT,
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=DIGEST_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning(
+                "campaign %s: digests of stage %d not shown closed: %s",
+                s.inp.campaign_id,
+                s.stage + 1,
+                err.cause or err,
+            )
+            return None
+        return result.next_after
 
     def _next_reminder(self) -> datetime | None:
         """When the next reminder of the open stage is due; reminders that fell before the stage opened

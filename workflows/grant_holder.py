@@ -261,14 +261,16 @@ class GrantHolder:
         reason, actor, channel, note = self.end.reason, self.end.actor, self.end.channel, self.end.note
         view = self._view
         view.status = RequestStatus.REVOKING
-        await self._ledger.record(
-            "revocation.started", actor=actor, channel=channel, data={"reason": reason, "note": note}
-        )
+        # The revocation is scheduled first, in the same workflow task as its ledger record: at an expiry
+        # every round trip through Temporal before the gateway call is time the access outlives its end.
         handle = workflow.start_activity_method(
             GatewayActivities.revoke,
             self._revoke_input(),
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=CRITICAL_RETRY,
+        )
+        await self._ledger.record(
+            "revocation.started", actor=actor, channel=channel, data={"reason": reason, "note": note}
         )
         escalate_after = self._input.timings.revoke_escalate_after
         done, _ = await workflow.wait([handle], timeout=escalate_after.total_seconds())
@@ -298,6 +300,9 @@ class GrantHolder:
                 "revoked_review_ids": result.revoked_review_ids,
                 **_sessions_data(result),
                 "attempts": result.attempt,
+                # the scheduled end and the verified revocation, for the lag operators watch
+                "expires_at": view.expires_at.isoformat() if view.expires_at is not None else None,
+                "ended_at": view.ended_at.isoformat(),
             },
         )
         await self._ledger.notify("closed", [view.requester, *approvers_who_decided(view)], note=note)

@@ -11,7 +11,8 @@
   fields → 422; an unknown user → **400** (naming the caller, as hoop does); a connection the key cannot
   see → **400** ``connection <name> not found``; the session is then written, and only then is
   ``access_duration_sec > 48 h`` checked → **500**, leaving an orphan session without a review.
-  ``access_duration_sec`` absent or 0 → the connection's ``jit_access_duration_sec`` or 30 min.
+  ``access_duration_sec`` absent or 0 → the connection's ``jit_access_duration_sec`` or 30 min. An APPROVED
+  grant is logged (``grant.written``, ``events``).
 - ``create_pending_review`` and, stand-in only, ``POST /api/_sandbox/reviews {"user_email","connection",
   "type"?,"duration_sec"?,"command"?}`` → 201 ``{"review_id","session_id","type","status"}`` (admin auth)
   leave a review PENDING as that person, as ``hoop connect`` (``jit``, the default, for ``duration_sec``)
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 
 from sandbox.hoop.api import (
     ADMIN_GROUP,
+    APPROVED,
     DEFAULT_ACCESS_DURATION_SEC,
     MAX_ACCESS_DURATION_SEC,
     PENDING,
@@ -36,6 +38,8 @@ from sandbox.hoop.api import (
     HTTPError,
     person_and_connection,
 )
+from sandbox.hoop.clock import parse_ts
+from sandbox.hoop.events import GRANT_WRITTEN
 from sandbox.hoop.sessions import Sessions
 
 
@@ -167,6 +171,15 @@ class Grants(Sessions):
             approved_by=caller,
             approved_groups=None if approved_reviewers is None else set(approved_reviewers),
         )
+        if review["status"] == APPROVED:
+            self._record_event(
+                GRANT_WRITTEN,
+                parse_ts(review["created_at"]) or self.now(),
+                user_email=user["email"],
+                connection=conn["name"],
+                review_id=review["id"],
+                session_id=session["id"],
+            )
         self._save()
         return 202, {
             "session_id": session["id"],

@@ -19,7 +19,8 @@
   sessions, not by ``GET /reviews``); else 400 ``not eligible for review``.
 - Whenever the review ends APPROVED — re-approving an APPROVED one included — ``revoke_at = now +
   access_duration``; REVOKED leaves ``revoke_at`` as it was (the review just stops counting as a grant).
-  The review's session becomes ``ready`` (APPROVED) or ``done`` (REJECTED/REVOKED).
+  The review's session becomes ``ready`` (APPROVED) or ``done`` (REJECTED/REVOKED). A jit review turning
+  APPROVED or REVOKED is logged (``grant.written``, ``grant.revoked``: ``events``).
 - Provisioned reviews (``createApprovedReview``) are APPROVED only when every group is, and a jit one gets
   ``revoke_at`` at creation even when left PENDING.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 from sandbox.hoop.api import APPROVED, NANOS, PENDING, REJECTED, REVOKED, Caller, HTTPError
 from sandbox.hoop.clock import parse_ts, ts
+from sandbox.hoop.events import GRANT_REVOKED, GRANT_WRITTEN
 from sandbox.hoop.state import HoopCore
 
 
@@ -225,6 +227,7 @@ class Reviews(HoopCore):
             if review["type"] != "jit":
                 raise unmapped("review not found")  # ErrNotFound again: unmapped
         now = self.now()
+        before = review["status"]
         decided = {"status": status, "reviewed_by": caller.owner(), "review_date": ts(now)}
         # GetReviewByIdOrSid does not select forced_review and UpdateReview saves every group back: any
         # decision clears the flags an earlier forced decision left.
@@ -248,6 +251,15 @@ class Reviews(HoopCore):
                 session["status"] = "ready"
             elif review["status"] in (REJECTED, REVOKED):
                 session["status"] = "done"
+        if review["type"] == "jit" and review["status"] != before and review["status"] in (APPROVED, REVOKED):
+            self._record_event(
+                GRANT_WRITTEN if review["status"] == APPROVED else GRANT_REVOKED,
+                now,
+                user_email=review["owner_email"],
+                connection=review["connection"],
+                review_id=review["id"],
+                session_id=review["session_id"],
+            )
         self._save()
         return 200, self._render_review(review)
 

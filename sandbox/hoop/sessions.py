@@ -19,7 +19,7 @@ or the review rules), listing and reading them, killing them, and ending them at
   onetime review's command is read from the detail); ``end_date`` is null until the session is done.
 - ``POST /sessions/{id}/kill`` → **204**, also for a session already ``done`` and for one living on
   another gateway process (``detach``: it stays ``open``); an unknown session, or another person's for a
-  non-admin → 404.
+  non-admin → 404. A kill that ends an open session is logged (``session.killed``, ``events``).
 - Stand-in only: ``POST /api/_sandbox/connect {"user_email","connection"}`` → 201 ``{"session_id"}`` or
   403 ``{"message": <why>}`` (admin auth), so the demo can open a session as ``hoop connect`` would.
 
@@ -29,8 +29,10 @@ creates or decides reviews (``reviews``, ``grants``).
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +48,7 @@ from sandbox.hoop.api import (
 )
 from sandbox.hoop.clock import parse_ts, ts
 from sandbox.hoop.connections import Connections
+from sandbox.hoop.events import SESSION_KILLED
 from sandbox.hoop.reviews import Reviews
 
 MAX_OFFSET = 10_000
@@ -56,6 +59,13 @@ ORG_ID = "9d0c3f4e-6b1a-4e52-9f0a-0d1a2b3c4d5e"
 def sql_like(value: str, pattern: str) -> bool:
     """``value LIKE pattern`` as PostgreSQL (hoop's database) evaluates it: case-sensitive, ``%`` any run of
     characters, ``_`` exactly one, ``\\`` (the default escape) makes the next character literal."""
+    return _like_regex(pattern).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    """The LIKE pattern as a compiled regular expression, built once per pattern (a listing tests every
+    session against the same one)."""
     parts: list[str] = []
     chars = iter(pattern)
     for char in chars:
@@ -67,7 +77,7 @@ def sql_like(value: str, pattern: str) -> bool:
             parts.append(".")
         else:
             parts.append(re.escape(char))
-    return re.fullmatch("".join(parts), value, flags=re.DOTALL) is not None
+    return re.compile("".join(parts), flags=re.DOTALL)
 
 
 class Sessions(Connections, Reviews):
@@ -148,9 +158,10 @@ class Sessions(Connections, Reviews):
         self._state["sessions"][session["id"]] = session
         return session
 
-    def _sorted_sessions(self) -> list[dict[str, Any]]:
+    def _sorted_sessions(self, sessions: Iterable[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """``sessions`` (default: all), newest first."""
         return sorted(
-            self._state["sessions"].values(),
+            self._state["sessions"].values() if sessions is None else sessions,
             key=lambda s: (parse_ts(s["start_date"]), s["seq"]),
             reverse=True,
         )
@@ -263,7 +274,7 @@ class Sessions(Connections, Reviews):
                 and (end is None or started <= end)
             )
 
-        rows = [s for s in self._sorted_sessions() if keep(s)]
+        rows = self._sorted_sessions([s for s in self._state["sessions"].values() if keep(s)])
         page = rows[offset : offset + limit]
         total: int | None = len(rows)
         capped = False
@@ -309,9 +320,17 @@ class Sessions(Connections, Reviews):
             # right after the kill, or after that write failed, still shows the session ``open``. The
             # stand-in keeps it open, so callers must read back and retry.
             return 204, None
+        now = self.now()
         session["status"] = "done"
-        session["end_date"] = ts(self.now())
+        session["end_date"] = ts(now)
         session["killed"] = True
+        self._record_event(
+            SESSION_KILLED,
+            now,
+            user_email=session["user_email"],
+            connection=session["connection"],
+            session_id=session["id"],
+        )
         self._save()
         return 204, None
 

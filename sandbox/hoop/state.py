@@ -21,6 +21,7 @@ from typing import Any
 
 from sandbox._server import HttpStandIn
 from sandbox.hoop.clock import utcnow
+from sandbox.hoop.events import EventLog
 
 STATE_VERSION = 1
 
@@ -42,8 +43,9 @@ def empty_state() -> dict[str, Any]:
     }
 
 
-class HoopCore(HttpStandIn):
-    """The state, its lock and persistence, and the user look-ups every resource uses."""
+class HoopCore(HttpStandIn, EventLog):
+    """The state, its lock and persistence, the user look-ups every resource uses, and the event log
+    (``events``: when grants were written and revoked and sessions killed, see ``sandbox.hoop.events``)."""
 
     def __init__(self, *, state_file: Path | None, clock: Callable[[], datetime] | None) -> None:
         self._lock = threading.RLock()
@@ -78,10 +80,28 @@ class HoopCore(HttpStandIn):
         users: dict[str, dict[str, Any]] = self._state["users"]
         if email_or_id in users:
             return users[email_or_id]
-        for user in users.values():
-            if user["email"] == email_or_id:
+        # An index by email, so an organisation of 100,000 people is not scanned per request. A user's email
+        # never changes once stored (users.py keeps it on update) and users are added through _indexed, so
+        # the index is rebuilt only when it cannot be right: counts differ, or a hit no longer matches.
+        index: dict[str, str] | None = getattr(self, "_subject_by_email", None)
+        for _ in range(2):
+            if index is None or len(index) != len(users):
+                index = {user["email"]: subject for subject, user in users.items()}
+                self._subject_by_email = index
+            subject = index.get(email_or_id)
+            if subject is None:
+                return None
+            user = users.get(subject)
+            if user is not None and user["email"] == email_or_id:
                 return user
+            index = None  # moved under another subject behind the index's back: rebuild once
         return None
+
+    def _indexed(self, user: dict[str, Any]) -> None:
+        """Note a user just stored under ``self._state["users"]`` in the email index."""
+        index: dict[str, str] | None = getattr(self, "_subject_by_email", None)
+        if index is not None:
+            index[user["email"]] = user["id"]
 
     def _require_user(self, email: str) -> dict[str, Any]:
         user = self._find_user(email)

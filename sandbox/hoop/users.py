@@ -59,6 +59,7 @@ class Users(HoopCore):
             if signed_in:
                 self._state["identities"].pop(email, None)
                 self._state["users"][subject] = record
+                self._indexed(record)
             else:
                 self._state["identities"][email] = record
             self._save()
@@ -87,6 +88,7 @@ class Users(HoopCore):
                     }
                 user = identity
                 self._state["users"][user["id"]] = user
+                self._indexed(user)
             elif idp_groups is not None and "admin" in user["groups"]:
                 # login.go syncSingleTenantUser: an existing admin keeps the admin group over the claim.
                 idp_groups = [*idp_groups, "admin"]

@@ -4,13 +4,15 @@ Authenticity: the body must carry Jira's ``X-Hub-Signature`` (``sha256=<HMAC of 
 settings.jira_webhook_secret>``); unsigned or wrongly signed deliveries get 401 and nothing happens.
 
 Redeliveries (Jira retries for ~30 minutes on errors and timeouts, with the same
-``X-Atlassian-Webhook-Identifier``) are handled once, at two levels:
+``X-Atlassian-Webhook-Identifier``) are handled once. The identifier header is not signed, so an issue
+update is known by its signed changelog id (:func:`event_key`) and the header serves only events without
+one (an issue created). Both levels below use that key:
 
 - :class:`Deliveries`, in memory: a bounded LRU of identifiers handled by this process, and the in-flight
   task of each identifier being handled (a redelivery arriving meanwhile waits for that task instead of
   starting another): cheap, and enough for the usual case of a lost acknowledgement;
 - :class:`Markers`, in the ledger, for events that led to an action: a ``jira.webhook`` entry with
-  idempotency key ``jira-webhook:<identifier>`` is written right after the decision or the request
+  idempotency key ``jira-webhook:<key>`` is written right after the decision or the request
   (subject: the request id; ``jira:<issue key>`` for intake), holding the outcome and the exact comment.
   It survives restarts and is shared by every instance; a redelivery that finds it only re-applies the
   Jira follow-up (moving the ticket back, the comment), which is idempotent. Events that lead to nothing
@@ -77,14 +79,15 @@ class Deliveries:
         if not isinstance(payload, dict):
             return 400, {"error": "bad_input", "detail": "the body is not a JSON object; nothing was done"}
         identifier = headers.get(IDENTIFIER_HEADER) or "sha256:" + hashlib.sha256(raw).hexdigest()
-        if identifier in self._seen:
-            self._seen.move_to_end(identifier)
+        seen = event_key(payload) or identifier
+        if seen in self._seen:
+            self._seen.move_to_end(seen)
             return 200, Outcome("duplicate", f"delivery {identifier} was handled already").body()
-        task = self._inflight.get(identifier)
+        task = self._inflight.get(seen)
         if task is None:
             task = asyncio.ensure_future(handle(payload, identifier))
-            self._inflight[identifier] = task
-            task.add_done_callback(lambda done: self._finished(identifier, done))
+            self._inflight[seen] = task
+            task.add_done_callback(lambda done: self._finished(seen, done))
         try:
             outcome = await asyncio.wait_for(asyncio.shield(task), timeout=self.budget)
         except TimeoutError:
@@ -111,6 +114,21 @@ class Deliveries:
         """Let deliveries under way finish (up to ``budget`` seconds)."""
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.budget)
+
+
+def event_key(payload: Mapping[str, Any]) -> str | None:
+    """What a delivery is about, from the signed body: ``changelog:<issue id>:<changelog id>`` for an issue
+    update (Jira gives every change of an issue its own changelog id, repeated in every delivery of the
+    event), None for events without a changelog (an issue created: its deliveries share only the header).
+    The header identifier alone is not enough: it is outside the signature, so a replayed body may come
+    with any identifier."""
+    changelog = payload.get("changelog")
+    change_id = changelog.get("id") if isinstance(changelog, Mapping) else None
+    if change_id is None or isinstance(change_id, bool) or str(change_id).strip() == "":
+        return None
+    issue = payload.get("issue")
+    issue_id = (issue.get("id") or issue.get("key")) if isinstance(issue, Mapping) else None
+    return f"changelog:{issue_id or '-'}:{change_id}"
 
 
 class Markers:

@@ -12,6 +12,11 @@ reach the quorum, the ticket is moved back (by a transition leading to the statu
 one configured as ``Reopen``) with a comment saying why. Refusals are in the ledger (the service records
 them; this module records those of people outside the directory, whom the service cannot know).
 Transitions made by grantflow's own API user are ignored: they mirror decisions already made.
+
+A transition decides the stage the ticket asks for, the request's own (the ticket's status follows the
+request, never an extension's): one arriving late, once an extension awaits approval, is refused rather than
+counted towards the extension. A transition is known by its signed changelog id, so a redelivery under a new
+delivery id finds the marker of the first and changes nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from typing import Any
 from jira import JIRA
 
 from configuration.settings import Settings
-from domain.approval import open_stage, votes_in_stage
+from domain.approval import Stage, approvals_counted, open_stage
 from domain.identity import Actor
 from domain.requests import RequestView, Verdict
 from integrations.jira_tickets import JiraPermanentError, JiraTickets, StatusChange, parse_status_change
 from store import Store
-from web.jira.authenticity import Markers
+from web.jira.authenticity import Markers, event_key
 from web.jira.connection import CHANNEL, JiraConnection, Outcome, Transient, field_text, jira_call
 from web.jira.people import People
 from web.service import RequestService, ServiceError, Unavailable
@@ -89,7 +94,10 @@ class Decisions:
         if await self.connection.by_ourselves(payload):
             return Outcome("ignored", "moved by grantflow's own Jira user")
 
-        marker = await self.markers.find(request_id, identifier)
+        # Jira redelivers an event for ~30 minutes, and a replay may carry a delivery id never seen: the
+        # signed body's own changelog id names the transition, whatever the (unsigned) header says.
+        key = event_key(payload) or identifier
+        marker = await self.markers.find(request_id, key)
         if marker is not None:
             await self._follow_up(change, marker)
             return Outcome(
@@ -106,14 +114,18 @@ class Decisions:
                 f"the Jira account of {who} is not linked to an active person in the directory; "
                 "nothing was recorded"
             )
-            await self._record_unknown(request_id, change, verdict, sentence)
+            await self._record_unknown(request_id, change, verdict, sentence, key)
             actor_name = f"jira user {change.actor_account_id}"
         else:
             actor = Actor(person=person.ref, channel=CHANNEL, channel_user_id=change.actor_account_id)
             actor_name = person.email
             reason = _comment_text(payload) if verdict is Verdict.DENY else ""
             try:
-                counted = await self.service.decide(request_id, actor, verdict, reason)
+                # The ticket asks for the request's decision only (its status follows the request, not an
+                # extension's), so a transition decides that stage and never a later one.
+                counted = await self.service.decide(
+                    request_id, actor, verdict, reason, stage=Stage.REQUEST.value
+                )
                 sentence = ""
             except Unavailable as exc:
                 raise Transient(exc.detail) from exc
@@ -123,7 +135,7 @@ class Decisions:
                 sentence = exc.detail
 
         view = counted or await self._view(request_id)
-        move_back = view is not None and open_stage(view) is not None
+        move_back = view is not None and open_stage(view) is Stage.REQUEST
         word = "approval" if verdict is Verdict.APPROVE else "denial"
         back_to = change.from_status_name or "the status it came from"
         if counted is None:
@@ -144,6 +156,7 @@ class Decisions:
         if change.timestamp is not None:
             comment = comment and f"{comment} ({change.timestamp:%Y-%m-%d %H:%M:%S} UTC)"
         data = {
+            "webhook_id": identifier,
             "event": "jira:issue_updated",
             "issue": change.issue_key,
             "account_id": change.actor_account_id,
@@ -155,7 +168,7 @@ class Decisions:
             "to_status": change.to_status_id,
             "comment": comment,
         }
-        await self.markers.write(request_id, identifier, actor_name, data)
+        await self.markers.write(request_id, key, actor_name, data)
         await self._follow_up(change, data)
         return outcome
 
@@ -179,7 +192,7 @@ class Decisions:
             return None
 
     async def _record_unknown(
-        self, request_id: str, change: StatusChange, verdict: Verdict, sentence: str
+        self, request_id: str, change: StatusChange, verdict: Verdict, sentence: str, key: str
     ) -> None:
         """The service records refusals of people it knows; this one it cannot know."""
         try:
@@ -192,7 +205,7 @@ class Decisions:
                 actor=f"jira user {change.actor_account_id}",
                 channel=CHANNEL,
                 data={"verdict": verdict.value, "reason_given": "", "refusal": sentence},
-                idempotency_key=f"jira-webhook:{change.webhook_id}:refused",
+                idempotency_key=f"jira-webhook:{key}:refused",
             )
         except Exception as exc:
             raise Transient(f"the refused attempt could not be recorded ({type(exc).__name__})") from exc
@@ -250,8 +263,7 @@ def _tally(view: RequestView) -> str:
     stage = open_stage(view)
     if stage is None:
         return view.status.value
-    approvals = {d.approver.id for d in votes_in_stage(view, stage) if d.verdict is Verdict.APPROVE}
-    return f"{len(approvals)} of {view.policy.min_approvals} approvals"
+    return f"{approvals_counted(view, stage)} of {view.policy.min_approvals} approvals"
 
 
 def _comment_text(payload: Mapping[str, Any]) -> str:

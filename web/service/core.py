@@ -32,6 +32,7 @@ SETUP_WAIT = 5.0
 MAX_REASON = 2000
 """Reasons travel through workflow history and the ledger: keep them to a paragraph."""
 
+_MAX_POLL_INTERVAL = 0.5
 _POLL_INTERVAL = 0.05
 
 T = TypeVar("T")
@@ -115,6 +116,7 @@ class ServiceCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._setup_wait
         latest = fallback
+        pause = _POLL_INTERVAL
         while True:
             try:
                 latest = await handle.query(AccessRequestWorkflow.view)
@@ -125,7 +127,10 @@ class ServiceCore:
                     return latest
             if loop.time() >= deadline:
                 return latest
-            await asyncio.sleep(_POLL_INTERVAL)
+            await asyncio.sleep(pause)
+            # backing off: when many requests arrive at once, a query every 50 ms each only deepens the
+            # backlog of the workflow tasks they are waiting for
+            pause = min(pause * 1.5, _MAX_POLL_INTERVAL)
 
 
 def clean_reason(text: str | None) -> str:

@@ -1,0 +1,151 @@
+"""A reviewer's campaign digest in Slack: which items it shows, what its buttons carry, and its Block Kit
+(``templates/slack/campaign_digest.json.j2``, fitted and validated by :func:`render_blocks`).
+
+One digest per reviewer and stage: a section on top (campaign, stage, deadline, the default at the deadline,
+what is pending), one row per item (subject, access, usage, recommendation) with Keep / Revoke buttons,
+and "Keep all shown" / "Revoke all shown" with a link to the web review page at the bottom. Slack takes at
+most 50 blocks: the head and the bottom row take two, a pending item two (its text and its buttons), a
+decided one one (its verdict, with a button to change it). Pending items are shown first — at most
+:data:`MAX_PENDING_ROWS` — then decided ones while room is left; the rest is on the web page ("and 130
+more on the web page").
+
+A button's ``value`` binds the campaign, the stage and the item(s) (:func:`digest_value`); the Slack edge
+reads it back with :func:`parse_digest_value` and refuses a click for a stage that is no longer open.
+Pure functions: nothing here talks to Slack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from domain.campaigns import CampaignItem
+from integrations.slack.blocks import MAX_MESSAGE_BLOCKS, render_blocks
+
+CAMPAIGN_KEEP_ACTION = "grantflow_campaign_keep"
+CAMPAIGN_REVOKE_ACTION = "grantflow_campaign_revoke"
+CAMPAIGN_KEEP_ALL_ACTION = "grantflow_campaign_keep_all"
+CAMPAIGN_REVOKE_ALL_ACTION = "grantflow_campaign_revoke_all"
+CAMPAIGN_ACTIONS = {
+    CAMPAIGN_KEEP_ACTION: "keep",
+    CAMPAIGN_REVOKE_ACTION: "revoke",
+    CAMPAIGN_KEEP_ALL_ACTION: "keep",
+    CAMPAIGN_REVOKE_ALL_ACTION: "revoke",
+}
+"""The digest's action ids and the verdict each records (the templates spell them out)."""
+BULK_ACTIONS = frozenset({CAMPAIGN_KEEP_ALL_ACTION, CAMPAIGN_REVOKE_ALL_ACTION})
+
+ROW_BUDGET = MAX_MESSAGE_BLOCKS - 2
+"""Blocks left for the items once the head and the bottom row are placed."""
+MAX_PENDING_ROWS = ROW_BUDGET // 2
+"""Pending items with their own buttons in one digest (24)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DigestTarget:
+    """What a digest button decides: items of one campaign, in the stage the reviewer saw."""
+
+    campaign_id: str
+    stage: int
+    item_ids: tuple[str, ...]
+
+
+def digest_value(campaign_id: str, stage: int, item_ids: Sequence[str]) -> str:
+    return json.dumps({"c": campaign_id, "s": stage, "i": list(item_ids)}, separators=(",", ":"))
+
+
+def parse_digest_value(value: str) -> DigestTarget:
+    """The target of a digest button; ``ValueError`` when the value is not one grantflow wrote."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise ValueError("this button does not carry a campaign decision") from None
+    if not isinstance(data, dict):
+        raise ValueError("this button does not carry a campaign decision")
+    campaign_id, stage, items = data.get("c"), data.get("s"), data.get("i")
+    if (
+        not isinstance(campaign_id, str)
+        or not campaign_id
+        or not isinstance(stage, int)
+        or stage < 0
+        or not isinstance(items, list)
+        or not items
+        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in items)
+    ):
+        raise ValueError("this button does not carry a campaign decision")
+    return DigestTarget(campaign_id=campaign_id, stage=stage, item_ids=tuple(items))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    item: CampaignItem
+    verdict: str | None
+    """The reviewer's decision in this stage so far (keep / revoke), None while pending."""
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    text: str
+    blocks: list[dict[str, Any]]
+    shown: tuple[str, ...]
+    """The ids of the items shown, in order."""
+    pending: int
+
+
+def pick_rows(items: Sequence[DigestItem]) -> list[DigestItem]:
+    """The rows a digest shows, in id order: the first :data:`MAX_PENDING_ROWS` pending items, then
+    decided items while blocks are left."""
+    ordered = sorted(items, key=lambda i: i.item.id)
+    pending = [i for i in ordered if i.verdict is None][:MAX_PENDING_ROWS]
+    budget = ROW_BUDGET - 2 * len(pending)
+    decided = [i for i in ordered if i.verdict is not None][: max(budget, 0)]
+    return sorted(pending + decided, key=lambda i: i.item.id)
+
+
+def render_digest(
+    *,
+    campaign_id: str,
+    campaign_name: str,
+    stage: int,
+    stages: int,
+    closes_at: datetime | None,
+    default_sentence: str,
+    items: Sequence[DigestItem],
+    reasons_required: Sequence[str] = (),
+    open_: bool = True,
+    reminder: bool = False,
+    link: str | None = None,
+) -> Digest:
+    """A reviewer's digest of ``stage`` (0-based) as it should look now; ``items`` are every item they
+    review in it (their own and their groups')."""
+    rows = pick_rows(items)
+    pending_rows = [r.item.id for r in rows if r.verdict is None]
+    pending = sum(1 for i in items if i.verdict is None)
+    text, blocks = render_blocks(
+        "campaign_digest",
+        campaign_name=campaign_name,
+        stage=stage + 1,
+        stages=stages,
+        closes_at=closes_at,
+        default_sentence=default_sentence,
+        rows=[
+            {"item": r.item, "verdict": r.verdict, "value": digest_value(campaign_id, stage, [r.item.id])}
+            for r in rows
+        ],
+        total=len(items),
+        pending=pending,
+        decided_keep=sum(1 for i in items if i.verdict == "keep"),
+        decided_revoke=sum(1 for i in items if i.verdict == "revoke"),
+        left_out=len(items) - len(rows),
+        bulk_value=digest_value(campaign_id, stage, pending_rows) if pending_rows else "",
+        can_keep="keep" not in reasons_required,
+        can_revoke="revoke" not in reasons_required,
+        reasons_required=list(reasons_required),
+        open=open_,
+        reminder=reminder,
+        link=link,
+    )
+    return Digest(text=text, blocks=blocks, shown=tuple(r.item.id for r in rows), pending=pending)
