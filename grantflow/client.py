@@ -86,46 +86,40 @@ def resolve_api_url(settings: Settings) -> str:
 
 
 def resolve_token(settings: Settings) -> str:
+    """``--user EMAIL``'s own token; else ``GRANTFLOW_API_TOKEN``; else the dev stack's admin token."""
     if settings.user:
-        return _person_token(settings, settings.user)
+        email = settings.user.strip().lower()
+        return _token_file(
+            settings,
+            settings.state_dir / "people" / f"{email}.token",
+            f"{email}'s token",
+            f"no token for {email} in {settings.state_dir / 'people'}: `grantflow dev` writes one per person "
+            "of the example organisation; elsewhere issue one with `grantflow token issue --email …` and "
+            "set GRANTFLOW_API_TOKEN",
+        )
     if settings.api_token is not None and settings.api_token.get_secret_value().strip():
         return settings.api_token.get_secret_value().strip()
     path: Path = settings.state_dir / "admin.token"
+    return _token_file(
+        settings,
+        path,
+        "the API token",
+        "no API token: set GRANTFLOW_API_TOKEN (or api_token in the configuration file), or run "
+        f"`grantflow dev`, which writes a local admin token to {path}",
+    )
+
+
+def _token_file(settings: Settings, path: Path, what: str, missing: str) -> str:
+    """The token in ``path``; a missing or empty file is explained by ``missing`` (or by where the CLI
+    looked for a ``grantflow dev`` stack, when it found none)."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         token = ""
     except OSError as exc:
-        raise ClientConfigError(f"cannot read the API token in {path}: {exc.strerror or exc}") from None
+        raise ClientConfigError(f"cannot read {what} in {path}: {exc.strerror or exc}") from None
     if not token:
-        raise ClientConfigError(
-            stack_not_found(settings)
-            or (
-                "no API token: set GRANTFLOW_API_TOKEN (or api_token in the configuration file), or run "
-                f"`grantflow dev`, which writes a local admin token to {path}"
-            )
-        )
-    return token
-
-
-def _person_token(settings: Settings, email: str) -> str:
-    """``--user EMAIL``: that person's own token, as ``grantflow dev`` wrote it (or an operator put it)."""
-    path: Path = settings.state_dir / "people" / f"{email.strip().lower()}.token"
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        token = ""
-    except OSError as exc:
-        raise ClientConfigError(f"cannot read {email}'s token in {path}: {exc.strerror or exc}") from None
-    if not token:
-        raise ClientConfigError(
-            stack_not_found(settings)
-            or (
-                f"no token for {email} in {path.parent}: `grantflow dev` writes one per person of the "
-                "example organisation; elsewhere issue one with `grantflow token issue --email …` and set "
-                "GRANTFLOW_API_TOKEN"
-            )
-        )
+        raise ClientConfigError(stack_not_found(settings) or missing)
     return token
 
 

@@ -230,6 +230,16 @@ def test_an_explicit_state_folder_without_a_token_keeps_the_token_message(tmp_pa
         resolve_token(Settings(state_dir=tmp_path / "configured"))
 
 
+def test_user_acts_with_their_own_token_from_the_people_folder(tmp_path: Path) -> None:
+    state = tmp_path / "configured"
+    (state / "people").mkdir(parents=True)
+    (state / "people" / "bob@example.com.token").write_text("gft_bobs_own\n")
+    settings = Settings(state_dir=state, api_token="gft_admin", user="Bob@Example.com")
+    assert resolve_token(settings) == "gft_bobs_own"  # --user wins over GRANTFLOW_API_TOKEN
+    with pytest.raises(ClientConfigError, match=r"no token for carol@example\.com in .*people"):
+        resolve_token(settings.model_copy(update={"user": "carol@example.com"}))
+
+
 # --- item 10: a second grantflow dev leaves the running one alone ----------------------------------
 
 
