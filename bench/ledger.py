@@ -40,7 +40,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Column, Engine, Index, Integer, MetaData, String, Table, Text, insert, select
+from sqlalchemy import Column, Engine, Index, Integer, MetaData, Table, insert, select
 
 import store.schema as schema
 from bench.harness import record
@@ -66,22 +66,19 @@ plain = Table(
     "bench_plain_ledger",
     plain_metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("at", String(32), nullable=False),
-    Column("kind", String, nullable=False),
-    Column("subject", String, nullable=False),
-    Column("actor", String, nullable=False),
-    Column("channel", String, nullable=False),
-    Column("data", Text, nullable=False),
-    Column("idempotency_key", String, nullable=True),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-    Index("uq_bench_plain_idempotency_key", "idempotency_key", unique=True),
-    Index("ix_bench_plain_subject_seq", "subject", "seq"),
-    Index("ix_bench_plain_kind_seq", "kind", "seq"),
+    *(column._copy() for column in schema.ledger.columns if column.name != "seq"),
+    *(
+        Index(
+            str(index.name).replace("ledger", "bench_plain"),
+            *(column.name for column in index.columns),
+            unique=index.unique,
+        )
+        for index in schema.ledger.indexes
+    ),
 )
-"""The ledger table's columns and indexes, without the chain: ``seq`` is the database's own counter and
-``prev_hash``/``hash`` hold 64 hex characters that nothing computes or checks (``seq`` is an INTEGER: SQLite
-only numbers an INTEGER primary key itself)."""
+"""The ledger table's columns and indexes (copied from ``store.schema.ledger``), without the chain:
+``seq`` is the database's own counter and ``prev_hash``/``hash`` hold 64 hex characters that nothing
+computes or checks (``seq`` is an INTEGER: SQLite only numbers an INTEGER primary key itself)."""
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,10 @@ def _assignment_columns(assignment: Assignment) -> dict[str, Any]:
     }
 
 
+def _digest(row: Row[Any]) -> DigestHandle:
+    return DigestHandle.model_validate({k: v for k, v in row._mapping.items() if k != "updated_at"})
+
+
 class CampaignRecords(StoreBase):
     """The campaign part of :class:`store.Store`."""
 
@@ -531,10 +535,7 @@ class CampaignRecords(StoreBase):
                 )
                 .order_by(g.c.reviewer_id)
             ).all()
-        return [
-            DigestHandle.model_validate({k: v for k, v in row._mapping.items() if k != "updated_at"})
-            for row in rows
-        ]
+        return [_digest(row) for row in rows]
 
     def digests_page(
         self, campaign_id: str, stage: int, channel: str, *, after: str = "", limit: int = PAGE_LIMIT
@@ -553,10 +554,7 @@ class CampaignRecords(StoreBase):
                 .order_by(g.c.reviewer_id)
                 .limit(min(limit, PAGE_LIMIT))
             ).all()
-        return [
-            DigestHandle.model_validate({k: v for k, v in row._mapping.items() if k != "updated_at"})
-            for row in rows
-        ]
+        return [_digest(row) for row in rows]
 
     def save_digest(self, handle: DigestHandle, at: datetime) -> None:
         """Keep a digest's place and what it shows (insert, or replace the reviewer's earlier record)."""
