@@ -14,7 +14,6 @@ Real time passes here (Schedules are not implemented by the time-skipping server
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,6 +32,7 @@ from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignStatus
 from domain.durations import parse_duration
 from examples import EXAMPLES_DIR
+from tests.rigs.ports import free_port as _free_port
 from tests.stack import EVIDENCE_KEY, Stack, start_stack
 from web.campaign_service import CampaignService
 from worker import build_activities, build_worker
@@ -48,13 +48,6 @@ DOWN_AFTER_NOMINAL = timedelta(seconds=25)
 SHORT_WINDOW = "10s"  # Temporal's smallest catch-up window
 
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _dev_server(db: Path, port: int) -> WorkflowEnvironment:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from configuration.settings import Settings
 from grantflow.client import ApiError
 from grantflow.commands.ledger import ledger
 from grantflow.commands.requests import request
+from tests.rigs.ports import free_port
 from tests.stack import LEDGER_KEY, Stack
 from web.app import WebContext, create_app, running
 from web.auth import TokenRegistry, issue_token
@@ -79,13 +79,6 @@ def one_json(result: Result) -> dict[str, Any]:
     doc = json.loads(result.stdout)  # exactly one document: json.loads refuses trailing data
     assert isinstance(doc, dict)
     return doc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def test_create_approve_show_as_json(cli: Cli) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from store.anchors import S3Anchor
 from store.ledger import IdempotencyConflict, content_hash
 from store.opening import open_store
 from tests.db import TEST_LEDGER_KEY
+from tests.rigs.ports import free_port as _free_port
 from tests.stack import Stack
 from worker import build_worker
 from workflows.access_request import AccessRequestWorkflow
@@ -54,12 +54,6 @@ REGION = "us-east-1"
 
 
 # --- moto's S3 server ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from domain.requests import EndReason, RequestStatus
 from grantflow.logs import JsonFormatter
 from integrations.metrics import METRICS, GrantflowMetrics, expiry_lag_seconds
 from store import Store
+from tests.rigs.ports import free_port
 from tests.stack import LEDGER_KEY, Stack
 from tests.test_access_request_workflow import active, approve, ready
 from web.app import create_app, running
@@ -228,13 +228,6 @@ def test_json_log_lines_carry_the_ids() -> None:
     assert second["workflow_id"] == "campaign-q3" and second["activity_type"] == "campaign_snapshot"
     assert third["campaign_id"] == "q3" and third["level"] == "ERROR"
     assert 'ValueError: bad "quote"' in third["exception"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_the_worker_serves_its_metrics_on_its_port(tmp_path: Path) -> None:

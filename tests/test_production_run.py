@@ -43,6 +43,7 @@ from domain.identity import load_organisation
 from domain.policy import load_policies
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from tests.db import POSTGRES_URL, postgres_unavailable
+from tests.rigs.ports import free_port as _free_port
 from tests.rigs.secrets_scan import ScanResult, scan_histories
 
 pytestmark = pytest.mark.long
@@ -59,12 +60,6 @@ S3_REGION, S3_KEY, S3_SECRET = "us-east-1", "testing", "testing"  # moto accepts
 APPROVERS = ("bob@example.com", "carol@example.com")  # db-owners: pg-prod admin needs both
 ESCALATE_AFTER = "3s"
 WAIT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT, every: float = 0.3) -> T:
