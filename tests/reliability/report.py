@@ -1,0 +1,71 @@
+"""``python -m tests.reliability.report``: write docs/reliability.md from the suite's recorded results.
+
+Each scenario of ``tests/reliability`` records what it injected and what it counted
+(:mod:`tests.reliability.results`); this page puts them side by side, with the command that reruns each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.reliability.results import REPO_ROOT, load_all, results_dir
+
+DOC = REPO_ROOT / "docs" / "reliability.md"
+
+HEADER = """# Reliability
+
+What grantflow's reliability suite (`tests/reliability`, in the long-running set: `pytest -m long`) did to
+a running stack and what it counted. Every figure below comes from the suite's own last recorded run of
+that scenario; the page is regenerated from those records with `python -m tests.reliability.report`.
+A scenario that finds a fault fails until the product is fixed, so every row here is a scenario that held.
+"""
+
+
+def _figure(value: int | float) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}"
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    lines = [HEADER]
+    if not results:
+        lines.append("No scenario has recorded a result yet: run `pytest -m long tests/reliability`.\n")
+        return "\n".join(lines)
+    lines.append("| Scenario | Injected | Outcome |")
+    lines.append("|---|---|---|")
+    for r in results:
+        lines.append(f"| [{r['title']}](#{r['scenario']}) | {r['injected']} | {r['outcome']} |")
+    lines.append("")
+    for r in results:
+        lines.append(f'<a id="{r["scenario"]}"></a>\n## {r["title"]}\n')
+        lines.append(f"**Injected:** {r['injected']}\n")
+        lines.append(f"**Outcome:** {r['outcome']}\n")
+        lines.append("| Counted | |")
+        lines.append("|---|--:|")
+        for name, value in r["counts"].items():
+            lines.append(f"| {name} | {_figure(value)} |")
+        lines.append("")
+        seed = f", seed {r['seed']}" if r.get("seed") is not None else ""
+        commit = f" on {r['commit']}" if r.get("commit") else ""
+        lines.append(f"Recorded {r['recorded_at']}{commit}{seed}. Rerun: `{r['command']}`\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--results", type=Path, default=None, help="folder of recorded results")
+    parser.add_argument("--out", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    results = load_all(args.results or results_dir())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(results))
+    print(f"{args.out}: {len(results)} scenarios", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
