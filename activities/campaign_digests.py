@@ -118,7 +118,11 @@ class SlackDigests:
                 after = await self._refresh(handle, by_id[handle.reviewer_id])
             except Exception as exc:
                 log.warning(
-                    "campaign %s: the digest of %s not refreshed: %s", campaign_id, handle.reviewer_id, exc
+                    "campaign %s: the digest of %s not refreshed: %s",
+                    campaign_id,
+                    handle.reviewer_id,
+                    exc,
+                    extra={"campaign_id": campaign_id},
                 )
                 continue
             changed += after is not None and after.shown != before
@@ -149,7 +153,11 @@ class SlackDigests:
                 after_update = await self._refresh(handle, person.ref)
             except Exception as exc:
                 log.warning(
-                    "campaign %s: the digest of %s not closed: %s", campaign_id, handle.reviewer_id, exc
+                    "campaign %s: the digest of %s not closed: %s",
+                    campaign_id,
+                    handle.reviewer_id,
+                    exc,
+                    extra={"campaign_id": campaign_id},
                 )
                 continue
             changed += after_update is not None and after_update.shown != handle.shown

@@ -4,8 +4,17 @@ pipeline (``GRANTFLOW_LOG_FORMAT=json``).
 A JSON line holds ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message`` and, when the record
 knows them, ``request_id``, ``campaign_id`` and ``workflow_id`` — passed by grantflow's own log calls as
 ``extra={"request_id": ...}``, or taken from the workflow and activity details the Temporal SDK's loggers
-attach (``temporal_workflow`` / ``temporal_activity`` in the record's extras) — plus ``exception`` when
-an exception is logged. Standard library only.
+attach (``temporal_workflow`` / ``temporal_activity`` in the record's extras) or, for a plain logger
+called inside an activity (the integrations log that way), from the running activity itself — plus
+``exception`` when an exception is logged.
+
+A record logged while the web app answers a request for one request or campaign
+(``/api/v1/requests/{request_id}/approve``, ``/api/v1/campaigns/{campaign_id}``…) gets that id from the
+route's path parameters (:func:`configuration.log_context.serving`). A record without an explicit id gets
+one from its workflow: an access request's workflow id *is* the request id, and a campaign's workflow id
+is ``campaign-<campaign id>`` (scheduled runs name their workflow after the schedule, so their activities
+pass ``campaign_id`` explicitly). A log pipeline can then follow one request or one campaign across the
+web server, the worker and every activity attempt.
 """
 
 from __future__ import annotations
@@ -16,10 +25,46 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from temporalio import activity
+
+from configuration.log_context import ids_from_route
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 IDS = ("request_id", "campaign_id", "workflow_id")
 # What the Temporal SDK's workflow and activity loggers put in a record's extras.
 TEMPORAL_EXTRAS = ("temporal_workflow", "temporal_activity")
+# Workflow types whose workflow id names the request or the campaign (see the module docstring).
+REQUEST_WORKFLOWS = frozenset({"AccessRequestWorkflow"})
+CAMPAIGN_WORKFLOWS = frozenset({"CampaignWorkflow"})
+CAMPAIGN_PREFIX = "campaign-"
+SCHEDULED_CAMPAIGN_PREFIX = "campaign-schedule-"  # a scheduled run's id names its schedule, not the campaign
+
+
+def _running_activity() -> dict[str, Any] | None:
+    """The current activity's details, as the SDK's activity logger would attach them; None outside one."""
+    if not activity.in_activity():
+        return None
+    info = activity.info()
+    return {
+        "workflow_id": info.workflow_id,
+        "workflow_type": info.workflow_type,
+        "activity_type": info.activity_type,
+        "attempt": info.attempt,
+    }
+
+
+def _ids_from_workflow(line: dict[str, Any]) -> None:
+    workflow_id, workflow_type = line.get("workflow_id"), line.get("workflow_type")
+    if not workflow_id:
+        return
+    if workflow_type in REQUEST_WORKFLOWS:
+        line.setdefault("request_id", workflow_id)
+    elif (
+        workflow_type in CAMPAIGN_WORKFLOWS
+        and workflow_id.startswith(CAMPAIGN_PREFIX)
+        and not workflow_id.startswith(SCHEDULED_CAMPAIGN_PREFIX)
+    ):
+        line.setdefault("campaign_id", workflow_id.removeprefix(CAMPAIGN_PREFIX))
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,8 +81,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 line[name] = str(value)
-        for extra in TEMPORAL_EXTRAS:
-            details = getattr(record, extra, None)
+        found = [getattr(record, extra, None) for extra in TEMPORAL_EXTRAS]
+        if not any(isinstance(details, Mapping) for details in found):
+            found = [_running_activity()]
+        for details in found:
             if isinstance(details, Mapping):
                 workflow_id = details.get("workflow_id")
                 if workflow_id is not None:
@@ -45,6 +92,8 @@ class JsonFormatter(logging.Formatter):
                 for key in ("workflow_type", "activity_type", "attempt"):
                     if details.get(key) is not None:
                         line.setdefault(key, details[key])
+        ids_from_route(line)
+        _ids_from_workflow(line)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

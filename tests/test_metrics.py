@@ -3,6 +3,7 @@ entry), the web app's ``/metrics`` and request counter, the worker's metrics por
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -16,8 +17,12 @@ import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from configuration.settings import Settings, SettingsError
 from configuration.temporal import connect_client, metrics_runtime
@@ -28,7 +33,7 @@ from store import Store
 from tests.rigs.ports import free_port
 from tests.stack import LEDGER_KEY, Stack
 from tests.test_access_request_workflow import active, approve, ready
-from web.app import create_app, running
+from web.app import RequestCounter, create_app, running
 from web.auth import issue_token
 from worker import serve_worker_metrics
 
@@ -273,3 +278,82 @@ async def test_the_worker_exports_temporal_sdk_metrics_when_configured(
         if name in ("temporal_request", "temporal_request_total")
     }
     assert requests.get("GetSystemInfo", 0.0) >= 2.0, sorted(requests)  # connecting asks once too
+
+
+async def test_json_log_lines_inside_an_activity_name_its_request_or_campaign() -> None:
+    """The integrations log with plain loggers: inside an activity the line still names the workflow, and
+    from it the request (its workflow id is the request id) or the campaign (``campaign-<id>``)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("grantflow.test.json.activity")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    async def gateway_call() -> None:
+        logger.warning("hoop answered 503")
+
+    try:
+        for workflow_id, workflow_type in (
+            ("req-7f3a", "AccessRequestWorkflow"),
+            ("campaign-q3-prod", "CampaignWorkflow"),
+            ("identity-sync", "IdentitySyncWorkflow"),
+            ("campaign-schedule-quarterly-2026-12-01T09:00:00Z", "CampaignWorkflow"),
+        ):
+            env = ActivityEnvironment()
+            env.info = dataclasses.replace(env.info, workflow_id=workflow_id, workflow_type=workflow_type)
+            env.info = dataclasses.replace(env.info, activity_type="revoke", attempt=3)
+            await env.run(gateway_call)
+        logger.info("outside any activity")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    request, campaign, sync, scheduled, outside = lines
+    assert request["request_id"] == "req-7f3a" and request["workflow_id"] == "req-7f3a"
+    assert request["activity_type"] == "revoke" and request["attempt"] == 3
+    assert campaign["campaign_id"] == "q3-prod" and "request_id" not in campaign
+    assert sync["workflow_id"] == "identity-sync"
+    assert "request_id" not in sync and "campaign_id" not in sync
+    assert "campaign_id" not in scheduled  # its workflow id names the schedule; its activities pass the id
+    assert not {"workflow_id", "request_id", "campaign_id"} & set(outside)
+
+
+async def test_json_log_lines_while_serving_a_route_name_its_request_or_campaign() -> None:
+    """The web app's middleware scopes each HTTP request: what a handler logs names the route's request or
+    campaign, read from the path parameters the router matched."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("grantflow.test.json.route")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+
+    async def approve(request: Request) -> PlainTextResponse:
+        logger.warning("store call failed")
+        return PlainTextResponse("ok")
+
+    app = RequestCounter(
+        Starlette(
+            routes=[
+                Route("/api/v1/requests/{request_id}/approve", approve, methods=["POST"]),
+                Route("/api/v1/campaigns/{campaign_id}/extend", approve, methods=["POST"]),
+                Route("/healthz", approve),
+            ]
+        )
+    )
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            assert (await http.post("/api/v1/requests/req-51/approve")).status_code == 200
+            assert (await http.post("/api/v1/campaigns/q3-prod/extend")).status_code == 200
+            assert (await http.get("/healthz")).status_code == 200
+        logger.info("after the requests")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    request, campaign, health, after = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert request["request_id"] == "req-51" and "campaign_id" not in request
+    assert campaign["campaign_id"] == "q3-prod" and "request_id" not in campaign
+    assert not {"request_id", "campaign_id"} & (set(health) | set(after))

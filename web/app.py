@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from configuration import __version__
+from configuration.log_context import serving
 from configuration.policies import configured_policies
 from configuration.settings import Settings, SettingsError
 from configuration.temporal import connect_client
@@ -281,7 +282,8 @@ def route_template(scope: Scope) -> str:
 
 class RequestCounter:
     """ASGI middleware counting HTTP requests by route template and status
-    (``grantflow_http_requests_total``); a request whose handler raised counts as 500."""
+    (``grantflow_http_requests_total``); a request whose handler raised counts as 500. It also scopes the
+    request's log records (:func:`configuration.log_context.serving`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -299,7 +301,8 @@ class RequestCounter:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            with serving(scope):  # log records name the route's request or campaign
+                await self.app(scope, receive, sending)
         finally:
             METRICS.observe_http(route_template(scope), status)
 
