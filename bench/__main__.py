@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import campaign
+from bench import campaign, harness
 
 
 def main() -> None:
@@ -35,6 +35,7 @@ def main() -> None:
     jitp.add_argument("--session-after", type=float, default=30.0, help="seconds from grant to session open")
     scenarios.add_parser("plot", help="redraw bench/campaign.png from the results")
     args = parser.parse_args()
+    harness.commit()  # the code measured is the code at the start of the run
     if args.scenario == "campaign":
         asyncio.run(campaign.run(args.size, args.reviewers))
     elif args.scenario == "ledger":

@@ -3,6 +3,7 @@ memory, and writing results (a JSON file per run, a line per run in ``bench/resu
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -48,7 +49,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def commit() -> str:
+    """The code measured: HEAD, ``+changes`` when the tracked files differ from it. Read once per process
+    (``python -m bench`` reads it before the run starts), so a commit made while a long run goes on is not
+    credited with figures measured on the code before it."""
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
