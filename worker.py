@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.access_check import AccessCheckActivities
+from activities.campaign_triggers import CampaignTriggerActivities
 from activities.campaigns import CampaignActivities
 from activities.channels import ChannelActivities
 from activities.directory import DirectoryActivities
@@ -87,6 +88,7 @@ def build_activities(
     access_check = AccessCheckActivities(store, gateway)
     notifications = NotificationActivities(notifier, links)
     sync = IdentitySyncActivities(store, scim, max_deactivation_share=max_deactivation_share, gateway=gateway)
+    campaign_triggers = CampaignTriggerActivities(store)
     standing = StandingAccessActivities(store, gateway, scim)
     campaigns = CampaignActivities(
         store,
@@ -130,10 +132,14 @@ def build_activities(
         campaigns.close_stage,
         campaigns.tell_reviewers,
         campaigns.refresh_digests,
+        campaigns.escalate,
+        campaigns.tell_delegates,
         campaigns.close_digests,
+        campaigns.tell_outcomes,
         campaigns.settle_partition,
         campaigns.apply_partition,
         campaigns.follow_directory,
+        campaign_triggers.fire,
         campaigns.evidence,
         campaigns.finish,
     ]

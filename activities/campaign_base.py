@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.campaign_digests import SlackDigests
+from activities.campaign_jira_digests import JiraDigests
 from activities.standing_access import StandingAccessActivities
 from domain.campaign_report import SourceExtract
 from domain.campaign_spec import CampaignSpec, parse_campaign_spec
@@ -40,9 +41,14 @@ from integrations.notify import Message, Notifier
 from integrations.slack import SlackChannel
 from store import Store
 from store.campaigns import StoredItem
+from templates import template_environment
 
 WRITE_BATCH = 500
 NOTICE_PAGE = 200
+MAX_ITEMS_EMAILED = 25
+"""Items a notice or reminder email lists one by one; the rest are on the web page (its link is in it)."""
+
+_EMAIL_TEXT = template_environment(autoescape=False)
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,8 @@ class CampaignBase:
         self._tickets = tickets  # Jira, for remediation tickets (blocking: call from a thread)
         # Slack: each reviewer's digest (one DM per stage, kept up to date); the notifier then emails only
         self._digests = SlackDigests(store, slack, links) if slack is not None else None
+        # Jira: each reviewer's digest issue, for campaigns whose spec lists "jira" in its channels
+        self._jira_digests = JiraDigests(store, tickets) if tickets is not None else None
 
     async def _spec(self, campaign_id: str) -> tuple[CampaignSpec, CampaignRecord]:
         record = await asyncio.to_thread(self._store.campaign, campaign_id)
@@ -266,31 +274,49 @@ class CampaignBase:
     async def _send(
         self, inp: ReviewerPageInput, spec: CampaignSpec, person: PersonRef, pending: int
     ) -> None:
+        """One email listing the person's pending items of the stage (the first :data:`MAX_ITEMS_EMAILED`,
+        then "and N more on the web page") with their signed link — never one email per item — and their
+        Slack digest. ``pending`` is the reviewer's count, used when the person's own listing finds none."""
         link = self._links.campaign_url(inp.campaign_id, person.id) if self._links is not None else None
-        items = f"{pending} item{'s' if pending != 1 else ''}"
-        if inp.kind == "notice":
-            subject = f"Access review: {spec.name} — {items} to review"
-            text = (
-                f"{spec.name}: please review the standing access of {items} (stage {inp.stage + 1} of "
-                f"{len(spec.stages)}). For each, keep or revoke; at the deadline, "
-                f"{spec.default_decision.sentence}."
-            )
-        else:
-            subject = f"Reminder: {spec.name} — {items} still to review"
-            text = f"{spec.name}: {items} still wait for your decision (stage {inp.stage + 1})."
+        listed, found = await self._pending_items(inp.campaign_id, inp.stage, person.id)
+        count = found or pending
+        rendered = _EMAIL_TEXT.get_template(f"email/campaign_{inp.kind}.txt.j2").render(
+            campaign_name=spec.name,
+            stage=inp.stage + 1,
+            stages=len(spec.stages),
+            default_sentence=spec.default_decision.sentence,
+            pending=count,
+            items=listed,
+            left_out=count - len(listed),
+            link=link,
+        )
+        subject, _, text = rendered.partition("\n")
         message = Message(
             request_id=f"{inp.campaign_id}:{inp.stage}:{inp.kind}:{inp.round}",
             event=f"campaign_{inp.kind}",
             recipient=person,
-            subject=subject,
-            text=text,
+            subject=subject.strip(),
+            text=text.lstrip("\n"),
             link=link,
         )
         try:
-            await self._notifier.send(message)
+            if "email" in spec.channels:
+                await self._notifier.send(message)
         except Exception as exc:  # best effort: a reviewer's channel failing never stops the campaign
             activity.logger.warning("campaign %s: %s not told: %s", inp.campaign_id, person.email, exc)
-        if self._digests is not None:
+        if self._jira_digests is not None and "jira" in spec.channels:
+            try:
+                await self._jira_digests.publish(
+                    inp.campaign_id,
+                    inp.stage,
+                    person,
+                    reminder_round=inp.round if inp.kind == "reminder" else None,
+                )
+            except Exception as exc:  # best effort, as below
+                activity.logger.warning(
+                    "campaign %s: %s has no Jira digest: %s", inp.campaign_id, person.email, exc
+                )
+        if self._digests is not None and "slack" in spec.channels:
             try:
                 await self._digests.publish(
                     inp.campaign_id, inp.stage, person, reminder=inp.kind == "reminder"
@@ -300,19 +326,53 @@ class CampaignBase:
                     "campaign %s: %s has no Slack digest: %s", inp.campaign_id, person.email, exc
                 )
 
+    async def _pending_items(
+        self, campaign_id: str, stage: int, person_id: str
+    ) -> tuple[list[StoredItem], int]:
+        """The first :data:`MAX_ITEMS_EMAILED` undecided items the person reviews in the stage (their own
+        and their groups', as the digest shows; never their own access) and how many there are."""
+        person = await asyncio.to_thread(self._store.get_person, person_id)
+        listed: dict[str, StoredItem] = {}
+        count = 0
+        for holder in dict.fromkeys([person_id, *(person.groups if person is not None else ())]):
+            after = ""
+            while page := await asyncio.to_thread(
+                self._store.items,
+                campaign_id,
+                reviewer_id=holder,
+                stage=stage,
+                after=after,
+                outcome=ItemOutcome.OPEN,
+            ):
+                for item in page:
+                    if item.verdict is not None or (item.subject.is_person and item.subject.id == person_id):
+                        continue
+                    count += 1
+                    if len(listed) < MAX_ITEMS_EMAILED:
+                        listed[item.id] = item
+                after = page[-1].id
+        return [listed[k] for k in sorted(listed)], count
+
     async def _refresh_digests_of(self, campaign_id: str, stage: int, reviewer_ids: Sequence[str]) -> int:
-        """Bring the Slack digests of these reviewers (people, or every member of a group) up to date in
-        place; how many changed (0 without Slack)."""
-        if self._digests is None:
+        """Bring the Slack and Jira digests of these reviewers (people, or every member of a group) up to
+        date in place; how many changed (0 without Slack or Jira)."""
+        if self._digests is None and self._jira_digests is None:
             return 0
         people: dict[str, PersonRef] = {}
         for reviewer_id in dict.fromkeys(reviewer_ids):
             for person in await self._recipients(await self._reviewer(reviewer_id)):
                 people.setdefault(person.id, person)
             activity.heartbeat(reviewer_id)
-        return await self._digests.refresh(
-            campaign_id, stage, list(people.values()), progress=activity.heartbeat
-        )
+        changed = 0
+        if self._jira_digests is not None:
+            changed += await self._jira_digests.refresh(
+                campaign_id, stage, list(people.values()), progress=activity.heartbeat
+            )
+        if self._digests is not None:
+            changed += await self._digests.refresh(
+                campaign_id, stage, list(people.values()), progress=activity.heartbeat
+            )
+        return changed
 
     async def _open_items(
         self,

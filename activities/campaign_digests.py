@@ -1,6 +1,8 @@
 """Reviewers' campaign digests in Slack: one DM per reviewer and stage, posted with the stage's notice,
 refreshed in place by reminders, after decisions from any channel and after the organisation moved items
-(an identity sync), and shown as closed — without buttons — when the stage closes.
+(an identity sync), shown as closed — without buttons — when the stage closes, and, once the campaign
+ended, the reviewer's last digest replaced by the outcome of their items
+(``activities/campaign_outcomes.py``).
 
 A digest shows every item the reviewer reviews in the stage (their own and their groups', as the web page
 does), rendered by :func:`integrations.slack.campaign_digest.render_digest`. Its place (DM channel + ts) is
@@ -25,12 +27,14 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignRecord, CampaignStatus, ItemOutcome
 from domain.identity import PersonRef
 from domain.review_links import ReviewLinks
 from integrations.slack import MessageRef, SlackChannel, SlackNotFoundError
+from integrations.slack.blocks import render_blocks
 from integrations.slack.campaign_digest import Digest, DigestItem, render_digest
 from store import Store
 from store.campaigns import DigestHandle, StoredItem
@@ -163,6 +167,24 @@ class SlackDigests:
             changed += after_update is not None and after_update.shown != handle.shown
         return (page[-1].reviewer_id if len(page) == limit else None), changed
 
+    async def show_outcome(self, handle: DigestHandle, context: dict[str, Any]) -> DigestHandle | None:
+        """Replace a reviewer's last digest with how the campaign ended for their items
+        (``templates/slack/campaign_outcome.json.j2``, ``context`` as the outcome email's), in place: one
+        update, never a new message. Unchanged when it shows that already; None when its reader deleted it."""
+        text, blocks = render_blocks("campaign_outcome", **context)
+        shown = _fingerprint(Digest(text=text, blocks=blocks, shown=(), pending=0), context.get("link"))
+        if shown == handle.shown:
+            return handle
+        try:
+            await self._slack.update(
+                MessageRef(channel=handle.conversation, ts=handle.message_ts), text, blocks
+            )
+        except SlackNotFoundError:
+            return None
+        updated = handle.model_copy(update={"shown": shown})
+        await asyncio.to_thread(self._store.save_digest, updated, datetime.now(UTC))
+        return updated
+
     async def _refresh(
         self, handle: DigestHandle, person: PersonRef, *, reminder: bool = False
     ) -> DigestHandle | None:
@@ -212,9 +234,9 @@ class SlackDigests:
         return digest, link
 
     async def _items(self, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
-        """Every open item the person reviews in the stage: their own and their groups', except their own
-        access (nobody reviews that; the web page says so if they look). An item closed meanwhile (its
-        subject left) is gone from the digest."""
+        """Every open item the person reviews in the stage: their own, their groups' and those escalated to
+        them, except their own access (nobody reviews that; the web page says so if they look). An item
+        closed meanwhile (its subject left) is gone from the digest."""
         person = await asyncio.to_thread(self._store.get_person, person_id)
         found: dict[str, StoredItem] = {}
         for owner in [person_id, *(person.groups if person is not None else ())]:
@@ -231,4 +253,10 @@ class SlackDigests:
                     (i.id, i) for i in page if not (i.subject.is_person and i.subject.id == person_id)
                 )
                 after = page[-1].id
+        after = ""
+        while page := await asyncio.to_thread(
+            self._store.escalated_items, campaign_id, stage, person_id, after=after
+        ):
+            found.update((i.id, i) for i in page if not (i.subject.is_person and i.subject.id == person_id))
+            after = page[-1].id
         return [found[k] for k in sorted(found)]

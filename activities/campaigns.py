@@ -1,6 +1,8 @@
 """The side effects of ``workflows/campaign.py``: the snapshot, the stages and telling reviewers here;
 settling and applying in ``activities/campaign_settlement.py``; following the directory in
-``activities/campaign_directory.py``; what they share in ``activities/campaign_base.py``.
+``activities/campaign_directory.py``; escalations and delegations in ``activities/campaign_handovers.py``;
+telling reviewers and the owner how the campaign ended in ``activities/campaign_outcomes.py``;
+what they share in ``activities/campaign_base.py``.
 
 Every activity works on the store by campaign id and returns counts and cursors only: items never pass
 through Temporal. Each is safe to run again after a crash or a lost reply — items are written by id, a
@@ -41,6 +43,8 @@ from activities.campaign_base import (
 )
 from activities.campaign_directory import CampaignDirectory
 from activities.campaign_evidence import CampaignEvidence
+from activities.campaign_handovers import CampaignHandoverActivities
+from activities.campaign_outcomes import CampaignOutcomeActivities
 from activities.campaign_settlement import CampaignSettlement
 from activities.heartbeat import heartbeating
 from domain.campaign_report import Provenance
@@ -57,7 +61,14 @@ from domain.population import build_population, keep_after_usage
 from store.campaigns import spec_hash
 
 
-class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence, CampaignBase):
+class CampaignActivities(
+    CampaignSettlement,
+    CampaignDirectory,
+    CampaignEvidence,
+    CampaignHandoverActivities,
+    CampaignOutcomeActivities,
+    CampaignBase,
+):
     """Every campaign activity, registered by the worker; each part lives in the module named for it."""
 
     @activity.defn(name="campaign_snapshot")
@@ -218,7 +229,8 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
         """One page of reviewers told they have work (a notice at the start, reminders about pending items
         only later): an email with their signed link and, where Slack is configured, their digest — one
         DM per stage with the items and their buttons, which a reminder or a retry updates in place
-        (``activities/campaign_digests.py``)."""
+        (``activities/campaign_digests.py``); where the spec asks for Jira, their digest issue
+        (``activities/campaign_jira_digests.py``)."""
         spec, _ = await self._spec(inp.campaign_id)
         page = await asyncio.to_thread(
             self._store.reviewers_with_pending, inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE
@@ -242,11 +254,11 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
 
     @activity.defn(name="campaign_refresh_digests")
     async def refresh_digests(self, inp: DigestRefreshInput) -> DigestRefreshResult:
-        """Bring the Slack digests of the reviewers whose items were decided (from any channel) up to date
-        in place; how many changed. Without Slack it says so, and the workflow stops asking for the rest
-        of the stage. Best effort: the decisions are in the store already, and the next refresh or
-        reminder renders the digest from there again."""
-        if self._digests is None:
+        """Bring the Slack and Jira digests of the reviewers whose items were decided (from any channel) up
+        to date in place; how many changed. Without Slack or Jira it says so (``slack=False``), and the
+        workflow stops asking for the rest of the stage. Best effort: the decisions are in the store
+        already, and the next refresh or reminder renders the digest from there again."""
+        if self._digests is None and self._jira_digests is None:
             return DigestRefreshResult(slack=False)
         changed = await self._refresh_digests_of(inp.campaign_id, inp.stage, inp.reviewers)
         return DigestRefreshResult(changed=changed, slack=True)
@@ -254,13 +266,21 @@ class CampaignActivities(CampaignSettlement, CampaignDirectory, CampaignEvidence
     @activity.defn(name="campaign_close_digests")
     async def close_digests(self, inp: DigestPageInput) -> ReviewerPageResult:
         """A page of the closed stage's Slack digests shown as closed: no buttons any more, each item with
-        what was decided or that it was not. Best effort, as refreshes are; nothing to do without Slack."""
-        if self._digests is None:
-            return ReviewerPageResult(next_after=None, told=0)
-        next_after, changed = await self._digests.close_page(
-            inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE, progress=activity.heartbeat
-        )
-        return ReviewerPageResult(next_after=next_after, told=changed)
+        what was decided or that it was not; and of its Jira digests: commented and moved to done. Best
+        effort, as refreshes are; nothing to do without Slack or Jira. With both, the next page starts
+        after the lesser of the two cursors (closing a digest again changes nothing)."""
+        cursors: list[str | None] = []
+        changed = 0
+        for digests in (self._digests, self._jira_digests):
+            if digests is None:
+                continue
+            cursor, count = await digests.close_page(
+                inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE, progress=activity.heartbeat
+            )
+            cursors.append(cursor)
+            changed += count
+        more = [c for c in cursors if c is not None]
+        return ReviewerPageResult(next_after=min(more) if more else None, told=changed)
 
     @activity.defn(name="campaign_finish")
     async def finish(self, inp: FinishInput) -> dict[str, int]:

@@ -10,7 +10,10 @@ Ending a grant takes away what it enabled. hoop links a session opened under a j
 started since the grant began (less ``SESSION_CLOCK_SKEW``), found by time and matched exactly. Each open
 one is killed and read back; hoop answers 204 even when the session lives on another gateway process and
 stays open, so a kill is repeated a few rounds (``KILL_ROUNDS``) and the sessions still open are returned
-for the workflow to escalate, never retried forever.
+for the workflow to escalate, never retried forever. The sessions killed are reported even when the
+attempt that killed them was lost with its worker: every kill is heartbeated with the list so far
+(``KilledSoFar``), Temporal hands the last heartbeat to the retry, and the retry, which finds those sessions
+already done, reports them as killed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,21 @@ SESSION_CLOCK_SKEW = timedelta(seconds=5)
 KILL_ROUNDS = 3
 # The pause between two rounds, for hoop to close what it was asked to (heartbeating meanwhile).
 KILL_ROUND_WAIT = timedelta(seconds=2)
+
+
+class KilledSoFar(BaseModel):
+    """The heartbeat of a revocation: the sessions it has killed so far (earlier attempts' included)."""
+
+    killed: list[str]
+
+
+def _killed_by_earlier_attempts() -> set[str]:
+    """The sessions an earlier attempt of this activity killed, from the last heartbeat it sent."""
+    killed: set[str] = set()
+    for detail in activity.info().heartbeat_details:
+        if isinstance(detail, dict) and isinstance(detail.get("killed"), list):
+            killed.update(str(session_id) for session_id in detail["killed"])
+    return killed
 
 
 class GrantInput(BaseModel):
@@ -160,7 +178,11 @@ class GatewayActivities:
                         await self._gateway.revoke_grant(grant.review_id)
             # Revoked first, so no new session can open under the grant while its sessions are killed.
             used = await self._sessions_enabled(inp, grant_records, named_open)
-            killed, left_open = await self._kill([s.id for s in used if s.status == "open"])
+            killed_before = _killed_by_earlier_attempts() & {s.id for s in used}
+            killed_now, left_open = await self._kill(
+                [s.id for s in used if s.status == "open"], killed_before
+            )
+            killed = [s.id for s in used if s.id in killed_before or s.id in killed_now]
             still_granted = [
                 g.review_id
                 for cid in inp.correlation_ids
@@ -216,9 +238,10 @@ class GatewayActivities:
                     found.setdefault(s.id, s)
         return sorted(found.values(), key=lambda s: (s.start_date is None, s.start_date, s.id))
 
-    async def _kill(self, session_ids: list[str]) -> tuple[list[str], list[str]]:
+    async def _kill(self, session_ids: list[str], killed_before: set[str]) -> tuple[list[str], list[str]]:
         """Kill these sessions and read each back, up to ``KILL_ROUNDS`` rounds for those still open.
-        Returns (killed, still open)."""
+        Returns (killed, still open). Each kill is heartbeated with every session killed so far, those of
+        earlier attempts (``killed_before``) included, for a retry to report."""
         killed: list[str] = []
         left = list(session_ids)
         for round_no in range(1, KILL_ROUNDS + 1):
@@ -237,6 +260,6 @@ class GatewayActivities:
                         killed.append(session_id)
                 except GatewayNotFoundError:
                     killed.append(session_id)  # gone: nothing left to end
-                activity.heartbeat(f"killed {session_id}")
+                activity.heartbeat(KilledSoFar(killed=sorted(killed_before.union(killed))))
             left = still_open
         return killed, left

@@ -233,6 +233,7 @@ class IdentitySyncActivities:
             leavers=changes.leavers,
             reactivated=[p for p in changes.joiners if p.id in inactive_before],
             movers=changes.movers,
+            department_changes=changes.department_changes,
             group_changes=[
                 g.cut_short(REPORT_DETAIL_LIMIT) for g in changes.group_changes[:REPORT_DETAIL_LIMIT]
             ],

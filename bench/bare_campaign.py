@@ -3,8 +3,9 @@ making the same calls to hoop and the SCIM directory, and nothing else.
 
 Same shape: a snapshot activity, a stage-open activity, reviewers told page by page (200 per activity, one
 message each), a wait for the owner to end the stage (decisions arrive as one signal per reviewer's batch),
-a stage-close activity, 16 settle and 16 apply partitions at most 4 at a time, a finish and an evidence
-activity, and continue-as-new at the same history length. Same stand-in calls: the snapshot reads hoop's
+a stage-close activity, 16 settle and 16 apply partitions at most 4 at a time, a finish, the outcome told
+page by page (one message per reviewer, one to the owner) and an evidence activity, and continue-as-new at
+the same history length. Same stand-in calls: the snapshot reads hoop's
 connections, access rules, users and keys and SCIM's users and groups through the same adapter, and pages
 hoop's sessions; each revocation reads the SCIM group, removes the member (which reads back), rewrites the
 hoop user, lists their open sessions and reads the SCIM group again. What it leaves out is what grantflow
@@ -25,6 +26,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.gateway_people import remove_user_group
     from activities.heartbeat import heartbeating
+    from bench.organisation import OWNER
     from domain.identity import PersonRef
     from integrations.campaign_sources import HoopScimSources
     from integrations.gateway import Gateway
@@ -69,6 +71,7 @@ class BareState(BaseModel):
     inp: BareInput
     phase: str = "snapshot"
     notice_cursor: int | None = 0
+    outcome_cursor: int | None = 0
     partitions_done: list[str] = []
     decisions: int = 0
     ended: bool = False
@@ -77,6 +80,7 @@ class BareState(BaseModel):
 class PageInput(BaseModel):
     campaign_id: str
     page: int
+    event: str = "campaign_notice"
 
 
 class PartInput(BaseModel):
@@ -126,17 +130,21 @@ class BareActivities:
     @activity.defn(name="bare_tell")
     async def tell(self, inp: PageInput) -> int | None:
         reviewers = self._campaigns[inp.campaign_id].reviewers
-        for email in reviewers[inp.page * PAGE : (inp.page + 1) * PAGE]:
+        last = (inp.page + 1) * PAGE >= len(reviewers)
+        recipients = reviewers[inp.page * PAGE : (inp.page + 1) * PAGE]
+        if inp.event == "campaign_outcome" and last:
+            recipients = [*recipients, OWNER]  # the owner's summary of the whole campaign comes last
+        for email in recipients:
             await self._notifier.send(  # type: ignore[attr-defined]
                 Message(
                     request_id=inp.campaign_id,
                     recipient=PersonRef(id=email, email=email),
-                    event="campaign_notice",
-                    subject="you have access to review",
+                    event=inp.event,
+                    subject="your access review",
                     text="",
                 )
             )
-        return inp.page + 1 if (inp.page + 1) * PAGE < len(reviewers) else None
+        return None if last else inp.page + 1
 
     @activity.defn(name="bare_settle")
     async def settle(self, inp: PartInput) -> None:
@@ -201,6 +209,10 @@ class BareCampaignWorkflow:
         if s.phase == "apply":
             await self._each_partition("bare_apply")
         await self._call("bare_step", cid)  # finish
+        while s.outcome_cursor is not None:
+            page = PageInput(campaign_id=cid, page=s.outcome_cursor, event="campaign_outcome")
+            s.outcome_cursor = await self._call("bare_tell", page)  # type: ignore[assignment]
+            self._continue_as_new_if_long()
         await self._call("bare_step", cid)  # evidence
         await workflow.wait_condition(workflow.all_handlers_finished)
         return s.decisions

@@ -201,6 +201,14 @@ class Settings(BaseSettings):
     jira_approve_status: str = "Approved"
     jira_deny_status: str = "Denied"
     jira_webhook_secret: SecretStr | None = None
+    jira_digest_keep_all_status: str = Field(
+        default="",
+        description='status (id or name) a reviewer moves their campaign digest issue to for "keep all" '
+        "(a transition such as Keep all); empty: digests are decided by comment only",
+    )
+    jira_digest_revoke_all_status: str = Field(
+        default="", description='likewise for "revoke all" (the transition\'s comment is the reason)'
+    )
     jira_intake_project: str = Field(default="", description="issues created here start requests")
     jira_intake_fields: dict[str, str] = Field(
         default_factory=lambda: {"resource": "Resource", "role": "Role", "duration": "Duration"},

@@ -47,9 +47,12 @@ def refusal(
     *,
     stage_open: bool,
     group_members: Collection[str] = (),
+    escalated_to: str | None = None,
 ) -> str | None:
     """Why ``actor`` may not decide ``item`` now, or None. ``group_members`` are the person ids of the
-    reviewing group, when the item is reviewed by a group."""
+    reviewing group, when the item is reviewed by a group; ``escalated_to`` is the person id of whom the
+    item's escalation reached (the reviewer's manager, or the owner), who may decide it as the reviewer
+    may."""
     who = actor.person.email
     subject = item.subject
     if not stage_open:
@@ -64,10 +67,12 @@ def refusal(
     reviewer = assignment.reviewer
     if reviewer is None:
         return "nobody independent could be found to review this item; the campaign owner must assign it"
-    if reviewer.kind == "person" and actor.person.id != reviewer.id:
-        return f"this item is reviewed by {reviewer.name}, not by {who}"
-    if reviewer.kind == "group" and actor.person.id not in group_members:
-        return f"this item is reviewed by members of {reviewer.name}; {who} is not one"
+    # An escalation makes its manager (or the owner) a decider of the item beside its reviewer.
+    if escalated_to is None or actor.person.id != escalated_to:
+        if reviewer.kind == "person" and actor.person.id != reviewer.id:
+            return f"this item is reviewed by {reviewer.name}, not by {who}"
+        if reviewer.kind == "group" and actor.person.id not in group_members:
+            return f"this item is reviewed by members of {reviewer.name}; {who} is not one"
     if actor.admin is not None and actor.admin.id != actor.person.id and not spec.allow_admin_on_behalf:
         return (
             f"{actor.admin.email} may not decide on behalf of {who}: this campaign does not allow "

@@ -17,7 +17,12 @@ The model, top to bottom:
   and items whose reviewer would be their own subject, go to the next stage's reviewer or to the **fallback
   reviewer**, which every spec names.
 - **timing** — a duration (from launch) or a fixed deadline, optional per-stage durations, reminders before a
-  stage's deadline, and an optional quarterly/monthly schedule with a catch-up window.
+  stage's deadline, an escalation before it (``escalation = "2d"``, for every stage or per stage: reviewers
+  who still have pending items are escalated to their manager as the directory has it then), and an
+  optional quarterly/monthly schedule with a catch-up window — or, instead of a calendar, a **trigger**:
+  ``[trigger] on = "mover"`` opens a small campaign whenever the identity sync sees someone change manager or
+  department, over that person's access alone, reviewed by their new manager
+  (``domain/campaign_triggers.py``).
 - **outcome** — the default decision at the deadline (``keep``, ``revoke`` or the item's ``recommendation``),
   which decisions need a reason, and whether revocations are applied automatically.
 
@@ -45,6 +50,14 @@ MAX_STAGES = 3
 
 class CampaignSpecError(ValueError):
     """A campaign spec that cannot be used; the message names the file, and each problem's line and field."""
+
+
+class FieldProblem(ValueError):
+    """A problem a whole-spec check finds with one field: reported on that field's line, not at the top."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def _email(value: str) -> str:
@@ -111,6 +124,10 @@ class PeopleFilter(_Frozen):
     departments: list[Name] = Field(default_factory=list)
     managers: list[Email] = Field(default_factory=list)
     employment_types: list[Name] = Field(default_factory=list)
+    ids: list[Name] = Field(
+        default_factory=list,
+        description="directory ids of the people reviewed; a triggered campaign's launch sets its mover here",
+    )
 
 
 class Scope(_Frozen):
@@ -134,6 +151,7 @@ class Scope(_Frozen):
             or self.connection_types
             or self.groups
             or self.identities
+            or self.people.ids
         ):
             raise ValueError(
                 "the scope selects nothing: name connections, connection_tags, connection_types, groups "
@@ -151,6 +169,9 @@ class Stage(_Frozen):
     group: Name | None = Field(default=None, description="the reviewing group, for reviewers = group")
     duration: PositiveDuration | None = Field(
         default=None, description="this stage's share of the campaign; the rest is split evenly"
+    )
+    escalation: PositiveDuration | None = Field(
+        default=None, description="this stage's escalation, before its deadline (instead of the campaign's)"
     )
 
     @model_validator(mode="after")
@@ -198,6 +219,25 @@ class Schedule(_Frozen):
         return self
 
 
+MoverChange = Literal["manager", "department"]
+ReviewChannel = Literal["email", "slack", "jira"]
+DEFAULT_REVIEW_CHANNELS: tuple[ReviewChannel, ...] = ("email", "slack")
+ALL_MOVER_CHANGES: tuple[MoverChange, ...] = ("manager", "department")
+
+
+class Trigger(_Frozen):
+    """An event-triggered campaign: each event opens one small campaign about the person concerned."""
+
+    on: Literal["mover"] = Field(
+        description="mover: someone's manager or department changed in the directory"
+    )
+    changes: list[MoverChange] = Field(
+        default_factory=lambda: list(ALL_MOVER_CHANGES),
+        min_length=1,
+        description="which changes make someone a mover for this spec",
+    )
+
+
 class CampaignSpec(_Frozen):
     name: Name
     owner: Email = Field(description="may cancel or extend the campaign; receives its outcome")
@@ -210,6 +250,14 @@ class CampaignSpec(_Frozen):
     default_decision: DefaultDecision
     reasons_required: list[Literal["keep", "revoke"]] = Field(default_factory=list)
     auto_apply: bool = True
+    channels: list[ReviewChannel] = Field(
+        default_factory=lambda: list(DEFAULT_REVIEW_CHANNELS),
+        min_length=1,
+        description="how reviewers are told of their items, where the worker has the channel configured: "
+        '"email" (the notice and reminders with the review link), "slack" (one digest DM per reviewer and '
+        'stage), "jira" (one issue per reviewer and stage, decided by comment). Jira is opt-in: it opens '
+        "issues in a shared project",
+    )
     allow_admin_on_behalf: bool = Field(
         default=False,
         description="an administrator may decide items on behalf of their reviewer (``as``); refused "
@@ -218,9 +266,57 @@ class CampaignSpec(_Frozen):
     reminders: list[PositiveDuration] = Field(
         default_factory=list, description="before each stage's deadline, to reviewers with pending items"
     )
+    escalation: PositiveDuration | None = Field(
+        default=None,
+        description="before each stage's deadline: every reviewer with items still pending is escalated to "
+        "their manager (as the directory has it then; the campaign's owner when they have none), who is "
+        "told and may decide those items too",
+    )
     owners: Owners = Owners()
     recommendation: Recommendation = Recommendation()
     schedule: Schedule | None = None
+    trigger: Trigger | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _triggered_stage(cls, data: Any) -> Any:
+        """A triggered spec may leave out its stages: its one stage is the mover's new manager."""
+        if isinstance(data, dict) and "trigger" in data and "stages" not in data:
+            return {**data, "stages": [{"reviewers": ReviewerKind.MANAGER.value}]}
+        return data
+
+    @model_validator(mode="after")
+    def _triggered(self) -> CampaignSpec:
+        if self.trigger is None:
+            return self
+        if self.schedule is not None:
+            raise FieldProblem(
+                ("trigger",), "a spec is either scheduled or triggered: remove [schedule] or [trigger]"
+            )
+        if self.deadline is not None:
+            raise FieldProblem(
+                ("deadline",),
+                'a triggered campaign runs for a duration from each event (duration = "14d"), not to a '
+                "fixed deadline",
+            )
+        if len(self.stages) != 1 or self.stages[0].reviewers is not ReviewerKind.MANAGER:
+            raise FieldProblem(
+                ("stages",),
+                "a triggered campaign has one stage, reviewed by the mover's new manager (reviewers = "
+                '"manager"); leave stages out to get it',
+            )
+        if self.scope.identities:
+            raise FieldProblem(
+                ("scope", "identities"),
+                "a triggered campaign reviews the mover's own access: non-human identities have no manager "
+                "to move to; review them in a scheduled campaign",
+            )
+        if self.scope.people.ids:
+            raise FieldProblem(
+                ("scope", "people", "ids"),
+                "a triggered campaign reviews the person its event is about: it is set at launch, not here",
+            )
+        return self
 
     @model_validator(mode="after")
     def _timing(self) -> CampaignSpec:
@@ -245,7 +341,30 @@ class CampaignSpec(_Frozen):
             raise ValueError("every stage has a duration, but they do not add up to the campaign's duration")
         if any(s.reviewers is ReviewerKind.IDENTITY_OWNER for s in self.stages) and not self.scope.identities:
             raise ValueError("a stage reviewed by identity owners needs identities in the scope")
+        if self.duration is not None:  # a fixed deadline's stages are known at launch only (checked there)
+            # With a duration the stages' lengths do not depend on the launch: any instant will do, and a
+            # fixed one keeps this validator deterministic (it also runs when a workflow decodes its input).
+            problem = self.escalation_problem(datetime(2000, 1, 1, tzinfo=UTC))
+            if problem is not None:
+                raise ValueError(problem)
         return self
+
+    def escalation_before(self, stage: int) -> timedelta | None:
+        """How long before ``stage``'s deadline (0-based) its reviewers with pending items are escalated;
+        None when the stage has no escalation."""
+        return self.stages[stage].escalation or self.escalation
+
+    def escalation_problem(self, launched_at: datetime) -> str | None:
+        """Why a stage's escalation would fall at or before the stage opens, or None: an escalation that
+        could never happen is a mistake in the spec, not something to skip quietly."""
+        for n, length in enumerate(self.stage_durations(launched_at)):
+            before = self.escalation_before(n)
+            if before is not None and before >= length:
+                return (
+                    f"stage {n + 1}'s escalation {format_duration(before)} before its deadline falls before "
+                    f"the stage opens (it lasts {format_duration(length)})"
+                )
+        return None
 
     def total_duration(self, launched_at: datetime) -> timedelta:
         """From launch to the deadline."""
@@ -283,6 +402,9 @@ def parse_campaign_spec(text: str, source: str = "campaign spec") -> CampaignSpe
         problems = []
         for error in exc.errors():
             loc = tuple(part for part in error["loc"] if not isinstance(part, str) or "[" not in part)
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, FieldProblem):  # a whole-spec check that knows which field is wrong
+                loc = (*loc, *cause.loc)
             line = line_of(lines, loc)
             where = f"line {line}: " if line is not None else ""
             message = str(error["msg"]).removeprefix("Value error, ")
@@ -295,4 +417,10 @@ def load_campaign_spec(path: Path) -> CampaignSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CampaignSpecError(f"{path}: campaign spec not found") from None
+    except UnicodeDecodeError as exc:
+        raise CampaignSpecError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the spec as UTF-8"
+        ) from None
+    except OSError as exc:  # a folder, no permission: the operator fixes the path, not the spec
+        raise CampaignSpecError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return parse_campaign_spec(text, str(path))

@@ -37,6 +37,14 @@ class ManagerChange(BaseModel):
     new_manager_id: str | None
 
 
+class DepartmentChange(BaseModel):
+    """Someone's department changed (SCIM enterprise ``department``): a mover for triggered campaigns."""
+
+    person: PersonRef
+    old_department: str
+    new_department: str
+
+
 class GroupChange(BaseModel):
     group: str
     added: list[str] = Field(default_factory=list)
@@ -66,6 +74,7 @@ class DirectoryChanges(BaseModel):
     joiners: list[PersonRef] = Field(default_factory=list)
     leavers: list[Leaver] = Field(default_factory=list)
     movers: list[ManagerChange] = Field(default_factory=list)
+    department_changes: list[DepartmentChange] = Field(default_factory=list)
     updated: list[PersonRef] = Field(default_factory=list)
     group_changes: list[GroupChange] = Field(default_factory=list)
     upserts: list[Person] = Field(default_factory=list)
@@ -75,7 +84,14 @@ class DirectoryChanges(BaseModel):
 
     @property
     def is_empty(self) -> bool:
-        return not (self.joiners or self.leavers or self.movers or self.updated or self.group_changes)
+        return not (
+            self.joiners
+            or self.leavers
+            or self.movers
+            or self.department_changes
+            or self.updated
+            or self.group_changes
+        )
 
     def counts(self) -> dict[str, int]:
         return {
@@ -132,6 +148,8 @@ class SyncReport(BaseModel):
     reactivated: list[PersonRef] = Field(default_factory=list)
     """Joiners who were in the directory before, inactive: set active in the gateway again."""
     movers: list[ManagerChange] = Field(default_factory=list)
+    department_changes: list[DepartmentChange] = Field(default_factory=list)
+    """People whose department changed (their manager may have changed too: then they are in ``movers``)."""
     group_changes: list[GroupChange] = Field(default_factory=list)
     details_cut_short: bool = False
     """More joiners or group changes than :data:`REPORT_DETAIL_LIMIT`: ``counts`` has the totals."""
@@ -141,6 +159,12 @@ class SyncReport(BaseModel):
     """What the gateway was told (set by the workflow once applied)."""
     gateway_error: str | None = None
     """Why the gateway could not be told, after retries (escalated in the ledger)."""
+    campaigns_triggered: list[str] = Field(default_factory=list)
+    """Campaigns this sync's movers opened (``[trigger] on = "mover"`` specs), by id."""
+    campaigns_not_started: dict[str, str] = Field(default_factory=dict)
+    """Triggered campaigns whose start failed, with why: each is retried by the next sync."""
+    campaign_trigger_error: str | None = None
+    """Why triggered campaigns could not be fired at all (the next sync fires this sync's movers no more)."""
 
 
 def diff_directory(
@@ -165,6 +189,12 @@ def diff_directory(
             changes.movers.append(
                 ManagerChange(
                     person=person.ref, old_manager_id=before.manager_id, new_manager_id=person.manager_id
+                )
+            )
+        if before is not None and before.active and person.active and before.department != person.department:
+            changes.department_changes.append(
+                DepartmentChange(
+                    person=person.ref, old_department=before.department, new_department=person.department
                 )
             )
         if before is not None and (
@@ -200,8 +230,15 @@ def diff_directory(
     return changes
 
 
-def _fields(person: Person) -> tuple[str, str, str | None, bool]:
-    return (person.email, person.display_name, person.manager_id, person.active)
+def _fields(person: Person) -> tuple[str, str, str | None, bool, str, str]:
+    return (
+        person.email,
+        person.display_name,
+        person.manager_id,
+        person.active,
+        person.department,
+        person.employment_type,
+    )
 
 
 def guard(changes: DirectoryChanges, active_before: int, max_deactivation_share: float) -> str | None:

@@ -66,6 +66,8 @@ def format_duration(value: timedelta) -> str:
 
 
 def _coerce(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read false as 0 s and true as 1 s
+        raise DurationError(f"duration {value!r} is not a duration; use 30s, 15m, 2h, 1d (or PT2H)")
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -73,9 +75,17 @@ def _coerce(value: Any) -> Any:
             raise DurationError(f"duration {value!r} must be positive")
         if value > MAX_DURATION.total_seconds():  # also NaN-free: inf and huge floats stop here
             raise DurationError(f"duration {value!r} seconds is too long")
-        return timedelta(seconds=value)
+        if value != value:
+            raise DurationError("duration NaN is not a number of seconds")
+        seconds = timedelta(seconds=value)
+        if seconds <= timedelta(0):  # under a microsecond rounds to nothing
+            raise DurationError(f"duration {value!r} seconds is shorter than a microsecond")
+        return seconds
     if isinstance(value, timedelta) and value <= timedelta(0):
         raise DurationError(f"duration {format_duration(value)!r} must be positive")
+    if isinstance(value, timedelta) and value > MAX_DURATION:
+        # its JSON form (seconds) would be refused when read back: a workflow could not decode its input
+        raise DurationError(f"duration {format_duration(value)!r} is too long")
     return value
 
 

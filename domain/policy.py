@@ -188,6 +188,10 @@ def load_policies(path: Path) -> PolicySet:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PolicyError(f"{path}: policy file not found") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start}); save the policies as UTF-8") from None
+    except OSError as exc:  # a folder, no permission: the operator fixes the path, not the policies
+        raise PolicyError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: not valid TOML: {exc}") from None
     return parse_policies(data, str(path))

@@ -112,12 +112,13 @@ def connections_in_scope(scope: Scope, connections: Iterable[ConnectionFacts]) -
 
 def _person_matches(person: Person | None, scope: Scope, managers: set[str]) -> bool:
     people = scope.people
-    if not (people.departments or people.managers or people.employment_types):
+    if not (people.departments or people.managers or people.employment_types or people.ids):
         return True
     if person is None:  # known to hoop only: nothing to filter on, so a people filter leaves it out
         return False
     return (
-        (not people.departments or person.department in people.departments)
+        (not people.ids or person.id in people.ids)
+        and (not people.departments or person.department in people.departments)
         and (not people.managers or (person.manager_id or "") in managers)
         and (not people.employment_types or person.employment_type in people.employment_types)
     )
@@ -155,6 +156,7 @@ def build_population(scope: Scope, facts: Facts) -> Population:
         or scope.people.departments
         or scope.people.managers
         or scope.people.employment_types
+        or scope.people.ids
     )
     # (subject key) -> group -> sources
     memberships: dict[str, dict[str, set[Source]]] = defaultdict(lambda: defaultdict(set))

@@ -13,7 +13,13 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 
 class ReviewLinkError(ValueError):
-    """A review link that is forged, garbled or expired; the message says which."""
+    """A review link that is forged, garbled or expired; the message says which. ``issued_for`` is the
+    (request or campaign id, approver or reviewer id) of an authentic link that has expired — whoever uses
+    one is attempting a decision as that person, which is evidence — and None for anything forged."""
+
+    def __init__(self, message: str, issued_for: tuple[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.issued_for = issued_for
 
 
 class ReviewLinks:
@@ -34,8 +40,10 @@ class ReviewLinks:
         """The (request_id, approver_id) a token was issued for; raises :class:`ReviewLinkError`."""
         try:
             data = self._serializer.loads(token, max_age=int(self._ttl.total_seconds()))
-        except SignatureExpired:
-            raise ReviewLinkError("this review link has expired; ask for a new one") from None
+        except SignatureExpired as exc:
+            raise ReviewLinkError(
+                "this review link has expired; ask for a new one", self._expired_ids(exc, "r")
+            ) from None
         except BadSignature:
             raise ReviewLinkError("this review link is not valid") from None
         if not isinstance(data, dict) or not {"r", "a"} <= data.keys():
@@ -57,12 +65,24 @@ class ReviewLinks:
         max_age = ttl if ttl is not None and ttl > self._ttl else self._ttl
         try:
             data = self._serializer.loads(token, max_age=int(max_age.total_seconds()))
-        except SignatureExpired:
+        except SignatureExpired as exc:
             raise ReviewLinkError(
-                "this review link has expired; ask the campaign owner for a new one"
+                "this review link has expired; ask the campaign owner for a new one",
+                self._expired_ids(exc, "c"),
             ) from None
         except BadSignature:
             raise ReviewLinkError("this review link is not valid") from None
         if not isinstance(data, dict) or not {"c", "a"} <= data.keys():
             raise ReviewLinkError("this review link is not valid")
         return str(data["c"]), str(data["a"])
+
+    def _expired_ids(self, expired: SignatureExpired, key: str) -> tuple[str, str] | None:
+        """What an expired link was issued for: its signature was checked before its age, so the ids are
+        authentic (``key``: ``r`` for a request's link, ``c`` for a campaign's)."""
+        try:
+            data = self._serializer.load_payload(expired.payload) if expired.payload is not None else None
+        except BadSignature:
+            return None
+        if not isinstance(data, dict) or not {key, "a"} <= data.keys():
+            return None
+        return str(data[key]), str(data["a"])

@@ -234,6 +234,15 @@ class ApiClient:
     def schedule_campaign(self, spec: str, *, source: str) -> dict[str, Any]:
         return self._call("POST", "/campaigns/schedules", json={"spec": spec, "source": source})
 
+    def register_campaign_trigger(self, spec: str, *, source: str) -> dict[str, Any]:
+        return self._call("POST", "/campaigns/triggers", json={"spec": spec, "source": source})
+
+    def campaign_triggers(self) -> dict[str, Any]:
+        return self._call("GET", "/campaigns/triggers")
+
+    def remove_campaign_trigger(self, trigger_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/campaigns/triggers/{_seg(trigger_id)}")
+
     def campaign(self, campaign_id: str) -> dict[str, Any]:
         return self._call("GET", f"/campaigns/{_seg(campaign_id)}")
 
@@ -261,6 +270,20 @@ class ApiClient:
         if as_:
             body["as"] = as_
         return self._call("POST", f"/campaigns/{_seg(campaign_id)}/decisions", json=body)
+
+    def delegate_campaign_items(
+        self,
+        campaign_id: str,
+        to: str,
+        items: Sequence[str] = (),
+        *,
+        reason: str = "",
+        as_: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"to": to, "items": list(items), "reason": reason}
+        if as_:
+            body["as"] = as_
+        return self._call("POST", f"/campaigns/{_seg(campaign_id)}/delegate", json=body)
 
     def campaign_command(self, campaign_id: str, command: str, **body: Any) -> dict[str, Any]:
         """``cancel``, ``extend`` (``by=``), ``end-stage`` or ``apply``."""

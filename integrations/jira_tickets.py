@@ -422,6 +422,16 @@ class JiraTickets:
         _jira_call(f"commenting on {key}", self._client.add_comment, key, text)
         return True
 
+    def update_description(self, key: str, description: str) -> bool:
+        """Replace the ticket's description. Returns False (and writes nothing) when it already reads so
+        (whitespace aside)."""
+        issue = _jira_call(f"reading the description of {key}", self._client.issue, key, fields="description")
+        current = str(issue.raw.get("fields", {}).get("description") or "")
+        if _normalise(current) == _normalise(description):
+            return False
+        _jira_call(f"updating the description of {key}", issue.update, fields={"description": description})
+        return True
+
     def assign(self, key: str, account_id: str | None) -> bool:
         """Assign the ticket to an accountId (None: unassign). Returns False when it already was."""
         issue = _jira_call(f"reading the assignee of {key}", self._client.issue, key, fields="assignee")

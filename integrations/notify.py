@@ -56,9 +56,12 @@ PRESENTED_EVENTS = frozenset(
 )
 """Notices the presentation delivers in Slack and by email (asks with review links, outcomes)."""
 
-DIGEST_EVENTS = frozenset({"campaign_notice", "campaign_reminder"})
-"""Campaign notices whose Slack side is the reviewer's digest (``activities/campaign_digests.py``): by email
-only here."""
+DIGEST_EVENTS = frozenset(
+    {"campaign_notice", "campaign_reminder", "campaign_escalation", "campaign_delegation", "campaign_outcome"}
+)
+"""Campaign notices whose Slack side is the reviewer's digest (``activities/campaign_digests.py``; an
+escalation's manager and a delegate get theirs; a campaign's outcome replaces the reviewer's last digest):
+by email only here."""
 
 SENT_MEMORY = 10_000
 """How many keys of messages sent without a look-up a notifier remembers (oldest forgotten first)."""
@@ -222,8 +225,11 @@ class ChannelNotifier:
 
 
 def _key(message: Message) -> str:
-    """The same notice (the same words) has the same key: a second escalation with a new note is new."""
-    digest = hashlib.sha256(f"{message.subject}\n{message.text}".encode()).hexdigest()[:12]
+    """The same notice (the same words) has the same key: a second escalation with a new note is new. A
+    review link in the text is left out: it is signed anew at each rendering, and a retry is the same
+    notice."""
+    text = message.text.replace(message.link, "<review link>") if message.link else message.text
+    digest = hashlib.sha256(f"{message.subject}\n{text}".encode()).hexdigest()[:12]
     return f"{message.request_id}:notify:{message.event}:{digest}"
 
 

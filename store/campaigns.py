@@ -570,6 +570,84 @@ class CampaignRecords(StoreBase):
             if conn.execute(update(g).where(key).values(**values, updated_at=at)).rowcount == 0:
                 conn.execute(insert(g).values(**handle.model_dump(), updated_at=at))
 
+    def count_digests(self, campaign_id: str, stage: int, channel: str) -> int:
+        """How many reviewers were sent a message for ``stage`` in ``channel``."""
+        g = schema.campaign_digests
+        with self._read() as conn:
+            count: int = conn.execute(
+                select(func.count()).where(
+                    g.c.campaign_id == campaign_id, g.c.stage == stage, g.c.channel == channel
+                )
+            ).scalar_one()
+        return count
+
+    # ------------------------------------------------------------------ outcomes
+
+    def item_reviewers(
+        self, campaign_id: str, *, after: str = "", limit: int = PAGE_LIMIT
+    ) -> list[tuple[str, str, str]]:
+        """(reviewer id, kind, name) of everyone holding items of the campaign now (the reviewer of the
+        stage each item ended in), by id after ``after``."""
+        i = schema.campaign_items
+        with self._read() as conn:
+            rows = conn.execute(
+                select(i.c.reviewer_id, i.c.reviewer_kind, i.c.reviewer_name)
+                .where(i.c.campaign_id == campaign_id, i.c.reviewer_id.is_not(None), i.c.reviewer_id > after)
+                .group_by(i.c.reviewer_id, i.c.reviewer_kind, i.c.reviewer_name)
+                .order_by(i.c.reviewer_id)
+                .limit(min(limit, PAGE_LIMIT))
+            ).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def notified_reviewers(self, campaign_id: str, reviewer_ids: Sequence[str]) -> set[str]:
+        """The reviewers among these who were sent a notice in some stage."""
+        t = schema.review_tasks
+        with self._read() as conn:
+            return set(
+                conn.execute(
+                    select(t.c.reviewer_id).where(
+                        t.c.campaign_id == campaign_id,
+                        t.c.reviewer_id.in_(list(reviewer_ids)[:PAGE_LIMIT]),
+                        t.c.notified_at.is_not(None),
+                    )
+                ).scalars()
+            )
+
+    def defaulted_among(self, campaign_id: str, item_ids: Sequence[str]) -> set[str]:
+        """The items among these that the deadline's default decided."""
+        d = schema.campaign_decisions
+        ids = list(item_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            with self._read() as conn:
+                found.update(
+                    conn.execute(
+                        select(d.c.item_id).where(
+                            d.c.campaign_id == campaign_id,
+                            d.c.item_id.in_(ids[start : start + 500]),
+                            d.c.decision_json.like('%"default":true%'),
+                        )
+                    ).scalars()
+                )
+        return found
+
+    def outcome_counts(self, campaign_id: str) -> dict[tuple[str, bool], int]:
+        """(item outcome, decided by the default) → how many items, over the whole campaign (one query,
+        whatever its size)."""
+        i, d = schema.campaign_items, schema.campaign_decisions
+        defaulted = i.c.id.in_(
+            select(d.c.item_id).where(
+                d.c.campaign_id == campaign_id, d.c.decision_json.like('%"default":true%')
+            )
+        )
+        with self._read() as conn:
+            rows = conn.execute(
+                select(i.c.outcome, defaulted, func.count())
+                .where(i.c.campaign_id == campaign_id)
+                .group_by(i.c.outcome, defaulted)
+            ).all()
+        return {(str(r[0]), bool(r[1])): int(r[2]) for r in rows}
+
     # ------------------------------------------------------------------ progress
 
     def progress(self, campaign_id: str, stage: int, *, top_reviewers: int = 20) -> CampaignProgress:

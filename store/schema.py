@@ -263,6 +263,22 @@ campaign_digests = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Items escalated in a stage: the reviewer who had not decided them and the person the escalation reached
+# (the reviewer's manager at that moment, or the campaign's owner), who may decide them as long as the item
+# stays with that reviewer in that stage.
+campaign_escalations = Table(
+    "campaign_escalations",
+    metadata,
+    Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("stage", Integer, primary_key=True),
+    Column("item_id", String, primary_key=True),
+    Column("reviewer_id", String, nullable=False),
+    Column("escalated_to_id", String, nullable=False),
+    Column("escalated_to_email", String, nullable=False),
+    Column("escalated_at", UTCDateTime, nullable=False),
+    Index("ix_campaign_escalations_to", "campaign_id", "stage", "escalated_to_id"),
+)
+
 # The evidence bundle of a closed campaign, written once by the worker (signed there) and served as is.
 campaign_evidence = Table(
     "campaign_evidence",
@@ -270,4 +286,36 @@ campaign_evidence = Table(
     Column("campaign_id", String, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
     Column("file_name", String, primary_key=True),
     Column("content", LargeBinary, nullable=False),
+)
+
+# Campaign specs triggered by directory events (``[trigger]``), registered by name; each event that fires one
+# is a row of ``campaign_trigger_firings``, keyed by the campaign it opens (one per spec, person and change),
+# so a retried or repeated sync finds it and a start that failed is retried by the next sync.
+campaign_triggers = Table(
+    "campaign_triggers",
+    metadata,
+    Column("trigger_id", String, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("event", String, nullable=False),
+    Column("spec_toml", Text, nullable=False),
+    Column("spec_sha256", String, nullable=False),
+    Column("registered_by", String, nullable=False),
+    Column("registered_at", UTCDateTime, nullable=False),
+)
+
+campaign_trigger_firings = Table(
+    "campaign_trigger_firings",
+    metadata,
+    Column("campaign_id", String, primary_key=True),
+    Column("trigger_id", String, nullable=False),
+    Column("person_id", String, nullable=False),
+    Column("change_json", Text, nullable=False),
+    Column("spec_toml", Text, nullable=False),
+    Column("sync_id", String, nullable=False),
+    Column("status", String, nullable=False),  # pending, started
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("fired_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_campaign_trigger_firings_status", "status"),
 )

@@ -16,7 +16,8 @@ async def test_the_campaign_scenario_runs_both_sides_and_records_them(tmp_path: 
     assert ours["items"] == bare["items"] == 60
     assert ours["outcomes"] == {"kept": 42, "revoked": 18}  # 7 in 10 kept by reviewers, the rest revoked
     assert bare["outcomes"] == {"kept": 42, "revoked": 18}
-    assert ours["notifications"] == bare["notifications"] == 3  # one notice per reviewer
+    # one notice per reviewer, then one outcome summary per reviewer and one to the owner
+    assert ours["notifications"] == bare["notifications"] == 3 + 3 + 1
     for side in (ours, bare):
         assert side["timings_s"]["open"] <= side["timings_s"]["decided"] <= side["timings_s"]["closed"]
         assert side["peak_rss_mib"] > 0 and side["largest_history_events"] > 0

@@ -47,6 +47,8 @@ from integrations.slack import SlackChannel, build_slack_client
 from integrations.slack.campaign_digest import (
     CAMPAIGN_KEEP_ACTION,
     CAMPAIGN_KEEP_ALL_ACTION,
+    CAMPAIGN_REASON_BLOCK,
+    CAMPAIGN_REASON_VIEW,
     CAMPAIGN_REVOKE_ACTION,
     CAMPAIGN_REVOKE_ALL_ACTION,
     digest_value,
@@ -69,6 +71,8 @@ from workflows.identity_sync import IdentitySyncWorkflow
 
 BOT, SECRET = "xoxb-digest-grantflow", "digest-slack-signing-secret"
 OUTSIDER = "zed@elsewhere.example"
+REVOKE_REASON = f"{CAMPAIGN_REVOKE_ACTION}_reason"
+REVOKE_ALL_REASON = f"{CAMPAIGN_REVOKE_ALL_ACTION}_reason"
 
 SPEC = """\
 name = "Analytics access review"
@@ -617,3 +621,116 @@ async def until_async(check: Callable[[], Any], what: str) -> Any:
             return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# ----------------------------------------------------------------------------------- reasons
+
+
+def newest_view(rig: Rig, user_id: str) -> dict[str, Any] | None:
+    opened = rig.slack.views(user_id)
+    return opened[-1] if opened else None
+
+
+async def launched_with_reasons(rig: Rig) -> str:
+    """SPEC, with a reason required to revoke."""
+    spec = SPEC.replace('reminders = ["2d"]\n', 'reminders = ["2d"]\nreasons_required = ["revoke"]\n')
+    assert spec != SPEC
+    record = await rig.campaigns.launch(spec, rig.stack.actor("margaret@example.com"))
+    rig.launched.append(record.id)
+    await until_open(rig.stack, record.id)
+    return record.id
+
+
+async def test_a_verdict_that_needs_a_reason_asks_for_it_in_a_form_and_records_it(rig: Rig) -> None:
+    """``reasons_required = ["revoke"]``: Keep stays one click; Revoke… opens a form, decides nothing until
+    it is submitted, refuses an empty reason in the form itself, and records the reason typed; the bulk
+    form decides only what is still pending when it is submitted."""
+    campaign_id = await launched_with_reasons(rig)
+    stack, judy_id = rig.stack, rig.slack_users["judy@example.com"]
+    judy = rig.digest(campaign_id, "judy@example.com")
+    assert block_kit_errors(judy["blocks"]) == []
+    assert "A reason is required to revoke: Slack asks for it when you click." in all_text(judy)
+    shown = buttons(judy)
+    assert set(shown) >= {CAMPAIGN_KEEP_ACTION, CAMPAIGN_KEEP_ALL_ACTION, REVOKE_REASON, REVOKE_ALL_REASON}
+    assert CAMPAIGN_REVOKE_ACTION not in shown and CAMPAIGN_REVOKE_ALL_ACTION not in shown
+    assert shown[REVOKE_REASON]["text"]["text"] == "Revoke…"
+    bea, cyrus, dina = (item_of(stack, campaign_id, f"{n}@example.com") for n in ("bea", "cyrus", "dina"))
+
+    # Revoke… on bea's row: a form opens in Slack, nothing is decided yet.
+    answer = await rig.click_row("judy@example.com", judy, "bea@example.com", REVOKE_REASON)
+    assert answer.status_code == 200, answer.text
+    form = await until(lambda: newest_view(rig, judy_id), "the reason form")
+    assert form["callback_id"] == CAMPAIGN_REASON_VIEW
+    assert "Revoke the access of *bea@example.com*" in form["blocks"][0]["text"]["text"]
+    assert item_of(stack, campaign_id, "bea@example.com").verdict is None
+
+    # An empty reason keeps the form open with the error under the field; nothing is recorded.
+    empty = await asyncio.to_thread(
+        rig.driver.submit_view, judy_id, view_id=form["id"], values={CAMPAIGN_REASON_BLOCK: {"reason": "  "}}
+    )
+    assert empty.status_code == 200
+    assert empty.json() == {
+        "response_action": "errors",
+        "errors": {CAMPAIGN_REASON_BLOCK: "Say why: it is kept as evidence"},
+    }
+    assert item_of(stack, campaign_id, "bea@example.com").verdict is None
+
+    # With a reason: recorded as judy's revoke, with the reason, and she is told.
+    before = len(rig.said_to("judy@example.com"))
+    typed = {CAMPAIGN_REASON_BLOCK: {"reason": "left the analytics team in October"}}
+    submitted = await asyncio.to_thread(rig.driver.submit_view, judy_id, view_id=form["id"], values=typed)
+    assert submitted.status_code == 200 and not submitted.content
+    assert (await rig.told_new("judy@example.com", before)).startswith("Recorded: revoke for 1 item.")
+    decision = stack.store.decisions(campaign_id, item_id=bea.id)[-1][1]
+    assert decision.verdict == "revoke" and decision.reason == "left the analytics team in October"
+    assert decision.actor is not None and decision.actor.person.email == "judy@example.com"
+
+    # Keep needs no reason: one click. Then "Revoke all shown…" asks once for all that is still pending.
+    await rig.click_row("judy@example.com", judy, "cyrus@example.com", CAMPAIGN_KEEP_ACTION)
+    await rig.told("judy@example.com", "Recorded: keep for 1 item.")
+    assert item_of(stack, campaign_id, "cyrus@example.com").verdict == "keep"
+    bulk = await asyncio.to_thread(
+        rig.driver.click_button, judy_id, judy["channel"], judy["ts"], REVOKE_ALL_REASON
+    )
+    assert bulk.status_code == 200
+    bulk_form = await until(
+        lambda: next((v for v in rig.slack.views(judy_id) if v["id"] != form["id"]), None), "the bulk form"
+    )
+    assert "Revoke the access of *dina@example.com*" in bulk_form["blocks"][0]["text"]["text"]
+    typed = {CAMPAIGN_REASON_BLOCK: {"reason": "no longer on the analytics rota"}}
+    await asyncio.to_thread(rig.driver.submit_view, judy_id, view_id=bulk_form["id"], values=typed)
+
+    def revokes_told() -> int | None:  # the form's answers come by chat.postEphemeral, in order
+        told = [t for t in rig.said_to("judy@example.com") if t.startswith("Recorded: revoke for 1 item.")]
+        return len(told) if len(told) == 2 else None
+
+    await until(revokes_told, "judy told of the second revoke")
+    assert item_of(stack, campaign_id, "cyrus@example.com").verdict == "keep"  # decided meanwhile: kept
+    assert item_of(stack, campaign_id, "dina@example.com").verdict == "revoke"
+    assert (
+        stack.store.decisions(campaign_id, item_id=dina.id)[-1][1].reason == "no longer on the analytics rota"
+    )
+    assert cyrus.id not in {d.item_id for _, d in stack.store.decisions(campaign_id) if d.verdict == "revoke"}
+    assert rig.posts_to("judy@example.com") == 1  # forms and answers, never a second digest
+
+
+async def test_a_forged_reason_form_decides_nothing(rig: Rig) -> None:
+    """The form's metadata comes back from Slack under its signature: metadata grantflow did not write is
+    refused in the form, and a tampered submission is refused before any handler runs."""
+    campaign_id = await launched_with_reasons(rig)
+    stack, judy_id = rig.stack, rig.slack_users["judy@example.com"]
+    judy = rig.digest(campaign_id, "judy@example.com")
+    bea = item_of(stack, campaign_id, "bea@example.com")
+    await rig.click_row("judy@example.com", judy, "bea@example.com", REVOKE_REASON)
+    form = await until(lambda: newest_view(rig, judy_id), "the reason form")
+    typed = {CAMPAIGN_REASON_BLOCK: {"reason": "because"}}
+    garbage = await asyncio.to_thread(
+        rig.driver.submit_view, judy_id, view_id=form["id"], values=typed, private_metadata="{not json"
+    )
+    assert garbage.json()["errors"] == {CAMPAIGN_REASON_BLOCK: "this form does not carry a campaign decision"}
+    tampered = await asyncio.to_thread(
+        rig.driver.submit_view, judy_id, view_id=form["id"], values=typed, tampered=True
+    )
+    assert tampered.status_code == 401
+    assert item_of(stack, campaign_id, "bea@example.com").verdict is None
+    assert stack.store.decisions(campaign_id, item_id=bea.id) == []

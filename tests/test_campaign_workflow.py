@@ -443,9 +443,12 @@ async def test_the_owner_ends_the_stage_early_and_the_default_decides_the_rest_a
     assert (await service.decide(record.id, [keep], judy)).recorded == [cyrus.id]
     with pytest.raises(Refused, match="only its owner"):
         await service.end_stage(record.id, judy, "done here")
+    # Eleven days in: the reminder (two days before the deadline) is not due yet, and ending the stage
+    # must not make it look due (the deadline becomes now): nobody is reminded about a closing stage.
+    await stack.env.sleep(timedelta(days=11))
     ended = await service.end_stage(record.id, margaret, "every reviewer has answered")
     assert "stage 1 of campaign" in ended and "closing now" in ended
-    # Thirteen days before the deadline: nothing waits for it any more.
+    # Three days before the deadline: nothing waits for it any more.
     outcome = await finished(stack, record.id, after=timedelta(minutes=1))
     assert outcome.status is CampaignStatus.CLOSED
     assert outcome.outcomes == {"revoked": 6, "kept": 1}
@@ -455,5 +458,6 @@ async def test_the_owner_ends_the_stage_early_and_the_default_decides_the_rest_a
     assert len(ended_early) == 1
     assert ended_early[0].actor.startswith("margaret@example.com")
     assert ended_early[0].data["reason"] == "every reviewer has answered"
+    assert not [m for m in stack.notifier.messages if m.event == "campaign_reminder"]
     with pytest.raises(Refused, match="already CLOSED"):
         await service.end_stage(record.id, margaret)

@@ -7,9 +7,11 @@ stand-in (manual clock, real HTTP) in Temporal's activity test environment.
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from activities.gateway import (
     KILL_ROUNDS,
     SESSION_CLOCK_SKEW,
     GatewayActivities,
+    KilledSoFar,
     RevokeInput,
     RevokeResult,
     grant_correlation_id,
@@ -61,7 +64,9 @@ def kills(hoop: HoopStandIn, session_id: str) -> int:
     return sum(1 for c in hoop.calls if c.method == "POST" and c.path == f"/api/sessions/{session_id}/kill")
 
 
-async def revoke(gateway: HoopGateway, **changes: object) -> RevokeResult:
+async def revoke(
+    gateway: HoopGateway, environment: ActivityEnvironment | None = None, **changes: object
+) -> RevokeResult:
     inp = RevokeInput(
         request_id="req-1",
         user_email=ALICE,
@@ -70,7 +75,7 @@ async def revoke(gateway: HoopGateway, **changes: object) -> RevokeResult:
         sessions_since=GRANTED,
     ).model_copy(update=changes)
     activities = GatewayActivities(gateway, kill_round_wait=timedelta(0))
-    return await ActivityEnvironment().run(activities.revoke, inp)
+    return await (environment or ActivityEnvironment()).run(activities.revoke, inp)
 
 
 async def test_kills_the_persons_sessions_on_the_connection_since_the_grant_and_nothing_else(
@@ -142,3 +147,38 @@ async def test_a_named_session_is_killed_whenever_it_started_and_no_window_kills
     result = await revoke(gateway, correlation_ids=[], session_ids=[asked])
     assert result.sessions_seen == [asked, later] and result.killed_session_ids == [asked, later]
     assert hoop.session(asked)["status"] == hoop.session(later)["status"] == "done"
+
+
+async def test_a_session_killed_by_an_attempt_lost_with_its_worker_is_reported_by_the_retry(
+    gateway: HoopGateway, hoop: HoopStandIn, clock: ManualClock
+) -> None:
+    clock.set(GRANTED)
+    await gateway.provision_grant(
+        user_email=ALICE,
+        connection=CONNECTION,
+        duration_seconds=3600,
+        correlation_id=grant_correlation_id("req-1", 0),
+    )
+    clock.advance(minutes=1)
+    mine = hoop.connect(ALICE, CONNECTION)
+    clock.advance(minutes=1)
+
+    # The first attempt kills the session and heartbeats it; say its worker then dies before it returns.
+    heartbeats: list[Any] = []
+    first = ActivityEnvironment()
+    first.on_heartbeat = lambda *details: heartbeats.extend(details)
+    await revoke(gateway, first)
+    assert heartbeats[-1] == KilledSoFar(killed=[mine])
+    assert hoop.session(mine)["status"] == "done"
+
+    # The retry gets that heartbeat back from Temporal (as JSON), finds the session done, kills nothing
+    # more, and still reports the kill, so the request's record says grantflow ended it.
+    retry = ActivityEnvironment()
+    retry.info = dataclasses.replace(retry.info, attempt=2, heartbeat_details=[heartbeats[-1].model_dump()])
+    result = await revoke(gateway, retry)
+    assert result.sessions_seen == [mine] and result.killed_session_ids == [mine]
+    assert kills(hoop, mine) == 1
+
+    # Without that heartbeat a retry can only say it saw the session.
+    bare = await revoke(gateway)
+    assert bare.sessions_seen == [mine] and bare.killed_session_ids == []

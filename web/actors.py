@@ -11,6 +11,8 @@ a campaign decision) is further refused, and recorded, unless the policy or camp
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from fastapi import Request
 
 from domain.identity import Actor, PersonRef
@@ -76,6 +78,21 @@ async def acting(
     except BadInput as exc:
         raise Forbidden(str(exc)) from None
     return Actor(person=me, admin=me if caller.is_admin else None, channel=channel)
+
+
+async def forbid(request: Request, caller: Principal, refusal: str) -> NoReturn:
+    """Refuse a call the token's roles never allow (a requester token on an admin endpoint, a token
+    without a role creating a request), recording the attempt first — against the request or campaign it
+    aimed at, else the token — as :func:`acting` records an attempt to act for someone else."""
+    subject = (
+        request.path_params.get("request_id")
+        or request.path_params.get("campaign_id")
+        or f"token:{caller.name}"
+    )
+    await service_of(request).record_forbidden(
+        subject, caller.email or f"token:{caller.name}", _channel(request), refusal
+    )
+    raise Forbidden(refusal)
 
 
 async def _admin_ref(service: RequestService, caller: Principal) -> PersonRef:

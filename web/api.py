@@ -19,11 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.requests import RequestView, Verdict
 from store import LedgerVerification
-from web.actors import acting
+from web.actors import acting, forbid
 from web.auth import Principal
 from web.callers import API_PREFIX, AUTH_ERRORS, REQUEST_ERRORS, Caller
 from web.context import Service, context_of
-from web.service import Forbidden
 
 log = logging.getLogger("grantflow.web.api")
 
@@ -35,9 +34,13 @@ class CreateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     resource: str = Field(min_length=1, description="the resource, e.g. pg-prod", examples=["pg-prod"])
-    role: str | None = Field(default=None, description="its role; may be left out when it has only one")
+    role: str | None = Field(
+        default=None, description="its role; may be left out when it has only one", examples=["read"]
+    )
     duration: str = Field(description="how long: 30s, 15m, 2h, 1d or ISO 8601 (PT2H)", examples=["2h"])
-    reason: str = Field(description="why the access is needed (a ticket or incident id)")
+    reason: str = Field(
+        description="why the access is needed (a ticket or incident id)", examples=["INC-1234"]
+    )
     requester: str | None = Field(
         default=None, description="whose access (email); someone else than the token's identity needs admin"
     )
@@ -71,10 +74,12 @@ class RequestList(BaseModel):
     count: int
 
 
-def _require_requester(caller: Principal, what: str) -> None:
+async def _require_requester(request: Request, caller: Principal, what: str) -> None:
     if not caller.may_request:
-        raise Forbidden(
-            f"token {caller.name!r} has neither the requester nor the admin role, needed to {what}"
+        await forbid(
+            request,
+            caller,
+            f"token {caller.name!r} has neither the requester nor the admin role, needed to {what}",
         )
 
 
@@ -95,7 +100,7 @@ async def create_request(request: Request, caller: Caller, service: Service, bod
     behalf of someone. A second open request for the same connection is 409, naming the open one."""
     # who first: an attempt to act for someone else is recorded even when the token may not request at all
     actor = await acting(request, caller, body.requester, field="requester")
-    _require_requester(caller, "create requests")
+    await _require_requester(request, caller, "create requests")
     return await service.create(
         actor,
         resource=body.resource,
@@ -178,7 +183,7 @@ async def extend_request(
 ) -> RequestView:
     """Within the policy's cumulative maximum; needs approvals unless the policy allows self-extension."""
     actor = await acting(request, caller, body.as_)  # records an attempt to act for someone else
-    _require_requester(caller, "extend access")
+    await _require_requester(request, caller, "extend access")
     return await service.extend(request_id, actor, body.by, body.reason)
 
 
@@ -193,7 +198,7 @@ def _action_route(action: str) -> Any:
         body = body or ActionBody()
         actor = await acting(request, caller, body.as_, admin_role_suffices=True)
         if action != "revoke":  # revoking is for admins and approvers; the workflow checks which
-            _require_requester(caller, f"{action} requests")
+            await _require_requester(request, caller, f"{action} requests")
         method = {"relinquish": service.relinquish, "cancel": service.cancel, "revoke": service.revoke}[
             action
         ]
@@ -232,6 +237,8 @@ async def verify_ledger(request: Request, caller: Caller) -> LedgerVerification:
     ``anchor``, ``anchored_seq``, ``anchored_at`` and ``anchor_lag``: where the anchor is, the head it
     records, when that was written and how many entries the table is ahead of it."""
     if not caller.is_admin:
-        raise Forbidden(f"token {caller.name!r} is not an admin token; verifying the ledger needs one")
+        await forbid(
+            request, caller, f"token {caller.name!r} is not an admin token; verifying the ledger needs one"
+        )
     store = context_of(request).store
     return await asyncio.to_thread(store.verify_ledger)

@@ -46,6 +46,7 @@ from web.auth import TokenFileError, TokenRegistry
 from web.callers import API_PREFIX, Unauthenticated
 from web.campaign_api import router as campaign_api_router
 from web.campaign_review import router as campaign_review_router
+from web.campaign_triggers import router as campaign_triggers_router
 from web.context import WebContext, campaigns_for
 from web.jira import build_jira_edge
 from web.jira.router import router as jira_router
@@ -236,6 +237,15 @@ def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = (
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"there is no {request.method} {request.url.path}"
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "error parsing the body" (bytes that are not UTF-8 under a JSON content type): the
+            # same bad input as JSON that does not parse, so the same 422 the API documents
+            why = (
+                "it is not UTF-8 text"
+                if isinstance(exc.__cause__, UnicodeDecodeError)
+                else "it cannot be read"
+            )
+            return _error_response(422, "bad_input", f"the request body is not valid JSON ({why})")
         return _error_response(exc.status_code, codes.get(exc.status_code, "http_error"), detail)
 
     @app.exception_handler(Exception)
@@ -259,6 +269,7 @@ def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = (
         return HTMLResponse(home_page(home_links))
 
     app.include_router(api_router)
+    app.include_router(campaign_triggers_router)  # before /campaigns/{campaign_id}
     app.include_router(campaign_api_router)
     app.include_router(campaign_review_router)
     app.include_router(sync_router)
@@ -268,6 +279,7 @@ def create_app(context: WebContext, *, home_links: Sequence[tuple[str, str]] = (
         context.slack.campaign_actions.campaigns = campaigns_for(context)
         app.include_router(slack_router)
     if context.jira is not None:
+        context.jira.campaign_digests.campaigns = campaigns_for(context)
         app.include_router(jira_router)
     return app
 

@@ -54,6 +54,11 @@ REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
     404: _error("no such request"),
     409: _error("refused by the workflow or the policy (recorded in the ledger), or a conflicting request"),
 }
+CAMPAIGN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: _error("no such campaign (or item)"),
+    409: _error("refused by the campaign's rules or its state (recorded in the ledger)"),
+}
 
 
 bearer = HTTPBearer(

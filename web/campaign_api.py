@@ -1,6 +1,6 @@
 """The REST API of campaigns under ``/api/v1/campaigns``: launch (admin), read (admin or auditor), decide
-(the token's own identity, or an admin acting ``as`` a reviewer), and the owner's cancel, extend, end-stage
-and apply.
+and delegate (the token's own identity, or an admin acting ``as`` a reviewer), and the owner's cancel,
+extend, end-stage and apply.
 
 Every route goes through :class:`~web.campaign_service.CampaignService`; the errors it raises become the
 same statuses and bodies as the requests API (``web/callers.py``). A decision call answers per item: what was
@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.campaign_state import CampaignRecord, ItemOutcome
 from domain.durations import PositiveDuration
 from store.campaigns import StoredItem
-from web.actors import acting
+from web.actors import acting, forbid
 from web.auth import Principal
-from web.callers import API_PREFIX, AUTH_ERRORS, Caller
+from web.callers import API_PREFIX, AUTH_ERRORS, CAMPAIGN_ERRORS, Caller
 from web.campaign_service import (
     MAX_DECISIONS_PER_CALL,
     CampaignPreview,
@@ -29,10 +29,10 @@ from web.campaign_service import (
     CampaignStatusView,
     DecideResult,
     DecisionRequest,
+    DelegateResult,
     ScheduledCampaign,
 )
 from web.context import campaigns_of
-from web.service import Forbidden
 
 router = APIRouter(prefix=API_PREFIX, tags=["campaigns"])
 Campaigns = Annotated[CampaignService, Depends(campaigns_of)]
@@ -54,6 +54,21 @@ class DecideBody(BaseModel):
     decisions: list[DecisionRequest] = Field(min_length=1, max_length=MAX_DECISIONS_PER_CALL)
     as_: str | None = Field(
         default=None, alias="as", description="decide as this reviewer (admin tokens only)"
+    )
+
+
+class DelegateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: str = Field(min_length=1, max_length=320, description="the delegate's email")
+    items: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list,
+        max_length=MAX_DECISIONS_PER_CALL,
+        description="the item ids to hand over; none: every undecided item of the reviewer in the open stage",
+    )
+    reason: str = Field(default="", max_length=2000)
+    as_: str | None = Field(
+        default=None, alias="as", description="delegate as this reviewer (admin tokens only)"
     )
 
 
@@ -85,16 +100,18 @@ class ItemPage(BaseModel):
     next_after: str | None
 
 
-def _require(caller: Principal, *roles: str) -> None:
+async def _require(request: Request, caller: Principal, *roles: str) -> None:
     if not caller.roles & set(roles):
-        raise Forbidden(f"token {caller.name!r} needs one of the roles {', '.join(roles)} for this")
+        await forbid(
+            request, caller, f"token {caller.name!r} needs one of the roles {', '.join(roles)} for this"
+        )
 
 
 @router.post(
     "/campaigns", response_model=CampaignRecord, status_code=201, responses=AUTH_ERRORS, summary="Launch"
 )
 async def launch(request: Request, caller: Caller, campaigns: Campaigns, body: LaunchBody) -> CampaignRecord:
-    _require(caller, "admin")
+    await _require(request, caller, "admin")
     actor = await acting(request, caller, None, admin_role_suffices=True)
     return await campaigns.launch(body.spec, actor, dry_run=body.dry_run, source=body.source)
 
@@ -106,51 +123,58 @@ async def schedule(
     request: Request, caller: Caller, campaigns: Campaigns, body: LaunchBody
 ) -> ScheduledCampaign:
     """Create or update the recurring campaign of a spec with a [schedule] table."""
-    _require(caller, "admin")
+    await _require(request, caller, "admin")
     actor = await acting(request, caller, None, admin_role_suffices=True)
     return await campaigns.schedule(body.spec, actor, source=body.source)
 
 
 @router.get("/campaigns", response_model=CampaignList, responses=AUTH_ERRORS, summary="List campaigns")
-async def list_campaigns(caller: Caller, campaigns: Campaigns) -> CampaignList:
-    _require(caller, "admin", "auditor")
+async def list_campaigns(request: Request, caller: Caller, campaigns: Campaigns) -> CampaignList:
+    await _require(request, caller, "admin", "auditor")
     return CampaignList(campaigns=await campaigns.campaigns())
 
 
 @router.get(
-    "/campaigns/{campaign_id}", response_model=CampaignStatusView, responses=AUTH_ERRORS, summary="Status"
+    "/campaigns/{campaign_id}", response_model=CampaignStatusView, responses=CAMPAIGN_ERRORS, summary="Status"
 )
-async def status(campaign_id: str, caller: Caller, campaigns: Campaigns) -> CampaignStatusView:
-    _require(caller, "admin", "auditor")
+async def status(
+    request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns
+) -> CampaignStatusView:
+    await _require(request, caller, "admin", "auditor")
     return await campaigns.status(campaign_id)
 
 
 @router.get(
     "/campaigns/{campaign_id}/preview",
     response_model=CampaignPreview,
-    responses=AUTH_ERRORS,
+    responses=CAMPAIGN_ERRORS,
     summary="Preview",
 )
-async def preview(campaign_id: str, caller: Caller, campaigns: Campaigns) -> CampaignPreview:
-    _require(caller, "admin", "auditor")
+async def preview(
+    request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns
+) -> CampaignPreview:
+    await _require(request, caller, "admin", "auditor")
     return await campaigns.preview(campaign_id)
 
 
 @router.get(
     "/campaigns/{campaign_id}/evidence",
     response_model=EvidenceFiles,
-    responses=AUTH_ERRORS,
+    responses=CAMPAIGN_ERRORS,
     summary="Evidence",
 )
-async def evidence(campaign_id: str, caller: Caller, campaigns: Campaigns) -> EvidenceFiles:
+async def evidence(request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns) -> EvidenceFiles:
     """The signed evidence bundle of a closed campaign, as the worker wrote it."""
-    _require(caller, "admin", "auditor")
+    await _require(request, caller, "admin", "auditor")
     files = await campaigns.evidence(campaign_id)
     return EvidenceFiles(files={name: base64.b64encode(data).decode() for name, data in files.items()})
 
 
-@router.get("/campaigns/{campaign_id}/items", response_model=ItemPage, responses=AUTH_ERRORS, summary="Items")
+@router.get(
+    "/campaigns/{campaign_id}/items", response_model=ItemPage, responses=CAMPAIGN_ERRORS, summary="Items"
+)
 async def items(
+    request: Request,
     campaign_id: str,
     caller: Caller,
     campaigns: Campaigns,
@@ -159,13 +183,16 @@ async def items(
     outcome: ItemOutcome | None = None,
     limit: int = Query(default=200, ge=1, le=1000),
 ) -> ItemPage:
-    _require(caller, "admin", "auditor")
+    await _require(request, caller, "admin", "auditor")
     page = await campaigns.items(campaign_id, after=after, reviewer=reviewer, outcome=outcome, limit=limit)
     return ItemPage(items=page, next_after=page[-1].id if len(page) == limit else None)
 
 
 @router.post(
-    "/campaigns/{campaign_id}/decisions", response_model=DecideResult, responses=AUTH_ERRORS, summary="Decide"
+    "/campaigns/{campaign_id}/decisions",
+    response_model=DecideResult,
+    responses=CAMPAIGN_ERRORS,
+    summary="Decide",
 )
 async def decide(
     request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: DecideBody
@@ -174,7 +201,23 @@ async def decide(
     return await campaigns.decide(campaign_id, body.decisions, actor)
 
 
-@router.post("/campaigns/{campaign_id}/cancel", response_model=CommandAnswer, responses=AUTH_ERRORS)
+@router.post(
+    "/campaigns/{campaign_id}/delegate",
+    response_model=DelegateResult,
+    responses=CAMPAIGN_ERRORS,
+    summary="Delegate",
+)
+async def delegate(
+    request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: DelegateBody
+) -> DelegateResult:
+    """Hand the reviewer's items of the open stage (the named ones, or every undecided one) to another
+    active person, who reviews them instead; refused with the reason for an unknown or inactive person,
+    the reviewer themself, or the subject of an item."""
+    actor = await acting(request, caller, body.as_)
+    return await campaigns.delegate(campaign_id, body.to, actor, item_ids=body.items, reason=body.reason)
+
+
+@router.post("/campaigns/{campaign_id}/cancel", response_model=CommandAnswer, responses=CAMPAIGN_ERRORS)
 async def cancel(
     request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: CommandBody
 ) -> CommandAnswer:
@@ -182,7 +225,7 @@ async def cancel(
     return CommandAnswer(message=await campaigns.cancel(campaign_id, actor, body.reason))
 
 
-@router.post("/campaigns/{campaign_id}/extend", response_model=CommandAnswer, responses=AUTH_ERRORS)
+@router.post("/campaigns/{campaign_id}/extend", response_model=CommandAnswer, responses=CAMPAIGN_ERRORS)
 async def extend(
     request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: ExtendBody
 ) -> CommandAnswer:
@@ -190,7 +233,7 @@ async def extend(
     return CommandAnswer(message=await campaigns.extend(campaign_id, actor, body.by, body.reason))
 
 
-@router.post("/campaigns/{campaign_id}/end-stage", response_model=CommandAnswer, responses=AUTH_ERRORS)
+@router.post("/campaigns/{campaign_id}/end-stage", response_model=CommandAnswer, responses=CAMPAIGN_ERRORS)
 async def end_stage(
     request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: CommandBody
 ) -> CommandAnswer:
@@ -198,7 +241,7 @@ async def end_stage(
     return CommandAnswer(message=await campaigns.end_stage(campaign_id, actor, body.reason))
 
 
-@router.post("/campaigns/{campaign_id}/apply", response_model=CommandAnswer, responses=AUTH_ERRORS)
+@router.post("/campaigns/{campaign_id}/apply", response_model=CommandAnswer, responses=CAMPAIGN_ERRORS)
 async def apply(
     request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: CommandBody
 ) -> CommandAnswer:

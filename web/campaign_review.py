@@ -1,6 +1,6 @@
 """A reviewer's campaign page: ``GET /campaigns/review/{token}`` lists every item they review in the open
-stage (their own and their groups'), with its usage and recommendation; ``POST`` records decisions in one
-batch.
+stage (their own, their groups' and those escalated to them), with its usage and recommendation; ``POST``
+records decisions in one batch; ``POST …/delegate`` hands the reviewer's undecided items to someone else.
 
 The token is a campaign link (:meth:`~domain.review_links.ReviewLinks.campaign_token`) bound to (campaign,
 reviewer): whoever holds it decides as that reviewer, and :class:`~web.campaign_service.CampaignService` still
@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from domain.campaign_decisions import CampaignVerdict
 from domain.campaign_spec import parse_campaign_spec
-from domain.identity import Actor
+from domain.identity import Actor, PersonRef
 from domain.review_links import ReviewLinkError
 from store.campaigns import StoredItem
 from web.campaign_service import DecisionRequest
@@ -68,6 +68,10 @@ async def _page(request: Request, token: str, **notes: Any) -> HTMLResponse:
             403, "This review link cannot be used", "the reviewer it was sent to is no longer active"
         )
     spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")
+    try:
+        escalations = await service.escalations(campaign_id, [i.id for i in items])
+    except ServiceError as exc:
+        return error_page(exc.status, "The review page is unavailable", exc.detail)
     q = str(request.query_params.get("q", ""))[:200]
     show = str(request.query_params.get("show", "all"))
     shown = [i for i in items if _matches(i, q, show)]
@@ -84,7 +88,22 @@ async def _page(request: Request, token: str, **notes: Any) -> HTMLResponse:
         reasons_required=spec.reasons_required,
         reviewer=reviewer,
         open=campaign.status.value == "OPEN" and campaign.stage_open,
-        items=[{"item": i, "usage": _usage(i), "verdict": i.verdict} for i in shown[:MAX_SHOWN]],
+        items=[
+            {
+                "item": i,
+                "usage": _usage(i),
+                "verdict": i.verdict,
+                "escalated_from": _escalated_from(i, reviewer_id, escalations),
+            }
+            for i in shown[:MAX_SHOWN]
+        ],
+        can_delegate=any(
+            i.verdict is None
+            and i.outcome.value == "open"
+            and i.assignment.reviewer is not None
+            and i.assignment.reviewer.id == reviewer_id
+            for i in items
+        ),
         more=len(shown) > MAX_SHOWN,
         filters={"q": q, "show": show if show in ("all", "pending", "keep", "revoke") else "all"},
         csrf=csrf_token(ctx.csrf_key, token, nonce),
@@ -99,6 +118,15 @@ async def _page(request: Request, token: str, **notes: Any) -> HTMLResponse:
     return response
 
 
+def _escalated_from(item: StoredItem, reviewer_id: str, escalations: dict[str, PersonRef]) -> str:
+    """The reviewer whose pending item was escalated to the page's reader ("" when it is their own)."""
+    escalated = escalations.get(item.id)
+    reviewer = item.assignment.reviewer
+    if escalated is None or escalated.id != reviewer_id or reviewer is None or reviewer.id == reviewer_id:
+        return ""
+    return reviewer.name
+
+
 @router.get("/campaigns/review/{token}", response_class=HTMLResponse)
 async def campaign_page(token: str, request: Request) -> HTMLResponse:
     return await _page(request, token)
@@ -110,10 +138,23 @@ async def campaign_decide(token: str, request: Request) -> HTMLResponse:
     try:
         campaign_id, reviewer_id = ctx.links.read_campaign(token)
     except ReviewLinkError as exc:
+        if exc.issued_for is not None:  # authentic but expired: an attempt to decide as its reviewer
+            expired_campaign, expired_reviewer = exc.issued_for
+            try:
+                holder = await ctx.service.person_by_id(expired_reviewer)
+                who = holder.email if holder is not None else expired_reviewer
+                await ctx.service.record_forbidden(expired_campaign, who, "web", str(exc))
+            except ServiceError as failed:
+                return error_page(failed.status, "This review link cannot be used", failed.detail)
         return error_page(403, "This review link cannot be used", str(exc))
     form = await checked_form(request, ctx.csrf_key, token)
     if isinstance(form, HTMLResponse):
         return form
+    # The stage the page was shown for: a form posted after that stage closed (kept open in a tab,
+    # replayed) is refused item by item rather than decided for a stage its reviewer never saw.
+    raw_stage = form.get("stage")
+    digits = isinstance(raw_stage, str) and raw_stage.isascii() and raw_stage.isdigit() and len(raw_stage) < 3
+    shown_stage = int(raw_stage) if digits and isinstance(raw_stage, str) else None
     raw_reason = form.get("reason")
     reason = raw_reason.strip()[:2000] if isinstance(raw_reason, str) else ""
     bulk = form.get("bulk")
@@ -143,6 +184,7 @@ async def campaign_decide(token: str, request: Request) -> HTMLResponse:
                 for item_id, verdict in wanted.items()
             ],
             Actor(person=reviewer.ref, channel="web"),
+            stage=shown_stage,
         )
     except ServiceError as exc:
         return error_page(exc.status, "Your decisions could not be recorded", exc.detail)
@@ -157,4 +199,49 @@ async def campaign_decide(token: str, request: Request) -> HTMLResponse:
         notice_class="good" if count else "bad",
         refused=result.refused,
         status_code=200 if count or not result.refused else 409,
+    )
+
+
+@router.post("/campaigns/review/{token}/delegate", response_class=HTMLResponse)
+async def campaign_delegate(token: str, request: Request) -> HTMLResponse:
+    """Hand every item the reviewer has not decided yet to the person named in the form."""
+    ctx = context_of(request)
+    try:
+        campaign_id, reviewer_id = ctx.links.read_campaign(token)
+    except ReviewLinkError as exc:
+        return error_page(403, "This review link cannot be used", str(exc))
+    form = await checked_form(request, ctx.csrf_key, token)
+    if isinstance(form, HTMLResponse):
+        return form
+    raw_to, raw_reason = form.get("to"), form.get("reason")
+    to = raw_to.strip()[:320] if isinstance(raw_to, str) else ""
+    reason = raw_reason.strip()[:2000] if isinstance(raw_reason, str) else ""
+    if not to:
+        return await _page(
+            request, token, notice="Say whom to hand your items to (their email).", notice_class="bad"
+        )
+    try:
+        reviewer = await ctx.service.person_by_id(reviewer_id)
+        if reviewer is None or not reviewer.active:
+            return error_page(
+                403, "This review link cannot be used", "the reviewer it was sent to is no longer active"
+            )
+        result = await campaigns_of(request).delegate(
+            campaign_id, to, Actor(person=reviewer.ref, channel="web"), reason=reason
+        )
+    except ServiceError as exc:
+        return await _page(
+            request,
+            token,
+            notice=f"Nothing was delegated: {exc.detail}",
+            notice_class="bad",
+            status_code=exc.status,
+        )
+    count = len(result.delegated)
+    return await _page(
+        request,
+        token,
+        notice=f"{count} item{'s' if count != 1 else ''} handed to {result.delegate}, who has been told.",
+        notice_class="good",
+        refused=result.refused,
     )

@@ -6,7 +6,11 @@ Launching validates the spec (every problem with its line), writes the campaign 
 (``domain/campaign_decisions.py``: the assigned reviewer or a member of the reviewing group, never the
 subject, a reason where the spec wants one), records the refused ones (store and ledger) and writes the rest
 to the store in one transaction — which itself refuses a stage that closed meanwhile — and then tells the
-workflow once for the batch. Owner commands (cancel, extend, apply) are the workflow's Updates: its
+workflow once for the batch. An item escalated to a reviewer's manager may be decided by that manager too
+(``store/campaign_handovers.py``). Delegating hands a reviewer's items in the open stage to another
+active person (never the item's subject, nor the delegator), recorded in the store and the ledger before the
+workflow is told, which has the delegate told and the digests moved. Owner commands (cancel, extend, apply)
+are the workflow's Updates: its
 validators decide, and a refusal comes back as a sentence and is recorded. It trusts the caller's identity
 (the edges establish it) and decides nothing the domain rules or the workflow decide.
 """
@@ -17,7 +21,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -28,8 +32,9 @@ from domain.campaign_decisions import CampaignVerdict, ItemDecision, default_dec
 from domain.campaign_report import RefusedAttempt
 from domain.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign_spec
 from domain.campaign_state import CampaignProgress, CampaignRecord, CampaignStatus, ItemOutcome
+from domain.campaigns import Assignment, Reviewer
 from domain.durations import PositiveDuration
-from domain.identity import Actor
+from domain.identity import Actor, PersonRef
 from store import Store, StoreError
 from store.campaigns import CampaignConflict, StoredItem, spec_hash
 from web.campaign_schedules import create_or_update
@@ -38,6 +43,7 @@ from workflows.campaign import (
     CampaignInput,
     CampaignWorkflow,
     DecisionsRecorded,
+    Delegation,
     ExtendInput,
     OwnerCommand,
     campaign_workflow_id,
@@ -52,6 +58,12 @@ class DecisionRequest(BaseModel):
     item_id: str = Field(min_length=1, max_length=64)
     verdict: CampaignVerdict
     reason: str = Field(default="", max_length=MAX_REASON)
+
+
+class DelegateResult(BaseModel):
+    delegate: str = Field(description="the email of the person the items were handed to")
+    delegated: list[str] = Field(default_factory=list, description="the item ids handed over")
+    refused: dict[str, str] = Field(default_factory=dict, description="item id → why it was not handed over")
 
 
 class DecideResult(BaseModel):
@@ -137,7 +149,11 @@ class CampaignService:
             spec = parse_campaign_spec(spec_text, source)
         except CampaignSpecError as exc:
             raise BadInput(str(exc)) from None
+        if spec.trigger is not None:  # it opens one campaign per event, never one over everyone now
+            raise BadInput(f"{source}: has a [trigger]: register it with `grantflow campaign trigger`")
         now = datetime.now(UTC)
+        if (problem := spec.escalation_problem(now)) is not None:  # a fixed deadline's stages, known now
+            raise BadInput(f"{source}: {problem}")
         campaign_id = f"cmp-{uuid.uuid4().hex[:12]}"
         record = CampaignRecord(
             id=campaign_id,
@@ -234,13 +250,17 @@ class CampaignService:
             self._store.items_by_id, campaign_id, [d.item_id for d in decisions]
         )
         members: dict[str, list[str]] = {}  # reviewing group -> its members' ids, read once per call
+        escalations: dict[str, PersonRef] = await self._db(self._store.escalations, campaign_id, list(items))
         for wanted in decisions:
             item = items.get(wanted.item_id)
+            escalated = escalations.get(wanted.item_id)
             sentence = (
                 f"this decision was made for stage {stage + 1}, which has closed: the item is in stage "
                 f"{item.stage + 1} now"
                 if item is not None and stage is not None and item.stage != stage
-                else await self._refusal(record, spec, item, wanted, actor, members)
+                else await self._refusal(
+                    record, spec, item, wanted, actor, members, escalated.id if escalated else None
+                )
             )
             if sentence is not None:
                 result.refused[wanted.item_id] = sentence
@@ -275,13 +295,26 @@ class CampaignService:
                 channel=actor.channel,
                 data={
                     "decisions": [
-                        {"item": d.item_id, "stage": d.stage + 1, "verdict": d.verdict, "reason": d.reason}
+                        {
+                            "item": d.item_id,
+                            "stage": d.stage + 1,
+                            "verdict": d.verdict,
+                            "reason": d.reason,
+                            # decided by the manager the item was escalated to, not by its reviewer
+                            **(
+                                {"as": "escalation"}
+                                if self._by_escalation(items[d.item_id], escalations, actor)
+                                else {}
+                            ),
+                        }
                         for d in accepted
                     ],
                     **actor.ledger_data(),
                 },
             )
             reviewers = {r.id for d in accepted if (r := items[d.item_id].assignment.reviewer) is not None}
+            # the digests of the managers the items were escalated to show them too
+            reviewers |= {e.id for d in accepted if (e := escalations.get(d.item_id)) is not None}
             await self._tell_workflow(record, len(accepted), sorted(reviewers))
         return result
 
@@ -293,6 +326,7 @@ class CampaignService:
         wanted: DecisionRequest,
         actor: Actor,
         members: dict[str, list[str]],
+        escalated_to: str | None = None,
     ) -> str | None:
         if item is None:
             return f"campaign {record.id} has no item {wanted.item_id}"
@@ -313,6 +347,17 @@ class CampaignService:
             spec,
             stage_open=stage_open,
             group_members=members.get(reviewer.id, []) if reviewer is not None else [],
+            escalated_to=escalated_to,
+        )
+
+    @staticmethod
+    def _by_escalation(item: StoredItem, escalations: dict[str, PersonRef], actor: Actor) -> bool:
+        escalated = escalations.get(item.id)
+        reviewer = item.assignment.reviewer
+        return (
+            escalated is not None
+            and escalated.id == actor.person.id
+            and (reviewer is None or reviewer.kind != "person" or reviewer.id != actor.person.id)
         )
 
     async def _refused(
@@ -340,6 +385,214 @@ class CampaignService:
             await handle.signal(CampaignWorkflow.decisions_recorded, batch)
         except RPCError:
             pass
+
+    # ------------------------------------------------------------------ delegating
+
+    async def delegate(
+        self,
+        campaign_id: str,
+        to_email: str,
+        actor: Actor,
+        *,
+        item_ids: Sequence[str] = (),
+        reason: str = "",
+    ) -> DelegateResult:
+        """Hand the actor's items of the open stage to ``to_email``: the named ones, or (none named) every
+        one they have not decided yet. The delegate reviews them instead of the delegator, who can no
+        longer decide them; a decision already made on a named item stays until the delegate changes it.
+
+        Refused as a whole, with the reason (and recorded in the ledger): a delegate who is not an active
+        person in the directory, the delegator themself, no open stage, an administrator acting for a
+        reviewer where the campaign does not allow it, nothing to hand over. Refused per item, the rest
+        handed over: an item that is not the delegator's own in the open stage (another reviewer's, a
+        group's, settled), or one about the delegate (nobody reviews their own access). When no item is
+        handed over at all, the call is refused with every item's reason."""
+        to = to_email.strip()
+        if not to:
+            raise BadInput("say whom to delegate to (an email)")
+        if len(to) > 320:
+            raise BadInput("the delegate's email is too long")
+        if len(item_ids) > MAX_DECISIONS_PER_CALL:
+            raise BadInput(f"at most {MAX_DECISIONS_PER_CALL} items per delegation")
+        if len(reason) > MAX_REASON:
+            raise BadInput(f"a reason is at most {MAX_REASON} characters")
+        record = await self._campaign(campaign_id)
+        spec = parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}")
+        who = actor.person.email
+        if record.status is not CampaignStatus.OPEN or not record.stage_open:
+            await self._delegation_refused(
+                campaign_id, actor, to, f"campaign {campaign_id} has no open review stage", Refused
+            )
+        delegate = await self._db(self._store.find_person_by_email, to)
+        if delegate is None:
+            await self._delegation_refused(
+                campaign_id,
+                actor,
+                to,
+                f"{to} is not in the directory: items are delegated to an active person",
+            )
+        if not delegate.active:
+            await self._delegation_refused(
+                campaign_id,
+                actor,
+                to,
+                f"{delegate.email} is no longer active: items are delegated to an active person",
+            )
+        if delegate.id == actor.person.id:
+            await self._delegation_refused(campaign_id, actor, to, f"{who} cannot delegate items to themself")
+        if actor.admin is not None and actor.admin.id != actor.person.id and not spec.allow_admin_on_behalf:
+            await self._delegation_refused(
+                campaign_id,
+                actor,
+                to,
+                f"{actor.admin.email} may not delegate on behalf of {who}: this campaign does not allow "
+                f"administrators to act for reviewers (allow_admin_on_behalf)",
+                Refused,
+            )
+        refused: dict[str, str] = {}
+        chosen: list[StoredItem] = []
+        if item_ids:
+            found: dict[str, StoredItem] = await self._db(
+                self._store.items_by_id, campaign_id, list(item_ids)
+            )
+            for item_id in dict.fromkeys(item_ids):
+                item = found.get(item_id)
+                why = self._not_delegable(record, item, item_id, actor)
+                if why is not None:
+                    refused[item_id] = why
+                elif item is not None:
+                    chosen.append(item)
+        else:
+            after = ""
+            while page := await self._db(
+                self._store.items,
+                campaign_id,
+                after=after,
+                reviewer_id=actor.person.id,
+                stage=record.stage,
+                outcome=ItemOutcome.OPEN,
+            ):
+                chosen += [i for i in page if i.verdict is None]
+                after = page[-1].id
+            if not chosen:
+                await self._delegation_refused(
+                    campaign_id,
+                    actor,
+                    to,
+                    f"{who} has no undecided items in stage {record.stage + 1} of campaign {campaign_id} "
+                    "to delegate",
+                )
+        for item in list(chosen):
+            if item.subject.is_person and item.subject.id == delegate.id:
+                refused[item.id] = (
+                    f"{delegate.email} is the subject of this item ({item.access.describe()}): "
+                    "nobody reviews their own access"
+                )
+                chosen.remove(item)
+        if not chosen:
+            sentence = "nothing was delegated: " + "; ".join(f"{k}: {v}" for k, v in refused.items())
+            await self._delegation_refused(campaign_id, actor, to, sentence, Refused, items=refused)
+        note = f"delegated by {actor.describe()} to {delegate.email}" + (
+            f": {reason.strip()}" if reason.strip() else ""
+        )
+        assignments = {
+            item.id: Assignment(
+                stage=item.stage,
+                reviewer=Reviewer(kind="person", id=delegate.id, name=delegate.email),
+                via="delegated",
+                notes=(*item.assignment.notes, note),
+            )
+            for item in chosen
+        }
+        try:
+            await self._db(
+                self._store.delegate_items, campaign_id, record.stage, actor.person.id, assignments
+            )
+        except CampaignConflict as exc:  # the stage closed, or an item moved, between the check and the write
+            await self._delegation_refused(campaign_id, actor, to, str(exc), Refused)
+        ids = list(assignments)
+        await self._db(
+            self._store.append_ledger,
+            kind="campaign.delegated",
+            subject=campaign_id,
+            actor=actor.describe(),
+            channel=actor.channel,
+            data={
+                "stage": record.stage + 1,
+                "from": who,
+                "from_id": actor.person.id,
+                "to": delegate.email,
+                "to_id": delegate.id,
+                "items": ids,
+                "reason": reason.strip(),
+                **({"refused": refused} if refused else {}),
+                **actor.ledger_data(),
+            },
+        )
+        delegation = Delegation(
+            delegation_id=uuid.uuid4().hex,
+            delegator_id=actor.person.id,
+            delegator_email=who,
+            delegate_id=delegate.id,
+            delegate_email=delegate.email,
+            items=len(ids),
+        )
+        try:  # best effort, as for decisions: the delegate's next reminder names the items anyway
+            await self._client.get_workflow_handle(record.workflow_id).signal(
+                CampaignWorkflow.delegated, delegation
+            )
+        except RPCError:
+            pass
+        return DelegateResult(delegate=delegate.email, delegated=ids, refused=refused)
+
+    @staticmethod
+    def _not_delegable(
+        record: CampaignRecord, item: StoredItem | None, item_id: str, actor: Actor
+    ) -> str | None:
+        """Why the actor cannot hand this item over, or None."""
+        if item is None:
+            return f"campaign {record.id} has no item {item_id}"
+        if item.outcome is not ItemOutcome.OPEN or item.stage != record.stage:
+            return f"item {item_id} is not open in stage {record.stage + 1}"
+        reviewer = item.assignment.reviewer
+        if reviewer is not None and reviewer.kind == "group":
+            return (
+                f"this item is reviewed by members of {reviewer.name}: one member cannot hand the group's "
+                "item over"
+            )
+        if reviewer is None or reviewer.id != actor.person.id:
+            name = reviewer.name if reviewer is not None else "nobody yet"
+            return (
+                f"this item is reviewed by {name}, not by {actor.person.email}: "
+                "only its reviewer can delegate it"
+            )
+        return None
+
+    async def _delegation_refused(
+        self,
+        campaign_id: str,
+        actor: Actor,
+        to: str,
+        sentence: str,
+        error: type[ServiceError] = BadInput,
+        *,
+        items: dict[str, str] | None = None,
+    ) -> NoReturn:
+        """Record a refused delegation in the ledger (auditors see attempts too), then refuse it."""
+        await self._db(
+            self._store.append_ledger,
+            kind="campaign.delegation_refused",
+            subject=campaign_id,
+            actor=actor.describe(),
+            channel=actor.channel,
+            data={
+                "to": to,
+                "refusal": sentence,
+                **({"items": items} if items else {}),
+                **actor.ledger_data(),
+            },
+        )
+        raise error(sentence)
 
     # ------------------------------------------------------------------ the owner's commands
 
@@ -391,18 +644,30 @@ class CampaignService:
         return CampaignStatusView(campaign=record, progress=progress)
 
     async def items_for_reviewer(self, campaign_id: str, reviewer_id: str) -> list[StoredItem]:
-        """The open stage's items a person reviews: their own, and those of every group they are in."""
+        """The open stage's items a person reviews: their own, those of every group they are in, and those
+        escalated to them."""
         record = await self._campaign(campaign_id)
         person = await self._db(self._store.get_person, reviewer_id)
-        found: list[StoredItem] = []
+        found: dict[str, StoredItem] = {}
         for owner in [reviewer_id, *(person.groups if person is not None else ())]:
             after = ""
             while page := await self._db(
                 self._store.items, campaign_id, reviewer_id=owner, stage=record.stage, after=after
             ):
-                found += page
+                found.update((i.id, i) for i in page)
                 after = page[-1].id
-        return sorted(found, key=lambda i: i.id)
+        after = ""
+        while page := await self._db(
+            self._store.escalated_items, campaign_id, record.stage, reviewer_id, after=after
+        ):
+            found.update((i.id, i) for i in page)
+            after = page[-1].id
+        return [found[k] for k in sorted(found)]
+
+    async def escalations(self, campaign_id: str, item_ids: Sequence[str]) -> dict[str, PersonRef]:
+        """Item id → whom its escalation reached, for the named items whose escalation still holds."""
+        found: dict[str, PersonRef] = await self._db(self._store.escalations, campaign_id, list(item_ids))
+        return found
 
     async def evidence(self, campaign_id: str) -> dict[str, bytes]:
         """The signed evidence bundle the worker wrote when the campaign closed, byte for byte."""

@@ -28,11 +28,23 @@ _STAGE_LABELS = {"request": "request", "extension": "extension", "retro_review":
 router = APIRouter(include_in_schema=False)
 
 
-async def _open_link(ctx: WebContext, token: str) -> tuple[str, Person] | HTMLResponse:
-    """The request id and approver a link is for, or the 403 page saying why it cannot be used."""
+async def _open_link(
+    ctx: WebContext, token: str, *, deciding: bool = False
+) -> tuple[str, Person] | HTMLResponse:
+    """The request id and approver a link is for, or the 403 page saying why it cannot be used.
+    ``deciding``: a decision posted through an expired (but authentic) link is recorded as a refused
+    attempt against its request; a forged link names nobody, so nothing is recorded for it."""
     try:
         request_id, approver_id = ctx.links.read(token)
     except ReviewLinkError as exc:
+        if deciding and exc.issued_for is not None:
+            expired_request, expired_approver = exc.issued_for
+            try:
+                holder = await ctx.service.person_by_id(expired_approver)
+                who = holder.email if holder is not None else expired_approver
+                await ctx.service.record_forbidden(expired_request, who, "web", str(exc))
+            except ServiceError as failed:
+                return error_page(failed.status, "This review link cannot be used", failed.detail)
         return error_page(403, "This review link cannot be used", str(exc))
     try:
         approver = await ctx.service.person_by_id(approver_id)
@@ -106,7 +118,7 @@ async def review_page(token: str, request: Request) -> HTMLResponse:
 @router.post("/review/{token}", response_class=HTMLResponse)
 async def review_decide(token: str, request: Request) -> HTMLResponse:
     ctx = context_of(request)
-    opened = await _open_link(ctx, token)
+    opened = await _open_link(ctx, token, deciding=True)
     if isinstance(opened, HTMLResponse):
         return opened
     request_id, approver = opened

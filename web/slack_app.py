@@ -4,7 +4,8 @@ adapter, inside the FastAPI app; the route is :mod:`web.slack_router`) and, with
 Socket Mode (started and stopped by :func:`web.app.serve`); both deliver to the same handlers.
 
 Who is acting: Bolt checks Slack's request signature (``X-Slack-Signature`` over the timestamp and the raw
-body; older than five minutes or altered → 401, and no handler runs; Socket Mode needs no signature: the
+body; older than five minutes or altered → 401, and no handler runs; a second copy of an interaction
+inside that window — a replay — → 409, and no handler runs either; Socket Mode needs no signature: the
 WebSocket was opened with the app token). The Slack user is then mapped to a directory person by email
 (``users.info`` → email → the store); a Slack account that is not an active person in the directory is
 told so and nothing is decided. The directory id, never the email, is what the decision carries.
@@ -30,8 +31,11 @@ import asyncio
 import json
 import logging
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -77,6 +81,12 @@ log = logging.getLogger("grantflow.web.slack")
 
 SLACK_EVENTS_PATH = "/slack/events"
 CHANNEL = "slack"
+
+REPLAY_WINDOW_SECONDS = 5 * 60 + 60
+"""How long a delivered interaction is remembered: slack_sdk's ``SignatureVerifier`` refuses a timestamp
+more than five minutes off (either way), so an older copy of a request never passes the signature check;
+a minute more covers clock skew."""
+MAX_REMEMBERED = 100_000
 
 # ----------------------------------------------------------------------------------- pure parsing
 
@@ -184,6 +194,7 @@ class SlackEdge:
         )
         self.handler = AsyncSlackRequestHandler(self.app) if signing_secret else None
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        self._delivered: OrderedDict[str, float] = OrderedDict()  # interaction id -> when it arrived
         self._socket: AsyncSocketModeHandler | None = None
         self.app.action(APPROVE_ACTION)(self._on_approve)
         self.app.action(DENY_ACTION)(self._on_deny_click)
@@ -227,13 +238,52 @@ class SlackEdge:
                 },
                 status_code=401,
             )
+        problem = request_problem(body, request.headers.get("content-type") or "")
+        if problem is not None:  # signed, but not what Slack sends: Bolt would fail on it (a 500)
+            return JSONResponse(
+                {"error": "bad_request", "detail": f"{problem}; nothing was done"}, status_code=400
+            )
+        replayed = self._seen_before(body, request.headers.get("x-slack-signature") or "")
+        if replayed is not None:
+            # Slack never sends an interaction twice: a second copy inside the signing window is a replay
+            # of a captured request, and must not act (nor be recorded as its person's attempt) again.
+            return JSONResponse(
+                {
+                    "error": "replayed",
+                    "detail": f"this Slack request ({replayed}) was delivered already; nothing was done",
+                },
+                status_code=409,
+            )
         try:
             bolt_request = to_async_bolt_request(request, body)
         except (UnicodeDecodeError, ValueError):
             return JSONResponse(
                 {"error": "bad_request", "detail": "the body is not a Slack payload"}, status_code=400
             )
-        return to_starlette_response(await self.app.async_dispatch(bolt_request))
+        answer = await self.app.async_dispatch(bolt_request)
+        if answer.status == 404:  # Bolt's bare "unhandled request": no listener for this action or type
+            return JSONResponse(
+                {"error": "not_found", "detail": "grantflow has no handler for this Slack request"},
+                status_code=404,
+            )
+        return to_starlette_response(answer)
+
+    def _seen_before(self, body: bytes, signature: str) -> str | None:
+        """The id of this interaction when it was delivered before within the signing window, else None
+        (and it is remembered). The id is Slack's ``trigger_id`` (unique to each click, submission and slash
+        command), or the signature for a request without one. Remembered in this process: a replay sent
+        to another instance of the web app is not caught here."""
+        interaction = _interaction_id(body) or f"signature {signature}"
+        now = time.monotonic()
+        while self._delivered and (
+            len(self._delivered) >= MAX_REMEMBERED
+            or next(iter(self._delivered.values())) < now - REPLAY_WINDOW_SECONDS
+        ):
+            self._delivered.popitem(last=False)
+        if interaction in self._delivered:
+            return interaction
+        self._delivered[interaction] = now
+        return None
 
     async def start_socket_mode(self) -> None:
         """Connect over Socket Mode (needs the ``xapp-`` token); returns once connected."""
@@ -511,6 +561,82 @@ def created_sentence(view: RequestView) -> str:
 # ----------------------------------------------------------------------------------- payload helpers
 
 
+_HANDLED_INTERACTIONS = frozenset({"block_actions", "view_submission"})
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def request_problem(body: bytes, content_type: str) -> str | None:
+    """Why a signed body is not a request Slack sends grantflow, or None when it is one. Slack's shapes
+    (api.slack.com "Handling user interaction" and "Slash commands"): an interaction is a form field
+    ``payload`` holding a JSON object with a ``type``, a ``user`` object with an ``id`` and, for
+    ``block_actions``, a non-empty list of ``actions`` each naming its ``action_id`` (``view_submission``:
+    a ``view`` object with its ``type`` and ``callback_id``); a slash command is form fields with
+    ``command`` and ``user_id``; the Events API posts a JSON object with a ``type``. Checked before Bolt,
+    which assumes these shapes."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    # Bolt reads a JSON body as the Events API, anything else as a form (slack_bolt.request.internals)
+    if content_type.startswith("application/json") or text.startswith("{"):
+        event = _json_object(text)
+        if event is None or not isinstance(event.get("type"), str):
+            return "the JSON body is not a Slack event (an object with a type)"
+        return None
+    fields = parse_qs(text, keep_blank_values=True)
+    if "payload" in fields:
+        payload = _json_object(fields["payload"][0])
+        if payload is None:
+            return "payload is not a JSON object (or is nested too deeply)"
+        kind = payload.get("type")
+        if kind not in _HANDLED_INTERACTIONS:
+            return f"interactions of type {str(kind)[:40]!r} are not ones grantflow handles"
+        user = payload.get("user")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"]:
+            return "payload.user.id is missing: Slack names who acted"
+        actions = payload.get("actions")
+        if kind == "block_actions" and not (
+            isinstance(actions, list)
+            and actions
+            and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
+        ):
+            return "payload.actions is not a list of actions with their action_id"
+        view = payload.get("view")
+        if kind == "view_submission" and not (
+            isinstance(view, dict)
+            and isinstance(view.get("type"), str)
+            and isinstance(view.get("callback_id"), str)
+        ):
+            return "payload.view is not a view with its type and callback_id: a submission carries its view"
+        return None
+    if "command" in fields:
+        if not (fields.get("user_id") or [""])[0]:
+            return "the slash command names no user_id"
+        return None
+    return "the body is neither an interaction (payload=…) nor a slash command"
+
+
+def _interaction_id(body: bytes) -> str | None:
+    """``trigger_id`` of a form-encoded Slack request: a field of a slash command, inside ``payload`` (JSON)
+    for clicks and modal submissions; None when there is none or the body cannot be read."""
+    try:
+        fields = parse_qs(body.decode(), keep_blank_values=True)
+        trigger = (fields.get("trigger_id") or [""])[0]
+        if not trigger and fields.get("payload"):
+            payload = json.loads(fields["payload"][0])
+            trigger = str(payload.get("trigger_id") or "") if isinstance(payload, dict) else ""
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return f"trigger_id {trigger}" if trigger else None
+
+
 def _action_value(body: dict[str, Any]) -> str:
     actions = body.get("actions") or [{}]
     return str(actions[0].get("value") or "")
@@ -540,9 +666,10 @@ def _modal_metadata(raw: Any) -> dict[str, Any]:
 
 
 def _typed_reason(view: dict[str, Any]) -> str:
-    values = ((view.get("state") or {}).get("values") or {}).get(DENY_REASON_BLOCK) or {}
-    typed = (values.get(DENY_REASON_ACTION) or {}).get("value")
-    return str(typed or "")
+    found: Any = view
+    for key in ("state", "values", DENY_REASON_BLOCK, DENY_REASON_ACTION, "value"):
+        found = found.get(key) if isinstance(found, dict) else None  # a submission of another shape: ""
+    return found if isinstance(found, str) else ""
 
 
 def _clip(text: str, limit: int) -> str:

@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict
 from temporalio.common import WorkflowIDConflictPolicy
 
 from domain.directory_sync import SyncInput, SyncReport
+from web.actors import forbid
 from web.callers import API_PREFIX, AUTH_ERRORS, Caller
 from web.context import context_of
-from web.service import Forbidden, Unavailable
+from web.service import Unavailable
 from workflows.identity_sync import SYNC_WORKFLOW_ID, IdentitySyncWorkflow
 
 router = APIRouter(prefix=API_PREFIX, tags=["identity sync"])
@@ -35,7 +36,9 @@ async def run_sync(request: Request, caller: Caller, body: SyncBody | None = Non
     """Lists the SCIM provider and applies joiners, movers, leavers and group changes (or, with
     ``dry_run``, reports what would happen and changes nothing)."""
     if not caller.is_admin:
-        raise Forbidden(f"token {caller.name!r} is not an admin token; running a sync needs one")
+        await forbid(
+            request, caller, f"token {caller.name!r} is not an admin token; running a sync needs one"
+        )
     body = body or SyncBody()
     context = context_of(request)
     workflow_id = f"identity-sync-dry-run-{uuid.uuid4().hex[:8]}" if body.dry_run else SYNC_WORKFLOW_ID

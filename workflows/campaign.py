@@ -1,9 +1,11 @@
 """CampaignWorkflow: one recertification campaign, from the snapshot to the last revocation applied.
 
-    snapshot ─▶ stage 1: open, tell reviewers, remind at the spec's offsets, close at its deadline,
+    snapshot ─▶ stage 1: open, tell reviewers, remind at the spec's offsets, escalate at its escalation
+                offset (reviewers with pending items, to their manager as of then), close at its deadline,
                 settle (revokes end, the rest moves on) ─▶ … ─▶ last stage: close, the default decides
                 what is left ─▶ apply the revocations (or wait for ``apply`` when auto-apply is off) ─▶ CLOSED
     cancel (owner or admin) at any point before applying ─▶ CANCELLED, nothing applied
+    CLOSED or CANCELLED ─▶ reviewers and the owner told the outcome (page by page) ─▶ evidence bundle
     dry run: snapshot ─▶ DRY_RUN (who would be asked, what the deadline would revoke), nothing sent
 
 The workflow holds the *process* — which stage is open, when it closes, which reminders went out, which
@@ -25,6 +27,12 @@ is accepted with no worker up), so a refresh is never lost to an edge restarting
 cost one activity, not one per item. A refresh that fails is given up after a few attempts: the decisions are
 in the store, and the next refresh or reminder renders the digest from there. When a stage closes, its
 digests are shown as closed (``campaign_close_digests``, page by page) before its items move on.
+
+Escalation (``escalation`` in the spec, before each stage's deadline) runs once per stage, page by page of
+reviewers (``campaign_escalate``); whom it reaches is resolved by the activity at that moment, never at
+launch. An owner who ends the stage early skips it: the stage closes now. Delegations are recorded by the
+edge, which signals ``delegated``; the open stage then has the delegates told and the digests moved
+(``campaign_tell_delegates``, best effort, batched like digest refreshes).
 """
 
 from __future__ import annotations
@@ -55,6 +63,8 @@ with workflow.unsafe.imports_passed_through():
         StageInput,
         stage_deadlines,
     )
+    from activities.campaign_handovers import Delegation, DelegationNoticeInput, EscalationInput
+    from activities.campaign_outcomes import OutcomePageInput
     from activities.campaigns import CampaignActivities
     from domain.campaign_spec import CampaignSpec
     from domain.campaign_state import CampaignStatus
@@ -81,9 +91,18 @@ DIGEST_REFRESH_LIMIT = timedelta(minutes=1)
 """How long one refresh may hold up the stage (its deadline, a cancel), retries included."""
 DIGEST_CLOSE_LIMIT = timedelta(minutes=10)
 """How long showing one page of a closed stage's digests as closed may take, retries included."""
+DELEGATION_NOTICE_BATCH = 50
+"""Delegations told per activity; more wait for the next."""
+MAX_DELEGATIONS_DUE = 1_000
+"""Delegations waiting to be told that the state holds; beyond it a delegate learns of their items from the
+next reminder or escalation (the delegation itself is in the store and the ledger)."""
 MAX_DIGESTS_DUE = 10_000
 """Reviewers waiting for a refresh that the state holds; beyond it a digest catches up at the next
 reminder or decision (the decisions themselves are in the store)."""
+OUTCOME_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1), maximum_attempts=5
+)
+"""Best effort: telling the outcome is retried a few times (each page skips whoever it told already)."""
 DIGEST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=3
 )
@@ -159,6 +178,11 @@ class CampaignState(BaseModel):
     notice_cursor: str | None = ""
     reminders_done: int = 0
     reminder_cursor: str | None = ""
+    escalated: bool = Field(default=False, description="the open stage's escalation has run")
+    escalation_cursor: str = Field(default="", description="the escalation's next page of reviewers")
+    delegations_due: list[Delegation] = Field(
+        default_factory=list, description="delegations recorded at the edge whose delegates wait to be told"
+    )
     stage_closed: bool = False
     partitions_done: list[str] = Field(default_factory=list)
     outcomes: dict[str, int] = Field(default_factory=dict)
@@ -173,6 +197,9 @@ class CampaignState(BaseModel):
     )
     cancelled_by: OwnerCommand | None = None
     apply_ordered_by: OwnerCommand | None = None
+    outcomes_cursor: str | None = Field(
+        default="", description="the next page of reviewers told the campaign's outcome; None when done"
+    )
 
 
 class CampaignResult(BaseModel):
@@ -211,6 +238,13 @@ class CampaignWorkflow:
             if reviewer not in due and len(s.digests_due) < MAX_DIGESTS_DUE:
                 s.digests_due.append(reviewer)
                 due.add(reviewer)
+
+    @workflow.signal
+    def delegated(self, delegation: Delegation) -> None:
+        """The edge recorded a delegation in the store: its delegate is told by the open stage."""
+        s = self._s
+        if s.phase is Phase.STAGE and not s.stage_closed and len(s.delegations_due) < MAX_DELEGATIONS_DUE:
+            s.delegations_due.append(delegation)
 
     @workflow.update
     def cancel(self, command: OwnerCommand) -> str:
@@ -383,8 +417,15 @@ class CampaignWorkflow:
                 s.reminders_done += 1
                 s.reminder_cursor = ""
                 continue
+            escalation_at = self._escalation_at()
+            if escalation_at is not None and now >= escalation_at:
+                await self._escalate()
+                continue
             if now >= s.stage_closes_at:
                 break
+            if s.delegations_due:
+                await self._tell_delegates()
+                continue
             digests_at = self._digests_due_at()
             if digests_at is not None and now >= digests_at:
                 await self._refresh_digests()
@@ -392,6 +433,8 @@ class CampaignWorkflow:
             wake = min(s.stage_closes_at, reminder_at) if reminder_at is not None else s.stage_closes_at
             if digests_at is not None:
                 wake = min(wake, digests_at)
+            if escalation_at is not None:
+                wake = min(wake, escalation_at)
             try:
                 await workflow.wait_condition(
                     functools.partial(self._should_wake, s.extensions, digests_at is not None),
@@ -424,6 +467,7 @@ class CampaignWorkflow:
         s.stage_closes_at = self._deadlines()[s.stage]
         s.stage_opened = s.stage_closed = s.ended_early = False
         s.notice_cursor, s.reminders_done, s.reminder_cursor = "", 0, ""
+        s.escalated, s.escalation_cursor, s.delegations_due = False, "", []
         s.partitions_done = []
         self._continue_as_new_if_long()
 
@@ -436,6 +480,7 @@ class CampaignWorkflow:
             or s.extensions != extensions_seen
             or self._history_is_long()
             or (not digests_waiting and bool(s.digests_due))
+            or bool(s.delegations_due)
         )
 
     def _digests_due_at(self) -> datetime | None:
@@ -493,12 +538,69 @@ class CampaignWorkflow:
             return None
         return result.next_after
 
+    def _stage_opened_at(self) -> datetime:
+        s = self._s
+        return self._deadlines()[s.stage - 1] if s.stage > 0 else self._launched_at()
+
+    def _escalation_at(self) -> datetime | None:
+        """When the open stage's escalation is due; None when it has none, has run, or the owner ended the
+        stage early (it closes now: there is nobody to chase any more). An escalation that would fall
+        before the stage opened (the spec and the launch refuse one) is skipped."""
+        s = self._s
+        before = s.inp.spec.escalation_before(s.stage)
+        if before is None or s.escalated or s.ended_early:
+            return None
+        assert s.stage_closes_at is not None
+        at = s.stage_closes_at - before
+        return at if at > self._stage_opened_at() else None
+
+    async def _escalate(self) -> None:
+        """Escalate every page of the stage's reviewers with pending items (critical: retried until done,
+        each page idempotent)."""
+        s = self._s
+        while not s.escalated and s.cancelled_by is None:
+            result = await workflow.execute_activity_method(
+                CampaignActivities.escalate,
+                EscalationInput(campaign_id=s.inp.campaign_id, stage=s.stage, after=s.escalation_cursor),
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=CRITICAL_RETRY,
+            )
+            if result.next_after is None:
+                s.escalated = True
+            else:
+                s.escalation_cursor = result.next_after
+            self._continue_as_new_if_long()
+
+    async def _tell_delegates(self) -> None:
+        """Tell a batch of delegates (best effort: the delegation is in the store and the ledger, and the
+        delegate's next reminder names their items)."""
+        s = self._s
+        batch = s.delegations_due[:DELEGATION_NOTICE_BATCH]
+        s.delegations_due = s.delegations_due[DELEGATION_NOTICE_BATCH:]
+        try:
+            await workflow.execute_activity_method(
+                CampaignActivities.tell_delegates,
+                DelegationNoticeInput(campaign_id=s.inp.campaign_id, stage=s.stage, delegations=batch),
+                schedule_to_close_timeout=DIGEST_REFRESH_LIMIT,
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=DIGEST_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning(
+                "campaign %s: %d delegations not told: %s", s.inp.campaign_id, len(batch), err.cause or err
+            )
+        self._continue_as_new_if_long()
+
     def _next_reminder(self) -> datetime | None:
         """When the next reminder of the open stage is due; reminders that fell before the stage opened
-        (an offset longer than the stage) are skipped."""
+        (an offset longer than the stage) are skipped, and so are all once the owner ended the stage early
+        (its deadline is now: every reminder would look due, about a stage that is closing)."""
         s = self._s
         assert s.stage_closes_at is not None
-        opened = self._deadlines()[s.stage - 1] if s.stage > 0 else self._launched_at()
+        if s.ended_early:
+            return None
+        opened = self._stage_opened_at()
         times = sorted(s.stage_closes_at - offset for offset in s.inp.spec.reminders)
         times = [t for t in times if t > opened]
         return times[s.reminders_done] if s.reminders_done < len(times) else None
@@ -576,10 +678,41 @@ class CampaignWorkflow:
             retry_policy=CRITICAL_RETRY,
         )
         if status is not CampaignStatus.DRY_RUN:
+            # Before the bundle: its manifest anchors the ledger's head, so it covers the entry saying
+            # who was told the outcome.
+            await self._tell_outcomes(command)
             await self._write_evidence()
         s.phase = Phase.DONE
         await workflow.wait_condition(workflow.all_handlers_finished)
         return CampaignResult(campaign_id=s.inp.campaign_id, status=status, outcomes=outcomes)
+
+    async def _tell_outcomes(self, command: OwnerCommand | None) -> None:
+        """Reviewers (page by page) and the owner told how the campaign ended. Best effort: a page still
+        failing after its retries ends the telling (the outcome is in the store, the ledger and the
+        evidence). No continue-as-new here: a page of 200 reviewers costs a few events, so even a campaign
+        of thousands of reviewers adds a few hundred."""
+        s = self._s
+        while s.outcomes_cursor is not None:
+            try:
+                result = await workflow.execute_activity_method(
+                    CampaignActivities.tell_outcomes,
+                    OutcomePageInput(
+                        campaign_id=s.inp.campaign_id,
+                        after=s.outcomes_cursor,
+                        actor=command.actor.describe() if command else "",
+                        reason=command.reason if command else "",
+                    ),
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(minutes=1),
+                    retry_policy=OUTCOME_RETRY,
+                )
+            except ActivityError as err:
+                workflow.logger.warning(
+                    "campaign %s: outcome not told: %s", s.inp.campaign_id, err.cause or err
+                )
+                s.outcomes_cursor = None
+                return
+            s.outcomes_cursor = result.next_after
 
     async def _write_evidence(self) -> None:
         """The signed evidence bundle; retried for a while, then left to be asked for again (the campaign's

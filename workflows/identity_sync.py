@@ -11,6 +11,10 @@ A gateway that still fails after ``GATEWAY_RETRY`` is escalated in the ledger an
 holding up the requests' signals. Open campaigns follow the changes too (``campaign_follow_directory``:
 items about leavers closed, a leaver's items and a mover's manager-reviewed items re-routed). Nothing waits
 for a timer.
+
+Campaigns triggered by movers (``[trigger] on = "mover"`` specs) are fired after every applied sync
+(``campaign_fire_triggers``): one campaign per spec, person and change, started once however often the sync
+is retried; a campaign that could not start is retried by the next sync, and the sync never fails for it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.campaign_base import DirectoryChangesInput
+    from activities.campaign_triggers import CampaignTriggerActivities, TriggerInput
     from activities.campaigns import CampaignActivities
     from activities.identity_sync import GatewayChangesInput, IdentitySyncActivities
     from domain.directory_sync import SyncInput, SyncReport
@@ -39,6 +44,8 @@ GATEWAY_RETRY = RetryPolicy(
 )
 
 SYNC_WORKFLOW_ID = "identity-sync"
+CAMPAIGN_TRIGGERS_PATCH = "campaign-triggers"
+"""Syncs recorded before triggered campaigns existed replay without the trigger activity."""
 
 
 @workflow.defn
@@ -81,6 +88,8 @@ class IdentitySyncWorkflow:
                 workflow.logger.info("request %s not signalled: %s", signal.request_id, err)
         if report.leavers or report.movers:
             await self._follow_in_campaigns(inp, report)
+        if workflow.patched(CAMPAIGN_TRIGGERS_PATCH):
+            await self._fire_campaign_triggers(inp, report)
         if in_gateway is not None:
             try:
                 report.gateway = await in_gateway
@@ -90,6 +99,33 @@ class IdentitySyncWorkflow:
                     "identity sync %s: gateway not updated: %s", inp.sync_id, report.gateway_error
                 )
         return report
+
+    @staticmethod
+    async def _fire_campaign_triggers(inp: SyncInput, report: SyncReport) -> None:
+        """Movers open their triggered campaigns, and campaigns an earlier sync could not start are started
+        now. Starts that fail are recorded by the activity and left pending for the next sync; should the
+        activity itself fail (the store unreachable), that is logged and the sync goes on."""
+        try:
+            fired = await workflow.execute_activity_method(
+                CampaignTriggerActivities.fire,
+                TriggerInput(
+                    sync_id=inp.sync_id,
+                    task_queue=workflow.info().task_queue,
+                    movers=report.movers,
+                    department_changes=report.department_changes,
+                ),
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=SYNC_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.error(
+                "identity sync %s: triggered campaigns not started: %s", inp.sync_id, err.cause or err
+            )
+            report.campaign_trigger_error = str(err.cause or err)
+            return
+        report.campaigns_triggered = fired.fired
+        report.campaigns_not_started = fired.failed
 
     @staticmethod
     async def _follow_in_campaigns(inp: SyncInput, report: SyncReport) -> None:

@@ -29,6 +29,16 @@ TERMINAL = {"CLOSED", "CANCELLED", "DRY_RUN"}
 WATCH_INTERVAL = 2.0
 
 
+def _spec_text(ctx: click.Context, spec: Path) -> str:
+    """The spec file's text; a file that is not UTF-8 is bad input (exit 2), said in one line."""
+    try:
+        return spec.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        click.echo(f"grantflow: {spec}: not UTF-8 text (byte {exc.start}); save the spec as UTF-8", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+        raise  # unreachable: ctx.exit raises
+
+
 @click.group("campaign", cls=SummaryGroup)
 def campaign() -> None:
     """Recertification campaigns: who should still have access (through grantflow's REST API)."""
@@ -41,7 +51,7 @@ def campaign() -> None:
 @click.pass_context
 def launch(ctx: click.Context, spec: Path, dry_run: bool, as_json: bool) -> None:
     """Launch a campaign from a spec file (TOML)."""
-    text = spec.read_text(encoding="utf-8")
+    text = _spec_text(ctx, spec)
     try:
         parse_campaign_spec(text, str(spec))
     except CampaignSpecError as exc:
@@ -64,7 +74,7 @@ def launch(ctx: click.Context, spec: Path, dry_run: bool, as_json: bool) -> None
 @click.pass_context
 def schedule(ctx: click.Context, spec: Path, as_json: bool) -> None:
     """Create or update a recurring campaign from a spec with a [schedule] table."""
-    text = spec.read_text(encoding="utf-8")
+    text = _spec_text(ctx, spec)
     try:
         parsed = parse_campaign_spec(text, str(spec))
     except CampaignSpecError as exc:
@@ -80,6 +90,58 @@ def schedule(ctx: click.Context, spec: Path, as_json: bool) -> None:
             click.echo(f"  next: {when}")
 
     run_api_command(ctx, as_json, lambda c: c.schedule_campaign(text, source=str(spec)), human)
+
+
+@campaign.command("trigger")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.option("--list", "list_", is_flag=True, help="List the registered triggered specs instead.")
+@click.option("--remove", metavar="TRIGGER_ID", help="Stop this triggered spec (its open campaigns run on).")
+@_json_option
+@click.pass_context
+def trigger(ctx: click.Context, spec: Path | None, list_: bool, remove: str | None, as_json: bool) -> None:
+    """Register (or replace) a spec with a [trigger] table: each matching directory event (a mover) opens a
+    small campaign about that person, reviewed by their new manager."""
+    if sum((spec is not None, list_, remove is not None)) != 1:
+        click.echo("grantflow: give a SPEC, or --list, or --remove TRIGGER_ID", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+    if list_:
+
+        def listed(doc: dict[str, Any]) -> None:
+            for t in doc["triggers"]:
+                click.echo(f"{t['trigger_id']}: {t['name']} (on {t['event']}: {', '.join(t['changes'])})")
+            if not doc["triggers"]:
+                click.echo("no triggered campaigns are registered")
+
+        run_api_command(ctx, as_json, lambda c: c.campaign_triggers(), listed)
+        return
+    if remove is not None:
+        run_api_command(
+            ctx,
+            as_json,
+            lambda c: c.remove_campaign_trigger(remove),
+            lambda doc: click.echo(f"removed {doc['trigger_id']}; campaigns it opened run to their end"),
+        )
+        return
+    assert spec is not None
+    text = _spec_text(ctx, spec)
+    try:
+        parsed = parse_campaign_spec(text, str(spec))
+    except CampaignSpecError as exc:
+        click.echo(f"grantflow: {exc}", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+    if parsed.trigger is None:
+        click.echo(
+            f'grantflow: {spec}: has no [trigger] table: say which event opens it (on = "mover")', err=True
+        )
+        ctx.exit(EXIT_BAD_INPUT)
+
+    def human(doc: dict[str, Any]) -> None:
+        click.echo(
+            f"{'replaced' if doc['updated'] else 'registered'} {doc['trigger_id']}: a campaign opens for "
+            f"each {doc['event']} ({', '.join(doc['changes'])} change) seen by the identity sync"
+        )
+
+    run_api_command(ctx, as_json, lambda c: c.register_campaign_trigger(text, source=str(spec)), human)
 
 
 @campaign.command("list")
@@ -218,6 +280,51 @@ def decide(
             ctx.exit(1)
 
     run_api_command(ctx, as_json, lambda c: c.decide_campaign_items(campaign_id, decisions, as_=as_), human)
+
+
+@campaign.command("delegate")
+@click.argument("campaign_id", metavar="CAMPAIGN")
+@click.option("--to", "to", required=True, metavar="EMAIL", help="Who reviews the items instead.")
+@click.option(
+    "--item",
+    "items",
+    multiple=True,
+    help="An item's id (repeat for several); without it, every item you have not decided yet.",
+)
+@click.option("--reason", default="", help="Why (kept as evidence).")
+@_as_option
+@_json_option
+@click.pass_context
+def delegate(
+    ctx: click.Context,
+    campaign_id: str,
+    to: str,
+    items: tuple[str, ...],
+    reason: str,
+    as_: str | None,
+    as_json: bool,
+) -> None:
+    """Hand your items of the open stage to another person, who reviews them instead of you."""
+    if not to.strip():
+        click.echo("grantflow: --to needs the delegate's email", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+
+    def human(doc: dict[str, Any]) -> None:
+        count = len(doc["delegated"])
+        click.echo(f"delegated {count} item{'s' if count != 1 else ''} to {doc['delegate']}")
+        for item_id in doc["delegated"]:
+            click.echo(f"  {item_id}")
+        for item_id, why in doc["refused"].items():
+            click.echo(f"refused {item_id}: {why}", err=True)
+        if doc["refused"]:
+            ctx.exit(1)
+
+    run_api_command(
+        ctx,
+        as_json,
+        lambda c: c.delegate_campaign_items(campaign_id, to, items, reason=reason, as_=as_),
+        human,
+    )
 
 
 def _command(name: str, help_text: str) -> click.Command:

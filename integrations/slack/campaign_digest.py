@@ -3,7 +3,9 @@
 
 One digest per reviewer and stage: a section on top (campaign, stage, deadline, the default at the deadline,
 what is pending), one row per item (subject, access, usage, recommendation) with Keep / Revoke buttons,
-and "Keep all shown" / "Revoke all shown" with a link to the web review page at the bottom. Slack takes at
+and "Keep all shown" / "Revoke all shown" with a link to the web review page at the bottom. A verdict the
+campaign wants a reason for has its own buttons ("Revoke…", :data:`REASON_ACTIONS`) that open a form
+asking for the reason; the decision is made when the form is submitted. Slack takes at
 most 50 blocks: the head and the bottom row take two, a pending item two (its text and its buttons), a
 decided one one (its verdict, with a button to change it). Pending items are shown first — at most
 :data:`MAX_PENDING_ROWS` — then decided ones while room is left; the rest is on the web page ("and 130
@@ -36,7 +38,21 @@ CAMPAIGN_ACTIONS = {
     CAMPAIGN_REVOKE_ALL_ACTION: "revoke",
 }
 """The digest's action ids and the verdict each records (the templates spell them out)."""
-BULK_ACTIONS = frozenset({CAMPAIGN_KEEP_ALL_ACTION, CAMPAIGN_REVOKE_ALL_ACTION})
+REASON_ACTIONS = {f"{action}_reason": verdict for action, verdict in CAMPAIGN_ACTIONS.items()}
+"""The same buttons for a verdict the campaign wants a reason for (``reasons_required``): the click opens
+a form asking for it (:data:`CAMPAIGN_REASON_VIEW`) and decides nothing until it is submitted."""
+BULK_ACTIONS = frozenset(
+    {
+        CAMPAIGN_KEEP_ALL_ACTION,
+        CAMPAIGN_REVOKE_ALL_ACTION,
+        f"{CAMPAIGN_KEEP_ALL_ACTION}_reason",
+        f"{CAMPAIGN_REVOKE_ALL_ACTION}_reason",
+    }
+)
+CAMPAIGN_REASON_VIEW = "grantflow_campaign_reason"
+"""The callback id of the reason form (``templates/slack/campaign_reason_modal.json.j2``)."""
+CAMPAIGN_REASON_BLOCK = "gf_campaign_reason"
+CAMPAIGN_REASON_INPUT = "reason"
 
 ROW_BUDGET = MAX_MESSAGE_BLOCKS - 2
 """Blocks left for the items once the head and the bottom row are placed."""
@@ -65,6 +81,51 @@ def parse_digest_value(value: str) -> DigestTarget:
         raise ValueError("this button does not carry a campaign decision") from None
     if not isinstance(data, dict):
         raise ValueError("this button does not carry a campaign decision")
+    return _target(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonForm:
+    """What a submitted reason form was opened for."""
+
+    target: DigestTarget
+    verdict: str
+    bulk: bool
+    """Opened from a bulk button: only the items still pending at submission are decided."""
+    channel: str | None
+    """The conversation the click came from, where the answer goes."""
+
+
+def reason_form_metadata(target: DigestTarget, verdict: str, channel: str | None, *, bulk: bool) -> str:
+    """The reason form's ``private_metadata``: what the click was for (the target as the button bound it,
+    the verdict, whether it was a bulk button) and the conversation to answer in. Slack returns it
+    untouched with the submission; its signature covers it."""
+    meta: dict[str, Any] = {"c": target.campaign_id, "s": target.stage, "i": list(target.item_ids)}
+    meta.update(verdict=verdict, bulk=bulk)
+    if channel:
+        meta["channel"] = channel
+    return json.dumps(meta, separators=(",", ":"))
+
+
+def parse_reason_form_metadata(raw: str) -> ReasonForm:
+    """What a submitted reason form was for; ``ValueError`` when the metadata is not what
+    :func:`reason_form_metadata` wrote."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError("this form does not carry a campaign decision") from None
+    if not isinstance(data, dict) or data.get("verdict") not in ("keep", "revoke"):
+        raise ValueError("this form does not carry a campaign decision")
+    channel = data.get("channel")
+    return ReasonForm(
+        target=_target(data),
+        verdict=str(data["verdict"]),
+        bulk=data.get("bulk") is True,
+        channel=channel if isinstance(channel, str) and channel else None,
+    )
+
+
+def _target(data: dict[str, Any]) -> DigestTarget:
     campaign_id, stage, items = data.get("c"), data.get("s"), data.get("i")
     if (
         not isinstance(campaign_id, str)
@@ -141,8 +202,6 @@ def render_digest(
         decided_revoke=sum(1 for i in items if i.verdict == "revoke"),
         left_out=len(items) - len(rows),
         bulk_value=digest_value(campaign_id, stage, pending_rows) if pending_rows else "",
-        can_keep="keep" not in reasons_required,
-        can_revoke="revoke" not in reasons_required,
         reasons_required=list(reasons_required),
         open=open_,
         reminder=reminder,

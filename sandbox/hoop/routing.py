@@ -7,7 +7,9 @@
   provision, users, plugins, attributes, access-request rules and the ``/api/_sandbox`` posts; provision
   also refuses a person's token (``api_key_only``).
 - Test hooks: ``fail_next`` injects 5xx/429 (with ``Retry-After``) before or *after* the write, through
-  the shared :mod:`sandbox.faults` plan; every call is recorded in ``calls`` (neither is persisted).
+  the shared :mod:`sandbox.faults` plan, and ``fail_randomly`` a seeded share of all calls (429, 503, an
+  answer held back past the client's timeout, a dropped connection); every call is recorded in ``calls``
+  (neither is persisted).
 
 ``_dispatch`` parses the body, takes a fault, authenticates and runs the handler under the state lock,
 then records the call. It never decides anything about a resource: handlers do.
@@ -15,21 +17,36 @@ then records the call. It never decides anything about a resource: handlers do.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.faults import Fault, FaultPlan
+from sandbox.faults import Fault, FaultPlan, RandomFaults, call_name, drop_asgi_connection
 from sandbox.hoop.api import ID_NAMESPACE, Call, Caller, HTTPError
 from sandbox.hoop.state import HoopCore
 
 DEFAULT_API_KEY = "hpk_sandbox_admin_key"
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+UVICORN_SEND = "sandbox.uvicorn_send"
+"""Where the app keeps uvicorn's ``send`` in the scope, for :class:`_DroppedConnection`."""
+
+
+class _DroppedConnection(Response):
+    """No answer at all: the connection is closed, as a gateway restarting mid-request leaves it."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=500)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await drop_asgi_connection(scope[UVICORN_SEND])
+
 
 Handler = Callable[..., tuple[int, Any]]
 """``handler(caller, path_params, query, body) -> (status, payload)``; raises ``HTTPError`` to refuse."""
@@ -84,6 +101,17 @@ class Routing(HoopCore):
                 method=method or None,
             )
         )
+
+    def fail_randomly(self, spec: RandomFaults) -> FaultPlan:
+        """Fail a seeded share of the calls (``spec.prefix`` with or without ``/api``), answered as
+        ``fail_next`` answers (hoop's ``{"message": ...}`` error body, ``Retry-After`` on a 429); the plan
+        returned counts what it injected."""
+        prefix = spec.prefix if spec.prefix.startswith("/api") else "/api" + spec.prefix
+        self._faults.fail_randomly(replace(spec, prefix=prefix))
+        return self._faults
+
+    def stop_failing_randomly(self) -> None:
+        self._faults.stop_failing_randomly()
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -146,10 +174,16 @@ class Routing(HoopCore):
             except ValueError as exc:
                 body_error = f"invalid json body: {exc}"
         headers: dict[str, str] = {}
+        late = 0.0  # a timeout: the call is carried out, its answer held back past the client's patience
         with self._lock:
-            fault = self._faults.take(path, method)
+            fault = self._faults.take(path, method, call=call_name(method, path, request.url.query, raw))
+            if fault is not None and fault.delay:
+                late, fault = fault.delay, None
             status: int
             payload: Any
+            if fault is not None and fault.drop and not fault.after_write:
+                self.calls.append(Call(method, path, query, body, 0, None, True))
+                return _DroppedConnection()
             if fault is not None and not fault.after_write:
                 status, payload = fault.status, {"message": "injected failure"}
             else:
@@ -166,12 +200,17 @@ class Routing(HoopCore):
                     status, payload = exc.status, {"message": exc.message, **exc.extra}
                 if fault is not None:
                     status, payload = fault.status, {"message": "injected failure"}
+            if fault is not None and fault.drop:  # after the write: the change stays, the answer is lost
+                self.calls.append(Call(method, path, query, body, 0, None, True))
+                return _DroppedConnection()
             if fault is not None:
                 headers["X-Sandbox-Fault"] = "injected"
                 retry_after = fault.retry_after_header()
                 if retry_after is not None:
                     headers["Retry-After"] = retry_after
             self.calls.append(Call(method, path, query, body, status, payload, fault is not None))
+        if late:
+            await asyncio.sleep(late)
         if status == 204:
             return Response(status_code=204, headers=headers)
         return JSONResponse(payload, status_code=status, headers=headers)

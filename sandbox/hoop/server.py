@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -15,7 +16,7 @@ from sandbox.faults import FaultPlan
 from sandbox.hoop.api import Call
 from sandbox.hoop.grants import Grants
 from sandbox.hoop.identity_keys import IdentityKeys
-from sandbox.hoop.routing import ALL_METHODS, DEFAULT_API_KEY, Routing, api_key_callers
+from sandbox.hoop.routing import ALL_METHODS, DEFAULT_API_KEY, UVICORN_SEND, Routing, api_key_callers
 from sandbox.hoop.service_identities import ServiceIdentities
 from sandbox.hoop.users import Users
 
@@ -42,7 +43,15 @@ class HoopStandIn(Grants, Users, IdentityKeys, ServiceIdentities, Routing):
         self.api_key = next(iter(keys))
         self.calls: list[Call] = []
         self._faults = FaultPlan()
-        self.app = self._build_app()
+        routes = self._build_app()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            # uvicorn's own ``send`` (Starlette wraps it before a route sees it): dropping a connection
+            # reaches the transport through it
+            scope[UVICORN_SEND] = send
+            await routes(scope, receive, send)
+
+        self.app = app
 
     @property
     def api_url(self) -> str:

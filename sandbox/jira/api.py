@@ -71,6 +71,7 @@ class Outcome:
     payload: Any
     headers: dict[str, str]
     drop: bool = False
+    delay: float = 0.0  # seconds to hold the answer back (an injected timeout)
 
 
 Handler = Callable[[Ctx], tuple[int, Any]]

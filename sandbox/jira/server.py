@@ -6,12 +6,15 @@ request is handled under the one lock and the state file is rewritten after ever
 
 Test hooks: ``fail_next`` answers the next matching requests with 429/503/… (with ``Retry-After``), before or
 *after* the write; ``drop_next`` closes the connection without an answer, before or after the write (the
-caller cannot tell whether the write happened). Every call is recorded in ``calls``; every webhook event in
-``events`` and every delivery attempt in ``deliveries``. Injected answers carry ``X-Sandbox-Fault: injected``.
+caller cannot tell whether the write happened); ``fail_randomly`` fails a seeded share of all calls (429,
+503, an answer held back past the client's timeout, a dropped connection). Every call is recorded in
+``calls``; every webhook event in ``events`` and every delivery attempt in ``deliveries``. Injected answers
+carry ``X-Sandbox-Fault: injected``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -19,15 +22,16 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sandbox.faults import Fault, FaultPlan, drop_asgi_connection
+from sandbox.faults import Fault, FaultPlan, RandomFaults, call_name, drop_asgi_connection
 from sandbox.jira.api import ApiError, Ctx, Handler, Outcome
 from sandbox.jira.directory import DirectoryRoutes
 from sandbox.jira.issues import IssueRoutes
@@ -42,6 +46,12 @@ from sandbox.jira.webhooks import (
 )
 
 API_VERSIONS = ("2", "3", "latest")
+
+
+def _query(pairs: list[tuple[str, str]]) -> str:
+    return urlencode(pairs)
+
+
 _JSON_TYPE = "application/json;charset=UTF-8"
 
 
@@ -162,6 +172,15 @@ class JiraStandIn(IssueRoutes, TransitionRoutes, DirectoryRoutes, SearchRoutes):
             )
         )
 
+    def fail_randomly(self, spec: RandomFaults) -> FaultPlan:
+        """Fail a seeded share of the calls below ``/rest/api/<version>`` (``spec.prefix`` as for
+        ``fail_next``), answered as ``fail_next`` answers; the plan returned counts what it injected."""
+        self._faults.fail_randomly(replace(spec, prefix=self._api_prefix(spec.prefix)))
+        return self._faults
+
+    def stop_failing_randomly(self) -> None:
+        self._faults.stop_failing_randomly()
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -213,6 +232,8 @@ class JiraStandIn(IssueRoutes, TransitionRoutes, DirectoryRoutes, SearchRoutes):
             outcome = self._handle(request.method, request.url.path, query, request.headers, raw)
             if request.method != "GET":
                 self._save()
+        if outcome.delay:
+            await asyncio.sleep(outcome.delay)
         if outcome.drop:
             await drop_asgi_connection(send)
             return
@@ -241,7 +262,14 @@ class JiraStandIn(IssueRoutes, TransitionRoutes, DirectoryRoutes, SearchRoutes):
             # admin webhooks live outside /rest/api (developer.atlassian.com/cloud/jira/platform/webhooks)
             match, version, api_path = None, WEBHOOKS_VERSION, "/webhooks" + path[len(WEBHOOKS_API) :]
         user: User | None = None
-        fault = self._faults.take(api_path, method) if match else None
+        fault = (
+            self._faults.take(api_path, method, call=call_name(method, path, _query(query), raw))
+            if match
+            else None
+        )
+        late = 0.0  # a timeout: the call is carried out, its answer held back past the client's patience
+        if fault is not None and fault.delay:
+            late, fault = fault.delay, None
         out_headers: dict[str, str] = {}
         status: int
         payload: Any
@@ -277,7 +305,7 @@ class JiraStandIn(IssueRoutes, TransitionRoutes, DirectoryRoutes, SearchRoutes):
                 injected=fault is not None,
             )
         )
-        return Outcome(status, payload, out_headers, drop=fault is not None and fault.drop)
+        return Outcome(status, payload, out_headers, drop=fault is not None and fault.drop, delay=late)
 
     @staticmethod
     def _fault_answer(fault: Fault, headers: dict[str, str]) -> tuple[int, Any]:

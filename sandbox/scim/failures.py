@@ -43,11 +43,13 @@ def request_fault(
     )
 
 
-def take_failure(plan: FaultPlan, path: str) -> Answer | None:
-    """The injected failure for a request to ``path`` (normalised), if one is due."""
-    fault = plan.take(path + "/")
-    if fault is None:
-        return None
+def take_fault(plan: FaultPlan, path: str, *, method: str, call: str) -> Fault | None:
+    """The fault due for a request to ``path`` (normalised), if any; ``call`` names it for the plan."""
+    return plan.take(path + "/", method, call=call)
+
+
+def fault_answer(fault: Fault) -> Answer:
+    """The directory's answer for an injected failure (RFC 7644 §3.12 error, or a proxy's HTML page)."""
     return error_answer(
         fault.status,
         retry_after=fault.retry_after_header(),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
@@ -25,11 +26,19 @@ from scim2_server.testserver.application import BEARER_TOKEN_SCHEME, BearerToken
 from scim2_server.utils import load_default_service_provider_config
 
 from domain.identity import Organisation
-from sandbox.faults import FaultPlan
+from sandbox.faults import FaultPlan, RandomFaults, call_name
 from sandbox.scim import persistence
-from sandbox.scim.failures import PageFault, PageFaults, header, normalise, request_fault, take_failure
+from sandbox.scim.failures import (
+    PageFault,
+    PageFaults,
+    fault_answer,
+    header,
+    normalise,
+    request_fault,
+    take_fault,
+)
 from sandbox.scim.models import GROUP_TYPE, USER_TYPE, UserModel, manager_of, set_manager
-from sandbox.scim.wsgi import LOOPBACK, Answer, Handler, ThreadingServer, error_answer
+from sandbox.scim.wsgi import LOOPBACK, Answer, Handler, ThreadingServer, drop_connection, error_answer
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -276,6 +285,16 @@ class ScimDirectoryServer:
 
         self._modify_user(self.user_id(email), change)
 
+    def set_department(self, email: str, department: str) -> None:
+        """The enterprise extension's ``department`` (RFC 7643 §4.3), as an IdP sets it when someone moves."""
+
+        def change(user: UserModel) -> None:
+            extension = user[EnterpriseUser] or EnterpriseUser()
+            extension.department = department
+            user[EnterpriseUser] = extension
+
+        self._modify_user(self.user_id(email), change)
+
     def set_email(self, email: str, new_email: str) -> None:
         """Change a user's userName and primary email (emails change; ids do not)."""
 
@@ -345,6 +364,18 @@ class ScimDirectoryServer:
         """Run ``action`` just before serving the k-th listing page: a write racing a paged sync."""
         self._page_faults.add(PageFault(normalise(path_prefix), k, before=action))
 
+    def fail_randomly(self, spec: RandomFaults) -> FaultPlan:
+        """Fail a seeded share of the requests under ``spec.prefix`` (``/`` or empty: all), answered as
+        ``fail_next`` answers (a SCIM error, with ``Retry-After`` on a 429), held back past the client's
+        timeout, or dropped; the plan returned counts what it injected. A call is named by its method, path
+        and query (the directory's writes are not told apart by their bodies)."""
+        prefix = normalise(spec.prefix or "/")
+        self._faults.fail_randomly(replace(spec, prefix=prefix if prefix == "/" else prefix + "/"))
+        return self._faults
+
+    def stop_failing_randomly(self) -> None:
+        self._faults.stop_failing_randomly()
+
     def clear_faults(self) -> None:
         self._faults.clear()
         self._page_faults.clear()
@@ -357,7 +388,14 @@ class ScimDirectoryServer:
         lowered = path.rstrip("/").lower()
         query = str(environ.get("QUERY_STRING", ""))
 
-        answer = take_failure(self._faults, lowered)
+        injected = take_fault(self._faults, lowered, method=method, call=call_name(method, path, query, b""))
+        late = 0.0  # a timeout: the request is carried out, its answer held back past the client's patience
+        if injected is not None and injected.delay:
+            late, injected = injected.delay, None
+        if injected is not None and injected.drop and not injected.after_write:
+            self.requests.append(RecordedRequest(method, path, query, 0))
+            return drop_connection(environ, start_response)
+        answer = fault_answer(injected) if injected is not None and not injected.drop else None
         listing = answer is None and method == "GET" and lowered in LISTING_PATHS
         page_faults = self._page_faults.due(lowered) if listing else []
         if answer is None:
@@ -385,8 +423,13 @@ class ScimDirectoryServer:
             if method in WRITE_METHODS and 200 <= status < 300 and not lowered.endswith("/.search"):
                 self._persist()
 
+        if injected is not None and injected.drop:  # after the write: the change stays, the answer is lost
+            self.requests.append(RecordedRequest(method, path, query, 0))
+            return drop_connection(environ, start_response)
         status = int(answer.status.split()[0])
         self.requests.append(RecordedRequest(method, path, query, status))
+        if late:
+            time.sleep(late)
         headers = [(k, v) for k, v in answer.headers if k.lower() != "content-length"]
         headers.append(("Content-Length", str(len(answer.body))))
         start_response(answer.status, headers)

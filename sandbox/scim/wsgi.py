@@ -15,6 +15,8 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 LOOPBACK = "127.0.0.1"
+CONNECTION = "sandbox.connection"
+"""Where the handler puts the request's socket in the WSGI environ."""
 # RFC 7644 §3.12: an error answer carries this schema, the status as a string, and a detail
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 
@@ -26,6 +28,11 @@ class Handler(WSGIRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ[CONNECTION] = self.connection  # for a dropped connection (``drop_connection``)
+        return environ
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -61,3 +68,18 @@ def error_answer(status: int, *, retry_after: str | None, scim_body: bool, detai
         body = f"<html><body><h1>{status} {phrase}</h1></body></html>".encode()
         headers.append(("Content-Type", "text/html"))
     return Answer(f"{status} {phrase}", headers, body)
+
+
+def drop_connection(environ: Any, start_response: Any) -> list[bytes]:
+    """Close the request's connection without an answer; returns the (empty) body for the WSGI app to
+    return. wsgiref then fails to write the status it is handed and gives up silently: a client that hung
+    up is a broken pipe it expects."""
+    connection = environ.get(CONNECTION)
+    if connection is None:
+        raise RuntimeError("dropping a connection needs the directory's own request handler")
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
+    start_response("500 Internal Server Error", [("Content-Length", "0")])
+    return []

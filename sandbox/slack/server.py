@@ -2,14 +2,17 @@
 
 It routes ``/api/<method>`` (authenticating the token as Slack does, then handing the call to the method's
 module), ``/link/`` (Socket Mode) and the response URLs; records every Web API call in ``calls``; injects
-the faults tests ask for (``fail_next``, ``drop_next``, through ``sandbox.faults``); and saves the
-workspace after every call that may have changed it. The Web API methods themselves live in ``users``,
-``messages``, ``views`` and ``socket_mode``; this module never answers one.
+the faults tests ask for (``fail_next``, ``drop_next``, ``fail_randomly``, through ``sandbox.faults``); and
+saves the workspace after every call that may have changed it. The Web API methods themselves live in
+``users``, ``messages``, ``views`` and ``socket_mode``; this module never answers one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import dataclasses
+import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.faults import Fault, FaultPlan
+from sandbox.faults import Fault, FaultPlan, RandomFaults, call_name
 from sandbox.slack.api import Call, SlackFail, parse_request
 from sandbox.slack.loop import LOOPBACK, LoopThread
 from sandbox.slack.messages import METHODS as MESSAGE_METHODS
@@ -229,6 +232,16 @@ class SlackStandIn:
         the call is applied, or after (``after_write=True``: the message was stored, the reply is lost)."""
         self._faults.add(Fault(method, remaining=count, after_write=after_write, drop=True, exact=True))
 
+    def fail_randomly(self, spec: RandomFaults) -> FaultPlan:
+        """Fail a seeded share of the Web API calls (``spec.prefix``: a method name or its start, e.g.
+        ``chat.``), answered as ``fail_next`` answers (429 ``ratelimited`` with ``Retry-After``, 503 as
+        Slack's edge page); the plan returned counts what it injected."""
+        self._faults.fail_randomly(spec)
+        return self._faults
+
+    def stop_failing_randomly(self) -> None:
+        self._faults.stop_failing_randomly()
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -274,8 +287,12 @@ class SlackStandIn:
         method = request.match_info["method"]
         params, header_token, parse_error = await parse_request(request)
         recorded = {k: v for k, v in params.items() if k != "token"}
+        call = call_name("POST", method, "", json.dumps(recorded, sort_keys=True, default=str).encode())
         with self._lock:
-            fault = self._take_fault(method)
+            fault = self._take_fault(method, call)
+        late = 0.0  # a timeout: the call is carried out, its answer held back past the client's patience
+        if fault is not None and fault.delay:
+            late, fault = fault.delay, None
         if fault is not None and not fault.after_write:
             return self._inject(request, method, recorded, fault)
         with self._lock:
@@ -286,11 +303,18 @@ class SlackStandIn:
             return self._inject(request, method, recorded, fault)
         with self._lock:
             self.calls.append(Call(method, recorded, status, body, None, request.method, warnings))
+        if late:
+            await asyncio.sleep(late)
         return web.json_response(body, status=status, headers={"X-OAuth-Scopes": ",".join(self.scopes)})
 
-    def _take_fault(self, method: str) -> Fault | None:
-        """The fault this call of ``method`` must suffer, if any (called once per call, under the lock)."""
-        return self._faults.take(method)
+    def _take_fault(self, method: str, call: str | None = None) -> Fault | None:
+        """The fault this call of ``method`` must suffer, if any (called once per call, under the lock);
+        ``call`` names it for the plan's records (the method and its parameters)."""
+        fault = self._faults.take(method, call=call)
+        if fault is not None and fault.kind == "503":
+            # a random 5xx comes from Slack's edge, an HTML page, as ``fail_next`` sends it
+            fault = dataclasses.replace(fault, html=True)
+        return fault
 
     def _inject(
         self, request: web.Request, method: str, params: dict[str, Any], fault: Fault

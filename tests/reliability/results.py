@@ -22,14 +22,22 @@ def results_dir() -> Path:
     return Path(os.environ.get("GRANTFLOW_RELIABILITY_RESULTS") or Path(__file__).parent / "results")
 
 
-def _commit() -> str:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _commit() -> str:
+    """The code the scenario ran on: HEAD, ``+changes`` when tracked product files differ from it (the
+    suite's own records, rewritten by every run, do not count)."""
+    head = _git("rev-parse", "--short", "HEAD")
+    if not head:
         return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!tests/reliability/results")
+    return f"{head}+changes" if changed else head
 
 
 def _command() -> str:

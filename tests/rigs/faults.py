@@ -153,7 +153,7 @@ class FaultySlack(SlackStandIn):
         finally:
             _slack_token.reset(reset)
 
-    def _take_fault(self, method: str) -> Any:  # called once per Web API call, under the stand-in's lock
+    def _take_fault(self, method: str, call: str | None = None) -> Any:  # once per call, under the lock
         self.arrivals.append((method, time.monotonic()))
         kind = None
         grantflows = _slack_token.get() == self.bot_token
@@ -167,7 +167,7 @@ class FaultySlack(SlackStandIn):
             self.fail_next(method, 503, after_write=kind == "503-after")
         elif kind in ("drop", "drop-after"):
             self.drop_next(method, after_write=kind == "drop-after")
-        return super()._take_fault(method)
+        return super()._take_fault(method, call)
 
     def calls_at(self, method: str) -> list[float]:
         with self._lock:

@@ -22,8 +22,9 @@ one (an issue created). Both levels below use that key:
 
 Answers: 200 (handled, ignored or a duplicate) with ``{"status", "detail"}``; 202 when the work takes
 longer than ``budget`` seconds (it goes on in the background; Jira must not wait); 401 bad signature; 400
-a body that is not a JSON object; 503 when Temporal, the store or Jira failed transiently — nothing was
-recorded, so Jira's redelivery tries again. What a delivery means is never decided here.
+a body that is not a JSON object, or one not shaped as Jira's events (:class:`Malformed`); 503 when
+Temporal, the store or Jira failed transiently — nothing was recorded, so Jira's redelivery tries again.
+What a delivery means is never decided here.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 from integrations.jira_tickets import verify_webhook_signature
 from store import Store
-from web.jira.connection import CHANNEL, Outcome, Transient
+from web.jira.connection import CHANNEL, Malformed, Outcome, Transient
 
 log = logging.getLogger("grantflow.web.jira")
 
@@ -74,7 +75,7 @@ class Deliveries:
             }
         try:
             payload = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
             payload = None
         if not isinstance(payload, dict):
             return 400, {"error": "bad_input", "detail": "the body is not a JSON object; nothing was done"}
@@ -94,6 +95,8 @@ class Deliveries:
             return 202, {"status": "accepted", "detail": "still being handled; Jira need not send it again"}
         except Transient as exc:
             return 503, {"error": "unavailable", "detail": f"{exc}; nothing was recorded, send it again"}
+        except Malformed as exc:
+            return 400, {"error": "bad_input", "detail": f"{exc}; nothing was done"}
         except Exception as exc:
             log.exception("Jira webhook %s failed", identifier)
             return 500, {
@@ -119,16 +122,22 @@ class Deliveries:
 def event_key(payload: Mapping[str, Any]) -> str | None:
     """What a delivery is about, from the signed body: ``changelog:<issue id>:<changelog id>`` for an issue
     update (Jira gives every change of an issue its own changelog id, repeated in every delivery of the
-    event), None for events without a changelog (an issue created: its deliveries share only the header).
+    event), ``comment:<issue id>:<comment id>`` for a comment without a changelog, None for events without
+    either (an issue created: its deliveries share only the header).
     The header identifier alone is not enough: it is outside the signature, so a replayed body may come
     with any identifier."""
-    changelog = payload.get("changelog")
-    change_id = changelog.get("id") if isinstance(changelog, Mapping) else None
-    if change_id is None or isinstance(change_id, bool) or str(change_id).strip() == "":
-        return None
     issue = payload.get("issue")
     issue_id = (issue.get("id") or issue.get("key")) if isinstance(issue, Mapping) else None
-    return f"changelog:{issue_id or '-'}:{change_id}"
+    changelog = payload.get("changelog")
+    change_id = changelog.get("id") if isinstance(changelog, Mapping) else None
+    if change_id is not None and not isinstance(change_id, bool) and str(change_id).strip() != "":
+        return f"changelog:{issue_id or '-'}:{change_id}"
+    # a comment alone (``issue_commented``) has no changelog; its comment id names it as well
+    comment = payload.get("comment")
+    comment_id = comment.get("id") if isinstance(comment, Mapping) else None
+    if comment_id is not None and not isinstance(comment_id, bool) and str(comment_id).strip() != "":
+        return f"comment:{issue_id or '-'}:{comment_id}"
+    return None
 
 
 class Markers:

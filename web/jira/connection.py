@@ -33,6 +33,11 @@ class Transient(Exception):
     """Something failed that may work on redelivery: answer 503 and remember nothing."""
 
 
+class Malformed(Exception):
+    """A signed delivery whose JSON is not shaped as Jira's webhooks are: answer 400 (naming what is
+    wrong), act on nothing, and remember nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     status: str  # counted, refused, created, rejected, ignored, duplicate

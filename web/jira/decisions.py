@@ -35,7 +35,15 @@ from domain.requests import RequestView, Verdict
 from integrations.jira_tickets import JiraPermanentError, JiraTickets, StatusChange, parse_status_change
 from store import Store
 from web.jira.authenticity import Markers, event_key
-from web.jira.connection import CHANNEL, JiraConnection, Outcome, Transient, field_text, jira_call
+from web.jira.connection import (
+    CHANNEL,
+    JiraConnection,
+    Malformed,
+    Outcome,
+    Transient,
+    field_text,
+    jira_call,
+)
 from web.jira.people import People
 from web.service import RequestService, ServiceError, Unavailable
 
@@ -80,8 +88,8 @@ class Decisions:
         """A ``jira:issue_updated`` delivery: a decision, a duplicate of one, or nothing to act on."""
         try:
             change = parse_status_change(payload, identifier)
-        except ValueError as exc:
-            return Outcome("ignored", str(exc))
+        except ValueError as exc:  # a status change of no issue
+            raise Malformed(str(exc)) from None
         if change is None:
             return Outcome("ignored", "no status change")
         verdict = self._verdict(change)

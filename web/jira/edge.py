@@ -1,7 +1,8 @@
 """The Jira edge: ties the parts of ``POST /jira/webhook`` together for one service.
 
-A delivery is verified and deduplicated (:mod:`web.jira.authenticity`), then an issue update goes to
-:mod:`web.jira.decisions` and an issue creation to :mod:`web.jira.intake`; both map Jira accounts to
+A delivery is verified and deduplicated (:mod:`web.jira.authenticity`), then a comment on a campaign digest
+issue goes to :mod:`web.jira.campaign_digests`, another issue update to :mod:`web.jira.decisions` and an
+issue creation to :mod:`web.jira.intake`; both map Jira accounts to
 people with :mod:`web.jira.people` and talk to Jira through one :mod:`web.jira.connection`. Every other
 event is answered "ignored". The edge holds no rule of its own; the HTTP route is :mod:`web.jira.router`.
 """
@@ -19,13 +20,17 @@ from configuration.settings import Settings
 from integrations.jira_tickets import JiraError, JiraTransientError, build_jira
 from store import Store
 from web.jira.authenticity import WEBHOOK_BUDGET, Deliveries, Markers
-from web.jira.connection import JiraConnection, Outcome
+from web.jira.campaign_digests import CampaignDigestComments, digest_issue
+from web.jira.connection import JiraConnection, Malformed, Outcome
 from web.jira.decisions import Decisions
 from web.jira.intake import Intake
 from web.jira.people import People
 from web.service import RequestService
 
 log = logging.getLogger("grantflow.web.jira")
+
+DIGEST_LABEL_PREFIX = "grantflow-"
+"""The label prefix of grantflow's issues (``JiraTickets``' default, which the worker's tickets use too)."""
 
 
 class JiraEdge:
@@ -66,17 +71,26 @@ class JiraEdge:
             people=self.people,
             markers=markers,
         )
+        self.campaign_digests = CampaignDigestComments(
+            store=store, connection=self.connection, markers=markers
+        )
 
     async def receive(self, raw: bytes, headers: Mapping[str, str]) -> tuple[int, dict[str, str]]:
         """Verify, deduplicate and handle one delivery; the HTTP status and JSON body to answer with."""
         return await self.deliveries.receive(raw, headers, self._handle)
 
     async def _handle(self, payload: dict[str, Any], identifier: str) -> Outcome:
+        problem = shape_problem(payload)
+        if problem is not None:
+            raise Malformed(problem)
         event = str(payload.get("webhookEvent") or "")
         if event not in ("jira:issue_updated", "jira:issue_created"):
             return Outcome("ignored", f"event {event or '(none)'} is not one grantflow acts on")
         if event == "jira:issue_created":
             return await self.intake.handle(payload, identifier)
+        digest = digest_issue(payload, DIGEST_LABEL_PREFIX)
+        if digest is not None:
+            return await self.campaign_digests.handle(payload, identifier, digest)
         return await self.decisions.handle(payload, identifier)
 
     def close_client(self) -> None:
@@ -86,6 +100,47 @@ class JiraEdge:
         """Let deliveries under way finish (up to ``budget`` seconds), then close the client."""
         await self.deliveries.settle()
         await asyncio.to_thread(self.close_client)
+
+
+_OBJECTS = (
+    ("issue",),
+    ("issue", "fields"),
+    ("issue", "fields", "project"),
+    ("issue", "fields", "reporter"),
+    ("issue", "fields", "status"),
+    ("user",),
+    ("changelog",),
+)
+_LISTS = (("issue", "fields", "labels"), ("changelog", "items"))
+
+
+def shape_problem(payload: Mapping[str, Any]) -> str | None:
+    """What makes a delivery unlike Jira's webhooks, or None. Jira's issue events (the webhook payloads of
+    Jira Cloud's "Webhooks" documentation, and the issue shapes of jira-platform-v3.json) always name their
+    ``webhookEvent``; where they carry the parts grantflow reads, ``issue``, its ``fields`` (with
+    ``project``, ``reporter``, ``status``), ``user`` and ``changelog`` are objects, ``labels`` and the
+    changelog's ``items`` lists (of objects). Parts that are absent are fine: not every event has them."""
+    event = payload.get("webhookEvent")
+    if not isinstance(event, str) or not event:
+        return "webhookEvent is missing or not a string: Jira names every event"
+
+    def at(path: tuple[str, ...]) -> Any:
+        found: Any = payload
+        for key in path:
+            found = found.get(key) if isinstance(found, Mapping) else None
+        return found
+
+    for path in _OBJECTS:
+        if at(path) is not None and not isinstance(at(path), Mapping):
+            return f"{'.'.join(path)} is not an object"
+    for path in _LISTS:
+        value = at(path)
+        if value is not None and not isinstance(value, list):
+            return f"{'.'.join(path)} is not a list"
+    items = at(("changelog", "items")) or []
+    if not all(isinstance(item, Mapping) for item in items):
+        return "changelog.items holds something other than objects"
+    return None
 
 
 def build_jira_edge(settings: Settings, service: RequestService, store: Store) -> JiraEdge | None:
