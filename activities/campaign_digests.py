@@ -60,6 +60,30 @@ def _own(item: StoredItem, person_id: str) -> bool:
     return item.subject.is_person and item.subject.id == person_id
 
 
+async def reviewer_items(store: Store, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
+    """Every open item the person reviews in the stage, in id order — their own, their groups' and those
+    escalated to them — except their own access (nobody reviews that; the web page says so if they look).
+    What every channel's digest shows; an item closed meanwhile (its subject left) is gone from it."""
+    person = await asyncio.to_thread(store.get_person, person_id)
+    found: dict[str, StoredItem] = {}
+
+    def add(page: list[StoredItem]) -> None:
+        found.update((i.id, i) for i in page if not (i.subject.is_person and i.subject.id == person_id))
+
+    for owner in [person_id, *(person.groups if person is not None else ())]:
+        after = ""
+        while page := await asyncio.to_thread(
+            store.items, campaign_id, reviewer_id=owner, stage=stage, after=after, outcome=ItemOutcome.OPEN
+        ):
+            add(page)
+            after = page[-1].id
+    after = ""
+    while page := await asyncio.to_thread(store.escalated_items, campaign_id, stage, person_id, after=after):
+        add(page)
+        after = page[-1].id
+    return [found[k] for k in sorted(found)]
+
+
 class SlackDigests:
     """Posting and refreshing reviewers' digests through one Slack bot."""
 
@@ -234,29 +258,4 @@ class SlackDigests:
         return digest, link
 
     async def _items(self, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
-        """Every open item the person reviews in the stage: their own, their groups' and those escalated to
-        them, except their own access (nobody reviews that; the web page says so if they look). An item
-        closed meanwhile (its subject left) is gone from the digest."""
-        person = await asyncio.to_thread(self._store.get_person, person_id)
-        found: dict[str, StoredItem] = {}
-        for owner in [person_id, *(person.groups if person is not None else ())]:
-            after = ""
-            while page := await asyncio.to_thread(
-                self._store.items,
-                campaign_id,
-                reviewer_id=owner,
-                stage=stage,
-                after=after,
-                outcome=ItemOutcome.OPEN,
-            ):
-                found.update(
-                    (i.id, i) for i in page if not (i.subject.is_person and i.subject.id == person_id)
-                )
-                after = page[-1].id
-        after = ""
-        while page := await asyncio.to_thread(
-            self._store.escalated_items, campaign_id, stage, person_id, after=after
-        ):
-            found.update((i.id, i) for i in page if not (i.subject.is_person and i.subject.id == person_id))
-            after = page[-1].id
-        return [found[k] for k in sorted(found)]
+        return await reviewer_items(self._store, campaign_id, stage, person_id)

@@ -25,8 +25,9 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from activities.campaign_digests import reviewer_items
 from domain.campaign_spec import parse_campaign_spec
-from domain.campaign_state import CampaignRecord, CampaignStatus, ItemOutcome
+from domain.campaign_state import CampaignRecord, CampaignStatus
 from domain.identity import PersonRef
 from integrations.jira_campaign_digest import (
     JiraDigestRow,
@@ -227,31 +228,5 @@ class JiraDigests:
         return description, [r.item.id for r in rows if r.verdict is None]
 
     async def _items(self, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
-        """Every open item the person reviews in the stage (their own, their groups', those escalated to
-        them), never their own access: what the Slack digest shows
-        (``SlackDigests._items``, which this mirrors)."""
-        person = await asyncio.to_thread(self._store.get_person, person_id)
-        found: dict[str, StoredItem] = {}
-        for owner in [person_id, *(person.groups if person is not None else ())]:
-            after = ""
-            while page := await asyncio.to_thread(
-                self._store.items,
-                campaign_id,
-                reviewer_id=owner,
-                stage=stage,
-                after=after,
-                outcome=ItemOutcome.OPEN,
-            ):
-                found.update((i.id, i) for i in page)
-                after = page[-1].id
-        after = ""
-        while page := await asyncio.to_thread(
-            self._store.escalated_items, campaign_id, stage, person_id, after=after
-        ):
-            found.update((i.id, i) for i in page)
-            after = page[-1].id
-        return [
-            found[k]
-            for k in sorted(found)
-            if not (found[k].subject.is_person and found[k].subject.id == person_id)
-        ]
+        """What the Slack digest shows: :func:`activities.campaign_digests.reviewer_items`."""
+        return await reviewer_items(self._store, campaign_id, stage, person_id)

@@ -208,8 +208,11 @@ class ChannelNotifier:
         assert self._email is not None
         if self._was_sent(f"email:{message_id}"):
             return []
+        text = message.text
+        if message.link and message.link not in text:  # the link is what the person acts on
+            text = f"{text}\n\n{message.link}"
         try:
-            await asyncio.to_thread(self._email.send, to, message.subject, message.text, None, message_id)
+            await asyncio.to_thread(self._email.send, to, message.subject, text, None, message_id)
         except EmailError as exc:
             return [f"email to {to}: {exc.message}"]
         self._remember(f"email:{message_id}")

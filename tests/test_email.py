@@ -11,8 +11,10 @@ import jinja2
 import pytest
 
 from domain.durations import format_duration
+from domain.identity import PersonRef
 from domain.requests import Decision, EndReason, RequestStatus, Verdict
 from integrations.email import EmailPermanentError, EmailSender, EmailTransientError, message_id_header
+from integrations.notify import ChannelNotifier, Message
 from sandbox.smtp import SmtpSink
 from templates import template_environment
 from tests.test_jira_adapter import BOB, T_CREATED, request_view
@@ -198,3 +200,36 @@ def test_outcome_templates() -> None:
             "outcome", view=request_view(status=status, failure_reason="x"), recipient=view.requester
         )
         assert subject.startswith("[grantflow] Request req-42") and text.strip() and "</html>" in html
+
+
+async def test_a_notice_whose_text_does_not_carry_its_link_is_emailed_with_it(
+    sink: SmtpSink, sender: EmailSender
+) -> None:
+    """An escalation or a delegation names the review link in ``Message.link`` only: the email must carry
+    it, since that is where the person acts; a text that already shows it is sent as it is."""
+    notifier = ChannelNotifier(slack=None, email=sender, jira=None)
+    manager = PersonRef(id="u-judy", email="judy@corp.example")
+    link = "http://127.0.0.1:8000/campaigns/review/abc?t=1"
+    await notifier.send(
+        Message(
+            request_id="cmp-1:0:escalation:u-bea",
+            event="campaign_escalation",
+            recipient=manager,
+            subject="Escalated to you: Q3 review — 2 items bea has not reviewed",
+            text="Q3 review: bea has not decided 2 items yet.",
+            link=link,
+        )
+    )
+    await notifier.send(
+        Message(
+            request_id="cmp-1:0",
+            event="campaign_notice",
+            recipient=manager,
+            subject="Q3 review: 4 items to review",
+            text=f"Review and decide: {link}",
+            link=link,
+        )
+    )
+    escalation, notice = sink.wait_for(2)
+    assert escalation.text is not None and escalation.text.rstrip().endswith(link)
+    assert notice.text is not None and notice.text.count(link) == 1

@@ -20,8 +20,27 @@ HEADER = """# Reliability
 What grantflow's reliability suite (`tests/reliability`, in the long-running set: `pytest -m long`) did to
 a running stack and what it counted. Every figure below comes from the suite's own last recorded run of
 that scenario; the page is regenerated from those records with `python -m tests.reliability.report`.
-A scenario that finds a fault fails until the product is fixed, so every row here is a scenario that held.
+A scenario that finds a fault fails until the product is fixed, so every row here is a scenario that held
+when it was recorded; those marked "on demand" have also missed on a loaded CI run, as their sections say.
 """
+
+
+ON_DEMAND = {
+    "server-restart": (
+        "Run on demand (`pytest -m on_demand`), outside `.ci/run`: on a loaded CI run on 2026-12-06 a grant "
+        "was revoked 18.2 s after it was due with the server down for 13.5 s, beyond the 15.5 s bound. The "
+        "worker's reconnection after the restart is the suspect; the bound is the product's promise, so "
+        "the scenario stays as it is until that is found."
+    ),
+    "worker-crashes": (
+        "Run on demand (`pytest -m on_demand`), outside `.ci/run`: on a loaded CI run on 2026-12-06 one "
+        "request waited more than 420 s for its extension to be asked after a crash (the extension call "
+        "answered 200 or 409); whether the extension was lost or the scenario's own retry misread the "
+        "answer is not known yet."
+    ),
+}
+"""Scenarios ``.ci/run`` leaves out (marker ``on_demand``), and why: shown with their figures, which come
+from runs that held."""
 
 
 def _figure(value: int | float) -> str:
@@ -38,12 +57,15 @@ def render(results: list[dict[str, Any]]) -> str:
     lines.append("| Scenario | Injected | Outcome |")
     lines.append("|---|---|---|")
     for r in results:
-        lines.append(f"| [{r['title']}](#{r['scenario']}) | {r['injected']} | {r['outcome']} |")
+        flag = " (on demand, not in CI)" if r["scenario"] in ON_DEMAND else ""
+        lines.append(f"| [{r['title']}](#{r['scenario']}){flag} | {r['injected']} | {r['outcome']} |")
     lines.append("")
     for r in results:
         lines.append(f'<a id="{r["scenario"]}"></a>\n## {r["title"]}\n')
         lines.append(f"**Injected:** {r['injected']}\n")
         lines.append(f"**Outcome:** {r['outcome']}\n")
+        if r["scenario"] in ON_DEMAND:
+            lines.append(f"**Not in CI:** {ON_DEMAND[r['scenario']]}\n")
         lines.append("| Counted | |")
         lines.append("|---|--:|")
         for name, value in r["counts"].items():

@@ -24,7 +24,8 @@ import pytest
 from tests.reliability.results import record
 from tests.reliability.rig import ROLE, Api, Rig, requester_email, running_stack, wait_for_port
 
-pytestmark = [pytest.mark.long, pytest.mark.reliability]
+# On demand, outside .ci/run: see ON_DEMAND in tests/reliability/report.py for the run that missed.
+pytestmark = [pytest.mark.long, pytest.mark.reliability, pytest.mark.on_demand]
 
 GRANTS = 20
 RESOURCES = 4

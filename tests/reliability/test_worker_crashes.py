@@ -45,7 +45,8 @@ from tests.reliability.rig import (
     slack_keys,
 )
 
-pytestmark = [pytest.mark.long, pytest.mark.reliability]
+# On demand, outside .ci/run: see ON_DEMAND in tests/reliability/report.py for the run that missed.
+pytestmark = [pytest.mark.long, pytest.mark.reliability, pytest.mark.on_demand]
 
 # Read at import: the suite's conftest clears GRANTFLOW_* variables before each test runs.
 SEED_GIVEN = os.environ.get("GRANTFLOW_RELIABILITY_SEED")
