@@ -60,6 +60,14 @@ def _own(item: StoredItem, person_id: str) -> bool:
     return item.subject.is_person and item.subject.id == person_id
 
 
+async def campaign_record(store: Store, campaign_id: str) -> CampaignRecord:
+    """The campaign a digest is about; ``LookupError`` when it does not exist."""
+    record = await asyncio.to_thread(store.campaign, campaign_id)
+    if record is None:
+        raise LookupError(f"campaign {campaign_id} does not exist")
+    return record
+
+
 async def reviewer_items(store: Store, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
     """Every open item the person reviews in the stage, in id order — their own, their groups' and those
     escalated to them — except their own access (nobody reviews that; the web page says so if they look).
@@ -103,7 +111,7 @@ class SlackDigests:
         user = await self._slack.user_id_for_email(person.email)
         if user is None:
             return None
-        record = await self._record(campaign_id)
+        record = await campaign_record(self._store, campaign_id)
         digest, link = await self._render(record, stage, person, reminder=reminder)
         ref, posted_now = await self._slack.ensure_posted(
             user,
@@ -212,7 +220,7 @@ class SlackDigests:
     async def _refresh(
         self, handle: DigestHandle, person: PersonRef, *, reminder: bool = False
     ) -> DigestHandle | None:
-        record = await self._record(handle.campaign_id)
+        record = await campaign_record(self._store, handle.campaign_id)
         digest, link = await self._render(record, handle.stage, person, reminder=reminder)
         shown = _fingerprint(digest, link)
         if shown == handle.shown:
@@ -227,17 +235,11 @@ class SlackDigests:
         await asyncio.to_thread(self._store.save_digest, updated, datetime.now(UTC))
         return updated
 
-    async def _record(self, campaign_id: str) -> CampaignRecord:
-        record = await asyncio.to_thread(self._store.campaign, campaign_id)
-        if record is None:
-            raise LookupError(f"campaign {campaign_id} does not exist")
-        return record
-
     async def _render(
         self, record: CampaignRecord, stage: int, person: PersonRef, *, reminder: bool
     ) -> tuple[Digest, str | None]:
         spec = parse_campaign_spec(record.spec_toml, f"campaign {record.id}")
-        items = await self._items(record.id, stage, person.id)
+        items = await reviewer_items(self._store, record.id, stage, person.id)
         verdicts = await asyncio.to_thread(
             self._store.stage_verdicts, record.id, stage, [i.id for i in items]
         )
@@ -256,6 +258,3 @@ class SlackDigests:
             link=link,
         )
         return digest, link
-
-    async def _items(self, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
-        return await reviewer_items(self._store, campaign_id, stage, person_id)

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from activities.campaign_digests import reviewer_items
+from activities.campaign_digests import campaign_record, reviewer_items
 from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignRecord, CampaignStatus
 from domain.identity import PersonRef
@@ -37,7 +37,7 @@ from integrations.jira_campaign_digest import (
 )
 from integrations.jira_tickets import JiraTickets, JiraWorkflowError
 from store import Store
-from store.campaigns import DigestHandle, StoredItem
+from store.campaigns import DigestHandle
 
 JIRA = "jira"
 CLOSE_TRANSITION = "Close"
@@ -75,7 +75,7 @@ class JiraDigests:
         no Jira account."""
         jira = await asyncio.to_thread(self._tickets)
         known = await asyncio.to_thread(self._store.digest, campaign_id, stage, person.id, JIRA)
-        record = await self._record(campaign_id)
+        record = await campaign_record(self._store, campaign_id)
         description, pending = await self._render(record, stage, person.id)
         if known is None:
             account = await asyncio.to_thread(jira.account_id_for_email, person.email)
@@ -124,7 +124,7 @@ class JiraDigests:
         if not handles:
             return 0
         jira = await asyncio.to_thread(self._tickets)
-        record = await self._record(campaign_id)
+        record = await campaign_record(self._store, campaign_id)
         changed = 0
         for handle in handles:
             if progress is not None:
@@ -161,7 +161,7 @@ class JiraDigests:
         if not page:
             return None, 0
         jira = await asyncio.to_thread(self._tickets)
-        record = await self._record(campaign_id)
+        record = await campaign_record(self._store, campaign_id)
         changed = 0
         for handle in page:
             if progress is not None:
@@ -201,16 +201,10 @@ class JiraDigests:
         await asyncio.to_thread(self._store.save_digest, updated, datetime.now(UTC))
         return updated
 
-    async def _record(self, campaign_id: str) -> CampaignRecord:
-        record = await asyncio.to_thread(self._store.campaign, campaign_id)
-        if record is None:
-            raise LookupError(f"campaign {campaign_id} does not exist")
-        return record
-
     async def _render(self, record: CampaignRecord, stage: int, person_id: str) -> tuple[str, list[str]]:
         """The description as it should read now, and the ids of the items still pending."""
         spec = parse_campaign_spec(record.spec_toml, f"campaign {record.id}")
-        items = await self._items(record.id, stage, person_id)
+        items = await reviewer_items(self._store, record.id, stage, person_id)
         verdicts = await asyncio.to_thread(
             self._store.stage_verdicts, record.id, stage, [i.id for i in items]
         )
@@ -226,7 +220,3 @@ class JiraDigests:
             open_=record.status is CampaignStatus.OPEN and record.stage == stage and record.stage_open,
         )
         return description, [r.item.id for r in rows if r.verdict is None]
-
-    async def _items(self, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
-        """What the Slack digest shows: :func:`activities.campaign_digests.reviewer_items`."""
-        return await reviewer_items(self._store, campaign_id, stage, person_id)
