@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -163,6 +164,104 @@ def build_worker(
         activity_executor=ThreadPoolExecutor(max_workers=16),
         **options,
     )
+
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+"""How long a stopping worker lets its running activities finish (a revocation half-way through its
+gateway calls) before they are cancelled; a worker that was never given this cancels them at once."""
+
+SERVER_CHECK_INTERVAL = 0.5
+"""Seconds between the worker's health checks of the Temporal frontend while it runs."""
+
+
+class ServerWatch:
+    """Tells when the Temporal server answers again after it could not be reached.
+
+    Why this exists: the SDK retries a failed task poll with a backoff that doubles up to 10 s and cannot
+    be configured (sdk-core ``client/src/retry.rs``, ``task_poll_retry_policy``: 200 ms, x2, at most
+    10 s). After an outage of ten seconds or more, a worker's pollers may sleep up to 10 s more once the
+    server is back, and every expiry that fell due in the outage is late by that much on top. The health
+    check here is one cheap RPC without retries, so the worker learns within ``interval`` that the server
+    is back and starts fresh pollers (:func:`poll_until_stopped`)."""
+
+    def __init__(self, client: Client, interval: float = SERVER_CHECK_INTERVAL) -> None:
+        self._client = client
+        self._interval = interval
+
+    async def back_after_outage(self) -> float:
+        """Wait until the server has failed a health check and then passed one; the outage's seconds."""
+        down_since: float | None = None
+        while True:
+            healthy = await self._healthy()
+            now = time.monotonic()
+            if not healthy and down_since is None:
+                down_since = now
+                log.warning("Temporal cannot be reached: the worker waits for it to answer again")
+            elif healthy and down_since is not None:
+                return now - down_since
+            await asyncio.sleep(self._interval)
+
+    async def _healthy(self) -> bool:
+        try:
+            timeout = timedelta(seconds=max(self._interval, 1.0))
+            return await self._client.service_client.check_health(timeout=timeout)
+        except Exception:  # unreachable, refusing, or not serving yet: all mean "not back"
+            return False
+
+
+async def poll_until_stopped(
+    client: Client,
+    reconnect: Callable[[], Awaitable[Client]],
+    worker_on: Callable[[Client], Worker],
+    stop: asyncio.Event,
+    *,
+    watch_interval: float = SERVER_CHECK_INTERVAL,
+) -> None:
+    """Run a worker on ``client`` until ``stop`` is set; whenever the Temporal server comes back after an
+    outage (:class:`ServerWatch`), start a worker with fresh pollers on a new connection (the SDK allows
+    one worker per task queue per client) and retire the old one, which finishes the activities it is
+    running. A worker that fails on its own is an error that stops the process, as before."""
+    worker = worker_on(client)
+    running = asyncio.create_task(worker.run(), name="worker")
+    retiring: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            watch = asyncio.create_task(ServerWatch(client, watch_interval).back_after_outage())
+            stopped = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({watch, stopped, running}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (watch, stopped):
+                task.cancel()
+            if running in done:
+                running.result()  # raises what stopped the worker
+                raise RuntimeError("the worker stopped polling on its own")
+            if stopped in done:
+                return
+            outage = watch.result()
+            try:
+                fresh_client = await reconnect()
+            except Exception as exc:  # flapping: keep the old worker, whose pollers will retry on their own
+                log.warning(
+                    "Temporal answered after %.1f s down but could not be reconnected: %s", outage, exc
+                )
+                continue
+            log.warning("Temporal answered again after %.1f s down: polling with fresh pollers", outage)
+            fresh = worker_on(fresh_client)
+            fresh_running = asyncio.create_task(fresh.run(), name="worker")
+            retiring.add(asyncio.create_task(_retire(worker, running)))
+            client, worker, running = fresh_client, fresh, fresh_running
+    finally:
+        if not running.done():
+            await worker.shutdown()
+        await asyncio.gather(*retiring, return_exceptions=True)
+
+
+async def _retire(worker: Worker, running: asyncio.Task[None]) -> None:
+    """Stop a worker replaced after an outage: its activities finish and report, its pollers end."""
+    try:
+        await worker.shutdown()
+        await running
+    except Exception:
+        log.exception("the worker replaced after the outage failed while stopping")
 
 
 def evidence_signing_key(settings: Settings) -> Ed25519PrivateKey | None:
@@ -406,12 +505,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await ensure_hoop_discovery(client, settings)
     if store.shared_anchor is not None:
         await ensure_ledger_anchoring(client, settings)
-    worker = build_worker(client, settings.task_queue, activities)
+    runtime = metrics_runtime(settings)
+
+    def worker_on(connected: Client) -> Worker:
+        return build_worker(
+            connected, settings.task_queue, activities, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN
+        )
+
     metrics = serve_worker_metrics(settings)
     log.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_address)
     try:
-        async with worker:
-            await stop.wait()
+        await poll_until_stopped(client, lambda: connect_client(settings, runtime=runtime), worker_on, stop)
     finally:
         if metrics is not None:
             metrics.close()

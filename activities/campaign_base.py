@@ -8,7 +8,7 @@ Nothing here runs as an activity by itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -36,9 +36,9 @@ from domain.identity import Person, PersonRef
 from domain.population import Facts
 from domain.review_links import ReviewLinks
 from integrations.gateway import Gateway
-from integrations.jira_tickets import JiraTickets
+from integrations.jira_tickets import JiraTickets, JiraTransientError
 from integrations.notify import Message, Notifier
-from integrations.slack import SlackChannel
+from integrations.slack import SlackChannel, SlackTransientError
 from store import Store
 from store.campaigns import StoredItem
 from templates import template_environment
@@ -47,6 +47,13 @@ WRITE_BATCH = 500
 NOTICE_PAGE = 200
 MAX_ITEMS_EMAILED = 25
 """Items a notice or reminder email lists one by one; the rest are on the web page (its link is in it)."""
+DIGEST_ATTEMPTS = 6
+"""Tries of one reviewer's digest in one channel while Slack or Jira fails transiently (a 429, a 503, a
+dropped connection). Publishing is idempotent (it looks before it posts), and a digest given up after one
+rate limit would reach its reviewer only with a reminder, and only if they still had items pending."""
+DIGEST_PAUSE, DIGEST_PAUSE_MAX = 0.5, 10.0
+"""The first pause between two tries when the vendor did not say how long (it doubles from there), and the
+longest pause, whatever ``Retry-After`` asks (seconds)."""
 
 _EMAIL_TEXT = template_environment(autoescape=False)
 
@@ -272,11 +279,18 @@ class CampaignBase:
         return [m.ref for m in members if m.active]
 
     async def _send(
-        self, inp: ReviewerPageInput, spec: CampaignSpec, person: PersonRef, pending: int
+        self,
+        inp: ReviewerPageInput,
+        spec: CampaignSpec,
+        person: PersonRef,
+        pending: int,
+        down: set[str] | None = None,
     ) -> None:
         """One email listing the person's pending items of the stage (the first :data:`MAX_ITEMS_EMAILED`,
         then "and N more on the web page") with their signed link — never one email per item — and their
-        Slack digest. ``pending`` is the reviewer's count, used when the person's own listing finds none."""
+        Slack digest. ``pending`` is the reviewer's count, used when the person's own listing finds none.
+        ``down``: the digest channels that already failed a reviewer :data:`DIGEST_ATTEMPTS` times in
+        this page (see :meth:`_publish_digest`); None: one try each."""
         link = self._links.campaign_url(inp.campaign_id, person.id) if self._links is not None else None
         listed, found = await self._pending_items(inp.campaign_id, inp.stage, person.id)
         count = found or pending
@@ -306,11 +320,16 @@ class CampaignBase:
             activity.logger.warning("campaign %s: %s not told: %s", inp.campaign_id, person.email, exc)
         if self._jira_digests is not None and "jira" in spec.channels:
             try:
-                await self._jira_digests.publish(
-                    inp.campaign_id,
-                    inp.stage,
-                    person,
-                    reminder_round=inp.round if inp.kind == "reminder" else None,
+                jira_digests = self._jira_digests
+                await self._publish_digest(
+                    "jira",
+                    lambda: jira_digests.publish(
+                        inp.campaign_id,
+                        inp.stage,
+                        person,
+                        reminder_round=inp.round if inp.kind == "reminder" else None,
+                    ),
+                    down,
                 )
             except Exception as exc:  # best effort, as below
                 activity.logger.warning(
@@ -318,13 +337,40 @@ class CampaignBase:
                 )
         if self._digests is not None and "slack" in spec.channels:
             try:
-                await self._digests.publish(
-                    inp.campaign_id, inp.stage, person, reminder=inp.kind == "reminder"
+                slack_digests = self._digests
+                await self._publish_digest(
+                    "slack",
+                    lambda: slack_digests.publish(
+                        inp.campaign_id, inp.stage, person, reminder=inp.kind == "reminder"
+                    ),
+                    down,
                 )
             except Exception as exc:  # best effort, as above: the email carries the link
                 activity.logger.warning(
                     "campaign %s: %s has no Slack digest: %s", inp.campaign_id, person.email, exc
                 )
+
+    async def _publish_digest(
+        self, channel: str, publish: Callable[[], Awaitable[object]], down: set[str] | None
+    ) -> None:
+        """Publish one reviewer's digest, tried again after a transient failure (up to
+        :data:`DIGEST_ATTEMPTS` times, pausing as ``Retry-After`` asks, else backing off from
+        :data:`DIGEST_PAUSE`). A channel that failed a reviewer that often is out, not rate limiting: it
+        joins ``down``, and the page's other reviewers get one try each there, so an outage never holds
+        the page up. The last failure is raised."""
+        attempts = 1 if down is None or channel in down else DIGEST_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                await publish()
+                return
+            except (SlackTransientError, JiraTransientError) as exc:
+                if attempt == attempts:
+                    if down is not None:
+                        down.add(channel)
+                    raise
+                activity.heartbeat(f"{channel} digest: try {attempt + 1}")
+                pause = exc.retry_after if exc.retry_after else DIGEST_PAUSE * 2 ** (attempt - 1)
+                await asyncio.sleep(min(DIGEST_PAUSE_MAX, pause))
 
     async def _pending_items(
         self, campaign_id: str, stage: int, person_id: str

@@ -236,9 +236,10 @@ class CampaignActivities(
             self._store.reviewers_with_pending, inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE
         )
         told = 0
+        down: set[str] = set()  # digest channels out for the rest of this page (see _publish_digest)
         for reviewer_id, kind, name, pending in page:
             for person in await self._recipients(Reviewer(kind=kind, id=reviewer_id, name=name)):
-                await self._send(inp, spec, person, pending)
+                await self._send(inp, spec, person, pending, down)
                 told += 1
             changes: dict[str, object] = (
                 {"notified_at": datetime.now(UTC)}

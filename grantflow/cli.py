@@ -192,6 +192,7 @@ def _register_subcommands() -> None:
     from grantflow.commands.ledger import ledger
     from grantflow.commands.requests import request
     from grantflow.commands.sandbox import sandbox
+    from grantflow.commands.sandbox_campaigns import register_campaign_commands
     from grantflow.commands.sync import sync
     from grantflow.commands.tokens import token
 
@@ -200,6 +201,7 @@ def _register_subcommands() -> None:
     main.add_command(token)
     main.add_command(ledger)
     main.add_command(sync)
+    register_campaign_commands(sandbox)
     main.add_command(sandbox)
     from grantflow.commands.setup import setup
 

@@ -264,11 +264,18 @@ class ApiClient:
         return self._call("GET", f"/campaigns/{_seg(campaign_id)}/items", params=params)
 
     def decide_campaign_items(
-        self, campaign_id: str, decisions: Sequence[dict[str, str]], *, as_: str | None = None
+        self,
+        campaign_id: str,
+        decisions: Sequence[dict[str, str]],
+        *,
+        as_: str | None = None,
+        stage: int | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"decisions": list(decisions)}
         if as_:
             body["as"] = as_
+        if stage is not None:
+            body["stage"] = stage
         return self._call("POST", f"/campaigns/{_seg(campaign_id)}/decisions", json=body)
 
     def delegate_campaign_items(

@@ -38,6 +38,7 @@ from configuration.settings import Settings
 from domain.identity import load_organisation
 from domain.policy import load_policies
 from examples import ORGANISATION_FILE, POLICIES_FILE
+from grantflow.dev_campaigns import campaign_router
 from grantflow.dev_channels import DevChannels, print_new_emails, sandbox_router, start_channels
 from grantflow.dev_secrets import add_secret, channel_secrets, load_or_create_secrets, new_evidence_key
 from store.evidence_bundle import load_private_key, public_key_text
@@ -466,6 +467,15 @@ def _banner(
             if channels.jira is not None
             else []
         ),
+        *(
+            [
+                "    grantflow campaign launch examples/campaign_channels.toml   (a review in every channel)",
+                "    grantflow sandbox campaign-digest --user judy@example.com --campaign <id>   "
+                "(then campaign-click, campaign-jira)",
+            ]
+            if channels.slack is not None or channels.jira is not None
+            else []
+        ),
         "",
         "  Review links for approvers appear below as requests are made. Ctrl-C stops everything.",
         "",
@@ -556,7 +566,7 @@ async def _run_locked_dev(
                     settings,
                     stop,
                     web_ready,
-                    extra_routers=[sandbox_router(channels)],
+                    extra_routers=[sandbox_router(channels), campaign_router(channels)],
                     home_links=_home_links(settings, ports, token_path, channels),
                 ),
                 name="web",

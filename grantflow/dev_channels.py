@@ -8,7 +8,9 @@ workspace, site or SMTP server configured through ``GRANTFLOW_SLACK_*``, ``GRANT
 The Jira stand-in has the tickets project (``settings.jira_project``, ACC) and an intake project
 (``settings.jira_intake_project``, else ACCREQ) with the custom fields Resource, Role and Duration, so a
 request can be made by creating an issue there. Every person has an account and an API token (random,
-made anew on each run and never shown), and the stand-in sends signed webhooks to the web app.
+made anew on each run and never shown), and the stand-in sends signed webhooks to the web app. The tickets
+project's workflow also has the "Keep all" / "Revoke all" transitions of campaign digest issues
+(:func:`_tickets_workflow`), which grantflow is pointed at (``jira_digest_keep_all_status`` / ``…revoke…``).
 
 Nobody can click in a stand-in, so the dev web app gets sandbox-only controls that act as the person
 would in Slack or Jira: ``POST /_sandbox/slack/click`` (Slack sends grantflow the signed interaction),
@@ -22,7 +24,8 @@ stand-in as a person (``POST /api/_sandbox/reviews``: ``jit`` as ``hoop connect`
 needs a review, ``onetime`` with a command as ``hoop exec``), asks grantflow's review discovery to poll now
 (its ``poll_now`` update, instead of waiting for its interval) and answers with the request grantflow opened
 for the review, or with why it opened none. ``grantflow sandbox slack-click``, ``slack-command``,
-``jira-move``, ``jira-request`` and ``hoop-review`` call these routes, which exist only in ``grantflow dev``.
+``jira-move``, ``jira-request`` and ``hoop-review`` call these routes, which exist only in ``grantflow dev``;
+a reviewer's controls on campaign digests are ``grantflow/dev_campaigns.py``'s.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from domain.identity import Organisation
 
 if TYPE_CHECKING:
     from domain.requests import RequestView
+    from sandbox.jira.workflow import JiraWorkflow
     from web.app import WebContext
     from workflows.hoop_reviews import PollSummary
 
@@ -53,6 +57,8 @@ log = logging.getLogger("grantflow.dev")
 CHANNELS = ("slack", "jira", "email")
 JIRA_API_USER = "grantflow-bot@example.com"
 JIRA_INTAKE_PROJECT = "ACCREQ"
+DIGEST_KEEP_ALL_STATUS = "All kept"
+DIGEST_REVOKE_ALL_STATUS = "All revoked"
 JIRA_INTAKE_WAIT = 8.0
 """Seconds ``/_sandbox/jira/request`` waits for grantflow to answer the new intake issue (its Jira edge
 gives itself as long before it answers the webhook)."""
@@ -126,8 +132,11 @@ def start_channels(
             # tickets survive a restart, so new requests never reuse an old request's ticket key
             state_file=settings.state_dir / "jira.json",
         )
+        workflow = _tickets_workflow()
         if not jira.has_project(settings.jira_project):
-            jira.add_project(settings.jira_project, "Access requests")
+            jira.add_project(settings.jira_project, "Access requests", workflow=workflow)
+        else:  # kept from an earlier run, perhaps with an older workflow: publish this one
+            jira.set_workflow(settings.jira_project, workflow)
         intake = settings.jira_intake_project or JIRA_INTAKE_PROJECT
         if intake.upper() != settings.jira_project.upper() and not jira.has_project(intake):
             jira.add_project(intake, "Access intake")
@@ -146,6 +155,9 @@ def start_channels(
             "jira_api_token": secrets["jira_api_token"],
             "jira_webhook_secret": secrets["jira_webhook_secret"],
             "jira_intake_project": intake,
+            # the statuses the digest workflow's "Keep all" / "Revoke all" transitions lead to
+            "jira_digest_keep_all_status": DIGEST_KEEP_ALL_STATUS,
+            "jira_digest_revoke_all_status": DIGEST_REVOKE_ALL_STATUS,
         }
         channels.notes.append(
             f"Jira stand-in {url}, projects {settings.jira_project} and intake {intake} "
@@ -160,6 +172,48 @@ def start_channels(
         overrides |= {"smtp_host": host, "smtp_port": port}
         channels.notes.append(f"SMTP sink {host}:{port} (emails are printed below)")
     return channels, overrides
+
+
+def _tickets_workflow() -> JiraWorkflow:
+    """The tickets project's workflow in the Jira stand-in: the stand-in's default (what request tickets
+    move through), plus the "Keep all" / "Revoke all" transitions a Jira admin adds for campaign digest
+    issues (a move there decides every item still pending, the move's comment being the reason; "Reopen"
+    leads back, as it does from every other status), and
+    "Close" offered from every open status, so a digest issue is closed when its stage closes wherever the
+    reviewer left it. Request tickets never take the new transitions: grantflow ignores a move to a status
+    that is no decision."""
+    from sandbox.jira.workflow import DEFAULT_WORKFLOW, JiraStatus, JiraTransition, JiraWorkflow
+
+    reopened_from = next(t.sources for t in DEFAULT_WORKFLOW.transitions if t.name == "Reopen")
+    return JiraWorkflow(
+        statuses=(
+            *DEFAULT_WORKFLOW.statuses,
+            JiraStatus("10005", DIGEST_KEEP_ALL_STATUS, "indeterminate"),
+            JiraStatus("10006", DIGEST_REVOKE_ALL_STATUS, "indeterminate"),
+        ),
+        transitions=(
+            *(t for t in DEFAULT_WORKFLOW.transitions if t.name not in ("Close", "Reopen")),
+            JiraTransition(
+                "61", "Keep all", DIGEST_KEEP_ALL_STATUS, ("Waiting for approval", DIGEST_REVOKE_ALL_STATUS)
+            ),
+            JiraTransition(
+                "71", "Revoke all", DIGEST_REVOKE_ALL_STATUS, ("Waiting for approval", DIGEST_KEEP_ALL_STATUS)
+            ),
+            JiraTransition(
+                "51",
+                "Reopen",
+                "Waiting for approval",
+                (*reopened_from, DIGEST_KEEP_ALL_STATUS, DIGEST_REVOKE_ALL_STATUS),
+            ),
+            JiraTransition(
+                "31",
+                "Close",
+                "Done",
+                ("Approved", "Waiting for approval", DIGEST_KEEP_ALL_STATUS, DIGEST_REVOKE_ALL_STATUS),
+            ),
+        ),
+        initial=DEFAULT_WORKFLOW.initial,
+    )
 
 
 def _add_intake_fields(jira: Any, configured: dict[str, str]) -> dict[str, str]:

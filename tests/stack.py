@@ -10,24 +10,27 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from activities.channels import ChannelActivities
+from configuration.settings import Settings
 from domain.identity import Actor, Organisation, PersonRef, load_organisation
 from domain.policy import PolicySet, RolePolicy, load_policies
 from domain.requests import AccessRequestInput, GatewayTimings, RequestView
 from domain.review_links import ReviewLinks
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from integrations.hoop import HoopGateway
-from integrations.notify import Message
+from integrations.notify import Message, Notifiers
 from integrations.scim import ScimDirectory
 from sandbox.hoop import HoopStandIn
 from sandbox.scim import ScimDirectoryServer
 from sandbox.seed import GRANTFLOW_GROUP, seed_hoop
 from store import Store
-from worker import build_activities, build_worker
+from worker import build_activities, build_channels, build_notifier, build_worker
 from workflows.access_request import AccessRequestWorkflow
 
 HOOP_KEY = "hpk_test_grantflow"
@@ -80,6 +83,28 @@ class Stack:
 
     def actor(self, email: str, channel: str = "api", admin: str | None = None) -> Actor:
         return Actor(person=self.ref(email), channel=channel, admin=self.ref(admin) if admin else None)
+
+    def channel_activities(
+        self,
+        settings: Settings,
+        links: ReviewLinks,
+        *,
+        evidence_key: Ed25519PrivateKey | None = EVIDENCE_KEY,
+    ) -> tuple[ChannelActivities, list[Callable[..., Any]]]:
+        """The channels (Slack, Jira, email) built from ``settings`` as ``grantflow worker`` builds them
+        (the caller closes them) and the worker's activities using them; every message also reaches the
+        recording notifier."""
+        channels = build_channels(settings, links=links, store=self.store)
+        return channels, build_activities(
+            store=self.store,
+            gateway=self.gateway,
+            notifier=Notifiers(self.notifier, build_notifier(settings, channels)),
+            links=links,
+            scim=self.scim,
+            channels=channels,
+            policies=self.policies,
+            evidence_key=evidence_key,
+        )
 
     async def start_request(
         self,

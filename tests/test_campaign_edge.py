@@ -129,7 +129,16 @@ async def test_rest_launch_preview_decide_and_auditors_change_nothing(edge: Edge
     assert as_judy.json()["refused"][xena_item["id"]] == (
         "this item is reviewed by xena@example.com, not by judy@example.com"
     )
-    as_xena = await edge.call("xena", "POST", f"/campaigns/{launched['id']}/decisions", json=decisions)
+    # A decision names the stage its decider was shown: one made for another stage changes nothing.
+    stale = await edge.call(
+        "xena", "POST", f"/campaigns/{launched['id']}/decisions", json={**decisions, "stage": 2}
+    )
+    assert stale.status_code == 200 and stale.json()["refused"][xena_item["id"]] == (
+        "this decision was made for stage 2, which the item has not reached: it is in stage 1"
+    )
+    as_xena = await edge.call(
+        "xena", "POST", f"/campaigns/{launched['id']}/decisions", json={**decisions, "stage": 1}
+    )
     assert as_xena.json() == {"recorded": [xena_item["id"]], "refused": {}}
     auditor = await edge.call("auditor", "POST", f"/campaigns/{launched['id']}/decisions", json=decisions)
     assert auditor.status_code == 403 and "changes nothing" in auditor.json()["detail"]
@@ -138,7 +147,7 @@ async def test_rest_launch_preview_decide_and_auditors_change_nothing(edge: Edge
     status = (await edge.call("auditor", "GET", f"/campaigns/{launched['id']}")).json()
     assert status["progress"]["decided_in_stage"] == 1 and status["progress"]["pending_in_stage"] == 6
     kinds = [e.kind for e in edge.stack.store.ledger_entries(subject=launched["id"])]
-    assert kinds.count("access.forbidden") == 2 and "campaign.decision_refused" in kinds
+    assert kinds.count("access.forbidden") == 2 and kinds.count("campaign.decision_refused") == 2
     extend = await edge.call("margaret", "POST", f"/campaigns/{launched['id']}/extend", json={"by": "2d"})
     assert extend.status_code == 200 and "now closes at" in extend.json()["message"]
     refused = await edge.call("judy", "POST", f"/campaigns/{launched['id']}/cancel", json={"reason": "no"})
@@ -164,8 +173,10 @@ async def test_the_cli_launches_watches_decides_and_verifies_a_bundle(edge: Edge
     item = edge.stack.store.items(real, reviewer_id=edge.stack.ref("xena@example.com").id)[0]
     refused = await edge.cli("decide", real, "--item", item.id, "--keep", who="judy")
     assert refused.exit_code == 1 and "reviewed by xena@example.com" in refused.stderr
+    later_stage = await edge.cli("decide", real, "--item", item.id, "--keep", "--stage", "2", who="xena")
+    assert later_stage.exit_code == 1 and "stage 2, which the item has not reached" in later_stage.stderr
     kept = await edge.cli(
-        "decide", real, "--item", item.id, "--keep", "--reason", "pipeline owner", who="xena"
+        "decide", real, "--item", item.id, "--keep", "--reason", "pipeline owner", "--stage", "1", who="xena"
     )
     assert kept.exit_code == 0 and f"keep: {item.id}" in kept.stdout
     status = await edge.cli("status", real)

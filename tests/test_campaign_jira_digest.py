@@ -32,7 +32,6 @@ from integrations.jira_campaign_digest import (
     parse_digest_label_id,
     render_description,
 )
-from integrations.notify import Notifiers
 from sandbox.jira import DEFAULT_WORKFLOW, JiraStandIn, JiraStatus, JiraTransition, JiraWorkflow
 from store.campaigns import StoredItem
 from tests.rigs.edges import DEFAULT_TIMEOUT, serving, settings_for, until
@@ -42,7 +41,7 @@ from tests.test_campaign_workflow import handle, item_of, until_open
 from web.auth import TokenRegistry
 from web.campaign_service import CampaignService, DecisionRequest
 from web.service import RequestService
-from worker import build_activities, build_channels, build_notifier, build_worker
+from worker import build_worker
 
 API_USER, API_TOKEN = "grantflow-bot@example.com", "jira-api-token"
 WEBHOOK_SECRET = "campaign-jira-webhook-secret"
@@ -158,16 +157,7 @@ async def rig(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Ri
             service = RequestService(stack.env.client, stack.store, stack.policies, task_queue)
             async with serving(stack, settings, service, tokens=TokenRegistry(None)) as web:
                 jira.set_webhook(f"{web.url}/jira/webhook", WEBHOOK_SECRET)
-                channels = build_channels(settings, links=stack.links, store=stack.store)
-                activities = build_activities(
-                    store=stack.store,
-                    gateway=stack.gateway,
-                    notifier=Notifiers(stack.notifier, build_notifier(settings, channels)),
-                    links=stack.links,
-                    scim=stack.scim,
-                    channels=channels,
-                    policies=stack.policies,
-                )
+                channels, activities = stack.channel_activities(settings, stack.links, evidence_key=None)
                 try:
                     async with build_worker(stack.env.client, task_queue, activities):
                         campaigns = await synced(stack, task_queue)

@@ -42,7 +42,6 @@ from domain.campaigns import (
 from domain.directory_sync import SyncInput
 from domain.identity import Person
 from domain.review_links import ReviewLinks
-from integrations.notify import Notifiers
 from integrations.slack import SlackChannel, build_slack_client
 from integrations.slack.campaign_digest import (
     CAMPAIGN_KEEP_ACTION,
@@ -59,13 +58,13 @@ from store import Store
 from store.campaigns import spec_hash
 from tests.builders import buttons
 from tests.rigs.edges import DEFAULT_TIMEOUT, EdgeRig, SlackPeople, serving, settings_for, until
-from tests.stack import EVIDENCE_KEY, LINK_SECRET, Stack, start_stack
+from tests.stack import LINK_SECRET, Stack, start_stack
 from tests.test_campaign_workflow import handle, item_of, until_open
 from web.auth import TokenRegistry
 from web.campaign_service import CampaignService, DecisionRequest
 from web.pages import COOKIE
 from web.service import RequestService
-from worker import build_activities, build_channels, build_notifier, build_worker
+from worker import build_worker
 from workflows.campaign import CampaignState, CampaignWorkflow
 from workflows.identity_sync import IdentitySyncWorkflow
 
@@ -198,18 +197,7 @@ async def rig(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Ri
             async with serving(stack, settings, service, tokens=TokenRegistry(None)) as web:
                 links = ReviewLinks(LINK_SECRET, web.url, timedelta(hours=1))
                 web.context.links = links
-                channels = build_channels(settings, links=links, store=stack.store)
-                activities = build_activities(
-                    store=stack.store,
-                    gateway=stack.gateway,
-                    # the worker's real notifier (Slack + nothing else configured) and the recording one
-                    notifier=Notifiers(stack.notifier, build_notifier(settings, channels)),
-                    links=links,
-                    scim=stack.scim,
-                    channels=channels,
-                    policies=stack.policies,
-                    evidence_key=EVIDENCE_KEY,
-                )
+                channels, activities = stack.channel_activities(settings, links)  # Slack alone
                 try:
                     async with build_worker(stack.env.client, task_queue, activities):
                         with SlackDriver(SECRET, f"{web.url}/slack/events", slack=slack) as driver:
@@ -494,6 +482,19 @@ async def test_a_retried_notice_and_a_reminder_update_the_digest_and_never_post_
     assert len(rig.slack.calls_to("chat.postMessage")) == posts
     reminders = [m for m in stack.notifier.messages if m.event == "campaign_reminder"]
     assert {m.recipient.email for m in reminders} == REVIEWERS  # the email reminder is as it was
+
+
+async def test_a_notice_rate_limited_or_cut_off_still_posts_each_reviewer_one_digest(rig: Rig) -> None:
+    """Slack answers the first digest's post with a 429, then drops the connection after storing the
+    retry: the notice tries again after ``Retry-After`` and finds the message it posted, so the reviewer
+    gets their digest with the notice (not only with a reminder), and only one."""
+    rig.slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    rig.slack.drop_next("chat.postMessage", after_write=True)
+    campaign_id = await launched(rig)
+    for email in REVIEWERS:
+        assert len(rig.digests(campaign_id, email)) == 1, email
+        assert len(rig.slack.messages(rig.slack.dm_channel(rig.slack_users[email]))) == 1, email
+    assert len([c for c in rig.slack.calls_to("chat.postMessage") if c.status == 429]) == 1
 
 
 # ----------------------------------------------------------------------------------- the organisation moves

@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -499,3 +499,112 @@ def test_reviews_left_pending_in_hoop_become_requests_in_grantflow_dev(dev_stack
     stranger = stack.cli("sandbox", "hoop-review", "--user", "nobody@example.com",
                          "--connection", "pg-prod-admin", expect=1)  # fmt: skip
     assert "nobody@example.com has never signed in to hoop" in stranger.stderr
+
+
+@pytest.mark.parametrize("dev_stack", [("slack", "jira", "email")], indirect=True)
+def test_campaign_digests_decided_in_slack_jira_and_email_in_grantflow_dev(dev_stack: DevStack) -> None:
+    """The README's campaign walk-through: every reviewer of ``examples/campaign_channels.toml`` gets a Slack
+    digest, a Jira issue and an email; decisions clicked in Slack and made in Jira land in the campaign,
+    each digest is updated in place (never a second message) whichever channel decided, and the campaign's
+    end replaces the digest by the outcome."""
+    stack = dev_stack
+    spec = REPO_ROOT / "examples" / "campaign_channels.toml"
+    campaign_id = json.loads(stack.cli("campaign", "launch", str(spec), "--json").stdout)["id"]
+
+    def sent(user: str, ready: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + 20
+        while True:  # the stage's notices go out once the snapshot is taken; digests update after decisions
+            done = stack.cli("sandbox", "campaign-digest", "--user", user, "--campaign", campaign_id,
+                             "--json", expect=None)  # fmt: skip
+            found: dict[str, Any] = json.loads(done.stdout) if done.returncode == 0 else {}
+            if found and ready(found):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"what {user} was sent: {done.stdout} {done.stderr}")
+            time.sleep(0.3)
+
+    judy = sent("judy@example.com", lambda f: bool(f.get("slack") and f.get("jira") and f.get("emails")))
+    rows = {row["text"]: row["item"] for row in judy["slack"]["rows"]}
+    assert len(rows) == 4 and judy["slack_messages"] == 1, judy
+    bea = next(item for text, item in rows.items() if text.startswith("bea@example.com"))
+    cyrus = next(item for text, item in rows.items() if text.startswith("cyrus@example.com"))
+    dina_wh = next(
+        item for text, item in rows.items() if text.startswith("dina@") and "warehouse-owners" in text
+    )
+    assert judy["jira"]["status"] == "Waiting for approval" and dina_wh in judy["jira"]["description"]
+    assert judy["emails"][0]["subject"] == "Access review: Analytics access review — 4 items to review"
+
+    # Slack: Revoke on bea's row; the digest is the same message, updated in place.
+    click = ("sandbox", "campaign-click", "--campaign", campaign_id)
+    revoked = json.loads(
+        stack.cli(*click, "--user", "judy@example.com", "--item", bea, "--revoke", "--json").stdout
+    )
+    assert revoked["told"] == ["Recorded: revoke for 1 item. You can change it until the stage closes."]
+    assert revoked["digest"]["ts"] == judy["slack"]["ts"] and revoked["digest_messages"] == 1
+    assert any(r["item"] == bea and r["text"].startswith("🚫 Revoked") for r in revoked["digest"]["rows"])
+    # Keep needs a reason here: without one Slack's form stays open and nothing is recorded.
+    bare = stack.cli(*click, "--user", "judy@example.com", "--item", cyrus, "--keep", expect=1)
+    assert "the reason form stays open: Say why" in bare.stdout
+    kept = stack.cli(*click, "--user", "judy@example.com", "--item", cyrus, "--keep", "--reason", "on call")
+    assert "Slack told judy@example.com: Recorded: keep for 1 item." in kept.stdout
+    dina = sent("dina@example.com", lambda f: bool(f.get("slack") and f.get("jira")))
+    fay = dina["slack"]["rows"][0]["item"]
+    not_hers = stack.cli(*click, "--user", "judy@example.com", "--item", fay, "--revoke", expect=1)
+    assert f"has no row for {fay}" in not_hers.stderr
+
+    # Jira: dina moves her issue by "Keep all" (the move's comment is the reason); judy comments a command.
+    jira = ("sandbox", "campaign-jira", "--campaign", campaign_id)
+    moved = stack.cli(*jira, "--user", "dina@example.com", "--transition", "Keep all",
+                      "--comment", "reason: on the warehouse rota until March")  # fmt: skip
+    assert moved.stdout.startswith(f"{dina['jira']['issue']} is now All kept")
+    assert "Recorded: keep for 3 items." in moved.stdout
+    commented = stack.cli(*jira, "--user", "judy@example.com", "--comment", f"revoke {dina_wh} reason: moved")
+    assert "Recorded: revoke for 1 item." in commented.stdout
+    # ... and judy's Slack digest follows the decision made in Jira, in place
+    judy = sent(
+        "judy@example.com",
+        lambda f: any(r["item"] == dina_wh and "Revoked" in r["text"] for r in f["slack"]["rows"]),
+    )
+    assert (
+        judy["slack_messages"] == 1 and "1 of 4 items pending · 1 kept, 2 revoked." in judy["slack"]["head"]
+    )
+    # "Revoke all shown" in dan's digest decides the one item he reviews
+    bulk = stack.cli(*click, "--user", "dan@example.com", "--all", "--revoke")
+    assert "Slack told dan@example.com: Recorded: revoke for 1 item." in bulk.stdout
+    nobody = stack.cli(*jira, "--user", "alice@example.com", "--comment", "keep all", expect=1)
+    assert "alice@example.com has no Jira digest issue" in nobody.stderr
+    unknown = stack.cli(*click, "--user", "judy@example.com", "--all", "--revoke", "--campaign", "cmp-nope",
+                        expect=1)  # fmt: skip
+    assert "campaign cmp-nope does not exist" in unknown.stderr
+
+    # Email: the signed link opens judy's review page.
+    page = httpx.get(judy["emails"][0]["link"], timeout=10)
+    assert page.status_code == 200 and "bea@example.com" in page.text
+
+    status = json.loads(stack.cli("campaign", "status", campaign_id, "--json").stdout)
+    by_reviewer = {r["reviewer"]: (r["decided"], r["pending"]) for r in status["progress"]["reviewers"]}
+    assert by_reviewer["judy@example.com"] == (3, 1) and by_reviewer["dina@example.com"] == (3, 0)
+
+    # The end: the digest is replaced, in place, by how judy's items ended; the evidence names the channels.
+    stack.cli("--user", "margaret@example.com", "campaign", "end-stage", campaign_id)
+    judy = sent("judy@example.com", lambda f: bool(f["slack"]["outcome"]))
+    assert judy["slack_messages"] == 1 and "· closed" in judy["slack"]["head"]
+    assert any(line.startswith("🚫 Revoked · bea@example.com") for line in judy["slack"]["outcome"])
+    late = stack.cli(*click, "--user", "judy@example.com", "--item", cyrus, "--revoke", expect=1)
+    assert "has no buttons any more: it says 'Access review: Analytics access review · closed" in late.stderr
+    deadline = time.monotonic() + 20
+    while (done := stack.cli("campaign", "report", campaign_id, "--out", "bundle", expect=None)).returncode:
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(0.5)
+    lines = (stack.cwd / "bundle" / "decisions.jsonl").read_text().splitlines()
+    made = {
+        (d["item_id"], d["verdict"], d["decided_by"], (d["actor"] or {}).get("channel"))
+        for d in map(json.loads, lines)
+    }
+    assert {
+        (bea, "revoke", "judy@example.com", "slack"),
+        (cyrus, "keep", "judy@example.com", "slack"),
+        (dina_wh, "revoke", "judy@example.com", "jira"),
+    } <= made
+    assert sum(1 for d in made if d[1:] == ("keep", "dina@example.com", "jira")) == 3
+    assert "Traceback" not in (stack.cwd / "dev.out").read_text()

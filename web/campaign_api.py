@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.campaign_spec import MAX_STAGES
 from domain.campaign_state import CampaignRecord, ItemOutcome
 from domain.durations import PositiveDuration
 from store.campaigns import StoredItem
@@ -54,6 +55,13 @@ class DecideBody(BaseModel):
     decisions: list[DecisionRequest] = Field(min_length=1, max_length=MAX_DECISIONS_PER_CALL)
     as_: str | None = Field(
         default=None, alias="as", description="decide as this reviewer (admin tokens only)"
+    )
+    stage: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_STAGES,
+        description="the stage (1-based) the decider was shown; an item that has moved to another stage "
+        "since is refused rather than decided for a stage its decider never saw",
     )
 
 
@@ -198,7 +206,8 @@ async def decide(
     request: Request, campaign_id: str, caller: Caller, campaigns: Campaigns, body: DecideBody
 ) -> DecideResult:
     actor = await acting(request, caller, body.as_)
-    return await campaigns.decide(campaign_id, body.decisions, actor)
+    stage = body.stage - 1 if body.stage is not None else None
+    return await campaigns.decide(campaign_id, body.decisions, actor, stage=stage)
 
 
 @router.post(

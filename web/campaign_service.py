@@ -255,8 +255,7 @@ class CampaignService:
             item = items.get(wanted.item_id)
             escalated = escalations.get(wanted.item_id)
             sentence = (
-                f"this decision was made for stage {stage + 1}, which has closed: the item is in stage "
-                f"{item.stage + 1} now"
+                _stage_refusal(stage, item.stage)
                 if item is not None and stage is not None and item.stage != stage
                 else await self._refusal(
                     record, spec, item, wanted, actor, members, escalated.id if escalated else None
@@ -745,3 +744,16 @@ class CampaignService:
             unassigned=unassigned,
             would_revoke=would_revoke,
         )
+
+
+def _stage_refusal(shown: int, current: int) -> str:
+    """Why a decision made for stage ``shown`` (0-based) does not count for an item now in ``current``."""
+    if shown < current:
+        return (
+            f"this decision was made for stage {shown + 1}, which has closed: the item is in stage "
+            f"{current + 1} now"
+        )
+    return (
+        f"this decision was made for stage {shown + 1}, which the item has not reached: it is in stage "
+        f"{current + 1}"
+    )

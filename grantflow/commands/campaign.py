@@ -254,6 +254,12 @@ def preview(ctx: click.Context, campaign_id: str, as_json: bool) -> None:
 @click.option("--keep", "verdict", flag_value="keep", help="Keep the access.")
 @click.option("--revoke", "verdict", flag_value="revoke", help="Revoke the access.")
 @click.option("--reason", default="", help="Why (required where the campaign says so).")
+@click.option(
+    "--stage",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The stage you reviewed (as `status` shows it); refused if an item has moved on since.",
+)
 @_as_option
 @_json_option
 @click.pass_context
@@ -263,6 +269,7 @@ def decide(
     items: tuple[str, ...],
     verdict: str | None,
     reason: str,
+    stage: int | None,
     as_: str | None,
     as_json: bool,
 ) -> None:
@@ -279,7 +286,9 @@ def decide(
         if doc["refused"]:
             ctx.exit(1)
 
-    run_api_command(ctx, as_json, lambda c: c.decide_campaign_items(campaign_id, decisions, as_=as_), human)
+    run_api_command(
+        ctx, as_json, lambda c: c.decide_campaign_items(campaign_id, decisions, as_=as_, stage=stage), human
+    )
 
 
 @campaign.command("delegate")

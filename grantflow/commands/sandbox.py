@@ -20,7 +20,8 @@
   discovery poll at once and shows the request it opened for the review.
 
 The intakes (``slack-command``, ``jira-request``, ``hoop-review``) exit 1 when grantflow started no request,
-saying why.
+saying why. ``campaign-digest``, ``campaign-click`` and ``campaign-jira`` act as a reviewer on a campaign's
+digests (``sandbox_campaigns.py``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _answer(ctx: click.Context, ok: bool, body: Any, as_json: bool, refused: str
 @click.group(cls=SummaryGroup)
 def sandbox() -> None:
     """Act as a person against the stand-ins of grantflow dev: hoop (connect, sessions, login, hoop-review),
-    the SCIM directory (deactivate), Slack (slack-click, slack-command) and Jira (jira-move, jira-request)."""
+    the SCIM directory (deactivate), Slack (slack-click, slack-command) and Jira (jira-move, jira-request);
+    a reviewer on a campaign's digests (campaign-digest, campaign-click, campaign-jira)."""
 
 
 @sandbox.command()
@@ -279,7 +281,7 @@ def _dev_api(settings: Settings) -> str:
 
 
 def _post_sandbox(
-    ctx: click.Context, path: str, body: Mapping[str, str | None], *, as_json: bool = False
+    ctx: click.Context, path: str, body: Mapping[str, object], *, as_json: bool = False
 ) -> dict[str, object]:
     """Ask ``grantflow dev`` to act as a person. A refusal is the sentence ``grantflow dev`` answered (exit
     1); ``grantflow dev`` unreachable or failing is exit 3. With ``as_json`` the refusal is JSON too."""

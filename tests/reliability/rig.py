@@ -20,6 +20,7 @@ a crash can interrupt) and the stand-ins, read in the end to count effects.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -36,14 +37,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from domain.identity import Organisation, Person
 from domain.policy import PolicySet, load_policies
 from tests.rigs.ports import free_port
+from tests.rigs.replay_check import ReplayCheck, replay_every_history
+from tests.rigs.secrets_scan import ScanResult, scan_histories
 
 T = TypeVar("T")
 
 LEDGER_KEY = "reliability-ledger-key-0123456789abcdef"
+EVIDENCE_KEY = base64.b64encode(bytes(range(64, 96))).decode()  # an Ed25519 seed: campaign evidence is signed
 HOOP_KEY = "hpk_reliability"
 SCIM_TOKEN = "scim-reliability"
 SLACK_BOT, SLACK_SECRET = "xoxb-reliability", "reliability-signing-secret"
@@ -322,6 +328,8 @@ class Rig:
     admin_token: str
     resources: list[Resource]
     worker_starts: int = 0
+    secrets_scan: ScanResult | None = None  # set once the scenario has ended (:func:`running_stack`)
+    replay_check: ReplayCheck | None = None  # likewise
 
     # Temporal
 
@@ -394,6 +402,7 @@ def running_stack(
         "temporal_address": f"127.0.0.1:{temporal_port}",
         "database_url": database_url,
         "ledger_key": LEDGER_KEY,
+        "evidence_signing_key": EVIDENCE_KEY,
         "policies_file": str(policies_file),
         "tokens_file": str(tmp / "tokens.toml"),
         "review_link_secret": "reliability-link-secret",
@@ -429,6 +438,14 @@ def running_stack(
         synced = json.loads(run_grantflow(cli, "sync", "--full", "--json").stdout)
         assert synced["users_listed"] == len(org.people), synced
         yield rig
+        # Secrets never enter workflow histories, crashes and restarts included: every history the
+        # scenario left on its server is scanned for every secret the rig configured; and every history
+        # replays on the current code (a nondeterminism error would leave its workflow stuck for good).
+        rig.secrets_scan, rig.replay_check = asyncio.run(_check_histories(rig))
+        assert not rig.secrets_scan.found, (
+            f"secrets in histories (workflow, secret): {rig.secrets_scan.found}"
+        )
+        assert not rig.replay_check.failures, f"histories that do not replay: {rig.replay_check.failures}"
     except BaseException:
         if rig is not None:
             sys.stderr.write(rig.logs())
@@ -436,6 +453,23 @@ def running_stack(
     finally:
         processes.stop_all()
         stand_ins.stop()
+
+
+async def _check_histories(rig: Rig) -> tuple[ScanResult, ReplayCheck]:
+    client = await Client.connect(rig.settings["temporal_address"], data_converter=pydantic_data_converter)
+    secrets = {
+        "ledger key": LEDGER_KEY,
+        "evidence signing key": EVIDENCE_KEY,
+        "hoop API key": HOOP_KEY,
+        "SCIM token": SCIM_TOKEN,
+        "Slack bot token": SLACK_BOT,
+        "Slack signing secret": SLACK_SECRET,
+        "Jira API token": JIRA_TOKEN,
+        "Jira webhook secret": JIRA_WEBHOOK_SECRET,
+        "review link secret": rig.settings["review_link_secret"],
+        "admin API token": rig.admin_token,
+    }
+    return await scan_histories(client, secrets), await replay_every_history(client)
 
 
 # --- the REST API, as a client that outlasts a crash ---------------------------------------------

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 from tests.reliability.results import record
 from tests.reliability.rig import (
@@ -77,6 +78,8 @@ class Board:
         self.views: dict[str, dict[str, Any]] = {}
         self.slack_keys: Counter[str] = Counter()
         self.timeline: list[tuple[float, dict[str, int]]] = []  # (seconds, requests by status) on change
+        self.calls: dict[str, list[str]] = {}  # per request, the answers its calls got (to explain a miss)
+        self.waiting: dict[str, str] = {}  # per request, what it waits for now
         self._changed = asyncio.Event()
 
     async def poll(self) -> None:
@@ -95,12 +98,17 @@ class Board:
         self, request_id: str, what: str, check: Any, limit: float = SCENARIO_LIMIT
     ) -> dict[str, Any]:
         deadline = time.monotonic() + limit
+        self.waiting[request_id] = what
         while True:
             view = self.views.get(request_id)
             if view is not None and check(view, self.slack_keys):
                 return view
             if time.monotonic() > deadline:
-                raise AssertionError(f"{request_id}: timed out waiting for {what}; last view {view}")
+                posted = sorted(k for k in self.slack_keys if k.startswith(f"{request_id}:"))
+                raise AssertionError(
+                    f"{request_id}: timed out waiting for {what}; Slack messages {posted}; "
+                    f"calls {self.calls.get(request_id)}; last view {view}"
+                )
             await self._changed.wait()
 
 
@@ -162,6 +170,7 @@ async def _one_request(
         "POST", f"/requests/{request_id}/extend", body={"by": EXTENSION, "reason": "more", "as": requester}
     )
     assert status in (200, 409), (request_id, status, document)
+    board.calls.setdefault(request_id, []).append(f"extend {status} {document.get('detail', '')}".strip())
     await board.until(
         request_id,
         "the extension asked",
@@ -203,6 +212,27 @@ async def _kill_worker_repeatedly(
         )
 
 
+async def _explain_unfinished(rig: Rig, board: Board) -> None:
+    """For each request still running at the limit: what the scenario waited for, its view, the calls'
+    answers, its Slack messages and the tail of its workflow history."""
+    client = await Client.connect(rig.settings["temporal_address"])
+    for request_id, view in sorted(board.views.items()):
+        if view["status"] == "ENDED":
+            continue
+        keys = ("status", "expires_at", "extensions_requested", "pending_extension")
+        shown = {k: view.get(k) for k in keys}
+        waits = board.waiting.get(request_id)
+        print(f"{request_id} waits for {waits}: {shown}, {len(view['grants'])} grants")
+        print(f"  calls {board.calls.get(request_id)}")
+        print(f"  Slack {sorted(k for k in board.slack_keys if k.startswith(request_id))}")
+        history = await client.get_workflow_handle(request_id).fetch_history()
+        saved = rig.tmp / f"{request_id}.history.json"  # replay it with temporalio.worker.Replayer
+        saved.write_text(history.to_json())
+        print(f"  history saved to {saved}")
+        for event in history.events[-25:]:
+            print(f"  {event.event_id} {event.event_time.ToDatetime():%H:%M:%S.%f} {event.event_type}")
+
+
 async def _scenario(rig: Rig, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     approver_of = {
@@ -219,7 +249,11 @@ async def _scenario(rig: Rig, seed: int) -> dict[str, Any]:
         requests = asyncio.gather(
             *(_one_request(rig, api, board, n, approver_of[n], sessions) for n in approver_of)
         )
-        ids = await asyncio.wait_for(requests, SCENARIO_LIMIT)
+        try:
+            ids = await asyncio.wait_for(requests, SCENARIO_LIMIT)
+        except TimeoutError:
+            await _explain_unfinished(rig, board)
+            raise
         await asyncio.wait_for(killer, 300)  # the five kills all happen, even if the requests were quick
         finals = {request_id: await api.view(request_id) for request_id in ids}
     finally:
@@ -314,6 +348,9 @@ def test_worker_killed_five_times_during_200_requests(tmp_path: Path) -> None:
         assert len(run["kills"]) == KILLS
 
     kills = run["kills"]
+    # the rig scanned every history for its secrets, and replayed each, when the stack stopped
+    scan, replayed = rig.secrets_scan, rig.replay_check
+    assert scan is not None and replayed is not None
     record(
         "worker-crashes",
         title="Worker killed during JIT requests",
@@ -339,6 +376,10 @@ def test_worker_killed_five_times_during_200_requests(tmp_path: Path) -> None:
             "sessions ended at hoop's own deadline first": ended_at_deadline,
             "API calls retried": run["retries"],
             "duplicates found": duplicates,
+            "workflow histories scanned for secrets": scan.workflows,
+            "secrets found in histories": len(scan.found),
+            "histories replayed on the current code": replayed.workflows,
+            "histories that failed to replay": len(replayed.failures),
             "wall time (s)": round(run["elapsed"], 1),
         },
         outcome=(
