@@ -25,16 +25,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -44,11 +41,11 @@ from domain.policy import load_policies
 from examples import ORGANISATION_FILE, POLICIES_FILE
 from tests.db import POSTGRES_URL, postgres_unavailable
 from tests.rigs.ports import free_port as _free_port
+from tests.rigs.processes import Processes, grantflow_env, run_grantflow, wait_for, wait_for_port
 from tests.rigs.secrets_scan import ScanResult, scan_histories
 
 pytestmark = pytest.mark.long
 
-T = TypeVar("T")
 
 LEDGER_KEY = "production-run-ledger-key-0123456789"
 HOOP_KEY = "hpk_production_run"
@@ -59,89 +56,6 @@ OPERATOR_EMAIL = "ops@example.com"
 S3_REGION, S3_KEY, S3_SECRET = "us-east-1", "testing", "testing"  # moto accepts any credentials
 APPROVERS = ("bob@example.com", "carol@example.com")  # db-owners: pg-prod admin needs both
 ESCALATE_AFTER = "3s"
-WAIT = 60.0
-
-
-def _wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT, every: float = 0.3) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = WAIT) -> None:
-    def answers() -> bool:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{process.args!r} exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-    _wait_for(f"127.0.0.1:{port}", answers, timeout)
-
-
-@dataclass
-class Processes:
-    """Subprocesses of the run, each in its own process group, stopped (group and all) at the end."""
-
-    logs: Path
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        self.running[name] = process
-        return process
-
-    def log(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self, name: str) -> int | None:
-        process = self.running.pop(name)
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        # whatever the process started in its group goes with it
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return process.returncode
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.running)):
-            self.stop(name)
-
-
-def _grantflow(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "grantflow", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-    if check:
-        assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
-    return result
 
 
 # --- the services an operator provides ----------------------------------------------------------
@@ -267,13 +181,6 @@ def start_stand_ins(jira_webhook_url: str) -> StandIns:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def _env(settings: dict[str, str], state_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
-    env.update({f"GRANTFLOW_{name.upper()}": value for name, value in settings.items()})
-    env["GRANTFLOW_STATE_DIR"] = str(state_dir)
-    return env
-
-
 def _slack_texts(slack: Any, channel: str, request_id: str) -> list[str]:
     return [str(m.get("text", "")) for m in slack.messages(channel) if request_id in json.dumps(m)]
 
@@ -334,16 +241,18 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
             ],
             dict(os.environ),
         )
-        _wait_for_port(temporal_port, temporal)
+        wait_for_port(temporal_port, temporal)
 
-        operator = _env(settings, tmp_path / "operator")
-        migrated = _grantflow(_env({"database_url": postgres_database}, tmp_path / "operator"), "migrate")
+        operator = grantflow_env(settings, tmp_path / "operator")
+        migrated = run_grantflow(
+            grantflow_env({"database_url": postgres_database}, tmp_path / "operator"), "migrate"
+        )
         assert "up to date" in migrated.stdout
-        issued = _grantflow(operator, "token", "issue", "--name", "ops-bot", "--role", "admin", "--json")
+        issued = run_grantflow(operator, "token", "issue", "--name", "ops-bot", "--role", "admin", "--json")
         token = json.loads(issued.stdout)["token"]
         approver_tokens = {}  # approvers vote as themselves: the admin token's votes for them are refused
         for approver in APPROVERS:
-            issued = _grantflow(
+            issued = run_grantflow(
                 operator, "token", "issue", "--name", approver, "--email", approver, "--role", "requester",
                 "--json",
             )  # fmt: skip
@@ -353,16 +262,16 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
             processes.start(
                 f"worker-{n}",
                 [sys.executable, "-m", "grantflow", "worker"],
-                _env(settings, state_dirs[f"worker-{n}"]),
+                grantflow_env(settings, state_dirs[f"worker-{n}"]),
             )
         for n, port in enumerate(web_ports, start=1):
             processes.start(
                 f"server-{n}",
                 [sys.executable, "-m", "grantflow", "server"],
-                _env(settings | {"web_port": str(port)}, state_dirs[f"server-{n}"]),
+                grantflow_env(settings | {"web_port": str(port)}, state_dirs[f"server-{n}"]),
             )
         for n, port in enumerate(web_ports, start=1):
-            _wait_for_port(port, processes.running[f"server-{n}"])
+            wait_for_port(port, processes.running[f"server-{n}"])
 
         def polling(name: str) -> bool:
             return "worker polling task queue" in processes.log(name)
@@ -371,13 +280,13 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
             "worker-1",
             "worker-2",
         ):  # past every start-up check: settings, schema, Temporal, vendors
-            _wait_for(f"{name} polling", functools.partial(polling, name))
+            wait_for(f"{name} polling", functools.partial(polling, name))
         for name, process in processes.running.items():
             assert process.poll() is None, (name, process.returncode, processes.log(name))
 
         # The directory comes from SCIM: a full sync, as an operator runs it on a new deployment.
-        cli = _env(settings | {"api_url": servers[1], "api_token": token}, tmp_path / "operator")
-        synced = _grantflow(cli, "sync", "--full", "--json")
+        cli = grantflow_env(settings | {"api_url": servers[1], "api_token": token}, tmp_path / "operator")
+        synced = run_grantflow(cli, "sync", "--full", "--json")
         assert json.loads(synced.stdout)["users_listed"] == len(load_organisation(ORGANISATION_FILE).people)
 
         apis.extend(
@@ -423,23 +332,23 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
             for m, approver in enumerate(APPROVERS):
                 call(n + m, "POST", f"/requests/{request_id}/approve", as_token=approver_tokens[approver])
         for request_id in ids:
-            _wait_for(f"{request_id} ACTIVE", status_of(request_id, "ACTIVE"))
+            wait_for(f"{request_id} ACTIVE", status_of(request_id, "ACTIVE"))
         for n, request_id in enumerate(ids[1:]):
             call(n, "POST", f"/requests/{request_id}/relinquish")
         for request_id in ids[1:]:
-            _wait_for(f"{request_id} ENDED", status_of(request_id, "ENDED"))
+            wait_for(f"{request_id} ENDED", status_of(request_id, "ENDED"))
 
         # The gateway keeps failing the revocation of alice's grant: it is escalated.
         escalated_id = ids[0]
         stand_ins.hoop.fail_next("/reviews", status=503, count=10_000, method="PUT")
         revoking = call(1, "POST", f"/requests/{escalated_id}/revoke", reason="INC-0 closed")
         assert revoking["status"] in ("ACTIVE", "REVOKING"), revoking
-        _wait_for(
+        wait_for(
             "the escalation", lambda: call(0, "GET", f"/requests/{escalated_id}")["revocation_escalated"]
         )
         slack, smtp = stand_ins.slack, stand_ins.smtp
         action_needed = "could not be revoked yet"
-        in_operator_channel = _wait_for(
+        in_operator_channel = wait_for(
             "the escalation in the operators' Slack channel",
             lambda: [
                 t for t in _slack_texts(slack, stand_ins.operator_channel, escalated_id) if action_needed in t
@@ -452,24 +361,22 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
             return [t for t in _slack_texts(slack, dm, escalated_id) if action_needed in t]
 
         for approver in (*APPROVERS, "dan@example.com"):  # every eligible approver, in Slack and by email
-            _wait_for(
-                f"the escalation in {approver}'s Slack DM", functools.partial(escalated_in_dm, approver)
-            )
-            _wait_for(
+            wait_for(f"the escalation in {approver}'s Slack DM", functools.partial(escalated_in_dm, approver))
+            wait_for(
                 f"the escalation emailed to {approver}",
                 functools.partial(_emails, smtp, approver, action_needed),
             )
-        _wait_for(
+        wait_for(
             "the escalation emailed to the operators", lambda: _emails(smtp, OPERATOR_EMAIL, action_needed)
         )
         assert call(0, "GET", f"/requests/{escalated_id}")["status"] == "REVOKING"
 
         # The gateway recovers: the revocation succeeds and alice is told her access ended.
         stand_ins.hoop.clear_faults()
-        ended = _wait_for(f"{escalated_id} ENDED", status_of(escalated_id, "ENDED"))
+        ended = wait_for(f"{escalated_id} ENDED", status_of(escalated_id, "ENDED"))
         assert ended["revocation_escalated"] is True
         # The outcome is the requester's Slack DM updated in place and an email.
-        _wait_for(
+        wait_for(
             "alice's outcome in Slack",
             lambda: [
                 m
@@ -478,7 +385,7 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
             ],
         )
         outcome = f"Request {escalated_id} for pg-prod admin: ended"
-        _wait_for("alice's outcome by email", lambda: _emails(smtp, "alice@example.com", outcome))
+        wait_for("alice's outcome by email", lambda: _emails(smtp, "alice@example.com", outcome))
 
         # Both workers handled the requests (the worker identity is pid@host).
         worker_pids = {str(processes.running[f"worker-{n}"].pid) for n in (1, 2)}
@@ -487,7 +394,7 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
 
         # The ledger verifies against the shared anchor once the anchoring job has caught up.
         def anchored() -> dict[str, Any] | None:
-            verified = _grantflow(operator, "ledger", "verify", "--json", check=False)
+            verified = run_grantflow(operator, "ledger", "verify", "--json", check=False)
             document: dict[str, Any] = json.loads(verified.stdout)
             assert verified.returncode == 0 and document["ok"], (verified.stdout, verified.stderr)
             return document if document["anchor_lag"] == 0 else None
@@ -495,10 +402,10 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
         # Stopped as an orchestrator stops them (SIGTERM), after the anchoring job caught up with the table.
         for n in (1, 2):
             assert processes.stop(f"server-{n}") == 0, processes.log(f"server-{n}")
-        _wait_for("the anchor to catch up", anchored)
+        wait_for("the anchor to catch up", anchored)
         for n in (1, 2):
             assert processes.stop(f"worker-{n}") == 0, processes.log(f"worker-{n}")
-        document = _wait_for("the anchor to have caught up", anchored)
+        document = wait_for("the anchor to have caught up", anchored)
         assert document["anchor"].startswith(f"s3://{bucket}/"), document
         head = int(document["head_seq"])
         assert head == int(document["anchored_seq"]) and head > 20, document
@@ -512,7 +419,7 @@ def test_a_production_like_run(tmp_path: Path, postgres_database: str, s3_bucket
         for state_dir in state_dirs.values():
             for leftover in state_dir.rglob("*anchor*"):
                 leftover.unlink()
-        broken = _grantflow(operator, "ledger", "verify", "--json", check=False)
+        broken = run_grantflow(operator, "ledger", "verify", "--json", check=False)
         assert broken.returncode == 1, (broken.stdout, broken.stderr)
         verdict = json.loads(broken.stdout)
         assert not verdict["ok"]

@@ -24,17 +24,14 @@ import base64
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -43,10 +40,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from domain.identity import Organisation, Person
 from domain.policy import PolicySet, load_policies
 from tests.rigs.ports import free_port
+from tests.rigs.processes import Processes, grantflow_env, run_grantflow, wait_for, wait_for_port
 from tests.rigs.replay_check import ReplayCheck, replay_every_history
 from tests.rigs.secrets_scan import ScanResult, scan_histories
-
-T = TypeVar("T")
 
 LEDGER_KEY = "reliability-ledger-key-0123456789abcdef"
 EVIDENCE_KEY = base64.b64encode(bytes(range(64, 96))).decode()  # an Ed25519 seed: campaign evidence is signed
@@ -109,32 +105,7 @@ allow_admin_on_behalf = true
     )
 
 
-WAIT = 90.0
 WORKER_READY = "worker polling task queue"  # logged once every start-up check passed
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = WAIT, every: float = 0.3) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = WAIT) -> None:
-    def answers() -> bool:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{process.args!r} exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-    wait_for(f"127.0.0.1:{port}", answers, timeout)
 
 
 def reliability_organisation(requesters: int, resources: list[Resource]) -> Organisation:
@@ -161,67 +132,6 @@ def reliability_organisation(requesters: int, resources: list[Resource]) -> Orga
 
 def requester_email(n: int) -> str:
     return f"eng-{n:03d}@example.com"
-
-
-# --- processes ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Processes:
-    """Subprocesses, each in its own process group (so a kill takes everything it started)."""
-
-    logs: Path
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        self.running[name] = process
-        return process
-
-    def log(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def kill(self, name: str) -> None:
-        """SIGKILL, no warning: the process and everything in its group die mid-step."""
-        process = self.running.pop(name)
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=30)
-
-    def stop(self, name: str) -> int | None:
-        """SIGTERM, as an orchestrator stops a process; SIGKILL after 20 s."""
-        process = self.running.pop(name)
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return process.returncode
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.running)):
-            self.stop(name)
 
 
 # --- the stand-ins ------------------------------------------------------------------------------
@@ -297,21 +207,6 @@ def start_stand_ins(org: Organisation, policies: PolicySet, jira_webhook_url: st
 
 
 # --- the rig ------------------------------------------------------------------------------------
-
-
-def grantflow_env(settings: dict[str, str], state_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
-    env.update({f"GRANTFLOW_{name.upper()}": value for name, value in settings.items()})
-    env["GRANTFLOW_STATE_DIR"] = str(state_dir)
-    return env
-
-
-def run_grantflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "grantflow", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, (args, result.returncode, result.stdout, result.stderr)
-    return result
 
 
 @dataclass

@@ -42,12 +42,11 @@ from tests.reliability.rig import (
     LEDGER_KEY,
     Api,
     Rig,
-    grantflow_env,
     jira_labels,
-    run_grantflow,
     running_stack,
     slack_keys,
 )
+from tests.rigs.processes import grantflow_env, run_grantflow
 
 pytestmark = [pytest.mark.long, pytest.mark.reliability]
 

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from tests.reliability.results import record
-from tests.reliability.rig import ROLE, Api, Rig, requester_email, running_stack, wait_for_port
+from tests.reliability.rig import ROLE, Api, Rig, requester_email, running_stack
+from tests.rigs.processes import wait_for_port
 
 pytestmark = [pytest.mark.long, pytest.mark.reliability]
 
