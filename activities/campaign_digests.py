@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +66,40 @@ async def campaign_record(store: Store, campaign_id: str) -> CampaignRecord:
     if record is None:
         raise LookupError(f"campaign {campaign_id} does not exist")
     return record
+
+
+async def update_each(
+    campaign_id: str,
+    handles: Sequence[DigestHandle],
+    update: Callable[[DigestHandle], Awaitable[DigestHandle | None]],
+    *,
+    what: str,
+    action: str,
+    progress: Callable[[str], None] | None,
+    logger: logging.Logger,
+) -> int:
+    """``update`` each digest (Slack's or Jira's) in turn; one failing never keeps the others from their
+    turn (it is logged as "the <what> of <reviewer> not <action>"). How many now show something else than
+    before (an update returning None — the message is gone, or nobody to show it to — changed nothing)."""
+    changed = 0
+    for handle in handles:
+        if progress is not None:
+            progress(handle.reviewer_id)
+        try:
+            after = await update(handle)
+        except Exception as exc:
+            logger.warning(
+                "campaign %s: the %s of %s not %s: %s",
+                campaign_id,
+                what,
+                handle.reviewer_id,
+                action,
+                exc,
+                extra={"campaign_id": campaign_id},
+            )
+            continue
+        changed += after is not None and after.shown != handle.shown
+    return changed
 
 
 async def reviewer_items(store: Store, campaign_id: str, stage: int, person_id: str) -> list[StoredItem]:
@@ -145,24 +179,13 @@ class SlackDigests:
         digest failing does not keep the others from being updated (it is logged)."""
         by_id = {p.id: p for p in people}
         handles = await asyncio.to_thread(self._store.digests, campaign_id, stage, list(by_id), SLACK)
-        changed = 0
-        for handle in handles:
-            if progress is not None:
-                progress(handle.reviewer_id)
-            before = handle.shown
-            try:
-                after = await self._refresh(handle, by_id[handle.reviewer_id])
-            except Exception as exc:
-                log.warning(
-                    "campaign %s: the digest of %s not refreshed: %s",
-                    campaign_id,
-                    handle.reviewer_id,
-                    exc,
-                    extra={"campaign_id": campaign_id},
-                )
-                continue
-            changed += after is not None and after.shown != before
-        return changed
+
+        async def refresh(handle: DigestHandle) -> DigestHandle | None:
+            return await self._refresh(handle, by_id[handle.reviewer_id])
+
+        return await update_each(
+            campaign_id, handles, refresh, what="digest", action="refreshed", progress=progress, logger=log
+        )
 
     async def close_page(
         self,
@@ -178,25 +201,14 @@ class SlackDigests:
         page = await asyncio.to_thread(
             self._store.digests_page, campaign_id, stage, SLACK, after=after, limit=limit
         )
-        changed = 0
-        for handle in page:
-            if progress is not None:
-                progress(handle.reviewer_id)
+
+        async def close(handle: DigestHandle) -> DigestHandle | None:
             person = await asyncio.to_thread(self._store.get_person, handle.reviewer_id)
-            if person is None:
-                continue
-            try:
-                after_update = await self._refresh(handle, person.ref)
-            except Exception as exc:
-                log.warning(
-                    "campaign %s: the digest of %s not closed: %s",
-                    campaign_id,
-                    handle.reviewer_id,
-                    exc,
-                    extra={"campaign_id": campaign_id},
-                )
-                continue
-            changed += after_update is not None and after_update.shown != handle.shown
+            return await self._refresh(handle, person.ref) if person is not None else None
+
+        changed = await update_each(
+            campaign_id, page, close, what="digest", action="closed", progress=progress, logger=log
+        )
         return (page[-1].reviewer_id if len(page) == limit else None), changed
 
     async def show_outcome(self, handle: DigestHandle, context: dict[str, Any]) -> DigestHandle | None:

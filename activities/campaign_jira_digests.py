@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from activities.campaign_digests import campaign_record, reviewer_items
+from activities.campaign_digests import campaign_record, reviewer_items, update_each
 from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignRecord, CampaignStatus
 from domain.identity import PersonRef
@@ -125,24 +125,20 @@ class JiraDigests:
             return 0
         jira = await asyncio.to_thread(self._tickets)
         record = await campaign_record(self._store, campaign_id)
-        changed = 0
-        for handle in handles:
-            if progress is not None:
-                progress(handle.reviewer_id)
-            try:
-                description, _ = await self._render(record, stage, handle.reviewer_id)
-                after = await self._show(jira, handle, description)
-            except Exception as exc:
-                log.warning(
-                    "campaign %s: the Jira digest of %s not refreshed: %s",
-                    campaign_id,
-                    handle.reviewer_id,
-                    exc,
-                    extra={"campaign_id": campaign_id},
-                )
-                continue
-            changed += after.shown != handle.shown
-        return changed
+
+        async def refresh(handle: DigestHandle) -> DigestHandle:
+            description, _ = await self._render(record, stage, handle.reviewer_id)
+            return await self._show(jira, handle, description)
+
+        return await update_each(
+            campaign_id,
+            handles,
+            refresh,
+            what="Jira digest",
+            action="refreshed",
+            progress=progress,
+            logger=log,
+        )
 
     async def close_page(
         self,
@@ -162,33 +158,25 @@ class JiraDigests:
             return None, 0
         jira = await asyncio.to_thread(self._tickets)
         record = await campaign_record(self._store, campaign_id)
-        changed = 0
-        for handle in page:
-            if progress is not None:
-                progress(handle.reviewer_id)
+
+        async def close(handle: DigestHandle) -> DigestHandle:
+            description, pending = await self._render(record, stage, handle.reviewer_id)
+            shown = await self._show(jira, handle, description)
+            text = f"Stage {stage + 1} closed: decisions on these items are no longer accepted." + (
+                f" Undecided: {_ids(pending)} (the deadline's default decides them)."
+                if pending
+                else " Every item was decided."
+            )
+            await asyncio.to_thread(jira.comment, handle.conversation, text)
             try:
-                description, pending = await self._render(record, stage, handle.reviewer_id)
-                shown = await self._show(jira, handle, description)
-                text = f"Stage {stage + 1} closed: decisions on these items are no longer accepted." + (
-                    f" Undecided: {_ids(pending)} (the deadline's default decides them)."
-                    if pending
-                    else " Every item was decided."
-                )
-                await asyncio.to_thread(jira.comment, handle.conversation, text)
-                try:
-                    await asyncio.to_thread(jira.transition, handle.conversation, CLOSE_TRANSITION)
-                except (JiraWorkflowError, ValueError) as exc:  # not offered from here, or not configured
-                    log.info("campaign %s: %s left where it is: %s", campaign_id, handle.conversation, exc)
-            except Exception as exc:
-                log.warning(
-                    "campaign %s: the Jira digest of %s not closed: %s",
-                    campaign_id,
-                    handle.reviewer_id,
-                    exc,
-                    extra={"campaign_id": campaign_id},
-                )
-                continue
-            changed += shown.shown != handle.shown
+                await asyncio.to_thread(jira.transition, handle.conversation, CLOSE_TRANSITION)
+            except (JiraWorkflowError, ValueError) as exc:  # not offered from here, or not configured
+                log.info("campaign %s: %s left where it is: %s", campaign_id, handle.conversation, exc)
+            return shown
+
+        changed = await update_each(
+            campaign_id, page, close, what="Jira digest", action="closed", progress=progress, logger=log
+        )
         return (page[-1].reviewer_id if len(page) == limit else None), changed
 
     async def _show(self, jira: JiraTickets, handle: DigestHandle, description: str) -> DigestHandle:
