@@ -157,6 +157,40 @@ class EndInput(BaseModel):
     reason: str = ""
 
 
+class RequestAction(StrEnum):
+    DECIDE = "decide"
+    EXTEND = "extend"
+    RELINQUISH = "relinquish"
+    CANCEL = "cancel"
+    REVOKE = "revoke"
+
+
+class RequestCommand(BaseModel):
+    """A decision or action the edge sends to a request as a signal (``AccessRequestWorkflow.submit``).
+
+    A signal is written to the history when the server receives it, whether or not a worker runs, and is
+    replayed in the order it was written; the request answers under ``id`` (``CommandAnswer``). Exactly one
+    of ``decision``, ``extension`` and ``end`` is set, matching ``action``. A refusal the request itself
+    makes is recorded in the ledger under ``refusal_kind`` with ``refusal_data``, the same entry the edge
+    writes when it refuses first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100)
+    action: RequestAction
+    decision: DecisionInput | None = None
+    extension: ExtendInput | None = None
+    end: EndInput | None = None
+    refusal_kind: str
+    refusal_data: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def actor(self) -> Actor:
+        carried = self.decision or self.extension or self.end
+        assert carried is not None, f"command {self.id} carries nothing to {self.action.value}"
+        return carried.actor
+
+
 class PersonLeft(BaseModel):
     """Identity sync saw this person leave (deactivated or deleted at the identity provider)."""
 
@@ -288,3 +322,11 @@ def request_workflow_id(request_id: str) -> str:
 def hoop_request_id(review_id: str) -> str:
     """The request (and workflow) id of the request opened for a hoop review: one per review, ever."""
     return f"hoop-{review_id}"
+
+
+class CommandAnswer(BaseModel):
+    """What a request made of a ``RequestCommand``: ``refusal`` is the sentence a person reads, or None
+    when it was carried out; ``view`` is the request after it."""
+
+    refusal: str | None
+    view: RequestView

@@ -77,20 +77,22 @@ async def test_the_jit_scenario_ends_every_grant_and_session_on_both_sides(tmp_p
     from bench import jit
 
     results = tmp_path / "results"
-    figures = await jit.run(10, 5, 5, results=results, session_after=10)
+    # Small and quick: 6 grants over 3 s, 4 in one second, approved 10 a second, sessions opened 6 s in.
+    figures = await jit.run(6, 3, 4, results=results, approve_rate=10, session_after=6)
     for side in (figures["grantflow"], figures["baseline"]):
-        for phase, count in (("spread", 10), ("burst", 5)):
+        for phase, count in (("spread", 6), ("burst", 4)):
             seen = side[phase]
             # every grant written, then revoked, and every session opened under one killed (read from hoop)
             assert seen["grants"] == seen["written"] == seen["revoked"] == count
             assert seen["sessions_opened"] == seen["sessions_killed"] == count
             assert seen["expiry_to_revoked_and_killed_s"]["count"] == count
             assert seen["approval_to_visible_s"]["count"] == count
-        assert side["requests_ended"] == 15
+        assert side["requests_ended"] == 10
         assert side["peak_rss_mib"] > 0
     assert figures["grantflow"]["expires_at_differs_from_hoop"] == 0
-    written = json.loads(next(results.glob("jit-10-*.json")).read_text())
-    assert written["command"] == "python -m bench jit --grants 10 --spread 5 --burst 5 --session-after 10"
+    written = json.loads(next(results.glob("jit-6-*.json")).read_text())
+    command = "python -m bench jit --grants 6 --spread 3 --burst 4 --approve-rate 10 --session-after 6"
+    assert written["command"] == command
     assert written["ratios"]["burst"]["expiry_to_revoked_and_killed_s"]["p99"] is not None
     line = (tmp_path / "results.md").read_text().splitlines()[-1]
-    assert "`python -m bench jit --grants 10 --spread 5 --burst 5 --session-after 10`" in line
+    assert f"`{command}`" in line

@@ -1025,6 +1025,14 @@ def test_state_survives_a_restart(
             assert client.get(f"/sessions/{live}").json()["status"] == "open"
             assert client.get(f"/reviews/{pending.review_id}").json()["status"] == "PENDING"
         again.connect("alice@corp.example", "pg-prod")  # the grant still allows new sessions
+        # the session opened before the restart still ends at its own deadline, read from the saved state
+        clock.advance(hours=49)
+        with as_key(again, ADMIN_KEY) as client:
+            assert client.get(f"/sessions/{live}").json()["status"] == "done"
+            alice = again.user("alice@corp.example")["id"]
+            rows = client.get("/sessions", params={"user": alice, "connection": "pg-prod"}).json()["data"]
+            opened = [r["status"] for r in rows if r["id"] != grant]  # the grant's own row stays "ready"
+            assert opened == ["done", "done"]  # both sessions opened under the grant, before and after
     finally:
         again.stop()
 

@@ -6,7 +6,8 @@ released yet, so no deployment runs an older history: a deliberate change regene
 histories (``RECORD_HISTORIES=1 pytest tests/test_replay.py tests/test_hoop_reviews.py``) instead of
 adding ``workflow.patched`` branches. From the first release on, a change patches exactly what a released
 version may have running (see the README's development section). The saved histories under
-``tests/histories/`` are real runs. Besides the plain
+``tests/histories/`` are real runs, most of them decided through Updates as the edge sent decisions before
+they became signalled commands (``signalled_extended`` is the edge's way now). Besides the plain
 paths, they hold requests presented in every channel with a reminder, an approved extension, a renewal
 past 48 h, break-glass with its retro review, and a leaver (``PRESENTED_RUNS``). Runs continued as new
 are replayed by ``tests/test_bounded_history.py``.
@@ -14,6 +15,7 @@ are replayed by ``tests/test_bounded_history.py``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -35,6 +37,8 @@ from domain.requests import (
     EndReason,
     ExtendInput,
     PersonLeft,
+    RequestAction,
+    RequestCommand,
     RequestStatus,
     RequestView,
     RetroReview,
@@ -71,9 +75,10 @@ async def test_an_update_delivered_after_a_timed_out_task_replays() -> None:
     accepted the Update after (108). Replaying the same history, the SDK accepts the Update first and fails
     with "Update machine does not handle this event: HistoryEvent(id: 107, ActivityTaskScheduled)": the
     workflow is stuck until an operator resets it, though hoop still ends the grant at its own expiry.
-    grantflow's code is the same on both sides; the order is the SDK's (temporalio 1.35). Strict: once an
-    SDK release replays this history, this test fails and says so — then the worker-crashes scenario can
-    join CI again (see ``ON_DEMAND`` in ``tests/reliability/report.py``)."""
+    grantflow's code is the same on both sides; the order is the SDK's (temporalio 1.35). The edge now sends
+    decisions and actions as signals (``AccessRequestWorkflow.submit``), which cannot meet this; the Update
+    handlers remain for histories that hold Updates, and a campaign owner's commands are still Updates.
+    Strict: once an SDK release replays this history, this test fails and says so."""
     data = json.loads(UPDATE_AFTER_TIMED_OUT_TASK.read_text())
     history = WorkflowHistory.from_json(data["workflow_id"], data["history"])
     replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
@@ -81,7 +86,12 @@ async def test_an_update_delivered_after_a_timed_out_task_replays() -> None:
 
 
 def test_histories_are_saved() -> None:
-    assert {p.stem for p in SAVED} >= {"approved_then_relinquished", "denied", *PRESENTED_RUNS}
+    assert {p.stem for p in SAVED} >= {
+        "approved_then_relinquished",
+        "denied",
+        "signalled_extended",
+        *PRESENTED_RUNS,
+    }
 
 
 # The saved runs of requests presented in every channel, each with what a long-lived request meets.
@@ -136,8 +146,27 @@ async def test_current_code_replays_its_own_history_and_keeps_secrets_out(time_s
     )
     await denied.result()
 
+    # Decisions and actions as the edge sends them now: commands signalled to the request.
+    signalled = await stack.start_request("alice@example.com", "pg-prod", "admin", timedelta(hours=1))
+    await stack.wait_for(signalled, lambda v: v.approvers_resolved)
+    for email in ("bob@example.com", "carol@example.com"):
+        await _send(signalled, _command(RequestAction.DECIDE, decision=_decide(stack, email)))
+    await stack.wait_for(signalled, lambda v: v.status is RequestStatus.ACTIVE)
+    extension = ExtendInput(actor=stack.actor("alice@example.com"), by=timedelta(minutes=30), reason="more")
+    await _send(signalled, _command(RequestAction.EXTEND, extension=extension))
+    for email in ("bob@example.com", "carol@example.com"):
+        await _send(signalled, _command(RequestAction.DECIDE, decision=_decide(stack, email)))
+    await stack.wait_for(
+        signalled, lambda v: v.pending_extension is None and v.granted_total == timedelta(minutes=90)
+    )
+    await _send(
+        signalled, _command(RequestAction.RELINQUISH, end=EndInput(actor=stack.actor("alice@example.com")))
+    )
+    assert (await signalled.result()).status is RequestStatus.ENDED
+
     replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
-    for name, handle in (("approved_then_relinquished", approved), ("denied", denied)):
+    runs = (("approved_then_relinquished", approved), ("denied", denied), ("signalled_extended", signalled))
+    for name, handle in runs:
         history = await handle.fetch_history()
         await replayer.replay_workflow(history)
         raw = _payload_text(json.loads(history.to_json()))
@@ -196,6 +225,24 @@ async def _ended(stack: Stack, handle: Handle, step: timedelta) -> RequestView:
 
 def _decide(stack: Stack, email: str, verdict: Verdict = Verdict.APPROVE) -> DecisionInput:
     return DecisionInput(actor=stack.actor(email), verdict=verdict, reason="ok")
+
+
+def _command(action: RequestAction, **carried: DecisionInput | ExtendInput | EndInput) -> RequestCommand:
+    return RequestCommand(
+        id=f"cmd-{uuid.uuid4().hex}", action=action, refusal_kind=f"{action.value}.refused", **carried
+    )
+
+
+async def _send(handle: Handle, command: RequestCommand) -> None:
+    """Signal ``command`` and wait for the request's answer; it must be carried out."""
+    await handle.signal(AccessRequestWorkflow.submit, command)
+    for _ in range(100):
+        answer = await handle.query(AccessRequestWorkflow.answer, command.id)
+        if answer is not None:
+            assert answer.refusal is None, answer.refusal
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} never answered {command.action.value}")
 
 
 async def test_presented_requests_with_reminders_extensions_renewals_break_glass_and_leavers_replay(

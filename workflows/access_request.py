@@ -7,9 +7,9 @@
        ├─ cancel ────────────▶ CANCELLED
        └─ gateway refuses ───▶ FAILED (failure_reason says what to do)
 
-This module is the process: the order of its steps, the votes (updates and their validators), the
-signals and the query, the end of the pending stage, and continue-as-new. The rest is delegated, one
-object per concern, all holding the request's one view object:
+This module is the process: the order of its steps, the votes and actions (signals answered by a
+query), the identity signals and the view query, the end of the pending stage, and continue-as-new. The
+rest is delegated, one object per concern, all holding the request's one view object:
 - ``Approvers`` (``approvers``): the eligible set, resolved once and kept current by identity sync;
 - ``access_gates.check_access``: hoop's gates for the requester, before asking and before granting;
 - ``GrantHolder`` (``grant_holder``): writing, renewing, holding and revoking the grant;
@@ -20,9 +20,16 @@ object per concern, all holding the request's one view object:
 - ``request_policies``: retry policies, deadlines and the state carried over (``CarriedOver``).
 
 Invariants:
-- Decisions arrive as Updates. Validators refuse (with a sentence) anyone not in the eligible set held in
-  state, the requester, a second vote by the same identity, and anything after the stage closed; a
-  refused update writes nothing to history. The edge records refusals in the ledger.
+- Decisions and actions arrive as signals (``submit``, one ``RequestCommand`` each, answered under its id
+  by the ``answer`` query). A signal is in the history as soon as the server has it, worker or no worker,
+  and replays in the order it was written. (They were Updates until an SDK defect showed: an Update that
+  arrives while a timed-out workflow task waits for a worker is accepted after that task's activity
+  results when it runs, but before them when the history is replayed, and the request is stuck;
+  ``tests/histories/sdk_defects``. The Update handlers stay, so requests that received Updates replay.)
+  ``refusal`` refuses (with a sentence) anyone not in the eligible set held in state, the requester, a
+  second vote by the same identity, and anything after the stage closed. The edge asks it first, so a
+  refused attempt usually writes nothing to history and the edge records it in the ledger; what the
+  request refuses itself (state moved in between) it records in the ledger itself.
 - The history stays bounded: the policy caps extensions (``min_extension``, ``max_extensions``), and an
   ACTIVE request whose history reaches ``CONTINUE_AS_NEW_AFTER`` events continues as new between two
   steps of its active phase, once every update handler has finished, carrying its state (``CarriedOver``:
@@ -53,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.requests import (
         AccessRequestInput,
         ApproversChanged,
+        CommandAnswer,
         Decision,
         DecisionInput,
         EndInput,
@@ -61,6 +69,8 @@ with workflow.unsafe.imports_passed_through():
         HoopReviewChanged,
         PendingExtension,
         PersonLeft,
+        RequestAction,
+        RequestCommand,
         RequestStatus,
         RequestView,
         RetroReview,
@@ -80,6 +90,10 @@ with workflow.unsafe.imports_passed_through():
         wait_at_most,
     )
 
+END_ACTIONS = ("relinquish", "cancel", "revoke")
+ANSWERS_KEPT = 200  # answers to the edge's commands kept in a run (the edge asks within seconds)
+ANSWERS_CARRIED = 20  # of which a continued run carries the latest
+
 ADMIN_ON_BEHALF_PATCH = "admin-on-behalf-needs-policy"
 """Decisions accepted before an administrator's vote on behalf of an approver needed the policy's
 ``allow_admin_on_behalf`` replay as they were made."""
@@ -97,6 +111,10 @@ class AccessRequestWorkflow:
         self._cancel: EndInput | None = None
         self._requester_left: PersonLeft | None = None
         self._new_run_wanted = False  # the history is long: continue as new once idle
+        # The answers to the edge's commands (``submit``), by command id, oldest first; a continued run
+        # carries the latest so an answer given just before continuing is still found.
+        self._answers: dict[str, str | None] = dict(carried.answers) if carried is not None else {}
+        self._in_flight: set[str] = set()
         # Presenting the request in Slack, Jira and email runs beside the process, newest view first.
         # A request made in a Jira intake issue adopts that issue as its ticket.
         if carried is None:
@@ -293,6 +311,7 @@ class AccessRequestWorkflow:
                 present_rounds=queue.rounds,
                 hoop_origin=self._hoop is not None,
                 hoop_review_granted=self._grant.review_granted,
+                answers=dict(list(self._answers.items())[-ANSWERS_CARRIED:]),
             )
         )
 
@@ -345,14 +364,70 @@ class AccessRequestWorkflow:
         await self._presenter.finish()  # the final state reaches every channel before we end
         return self._view
 
-    # ------------------------------------------------------------------ updates and queries
+    # ------------------------------------------------------------------ decisions and actions, queries
 
     @workflow.query
     def view(self) -> RequestView:
         return self._view
 
+    @workflow.signal
+    async def submit(self, command: RequestCommand) -> None:
+        """A decision or action from the edge. Carried out or refused, the outcome is kept under the
+        command's id for ``answer``; a command delivered twice (the same id) is carried out once."""
+        if command.id in self._answers or command.id in self._in_flight:
+            return
+        self._in_flight.add(command.id)
+        refusal: str | None = None
+        try:
+            if command.decision is not None and command.action is RequestAction.DECIDE:
+                await self._decide(command.decision)
+            elif command.extension is not None and command.action is RequestAction.EXTEND:
+                await self._extend(command.extension)
+            elif command.end is not None and command.action.value in END_ACTIONS:
+                await self._handle_end(command.action.value, command.end)
+            else:
+                refusal = f"a {command.action.value} command must carry its own input"
+        except Refused as refused:
+            refusal = refused.message
+        if refusal is not None:
+            # Refused here, not at the edge (the state moved after the edge asked): record it here.
+            await self._ledger.record(
+                command.refusal_kind, actor=command.actor, data={**command.refusal_data, "refusal": refusal}
+            )
+        self._in_flight.discard(command.id)
+        self._answers[command.id] = refusal
+        while len(self._answers) > ANSWERS_KEPT:
+            del self._answers[next(iter(self._answers))]
+
+    @workflow.query
+    def answer(self, command_id: str) -> CommandAnswer | None:
+        """The outcome of the command with this id, once carried out or refused; None before."""
+        if command_id not in self._answers:
+            return None
+        return CommandAnswer(refusal=self._answers[command_id], view=self._view)
+
+    @workflow.query
+    def refusal(self, command: RequestCommand) -> str | None:
+        """Why the request would refuse ``command`` now (None: it would be carried out); the edge asks
+        before sending it, so refused attempts stay out of the history."""
+        try:
+            if command.decision is not None:
+                self._validate_decide(command.decision)
+            elif command.extension is not None:
+                self._validate_extend(command.extension)
+            elif command.end is not None and command.action.value in END_ACTIONS:
+                self._validate_end(command.action.value, command.end)
+        except Refused as refused:
+            return refused.message
+        return None
+
+    # The Updates below are how decisions arrived before ``submit``; kept so those histories replay.
+
     @workflow.update
     async def decide(self, inp: DecisionInput) -> RequestView:
+        return await self._decide(inp)
+
+    async def _decide(self, inp: DecisionInput) -> RequestView:
         # Histories from before admin votes on behalf needed the policy's consent replay without that rule.
         refusal = decision_refusal(
             self._view,
@@ -413,6 +488,9 @@ class AccessRequestWorkflow:
 
     @workflow.update
     async def extend(self, inp: ExtendInput) -> RequestView:
+        return await self._extend(inp)
+
+    async def _extend(self, inp: ExtendInput) -> RequestView:
         refusal = extension_refusal(self._view, inp.actor, inp.by)
         if refusal is not None:
             raise Refused(refusal)

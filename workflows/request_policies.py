@@ -71,6 +71,8 @@ class CarriedOver(BaseModel):
     present_rounds: int = 0
     hoop_origin: bool = False
     hoop_review_granted: bool = False
+    answers: dict[str, str | None] = Field(default_factory=dict)
+    """The latest answers to the edge's commands, by command id (``AccessRequestWorkflow.answer``)."""
 
 
 class Refused(ApplicationError):

@@ -150,8 +150,9 @@ class Grants(Sessions):
             raise HTTPError(400, f"connection {connection} not found")
         if duration == 0:
             duration = conn["jit_access_duration_sec"] or DEFAULT_ACCESS_DURATION_SEC
-        session = self._new_session(user, conn, verb="connect", status="ready")
-        session["correlation_id"] = correlation_id or None
+        session = self._new_session(
+            user, conn, verb="connect", status="ready", correlation_id=correlation_id or None
+        )
         session["metadata"] = metadata
         if duration > MAX_ACCESS_DURATION_SEC:
             # hoop writes the session before it validates the review: the caller gets a 500 and an orphan

@@ -30,10 +30,12 @@ creates or decides reviews (``reviews``, ``grants``).
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.hoop.api import (
@@ -80,8 +82,44 @@ def _like_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), flags=re.DOTALL)
 
 
+@dataclass
+class SessionIndex:
+    """Where to look instead of scanning every session: the stand-in serves benchmarks with thousands of open
+    sessions, and every revocation lists them by person or by correlation id and applies deadlines. Only
+    ever a superset of the matches (callers still apply every filter). Built from the state when first
+    needed and kept up to date as sessions are added; ``count`` tells a stale index (sessions are never
+    removed)."""
+
+    count: int = 0
+    by_user: dict[str, list[str]] = field(default_factory=dict)
+    by_correlation: dict[str, list[str]] = field(default_factory=dict)
+    deadlines: list[tuple[datetime, str]] = field(default_factory=list)  # a heap of open sessions' deadlines
+
+    def add(self, session: dict[str, Any]) -> None:
+        self.count += 1
+        self.by_user.setdefault(session["user_id"], []).append(session["id"])
+        if session.get("correlation_id"):
+            self.by_correlation.setdefault(session["correlation_id"], []).append(session["id"])
+        self.add_deadline(session)
+
+    def add_deadline(self, session: dict[str, Any]) -> None:
+        deadline = parse_ts(session.get("deadline"))
+        if session["status"] == "open" and deadline is not None:
+            heapq.heappush(self.deadlines, (deadline, session["id"]))
+
+
 class Sessions(Connections, Reviews):
     """Opening, listing, reading, ending and killing sessions."""
+
+    def _session_index(self) -> SessionIndex:
+        sessions: dict[str, dict[str, Any]] = self._state["sessions"]
+        index: SessionIndex | None = getattr(self, "_index", None)
+        if index is None or index.count != len(sessions):
+            index = SessionIndex()
+            for session in sessions.values():
+                index.add(session)
+            self._index = index
+        return index
 
     def connect(self, user_email: str, connection: str) -> str:
         """Open a session as ``hoop connect`` would; raises ``HoopAccessDenied`` saying why when refused."""
@@ -134,7 +172,13 @@ class Sessions(Connections, Reviews):
             return self._render_session(self._state["sessions"][session_id])
 
     def _new_session(
-        self, user: dict[str, Any], conn: dict[str, Any], *, verb: str, status: str
+        self,
+        user: dict[str, Any],
+        conn: dict[str, Any],
+        *,
+        verb: str,
+        status: str,
+        correlation_id: str | None = None,
     ) -> dict[str, Any]:
         session = {
             "id": str(uuid.uuid4()),
@@ -150,12 +194,14 @@ class Sessions(Connections, Reviews):
             "status": status,
             "start_date": ts(self.now()),
             "end_date": None,
-            "correlation_id": None,
+            "correlation_id": correlation_id,
             "metadata": {},
             "review_id": None,
             "script": None,
         }
+        index = self._session_index()
         self._state["sessions"][session["id"]] = session
+        index.add(session)
         return session
 
     def _sorted_sessions(self, sessions: Iterable[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -171,10 +217,13 @@ class Sessions(Connections, Reviews):
         sessions are read: the stand-in runs no timers). transport/plugins/review/review.go: the stream's
         context times out; transport/plugins/audit/wal.go then marks the row done."""
         now = self.now()
+        sessions = self._state["sessions"]
+        deadlines = self._session_index().deadlines
         changed = False
-        for session in self._state["sessions"].values():
-            deadline = parse_ts(session.get("deadline"))
-            if session["status"] == "open" and deadline is not None and deadline <= now:
+        while deadlines and deadlines[0][0] <= now:
+            deadline, session_id = heapq.heappop(deadlines)
+            session = sessions.get(session_id)
+            if session is not None and session["status"] == "open":
                 session["status"] = "done"
                 session["end_date"] = ts(deadline)
                 changed = True
@@ -223,6 +272,7 @@ class Sessions(Connections, Reviews):
             grant = self._state["reviews"][via_review]
             deadline = self.now() + timedelta(microseconds=grant["access_duration_ns"] // 1000)
             session["deadline"] = ts(deadline)
+            self._session_index().add_deadline(session)
         return session
 
     def _visible(self, caller: Caller, session: dict[str, Any]) -> bool:
@@ -274,7 +324,7 @@ class Sessions(Connections, Reviews):
                 and (end is None or started <= end)
             )
 
-        rows = self._sorted_sessions([s for s in self._state["sessions"].values() if keep(s)])
+        rows = self._sorted_sessions([s for s in self._candidates(query) if keep(s)])
         page = rows[offset : offset + limit]
         total: int | None = len(rows)
         capped = False
@@ -288,6 +338,19 @@ class Sessions(Connections, Reviews):
             "total": total,
             "total_is_capped": capped,
         }
+
+    def _candidates(self, query: dict[str, str]) -> Iterable[dict[str, Any]]:
+        """The sessions a listing must look at: those of one correlation id or one subject when the query
+        names them exactly (a ``user`` pattern with no LIKE wildcard or escape), else all."""
+        sessions: dict[str, dict[str, Any]] = self._state["sessions"]
+        index = self._session_index()
+        if "correlation_id" in query:
+            ids = index.by_correlation.get(query["correlation_id"], [])
+        elif "user" in query and not any(c in query["user"] for c in "%_\\"):
+            ids = index.by_user.get(query["user"], [])
+        else:
+            return sessions.values()
+        return [sessions[i] for i in ids]
 
     def _session_for(self, caller: Caller, session_id: str) -> dict[str, Any]:
         self._end_sessions_past_deadline()

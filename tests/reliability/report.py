@@ -27,15 +27,17 @@ when it was recorded; those marked "on demand" have also missed on a loaded CI r
 
 ON_DEMAND = {
     "worker-crashes": (
-        "Run on demand (`pytest -m on_demand`), outside `.ci/run`: it finds an SDK defect that leaves a "
-        "request stuck. When the worker is killed mid-task and an extension (a Temporal Update) arrives "
-        "meanwhile, the next worker accepts the Update after the task's activity results, but replaying "
-        "that history the SDK (temporalio 1.35) accepts it before them: a nondeterminism error that no "
-        "retry clears. The request stays ACTIVE past its expiry (hoop still ends the grant at its own "
-        "expiry; the session opened under it lives on). Of 4 runs on 2026-12-06, 3 left 1 to 3 of the 200 "
-        "requests stuck; both failures captured were this error. The history is kept in "
-        "`tests/histories/sdk_defects/`, and `tests/test_replay.py` turns red once an SDK release replays "
-        "it. Every other count held in those runs."
+        "Run on demand (`pytest -m on_demand`), outside `.ci/run`. It first found an SDK defect: an "
+        "extension sent as a Temporal Update while the worker was dead after a timed-out task was accepted "
+        "after the task's activity results by the next worker and before them on replay (temporalio 1.35), "
+        "a nondeterminism error that left 1 to 3 of 200 requests stuck in 3 of 4 runs on 2026-12-06; the "
+        "history is in `tests/histories/sdk_defects/`. Decisions and actions are now signalled commands, "
+        "which replay in the order they were written, so that defect cannot recur here. On 2026-12-07 the "
+        "scenario did not finish on the session's machine, with the new code or the old: that machine ran "
+        "the default suite in 18 minutes instead of 11, approvals took two minutes to get through, and "
+        "after a kill the worker rebuilding 200 workflows at once ran workflow tasks past their 10 s "
+        "timeout, so some were retried for minutes and an extension went unanswered for 4 minutes. The "
+        "figures below are from the last run that held (2026-12-06)."
     ),
 }
 """Scenarios ``.ci/run`` leaves out (marker ``on_demand``), and why: shown with their figures, which come

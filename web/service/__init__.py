@@ -4,7 +4,7 @@ goes through to create, decide and act on access requests.
 One module per concern, all standing on :mod:`web.service.core`:
 
 - :mod:`web.service.creating`: ``create`` (validate, reserve the slot, start the workflow);
-- :mod:`web.service.decisions`: decisions and actions as the workflow's Updates, refusals in the ledger;
+- :mod:`web.service.decisions`: decisions and actions signalled to the workflow, refusals in the ledger;
 - :mod:`web.service.queries`: ``show`` and ``list``;
 - :mod:`web.service.errors`: the error tree every edge maps to a status or an exit code.
 """

@@ -1,44 +1,72 @@
 """Decisions and actions on existing requests: approve, deny, extend, relinquish, cancel, revoke.
 
-Each is a Temporal Update whose validator decides. A refusal — from the validator, or because the workflow
-has already completed — is written to the evidence ledger as a refused attempt (``decision.refused``,
-``extend.refused``, ``relinquish.refused``, ``cancel.refused``, ``revoke.refused``) and raised as
-:class:`~web.service.errors.Refused` carrying the sentence a person reads. A vote that decides the request
-(quorum or deny) answers once the workflow has moved on (at most ``setup_wait`` seconds), so the caller
-sees ACTIVE / DENIED rather than a stale PENDING. Who may decide is the workflow's to say, never this
-module's.
+Each is sent to the request's workflow as a signal carrying a ``RequestCommand`` with a fresh id, and
+answered by the workflow's ``answer`` query (see ``AccessRequestWorkflow.submit`` for why signals and not
+Updates). Before sending, the request's stored view is checked against the workflow's own rules, and a
+refusal found there is confirmed with the workflow (``refusal`` query): a refusal here — or because the
+workflow has already completed — is written to the evidence ledger as a refused
+attempt (``decision.refused``, ``extend.refused``, ``relinquish.refused``, ``cancel.refused``,
+``revoke.refused``) and raised as :class:`~web.service.errors.Refused` carrying the sentence a person reads;
+a refusal the workflow makes itself (its state moved in between) the workflow records. Once sent, a
+command is durable: if no worker answers within ``answer_wait`` seconds the caller is told it was delivered
+and will be carried out or refused when a worker runs. A vote that decides the request (quorum or deny)
+answers once the workflow has moved on (at most ``setup_wait`` seconds), so the caller sees ACTIVE /
+DENIED rather than a stale PENDING. Who may decide is the workflow's to say, never this module's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
+from uuid import uuid4
 
-from temporalio.client import (
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.approval import Stage, decision_refusal, end_refusal, extension_refusal, quorum_reached
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.identity import Actor
-from domain.requests import DecisionInput, EndInput, ExtendInput, RequestStatus, RequestView, Verdict
+from domain.requests import (
+    CommandAnswer,
+    DecisionInput,
+    EndInput,
+    ExtendInput,
+    RequestAction,
+    RequestCommand,
+    RequestStatus,
+    RequestView,
+    Verdict,
+)
 from web.service.core import ServiceCore, clean_reason
-from web.service.errors import BadInput, Refused, ServiceError, Unavailable, short
+from web.service.errors import BadInput, Refused, Unavailable, short
 from workflows.access_request import AccessRequestWorkflow
 
 log = logging.getLogger("grantflow.web.service")
 
 END_ACTIONS = ("relinquish", "cancel", "revoke")
+ANSWER_WAIT = 30.0
+"""How long (seconds) an action waits for the workflow's answer before telling the caller it was delivered
+but not yet carried out (no worker is running, or the worker is far behind)."""
+REFUSAL_CHECK_TIMEOUT = timedelta(seconds=5)
+"""How long the question "would you refuse this?" may take; with no answer the command is sent anyway and
+the workflow decides."""
+_MAX_ANSWER_POLL = 1.0
+ACTION_NOUNS = {
+    RequestAction.DECIDE: "decision",
+    RequestAction.EXTEND: "extension request",
+    RequestAction.RELINQUISH: "relinquishment",
+    RequestAction.CANCEL: "cancellation",
+    RequestAction.REVOKE: "revocation",
+}
 
 
 class DecisionsAndActions(ServiceCore):
-    """Decisions and actions as the workflow's Updates, refusals recorded in the ledger."""
+    """Decisions and actions as commands signalled to the workflow, refusals recorded in the ledger."""
+
+    answer_wait: float = ANSWER_WAIT
 
     async def decide(
         self,
@@ -63,14 +91,14 @@ class DecisionsAndActions(ServiceCore):
         def closed(view: RequestView) -> str:
             return decision_refusal(view, None, actor, verdict) or closed_sentence(view)
 
-        view = await self._update(
-            request_id,
-            actor,
-            kind="decision.refused",
-            data={"verdict": verdict.value, "reason_given": inp.reason},
-            call=lambda h: h.execute_update(AccessRequestWorkflow.decide, inp),
-            closed=closed,
+        command = RequestCommand(
+            id=_command_id(),
+            action=RequestAction.DECIDE,
+            decision=inp,
+            refusal_kind="decision.refused",
+            refusal_data={"verdict": verdict.value, "reason_given": inp.reason},
         )
+        view = await self._command(request_id, command, closed)
         if view.status is RequestStatus.PENDING and (view.denials or quorum_reached(view, Stage.REQUEST)):
             # This vote decided the request; answer with what it led to (DENIED, ACTIVE, FAILED).
             view = await self._settle(
@@ -89,14 +117,14 @@ class DecisionsAndActions(ServiceCore):
         def closed(view: RequestView) -> str:
             return extension_refusal(view, actor, delta) or closed_sentence(view)
 
-        return await self._update(
-            request_id,
-            actor,
-            kind="extend.refused",
-            data={"action": "extend", "by": format_duration(delta), "reason_given": inp.reason},
-            call=lambda h: h.execute_update(AccessRequestWorkflow.extend, inp),
-            closed=closed,
+        command = RequestCommand(
+            id=_command_id(),
+            action=RequestAction.EXTEND,
+            extension=inp,
+            refusal_kind="extend.refused",
+            refusal_data={"action": "extend", "by": format_duration(delta), "reason_given": inp.reason},
         )
+        return await self._command(request_id, command, closed)
 
     async def relinquish(self, request_id: str, actor: Actor, reason: str = "") -> RequestView:
         """Give ACTIVE access back early (the requester, or an administrator)."""
@@ -113,56 +141,92 @@ class DecisionsAndActions(ServiceCore):
     async def _end(self, action: str, request_id: str, actor: Actor, reason: str) -> RequestView:
         assert action in END_ACTIONS
         inp = EndInput(actor=actor, reason=clean_reason(reason))
-        update = {
-            "relinquish": AccessRequestWorkflow.relinquish,
-            "cancel": AccessRequestWorkflow.cancel,
-            "revoke": AccessRequestWorkflow.revoke,
-        }[action]
 
         def closed(view: RequestView) -> str:
             return end_refusal(view, actor, action, None) or closed_sentence(view)
 
-        return await self._update(
-            request_id,
-            actor,
-            kind=f"{action}.refused",
-            data={"action": action, "reason_given": inp.reason},
-            call=lambda h: h.execute_update(update, inp),
-            closed=closed,
+        command = RequestCommand(
+            id=_command_id(),
+            action=RequestAction(action),
+            end=inp,
+            refusal_kind=f"{action}.refused",
+            refusal_data={"action": action, "reason_given": inp.reason},
         )
+        return await self._command(request_id, command, closed)
 
-    async def _update(
-        self,
-        request_id: str,
-        actor: Actor,
-        *,
-        kind: str,
-        data: dict[str, Any],
-        call: Callable[[WorkflowHandle[Any, Any]], Awaitable[RequestView]],
-        closed: Callable[[RequestView], str],
+    async def _command(
+        self, request_id: str, command: RequestCommand, closed: Callable[[RequestView], str]
     ) -> RequestView:
+        """Ask whether the workflow would refuse ``command``, send it, and wait for its answer."""
         stored = await self._stored(request_id)
         handle = self._handle(request_id)
+        actor = command.actor
         try:
-            return await call(handle)
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "Refused":
-                sentence = cause.message
-            else:
-                raise ServiceError(f"request {request_id}: the update failed: {short(cause or err)}") from err
-        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-            raise Unavailable(
-                f"request {request_id}: Temporal did not confirm the change in time; check with show"
-            ) from err
+            # The stored view is enough to let most commands through without asking the workflow (a
+            # query per command would load a busy worker); only a refusal is confirmed with it, since
+            # the store can lag the workflow (approvers just resolved, a stage just opened).
+            sentence = refusal_in(stored, command)
+            if sentence is not None:
+                sentence = await self._refusal(handle, command)
+            if sentence is None:
+                await handle.signal(AccessRequestWorkflow.submit, command)
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise Unavailable(f"Temporal could not be reached: {short(err)}") from err
             # The workflow has completed (or is gone after retention): the request is closed.
-            view = await self._latest(handle, stored)
-            sentence = closed(view)
-        await self._record_refusal(request_id, actor, kind, {**data, "refusal": sentence})
-        raise Refused(sentence)
+            sentence = closed(await self._latest(handle, stored))
+        if sentence is not None:
+            data = {**command.refusal_data, "refusal": sentence}
+            await self._record_refusal(request_id, actor, command.refusal_kind, data)
+            raise Refused(sentence)
+        answer = await self._answer(handle, command.id)
+        if answer is None:
+            raise Unavailable(
+                f"request {request_id}: the {ACTION_NOUNS[command.action]} was delivered but no worker has "
+                "carried it out yet; it will be carried out or refused when one runs (check with show)"
+            )
+        if answer.refusal is not None:  # recorded in the ledger by the workflow
+            raise Refused(answer.refusal)
+        return answer.view
+
+    async def _refusal(self, handle: WorkflowHandle[Any, Any], command: RequestCommand) -> str | None:
+        """The workflow's refusal of ``command`` as things stand; None when it would carry it out, or
+        cannot say in time (then the workflow decides when the command arrives). NOT_FOUND propagates."""
+        try:
+            refusal: str | None = await handle.query(
+                AccessRequestWorkflow.refusal, command, rpc_timeout=REFUSAL_CHECK_TIMEOUT
+            )
+            return refusal
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise
+            log.info("request %s: no answer to the refusal check (%s); sending anyway", handle.id, err)
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+            log.warning("request %s: the refusal check failed (%s); sending anyway", handle.id, err)
+        return None
+
+    async def _answer(self, handle: WorkflowHandle[Any, Any], command_id: str) -> CommandAnswer | None:
+        """Query for the answer to ``command_id`` until it comes or ``answer_wait`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.answer_wait
+        pause = 0.05
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                answer: CommandAnswer | None = await handle.query(
+                    AccessRequestWorkflow.answer,
+                    command_id,
+                    rpc_timeout=timedelta(seconds=max(1.0, remaining)),
+                )
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+                log.debug("request %s: no answer yet to %s (%s)", handle.id, command_id, err)
+            else:
+                if answer is not None:
+                    return answer
+            if loop.time() + pause >= deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _MAX_ANSWER_POLL)
 
     async def _record_refusal(self, request_id: str, actor: Actor, kind: str, data: dict[str, Any]) -> None:
         try:
@@ -199,6 +263,23 @@ class DecisionsAndActions(ServiceCore):
             raise Unavailable(
                 f"the attempt was refused ({refusal}), but the refusal could not be recorded: {short(exc)}"
             ) from exc
+
+
+def refusal_in(view: RequestView, command: RequestCommand) -> str | None:
+    """Why ``command`` would be refused by a request in the state ``view`` shows (the workflow's own rules,
+    the same functions its ``refusal`` query applies), or None."""
+    eligible = {p.id for p in view.eligible_approvers} if view.approvers_resolved else None
+    if command.decision is not None:
+        decision = command.decision
+        return decision_refusal(view, eligible, decision.actor, decision.verdict, decision.stage)
+    if command.extension is not None:
+        return extension_refusal(view, command.extension.actor, command.extension.by)
+    assert command.end is not None, f"command {command.id} carries nothing"
+    return end_refusal(view, command.end.actor, command.action.value, eligible)
+
+
+def _command_id() -> str:
+    return f"cmd-{uuid4().hex}"
 
 
 def closed_sentence(view: RequestView) -> str:

@@ -1,0 +1,163 @@
+"""Decisions and actions reach a request as signalled commands (``RequestCommand``), answered by query.
+
+A signal is durable the moment the server has it: a decision sent while no worker runs is carried out
+when one starts, and the history it leaves replays. A command delivered twice is carried out once, and a
+refusal the workflow makes itself (its state moved after the edge asked) is recorded by the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from domain.requests import (
+    CommandAnswer,
+    DecisionInput,
+    RequestAction,
+    RequestCommand,
+    RequestStatus,
+    RequestView,
+    Verdict,
+)
+from tests.stack import EVIDENCE_KEY, Stack, start_stack
+from tests.test_service import create_admin_request, make_service, refusals, wait_view
+from web.service import Unavailable
+from worker import build_activities, build_worker
+from workflows.access_request import AccessRequestWorkflow
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def idle_stack(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The stack on the dev server with no worker running: each test starts and stops its own."""
+    async with start_stack(dev_env, tmp_path, time_skipping=False, run_worker=False) as stack:
+        # its own task queue: the stack's worker object (not running) already holds the stack's
+        yield dataclasses.replace(stack, task_queue=f"tq-idle-{uuid.uuid4().hex}")
+
+
+def _worker(stack: Stack) -> Worker:
+    activities = build_activities(
+        store=stack.store,
+        gateway=stack.gateway,
+        notifier=stack.notifier,
+        links=stack.links,
+        policies=stack.policies,
+        evidence_key=EVIDENCE_KEY,
+    )
+    return build_worker(stack.env.client, stack.task_queue, activities)
+
+
+async def _idle(stack: Stack, request_id: str) -> None:
+    """Until the request waits for its approvers with nothing in flight: a worker stopped mid-task leaves
+    that task to time out (10 s) before another worker may take it."""
+    handle = stack.env.client.get_workflow_handle(request_id)
+    for _ in range(200):
+        raw = (await handle.describe()).raw_description
+        if not raw.HasField("pending_workflow_task") and not raw.pending_activities:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"request {request_id} never went idle")
+
+
+def _approve(stack: Stack, email: str, command_id: str | None = None) -> RequestCommand:
+    return RequestCommand(
+        id=command_id or f"cmd-{uuid.uuid4().hex}",
+        action=RequestAction.DECIDE,
+        decision=DecisionInput(actor=stack.actor(email), verdict=Verdict.APPROVE, reason="ok"),
+        refusal_kind="decision.refused",
+        refusal_data={"verdict": "approve", "reason_given": "ok"},
+    )
+
+
+# Long: the second worker waits about 30 s for its first task, because the first one, stopped in this process
+# over the same connection, leaves its long polls open on the server, which hands them the task first.
+@pytest.mark.long
+async def test_a_decision_sent_while_no_worker_runs_is_carried_out_when_one_starts(idle_stack: Stack) -> None:
+    stack = idle_stack
+    service = make_service(stack)
+    async with _worker(stack):
+        request_id = await create_admin_request(stack, service)
+        await _idle(stack, request_id)
+    # No worker polls now. The edge's question (would you refuse?) goes unanswered; the decision is sent
+    # anyway, and the caller is told it was delivered, not that it failed.
+    service.answer_wait = 1.0
+    with pytest.raises(Unavailable, match="the decision was delivered but no worker has carried it out yet"):
+        await service.decide(request_id, stack.actor("bob@example.com"), Verdict.APPROVE, "ok")
+    assert (await service.show(request_id)).approvals == []  # the store has not seen it yet
+
+    service = make_service(stack)
+    async with _worker(stack):
+        view = await wait_view(service, request_id, lambda v: len(v.approvals) == 1)
+        assert [d.approver.email for d in view.approvals] == ["bob@example.com"]
+        view = await service.decide(request_id, stack.actor("carol@example.com"), Verdict.APPROVE, "ok")
+        assert view.status is RequestStatus.ACTIVE
+        approved = [
+            e for e in stack.store.ledger_entries(subject=request_id) if e.kind == "decision.approved"
+        ]
+        assert sorted(e.actor for e in approved) == ["bob@example.com", "carol@example.com"]
+
+        handle = stack.env.client.get_workflow_handle(request_id)
+        history = await handle.fetch_history()
+    signalled = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert len(signalled) == 2
+    replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+async def test_a_command_delivered_twice_is_carried_out_once(idle_stack: Stack) -> None:
+    stack = idle_stack
+    service = make_service(stack)
+    async with _worker(stack):
+        request_id = await create_admin_request(stack, service)
+        handle = stack.env.client.get_workflow_handle_for(AccessRequestWorkflow.run, request_id)
+        command = _approve(stack, "bob@example.com")
+        await handle.signal(AccessRequestWorkflow.submit, command)
+        await handle.signal(AccessRequestWorkflow.submit, command)
+        answer = await _answer(handle, command.id)
+        assert answer.refusal is None
+        view = await wait_view(service, request_id, lambda v: len(v.approvals) == 1)
+        await asyncio.sleep(0.5)  # room for a second copy to have been (wrongly) carried out
+        assert len((await service.show(request_id)).approvals) == 1
+    # The second copy was dropped, not refused as a second vote: nothing recorded as refused.
+    assert refusals(stack, request_id, "decision.refused") == []
+    assert [d.approver.email for d in view.approvals] == ["bob@example.com"]
+
+
+async def test_a_refusal_the_workflow_makes_itself_is_answered_and_recorded(idle_stack: Stack) -> None:
+    """The edge asks before sending; a command that reaches the workflow anyway (its state moved in between,
+    here: sent without asking) is refused there, answered with the sentence and recorded in the ledger."""
+    stack = idle_stack
+    service = make_service(stack)
+    async with _worker(stack):
+        request_id = await create_admin_request(stack, service)
+        handle = stack.env.client.get_workflow_handle_for(AccessRequestWorkflow.run, request_id)
+        own = _approve(stack, "alice@example.com")  # the requester
+        await handle.signal(AccessRequestWorkflow.submit, own)
+        answer = await _answer(handle, own.id)
+        assert answer.refusal is not None and "own request" in answer.refusal
+        assert answer.view.approvals == [] and answer.view.status is RequestStatus.PENDING
+        recorded = refusals(stack, request_id, "decision.refused")
+        assert len(recorded) == 1
+        assert recorded[0].actor == "alice@example.com"
+        assert recorded[0].data["refusal"] == answer.refusal
+        assert recorded[0].data["verdict"] == "approve"
+
+
+async def _answer(
+    handle: WorkflowHandle[AccessRequestWorkflow, RequestView], command_id: str
+) -> CommandAnswer:
+    for _ in range(200):
+        answer = await handle.query(AccessRequestWorkflow.answer, command_id)
+        if answer is not None:
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no answer to {command_id}")
