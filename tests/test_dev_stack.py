@@ -51,6 +51,10 @@ class DevStack:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRANTFLOW_")}
         env["GRANTFLOW_API_URL"] = f"http://127.0.0.1:{self.ports['web']}"
+        # The scheduled identity sync runs on every quarter hour of the clock (its interval is aligned to the
+        # epoch). A test's own `grantflow sync` started in the same seconds finds the leaver already applied
+        # by the scheduled run and reports none; the tests sync by hand, so the schedule waits a day.
+        env["GRANTFLOW_SYNC_INTERVAL"] = "24h"
         if not _installed():
             # Not installed (running from a bare checkout): use the checkout's code. When installed, the
             # installed package runs, so what the wheel lacks (a template, a subpackage) fails here.
