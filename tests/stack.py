@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from activities.channels import ChannelActivities
 from configuration.settings import Settings
@@ -83,6 +84,20 @@ class Stack:
 
     def actor(self, email: str, channel: str = "api", admin: str | None = None) -> Actor:
         return Actor(person=self.ref(email), channel=channel, admin=self.ref(admin) if admin else None)
+
+    def worker(self, client: Client | None = None) -> Worker:
+        """Another grantflow worker on the stack's task queue, with the real activities over its store and
+        stand-ins (for tests that stop and start workers themselves: ``start_stack(run_worker=False)``)."""
+        activities = build_activities(
+            store=self.store,
+            gateway=self.gateway,
+            notifier=self.notifier,
+            links=self.links,
+            scim=self.scim,
+            policies=self.policies,
+            evidence_key=EVIDENCE_KEY,
+        )
+        return build_worker(client or self.env.client, self.task_queue, activities)
 
     def channel_activities(
         self,

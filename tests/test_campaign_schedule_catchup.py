@@ -26,16 +26,14 @@ import pytest
 from temporalio.client import Client, ScheduleActionExecutionStartWorkflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignStatus
 from domain.durations import parse_duration
 from examples import EXAMPLES_DIR
 from tests.rigs.ports import free_port as _free_port
-from tests.stack import EVIDENCE_KEY, Stack, start_stack
+from tests.stack import Stack, start_stack
 from web.campaign_service import CampaignService
-from worker import build_activities, build_worker
 
 pytestmark = [pytest.mark.long, pytest.mark.e2e]
 
@@ -62,25 +60,12 @@ async def _dev_server(db: Path, port: int) -> WorkflowEnvironment:
     )
 
 
-def _worker(stack: Stack, client: Client) -> Worker:
-    """grantflow's worker with the real activities over the stack's store and stand-ins."""
-    activities = build_activities(
-        store=stack.store,
-        gateway=stack.gateway,
-        notifier=stack.notifier,
-        links=stack.links,
-        policies=stack.policies,
-        evidence_key=EVIDENCE_KEY,
-    )
-    return build_worker(client, stack.task_queue, activities)
-
-
 @asynccontextmanager
 async def _up(stack: Stack, db: Path, port: int) -> AsyncIterator[Client]:
     """The server on ``db`` and a worker on it; the worker stops before the server does."""
     env = await _dev_server(db, port)
     try:
-        async with _worker(stack, env.client):
+        async with stack.worker(env.client):
             yield env.client
     finally:
         await env.shutdown()

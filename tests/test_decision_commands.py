@@ -18,7 +18,7 @@ import pytest_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from domain.requests import (
     CommandAnswer,
@@ -29,10 +29,9 @@ from domain.requests import (
     RequestView,
     Verdict,
 )
-from tests.stack import EVIDENCE_KEY, Stack, start_stack
+from tests.stack import Stack, start_stack
 from tests.test_service import create_admin_request, make_service, refusals, wait_view
 from web.service import Unavailable
-from worker import build_activities, build_worker
 from workflows.access_request import AccessRequestWorkflow
 
 
@@ -42,18 +41,6 @@ async def idle_stack(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncItera
     async with start_stack(dev_env, tmp_path, time_skipping=False, run_worker=False) as stack:
         # its own task queue: the stack's worker object (not running) already holds the stack's
         yield dataclasses.replace(stack, task_queue=f"tq-idle-{uuid.uuid4().hex}")
-
-
-def _worker(stack: Stack) -> Worker:
-    activities = build_activities(
-        store=stack.store,
-        gateway=stack.gateway,
-        notifier=stack.notifier,
-        links=stack.links,
-        policies=stack.policies,
-        evidence_key=EVIDENCE_KEY,
-    )
-    return build_worker(stack.env.client, stack.task_queue, activities)
 
 
 async def _idle(stack: Stack, request_id: str) -> None:
@@ -84,7 +71,7 @@ def _approve(stack: Stack, email: str, command_id: str | None = None) -> Request
 async def test_a_decision_sent_while_no_worker_runs_is_carried_out_when_one_starts(idle_stack: Stack) -> None:
     stack = idle_stack
     service = make_service(stack)
-    async with _worker(stack):
+    async with stack.worker():
         request_id = await create_admin_request(stack, service)
         await _idle(stack, request_id)
     # No worker polls now. The edge's question (would you refuse?) goes unanswered; the decision is sent
@@ -95,7 +82,7 @@ async def test_a_decision_sent_while_no_worker_runs_is_carried_out_when_one_star
     assert (await service.show(request_id)).approvals == []  # the store has not seen it yet
 
     service = make_service(stack)
-    async with _worker(stack):
+    async with stack.worker():
         view = await wait_view(service, request_id, lambda v: len(v.approvals) == 1)
         assert [d.approver.email for d in view.approvals] == ["bob@example.com"]
         view = await service.decide(request_id, stack.actor("carol@example.com"), Verdict.APPROVE, "ok")
@@ -116,7 +103,7 @@ async def test_a_decision_sent_while_no_worker_runs_is_carried_out_when_one_star
 async def test_a_command_delivered_twice_is_carried_out_once(idle_stack: Stack) -> None:
     stack = idle_stack
     service = make_service(stack)
-    async with _worker(stack):
+    async with stack.worker():
         request_id = await create_admin_request(stack, service)
         handle = stack.env.client.get_workflow_handle_for(AccessRequestWorkflow.run, request_id)
         command = _approve(stack, "bob@example.com")
@@ -137,7 +124,7 @@ async def test_a_refusal_the_workflow_makes_itself_is_answered_and_recorded(idle
     here: sent without asking) is refused there, answered with the sentence and recorded in the ledger."""
     stack = idle_stack
     service = make_service(stack)
-    async with _worker(stack):
+    async with stack.worker():
         request_id = await create_admin_request(stack, service)
         handle = stack.env.client.get_workflow_handle_for(AccessRequestWorkflow.run, request_id)
         own = _approve(stack, "alice@example.com")  # the requester
