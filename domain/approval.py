@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from domain.durations import format_duration
 from domain.identity import Actor
-from domain.requests import Decision, RequestStatus, RequestView, RetroReview, Verdict
+from domain.requests import Decision, RequestCommand, RequestStatus, RequestView, RetroReview, Verdict
 
 
 class Stage(StrEnum):
@@ -198,3 +198,16 @@ def end_refusal(view: RequestView, actor: Actor, action: str, eligible_ids: set[
             return None
         return f"{actor.person.email} cannot revoke this access: only administrators and its approvers can"
     raise ValueError(f"unknown action {action!r}")
+
+
+def command_refusal(view: RequestView, eligible_ids: set[str] | None, command: RequestCommand) -> str | None:
+    """Why a request in the state ``view`` shows, with ``eligible_ids`` as its eligible set, would refuse
+    ``command`` (None: it would be carried out). The workflow's ``refusal`` query and the edge's check of
+    the stored view both ask this."""
+    if command.decision is not None:
+        decision = command.decision
+        return decision_refusal(view, eligible_ids, decision.actor, decision.verdict, decision.stage)
+    if command.extension is not None:
+        return extension_refusal(view, command.extension.actor, command.extension.by)
+    assert command.end is not None, f"command {command.id} carries nothing"
+    return end_refusal(view, command.end.actor, command.action.value, eligible_ids)

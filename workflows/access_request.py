@@ -48,6 +48,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from domain.approval import (
         Stage,
+        command_refusal,
         decision_refusal,
         end_refusal,
         extension_refusal,
@@ -410,16 +411,7 @@ class AccessRequestWorkflow:
     def refusal(self, command: RequestCommand) -> str | None:
         """Why the request would refuse ``command`` now (None: it would be carried out); the edge asks
         before sending it, so refused attempts stay out of the history."""
-        try:
-            if command.decision is not None:
-                self._validate_decide(command.decision)
-            elif command.extension is not None:
-                self._validate_extend(command.extension)
-            elif command.end is not None and command.action.value in END_ACTIONS:
-                self._validate_end(command.action.value, command.end)
-        except Refused as refused:
-            return refused.message
-        return None
+        return command_refusal(self._view, self._approvers.eligible, command)
 
     # The Updates below are how decisions arrived before ``submit``; kept so those histories replay.
 

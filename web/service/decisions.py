@@ -26,7 +26,14 @@ from uuid import uuid4
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.approval import Stage, decision_refusal, end_refusal, extension_refusal, quorum_reached
+from domain.approval import (
+    Stage,
+    command_refusal,
+    decision_refusal,
+    end_refusal,
+    extension_refusal,
+    quorum_reached,
+)
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.identity import Actor
 from domain.requests import (
@@ -42,11 +49,10 @@ from domain.requests import (
 )
 from web.service.core import ServiceCore, clean_reason
 from web.service.errors import BadInput, Refused, Unavailable, short
-from workflows.access_request import AccessRequestWorkflow
+from workflows.access_request import END_ACTIONS, AccessRequestWorkflow
 
 log = logging.getLogger("grantflow.web.service")
 
-END_ACTIONS = ("relinquish", "cancel", "revoke")
 ANSWER_WAIT = 30.0
 """How long (seconds) an action waits for the workflow's answer before telling the caller it was delivered
 but not yet carried out (no worker is running, or the worker is far behind)."""
@@ -165,7 +171,8 @@ class DecisionsAndActions(ServiceCore):
             # The stored view is enough to let most commands through without asking the workflow (a
             # query per command would load a busy worker); only a refusal is confirmed with it, since
             # the store can lag the workflow (approvers just resolved, a stage just opened).
-            sentence = refusal_in(stored, command)
+            resolved = {p.id for p in stored.eligible_approvers} if stored.approvers_resolved else None
+            sentence = command_refusal(stored, resolved, command)
             if sentence is not None:
                 sentence = await self._refusal(handle, command)
             if sentence is None:
@@ -263,19 +270,6 @@ class DecisionsAndActions(ServiceCore):
             raise Unavailable(
                 f"the attempt was refused ({refusal}), but the refusal could not be recorded: {short(exc)}"
             ) from exc
-
-
-def refusal_in(view: RequestView, command: RequestCommand) -> str | None:
-    """Why ``command`` would be refused by a request in the state ``view`` shows (the workflow's own rules,
-    the same functions its ``refusal`` query applies), or None."""
-    eligible = {p.id for p in view.eligible_approvers} if view.approvers_resolved else None
-    if command.decision is not None:
-        decision = command.decision
-        return decision_refusal(view, eligible, decision.actor, decision.verdict, decision.stage)
-    if command.extension is not None:
-        return extension_refusal(view, command.extension.actor, command.extension.by)
-    assert command.end is not None, f"command {command.id} carries nothing"
-    return end_refusal(view, command.end.actor, command.action.value, eligible)
 
 
 def _command_id() -> str:
