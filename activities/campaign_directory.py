@@ -1,6 +1,12 @@
 """Open campaigns follow the organisation: what an identity sync saw (leavers, manager changes) reaches the
 items — items about a leaver close as revoked by the leaver flow, a leaver's open items and a mover's
 manager-reviewed items go to whoever reviews them now — each in the ledger, and each new reviewer told.
+
+The digests follow at once, in every channel the campaign uses: each new reviewer is told as a stage's
+notice tells (email, and their Slack digest and Jira digest issue of the stage posted or updated in place),
+and whoever the items left — their earlier reviewer, and the manager an item had been escalated to (the
+escalation lapses when the item moves) — has their digests refreshed so the items leave them. Best effort:
+a digest that cannot be updated is logged, never fails the sync.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ class CampaignDirectory(CampaignBase):
             spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")
             told: set[str] = set()
             left: set[str] = set()  # reviewers whose items closed or moved away: their digests shrink
+            down: set[str] = set()  # digest channels out for this campaign (CampaignBase._publish_digest)
             for leaver in inp.leavers:
                 for item in await self._open_items(campaign.id, subject_id=leaver.person.id):
+                    left |= await self._escalated_to(campaign.id, item)
                     revocation = Revocation(
                         status="applied",
                         systems=("leaver flow",),
@@ -91,7 +99,7 @@ class CampaignDirectory(CampaignBase):
                         await self._open_items(campaign.id, reviewer_id=reviewer, stage=campaign.stage)
                     )
                     for person in await self._recipients(await self._reviewer(reviewer)):
-                        await self._send(page, spec, person, pending)
+                        await self._send(page, spec, person, pending, down)
             try:  # best effort, as telling is
                 await self._refresh_digests_of(campaign.id, campaign.stage, sorted(left - told))
             except Exception as exc:
@@ -108,13 +116,14 @@ class CampaignDirectory(CampaignBase):
         why: str,
         left: set[str],
     ) -> set[str]:
-        """Assign ``item`` again as of now; the new reviewer's id when it changed (the earlier one is added
-        to ``left``)."""
+        """Assign ``item`` again as of now; the new reviewer's id when it changed (the earlier one, and the
+        manager it had been escalated to, are added to ``left``)."""
         assignment = assign_reviewer(item, item.stage, spec, people)
         before = item.assignment.reviewer
         after = assignment.reviewer
         if after is not None and before is not None and after.id == before.id:
             return set()
+        left |= await self._escalated_to(campaign_id, item)  # read before the move ends the escalation
         await asyncio.to_thread(self._store.reassign, campaign_id, item.id, assignment)
         if before is not None:
             left.add(before.id)
@@ -132,3 +141,8 @@ class CampaignDirectory(CampaignBase):
             },
         )
         return {after.id} if after is not None else set()
+
+    async def _escalated_to(self, campaign_id: str, item: StoredItem) -> set[str]:
+        """The manager the open item is escalated to (its digests list it too), while the escalation holds."""
+        escalations = await asyncio.to_thread(self._store.escalations, campaign_id, [item.id])
+        return {escalations[item.id].id} if item.id in escalations else set()

@@ -15,12 +15,14 @@ the stage closes, and a decision names whoever made it), and the manager can mak
 without the review silently changing hands. Each escalation is recorded in the store (per item, with the
 reviewer it was escalated from: it lapses when the item is delegated or re-routed) and in the ledger
 (``campaign.escalated``: stage, reviewer, manager, how the manager was resolved, items). The manager is sent
-the items (email with their signed review link, and their Slack digest, which now lists the escalated items
-with buttons); the reviewer is told their items were escalated and to whom.
+the items (email with their signed review link, their Slack digest, which now lists the escalated items
+with buttons, and — for a campaign in Jira — their Jira digest issue of the stage, opened or updated in
+place); the reviewer is told their items were escalated and to whom, and their Jira issue says so.
 
 **Delegation** is decided and recorded at the edge (``web/campaign_service.py``); the workflow then runs
 :meth:`CampaignHandoverActivities.tell_delegates`: the delegate is told (email with their link) and their
-digest posted, and the delegator's digest refreshed so the items leave it.
+digests posted (Slack's, and Jira's for a campaign in Jira), and the delegator's digests refreshed so the
+items leave them.
 
 Both are safe to run again: escalations are written once per item and stage, ledger entries once per key,
 digests are updated in place, and messages carry the same key on a retry.
@@ -92,6 +94,7 @@ class CampaignHandoverActivities(CampaignBase):
         )
         owner = await asyncio.to_thread(self._store.find_person_by_email, spec.owner)
         escalated = 0
+        down: set[str] = set()  # digest channels out for this page (see CampaignBase._publish_digest)
         for reviewer_id, kind, name, _count in page:
             reviewer = Reviewer(kind="group" if kind == "group" else "person", id=reviewer_id, name=name)
             pending = [
@@ -100,7 +103,7 @@ class CampaignHandoverActivities(CampaignBase):
                 if i.verdict is None
             ]
             if pending:
-                escalated += await self._escalate_reviewer(inp, spec, reviewer, pending, owner)
+                escalated += await self._escalate_reviewer(inp, spec, reviewer, pending, owner, down)
             activity.heartbeat(reviewer_id)
         next_after = page[-1][0] if len(page) == NOTICE_PAGE else None
         return ReviewerPageResult(next_after=next_after, told=escalated)
@@ -133,6 +136,7 @@ class CampaignHandoverActivities(CampaignBase):
         reviewer: Reviewer,
         pending: list[StoredItem],
         owner: Person | None,
+        down: set[str],
     ) -> int:
         target = await self._target(reviewer, owner)
         by_target: dict[str, tuple[EscalationTarget, list[StoredItem]]] = {}
@@ -181,7 +185,7 @@ class CampaignHandoverActivities(CampaignBase):
                     "items": ids,
                 },
             )
-            await self._tell_escalation(inp, spec, reviewer, manager, len(ids))
+            await self._tell_escalation(inp, spec, reviewer, manager, len(ids), down)
         if unresolved:
             await self._ledger(
                 "campaign.escalation_unresolved",
@@ -197,11 +201,18 @@ class CampaignHandoverActivities(CampaignBase):
         return len(by_target)
 
     async def _tell_escalation(
-        self, inp: EscalationInput, spec: CampaignSpec, reviewer: Reviewer, manager: Person, count: int
+        self,
+        inp: EscalationInput,
+        spec: CampaignSpec,
+        reviewer: Reviewer,
+        manager: Person,
+        count: int,
+        down: set[str],
     ) -> None:
-        """The manager: the items and their link (and their Slack digest, which lists them now); the
-        reviewer (each member of a reviewing group): that their items were escalated, and to whom. Best
-        effort, as every message of a campaign."""
+        """The manager: the items and their link (and their Slack digest and, for a campaign in Jira, their
+        Jira digest issue, which list them now); the reviewer (each member of a reviewing group): that their
+        items were escalated, and to whom, and their Jira issue refreshed to say it. Best effort, as every
+        message of a campaign."""
         key = f"{inp.campaign_id}:{inp.stage}:escalation:{reviewer.id}"
         deadline = (
             f"stage {inp.stage + 1} of {len(spec.stages)} closes soon; then {spec.default_decision.sentence}"
@@ -229,7 +240,9 @@ class CampaignHandoverActivities(CampaignBase):
                     manager.email,
                     exc,
                 )
-        for person in await self._recipients(reviewer):
+        await self._publish_jira_digest(inp.campaign_id, inp.stage, spec, manager.ref, down)
+        reviewers = await self._recipients(reviewer)
+        for person in reviewers:
             await self._deliver(
                 inp.campaign_id,
                 Message(
@@ -246,13 +259,25 @@ class CampaignHandoverActivities(CampaignBase):
                     link=self._link(inp.campaign_id, person),
                 ),
             )
+        if self._jira_digests is not None:
+            try:  # the reviewer's issue now says who else may decide those items
+                await self._jira_digests.refresh(inp.campaign_id, inp.stage, reviewers)
+            except Exception as exc:  # best effort: the email says it
+                activity.logger.warning(
+                    "campaign %s: the Jira digests of %s do not show the escalation: %s",
+                    inp.campaign_id,
+                    reviewer.name,
+                    exc,
+                )
 
     @activity.defn(name="campaign_tell_delegates")
     async def tell_delegates(self, inp: DelegationNoticeInput) -> int:
-        """Tell each delegate what was handed to them (email with their link, their Slack digest posted or
-        brought up to date) and take the items off each delegator's digest; how many were told."""
+        """Tell each delegate what was handed to them (email with their link, their Slack digest and, for a
+        campaign in Jira, their Jira digest issue posted or brought up to date) and take the items off each
+        delegator's digests; how many were told."""
         spec, _ = await self._spec(inp.campaign_id)
         await asyncio.to_thread(self._store.open_review_tasks, inp.campaign_id, inp.stage)
+        down: set[str] = set()  # digest channels out for this batch (see CampaignBase._publish_digest)
         for delegation in inp.delegations:
             delegate = PersonRef(id=delegation.delegate_id, email=delegation.delegate_email)
             pending = len(await self._open_items(inp.campaign_id, reviewer_id=delegate.id, stage=inp.stage))
@@ -278,16 +303,38 @@ class CampaignHandoverActivities(CampaignBase):
             if self._digests is not None:
                 try:
                     await self._digests.publish(inp.campaign_id, inp.stage, delegate)
-                    await self._refresh_digests_of(inp.campaign_id, inp.stage, [delegation.delegator_id])
                 except Exception as exc:  # best effort: the email carries the link
                     activity.logger.warning(
-                        "campaign %s: the digests of delegation %s not updated: %s",
+                        "campaign %s: the Slack digest of delegation %s not posted: %s",
                         inp.campaign_id,
                         delegation.delegation_id,
                         exc,
                     )
+            await self._publish_jira_digest(inp.campaign_id, inp.stage, spec, delegate, down)
+            try:  # the delegator's digests (Slack's and Jira's) no longer list the items
+                await self._refresh_digests_of(inp.campaign_id, inp.stage, [delegation.delegator_id])
+            except Exception as exc:  # best effort, as above
+                activity.logger.warning(
+                    "campaign %s: the delegator's digests of delegation %s not refreshed: %s",
+                    inp.campaign_id,
+                    delegation.delegation_id,
+                    exc,
+                )
             activity.heartbeat(delegation.delegation_id)
         return len(inp.delegations)
+
+    async def _publish_jira_digest(
+        self, campaign_id: str, stage: int, spec: CampaignSpec, person: PersonRef, down: set[str]
+    ) -> None:
+        """Open the person's Jira digest issue of the stage, or bring theirs up to date, for a campaign in
+        Jira. Best effort: a failure is logged (the email carries the link)."""
+        if self._jira_digests is None or "jira" not in spec.channels:
+            return
+        jira_digests = self._jira_digests
+        try:
+            await self._publish_digest("jira", lambda: jira_digests.publish(campaign_id, stage, person), down)
+        except Exception as exc:
+            activity.logger.warning("campaign %s: %s has no Jira digest: %s", campaign_id, person.email, exc)
 
     def _link(self, campaign_id: str, person: PersonRef) -> str | None:
         return self._links.campaign_url(campaign_id, person.id) if self._links is not None else None

@@ -9,9 +9,13 @@ notice or a reminder updates the issue instead of opening another; a notice whos
 finds the issue by its label (``grantflow-<campaign>:digest:<stage>:<person>``,
 ``JiraTickets.open_ticket`` searches before creating). A reminder comments the items still pending (once
 per reminder round: the same comment is never posted twice). Decisions from any channel refresh the
-description (:meth:`JiraDigests.refresh`, from the workflow's ``campaign_refresh_digests``); at the stage's
-close the issue is commented and moved by the ``Close`` transition of ``jira_transitions`` where its
-workflow offers it from where the issue is (otherwise only the comment says it).
+description (:meth:`JiraDigests.refresh`, from the workflow's ``campaign_refresh_digests``); so do items
+changing hands (``activities/campaign_handovers.py``, ``activities/campaign_directory.py``): the person
+they reach gets their issue at once (opened, or updated in place), the one they leave has it refreshed,
+and an escalated item says on both issues who else may decide it. At the stage's close the issue is
+commented and moved by the ``Close`` transition of ``jira_transitions`` where its workflow offers it from
+where the issue is (otherwise only the comment says it); once the campaign ended, the reviewer's last issue
+is commented with how their items ended (:meth:`JiraDigests.comment_outcome`, once).
 
 Best effort throughout, as Slack digests are: decisions live in the store whatever happens to an issue.
 The Jira client blocks: every call runs in a thread.
@@ -24,6 +28,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from activities.campaign_digests import campaign_record, reviewer_items, update_each
 from domain.campaign_spec import parse_campaign_spec
@@ -33,11 +38,13 @@ from integrations.jira_campaign_digest import (
     JiraDigestRow,
     digest_label_id,
     digest_summary,
+    escalation_note,
     render_description,
+    render_outcome_comment,
 )
 from integrations.jira_tickets import JiraTickets, JiraWorkflowError
 from store import Store
-from store.campaigns import DigestHandle
+from store.campaigns import DigestHandle, StoredItem
 
 JIRA = "jira"
 CLOSE_TRANSITION = "Close"
@@ -54,6 +61,17 @@ def _ids(item_ids: Sequence[str]) -> str:
     shown = ", ".join(item_ids[:MAX_IDS_COMMENTED])
     more = len(item_ids) - MAX_IDS_COMMENTED
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _escalation(item: StoredItem, person_id: str, escalations: dict[str, PersonRef]) -> str:
+    """What the item's escalation means to the issue's reader: theirs to decide because its reviewer did
+    not, or shared with the manager it reached; "" when it was not escalated (or no longer holds)."""
+    escalated_to = escalations.get(item.id)
+    reviewer = item.assignment.reviewer
+    if escalated_to is None or reviewer is None:
+        return ""
+    to_reader = escalated_to.id == person_id and reviewer.id != person_id
+    return escalation_note(reviewer.name, escalated_to.email, to_reader=to_reader)
 
 
 def _fingerprint(description: str) -> str:
@@ -179,6 +197,13 @@ class JiraDigests:
         )
         return (page[-1].reviewer_id if len(page) == limit else None), changed
 
+    async def comment_outcome(self, handle: DigestHandle, context: dict[str, Any]) -> bool:
+        """Comment how the campaign ended for the reviewer's items on their issue ``handle`` (their last),
+        ``context`` as the outcome email's; False when that comment is there already (a retry)."""
+        jira = await asyncio.to_thread(self._tickets)
+        text = render_outcome_comment(context)
+        return await asyncio.to_thread(jira.comment, handle.conversation, text)
+
     async def _show(self, jira: JiraTickets, handle: DigestHandle, description: str) -> DigestHandle:
         """Write ``description`` on the issue unless the store says it shows that already."""
         shown = _fingerprint(description)
@@ -196,7 +221,13 @@ class JiraDigests:
         verdicts = await asyncio.to_thread(
             self._store.stage_verdicts, record.id, stage, [i.id for i in items]
         )
-        rows = [JiraDigestRow(item=i, verdict=verdicts.get(i.id)) for i in items]
+        escalations = await asyncio.to_thread(self._store.escalations, record.id, [i.id for i in items])
+        rows = [
+            JiraDigestRow(
+                item=i, verdict=verdicts.get(i.id), escalation=_escalation(i, person_id, escalations)
+            )
+            for i in items
+        ]
         description = render_description(
             campaign_name=record.name,
             stage=stage,

@@ -14,7 +14,9 @@ the first :data:`MAX_ITEMS_LISTED` items (failed ones first, with their ticket) 
 page". In Slack nothing new is posted: the reviewer's *last* digest (the latest stage they had one for) is
 updated in place to show the outcome (``templates/slack/campaign_outcome.json.j2``). One more DM per
 reviewer at the end of a campaign they already have a digest for would be noise; the digest they last
-looked at is where they look for what became of their answers. The owner has no digest: email only.
+looked at is where they look for what became of their answers. In Jira, likewise nothing new is opened: a
+reviewer with a digest issue gets one comment on their last one (``templates/jira/campaign_outcome.j2``,
+without the signed link). The owner has no digest: email only.
 
 **Reviewers.** A reviewer is whoever holds an item now (the reviewer of the stage it ended in), a
 group's active members each on their own account; of a cancelled campaign, only reviewers who were sent a
@@ -27,7 +29,10 @@ cursor, so a campaign of 100 000 items makes small activities and a short histor
 recorded in the store (``campaign_digests``, channel :data:`OUTCOME_CHANNEL`, the message's Message-ID)
 once their email went out, and skipped by a retry: a page retried after a crash re-sends nothing it had
 sent (at most the one message in flight when it crashed, with the same Message-ID, which mail clients
-fold). After the last page the owner is told and the ledger gets ``campaign.outcomes_told`` with the counts.
+fold). The Jira comment is recorded the same way (channel :data:`JIRA_OUTCOME_CHANNEL`) and, should
+that record be lost, is recognised on the issue by its text (``JiraTickets.comment`` never posts the same
+comment twice): a retry never comments twice. After the last page the owner is told and the ledger gets
+``campaign.outcomes_told`` with the counts.
 Best effort throughout: a channel failing is logged and never fails the campaign.
 """
 
@@ -57,6 +62,8 @@ OUTCOME_CHANNEL = "email-outcome"
 """A reviewer's outcome email, recorded once sent (so a retry skips them)."""
 OWNER_OUTCOME_CHANNEL = "email-outcome-owner"
 """The owner's outcome email, recorded once sent."""
+JIRA_OUTCOME_CHANNEL = "jira-outcome"
+"""A reviewer's outcome comment on their last Jira digest issue, recorded once posted (a retry skips it)."""
 MAX_ITEMS_LISTED = 25
 """Items an outcome email names one by one; the rest are counted ("and N more on the web page")."""
 CATEGORIES = ("kept", "revoked", "defaulted", "failed", "unchanged")
@@ -179,8 +186,8 @@ class CampaignOutcomeActivities(CampaignBase):
     async def _tell_reviewer_outcome(
         self, inp: OutcomePageInput, spec: CampaignSpec, record: CampaignRecord, person: PersonRef
     ) -> int:
-        """Email the person their summary and show it on their last Slack digest, unless a previous attempt
-        did; 1 when they were told now."""
+        """Email the person their summary, show it on their last Slack digest and comment it on their last
+        Jira digest issue, unless a previous attempt did; 1 when they were told now."""
         sent = await asyncio.to_thread(
             self._store.digest, inp.campaign_id, OUTCOME_STAGE, person.id, OUTCOME_CHANNEL
         )
@@ -192,6 +199,7 @@ class CampaignOutcomeActivities(CampaignBase):
         message_id = _message_id(inp.campaign_id, "reviewer", person.id)
         context = self._context(inp, spec, record, tally, person, owner=False)
         await self._show_on_last_digest(inp.campaign_id, spec, person, context)
+        await self._comment_on_last_jira_digest(inp.campaign_id, spec, person, context)
         if not await self._email(inp.campaign_id, message_id, person, context):
             return 0
         await self._mark_told(inp.campaign_id, person, OUTCOME_CHANNEL, message_id)
@@ -322,6 +330,36 @@ class CampaignOutcomeActivities(CampaignBase):
             activity.logger.warning(
                 "campaign %s: the digest of %s does not show the outcome: %s", campaign_id, person.email, exc
             )
+
+    async def _comment_on_last_jira_digest(
+        self, campaign_id: str, spec: CampaignSpec, person: PersonRef, context: dict[str, Any]
+    ) -> None:
+        """The outcome commented once on the person's latest Jira digest issue (no new issue)."""
+        if self._jira_digests is None:
+            return
+        commented = await asyncio.to_thread(
+            self._store.digest, campaign_id, OUTCOME_STAGE, person.id, JIRA_OUTCOME_CHANNEL
+        )
+        if commented is not None:
+            return
+        for stage in reversed(range(len(spec.stages))):
+            handle = await asyncio.to_thread(self._store.digest, campaign_id, stage, person.id, "jira")
+            if handle is not None:
+                break
+        else:
+            return
+        try:
+            await self._jira_digests.comment_outcome(handle, context)
+        except Exception as exc:  # best effort: the email says the same
+            activity.logger.warning(
+                "campaign %s: the Jira digest %s does not show the outcome of %s: %s",
+                campaign_id,
+                handle.conversation,
+                person.email,
+                exc,
+            )
+            return
+        await self._mark_told(campaign_id, person, JIRA_OUTCOME_CHANNEL, handle.conversation)
 
     async def _mark_told(self, campaign_id: str, person: PersonRef, channel: str, message_id: str) -> None:
         marker = DigestHandle(

@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from domain.campaigns import CampaignItem
 from templates import template_environment
@@ -68,6 +69,16 @@ class JiraDigestRow:
     item: CampaignItem
     verdict: str | None
     """The reviewer's decision in this stage so far (keep / revoke), None while pending."""
+    escalation: str = ""
+    """Who else may decide the item because it was escalated (:func:`escalation_note`); "" when nobody."""
+
+
+def escalation_note(reviewer_email: str, escalated_to_email: str, *, to_reader: bool) -> str:
+    """How an escalated item reads on a digest: to the manager it reached (``to_reader``), whose item it
+    is; to its reviewer, who now shares it (both may decide it until the stage closes)."""
+    if to_reader:
+        return f"Escalated to you: {reviewer_email} has not decided it."
+    return f"Escalated to {escalated_to_email}, who may decide it too."
 
 
 def pick_rows(rows: Sequence[JiraDigestRow]) -> list[JiraDigestRow]:
@@ -110,6 +121,14 @@ def render_description(
         reasons_required=list(reasons_required),
         open=open_,
     )
+
+
+def render_outcome_comment(context: dict[str, Any]) -> str:
+    """The comment that tells a reviewer, on their last digest issue, how the campaign ended for their
+    items (``templates/jira/campaign_outcome.j2``; ``context`` as the outcome email's). Its first line
+    names the campaign, so the same outcome always reads the same (``JiraTickets.comment`` then posts
+    it once)."""
+    return _TEXT.get_template("jira/campaign_outcome.j2").render(**context)
 
 
 def digest_summary(campaign_name: str, stage: int, stages: int, reviewer_email: str) -> str:

@@ -17,11 +17,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from sqlalchemy import delete
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 import store.schema as schema
 from activities.campaign_base import ReviewerPageInput
+from activities.campaign_handovers import EscalationInput
+from activities.campaign_outcomes import OUTCOME_STAGE, OutcomePageInput
+from domain.campaign_state import CampaignStatus
 from domain.campaigns import AccessVia, CampaignItem, ItemAccess, Source, Subject, SubjectKind, Usage
+from domain.directory_sync import SyncInput
 from integrations.jira_campaign_digest import (
     MAX_LISTED,
     CommentSyntaxError,
@@ -42,6 +47,8 @@ from web.auth import TokenRegistry
 from web.campaign_service import CampaignService, DecisionRequest
 from web.service import RequestService
 from worker import build_worker
+from workflows.campaign import CampaignWorkflow
+from workflows.identity_sync import IdentitySyncWorkflow
 
 API_USER, API_TOKEN = "grantflow-bot@example.com", "jira-api-token"
 WEBHOOK_SECRET = "campaign-jira-webhook-secret"
@@ -97,6 +104,7 @@ class Rig:
     accounts: dict[str, str]  # email -> Jira accountId
     campaigns: CampaignService
     activities: list[Callable[..., Any]]
+    task_queue: str
     launched: list[str] = field(default_factory=list)
 
     def created(self) -> int:
@@ -127,12 +135,31 @@ class Rig:
         """grantflow's answers on the issue (to comments and moves)."""
         return [c for c in self.jira.comments(key) if c.startswith("Comment ") or " moved this issue " in c]
 
-    async def until_description(self, campaign_id: str, email: str, text: str) -> dict[str, Any]:
+    async def until_description(
+        self, campaign_id: str, email: str, text: str, *, present: bool = True
+    ) -> dict[str, Any]:
+        """The person's issue once its description says ``text`` (or, ``present=False``, no longer)."""
+
         def found() -> dict[str, Any] | None:
             issue = self.issue_of(campaign_id, email)
-            return issue if text in str(issue["fields"]["description"]) else None
+            return issue if (text in str(issue["fields"]["description"])) == present else None
 
-        return await until(found, f"{email}'s issue describing {text!r}")
+        return await until(found, f"{email}'s issue {'' if present else 'no longer '}describing {text!r}")
+
+    def people_with_issues(self, campaign_id: str, stage: int = 0) -> list[str]:
+        """Whose digest issues the stage has, one entry per issue (a person twice: two issues)."""
+        prefix = f"grantflow-{campaign_id}:digest:{stage}:"
+        people = [
+            self.stack.store.get_person(label[len(prefix) :])
+            for issue in self.issues(campaign_id, stage)
+            for label in issue["fields"]["labels"]
+            if label.startswith(prefix)
+        ]
+        assert None not in people, people
+        return sorted(p.email for p in people if p is not None)
+
+    def activity(self, name: str) -> Callable[..., Any]:
+        return next(a for a in self.activities if getattr(a, "__name__", "") == name)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -163,7 +190,7 @@ async def rig(time_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Ri
                         campaigns = await synced(stack, task_queue)
                         assert web.context.jira is not None
                         web.context.jira.campaign_digests.campaigns = campaigns
-                        running = Rig(stack, jira, accounts, campaigns, activities)
+                        running = Rig(stack, jira, accounts, campaigns, activities, task_queue)
                         try:
                             yield running
                         finally:  # a campaign's timers must not hold up the next test's clock
@@ -394,3 +421,222 @@ def test_a_long_digest_lists_pending_items_first_and_says_how_many_more() -> Non
     assert f"{MAX_LISTED + 20 - 30} of {MAX_LISTED + 20} items pending · 30 kept, 0 revoked." in text
     assert "… and 20 more on the review page" in text
     assert listed_pending([i.id for i in reversed(items)]) == sorted(i.id for i in items)[:MAX_LISTED]
+
+
+# ----------------------------------------------------------------------------------- items changing hands
+
+
+def described(issue: dict[str, Any]) -> str:
+    return str(issue["fields"]["description"])
+
+
+def pending_row(item: StoredItem) -> str:
+    return f"* {item.id} · {item.subject.name} · PENDING"
+
+
+async def escalated(stack: Stack, campaign_id: str) -> None:
+    """Real time: the escalation's activity runs while Temporal's clock waits for nothing else."""
+    for _ in range(600):
+        if (await handle(stack, campaign_id).query(CampaignWorkflow.state)).escalated:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"campaign {campaign_id} never escalated")
+
+
+async def synced_in_place(rig: Rig) -> None:
+    """An identity sync, waited for by polling (real time): waiting on its result would let the
+    time-skipping server jump to the campaign's next timers while the sync runs."""
+    sync = await rig.stack.env.client.start_workflow(
+        IdentitySyncWorkflow.run,
+        SyncInput(sync_id="", full=True),
+        id=f"sync-{uuid.uuid4().hex[:8]}",
+        task_queue=rig.task_queue,
+    )
+    for _ in range(600):
+        if (await sync.describe()).status is WorkflowExecutionStatus.COMPLETED:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the identity sync never completed")
+
+
+async def test_an_escalation_opens_the_managers_issue_and_shows_on_the_reviewers(rig: Rig) -> None:
+    stack = rig.stack
+    record = await rig.campaigns.launch(
+        SPEC.replace('reminders = ["2d"]', 'reminders = ["2d"]\nescalation = "1d"'),
+        stack.actor("margaret@example.com"),
+    )
+    rig.launched.append(record.id)
+    campaign_id = record.id
+    await until_open(stack, campaign_id)
+    dan_key = rig.issue_of(campaign_id, "dan@example.com")["key"]  # dan reviews judy's item
+    assert "ken@example.com" not in rig.people_with_issues(campaign_id)  # dan's manager reviews nobody
+    bea, cyrus, dina = (item_of(stack, campaign_id, f"{n}@example.com") for n in ("bea", "cyrus", "dina"))
+    judys_access = item_of(stack, campaign_id, "judy@example.com")
+
+    await stack.env.sleep(timedelta(days=6, hours=1))  # stage 1 lasts 7 days; escalation 1 day before
+    await escalated(stack, campaign_id)
+
+    entries = [e for e in stack.store.ledger_entries(subject=campaign_id) if e.kind == "campaign.escalated"]
+    managers = {str(e.data["manager"]) for e in entries}
+    assert {"dan@example.com", "ken@example.com"} <= managers
+    # One issue per person and stage: dan's is updated in place, ken (new to the stage) gets his own.
+    assert rig.people_with_issues(campaign_id) == sorted(REVIEWERS | managers)
+    dan = rig.issue_of(campaign_id, "dan@example.com")
+    assert dan["key"] == dan_key
+    for item in (bea, cyrus, dina):
+        assert f"{pending_row(item)}\n" in described(dan)
+    assert described(dan).count("Escalated to you: judy@example.com has not decided it.") == 3
+    ken = rig.issue_of(campaign_id, "ken@example.com")
+    assert ken["fields"]["assignee"]["accountId"] == rig.accounts["ken@example.com"]
+    assert pending_row(judys_access) in described(ken)
+    assert "Escalated to you: dan@example.com has not decided it." in described(ken)
+    # The reviewer's issue says who else may now decide their items.
+    judy = rig.issue_of(campaign_id, "judy@example.com")
+    assert described(judy).count("Escalated to dan@example.com, who may decide it too.") == 3
+
+    # The escalation again (a retry after a lost reply): nothing opened, nothing rewritten.
+    created, edits = rig.created(), len(rig.jira.calls_to("PUT", "/issue/"))
+    await ActivityEnvironment().run(
+        rig.activity("escalate"), EscalationInput(campaign_id=campaign_id, stage=0)
+    )
+    assert rig.created() == created
+    assert len(rig.jira.calls_to("PUT", "/issue/")) == edits
+    assert rig.people_with_issues(campaign_id) == sorted(REVIEWERS | managers)
+
+    # dina's items were escalated to judy; one of them moves (eli reports to ken now): the escalation
+    # lapses, so the item leaves judy's issue as well as dina's, and reaches ken's as his own.
+    eli = item_of(stack, campaign_id, "eli@example.com")
+    assert f"{pending_row(eli)}\n" in described(judy)
+    assert "Escalated to you: dina@example.com has not decided it." in described(judy)
+    server = stack.scim_server
+    assert server is not None
+    server.set_manager("eli@example.com", "ken@example.com")
+    await synced_in_place(rig)
+    assert eli.id not in described(rig.issue_of(campaign_id, "judy@example.com"))
+    assert eli.id not in described(rig.issue_of(campaign_id, "dina@example.com"))
+    ken = rig.issue_of(campaign_id, "ken@example.com")
+    assert f"{pending_row(eli)}\n  Access:" in described(ken)
+    assert rig.people_with_issues(campaign_id) == sorted(REVIEWERS | managers)
+
+
+async def test_delegated_items_open_the_delegates_issue_and_leave_the_delegators(rig: Rig) -> None:
+    campaign_id = await launched(rig)
+    stack = rig.stack
+    bea, cyrus = (item_of(stack, campaign_id, f"{n}@example.com") for n in ("bea", "cyrus"))
+    judy_key = rig.issue_of(campaign_id, "judy@example.com")["key"]
+    assert "ken@example.com" not in rig.people_with_issues(campaign_id)
+    judy = stack.actor("judy@example.com", channel="web")
+
+    await rig.campaigns.delegate(campaign_id, "ken@example.com", judy, item_ids=[bea.id])
+    await until(lambda: "ken@example.com" in rig.people_with_issues(campaign_id), "ken's issue opened")
+    ken = rig.issue_of(campaign_id, "ken@example.com")
+    assert ken["fields"]["assignee"]["accountId"] == rig.accounts["ken@example.com"]
+    assert pending_row(bea) in described(ken) and cyrus.id not in described(ken)
+    left = await rig.until_description(campaign_id, "judy@example.com", bea.id, present=False)
+    assert left["key"] == judy_key and pending_row(cyrus) in described(left)
+
+    # A second delegation to him: his issue is updated in place, never a second one.
+    created = rig.created()
+    await rig.campaigns.delegate(campaign_id, "ken@example.com", judy, item_ids=[cyrus.id])
+    more = await rig.until_description(campaign_id, "ken@example.com", pending_row(cyrus))
+    assert more["key"] == ken["key"] and pending_row(bea) in described(more)
+    await rig.until_description(campaign_id, "judy@example.com", cyrus.id, present=False)
+    assert rig.created() == created
+    assert rig.people_with_issues(campaign_id) == sorted(REVIEWERS | {"ken@example.com"})
+
+
+async def test_items_rerouted_by_a_mover_open_the_new_reviewers_issue_at_once(rig: Rig) -> None:
+    campaign_id = await launched(rig)
+    stack = rig.stack
+    eli, fay = (item_of(stack, campaign_id, f"{n}@example.com") for n in ("eli", "fay"))
+    dina_before = rig.issue_of(campaign_id, "dina@example.com")
+    assert pending_row(eli) in described(dina_before)
+    assert "ken@example.com" not in rig.people_with_issues(campaign_id)
+    created = rig.created()
+    server = stack.scim_server
+    assert server is not None
+    server.set_manager("eli@example.com", "ken@example.com")  # eli's manager, and reviewer, is ken now
+
+    await synced_in_place(rig)
+    # At once, with the sync: not at the next reminder (none has come: stage 1 is hours old).
+    ken = rig.issue_of(campaign_id, "ken@example.com")
+    assert ken["fields"]["assignee"]["accountId"] == rig.accounts["ken@example.com"]
+    assert pending_row(eli) in described(ken) and "1 of 1 items pending" in described(ken)
+    assert not [c for c in rig.jira.comments(ken["key"]) if c.startswith("Reminder")]
+    dina = rig.issue_of(campaign_id, "dina@example.com")
+    assert dina["key"] == dina_before["key"]
+    assert eli.id not in described(dina) and pending_row(fay) in described(dina)
+    assert rig.created() == created + 1
+    assert rig.people_with_issues(campaign_id) == sorted(REVIEWERS | {"ken@example.com"})
+
+
+# ----------------------------------------------------------------------------------- the campaign's outcome
+
+ONE_STAGE = """\
+name = "Analytics access review"
+owner = "margaret@example.com"
+duration = "14d"
+default_decision = "recommendation"
+fallback_reviewer = "margaret@example.com"
+channels = ["email", "jira"]
+
+[scope]
+groups = ["analytics"]
+include_admins = false
+
+[[stages]]
+reviewers = "manager"
+"""
+
+
+async def test_the_outcome_is_commented_once_on_the_last_issue_even_when_told_again(rig: Rig) -> None:
+    stack = rig.stack
+    record = await rig.campaigns.launch(ONE_STAGE, stack.actor("margaret@example.com"))
+    campaign_id = record.id
+    try:
+        await until_open(stack, campaign_id)
+        bea, cyrus = (item_of(stack, campaign_id, f"{n}@example.com") for n in ("bea", "cyrus"))
+        decisions = [
+            DecisionRequest(item_id=bea.id, verdict="revoke"),
+            DecisionRequest(item_id=cyrus.id, verdict="keep"),
+        ]
+        judy = stack.actor("judy@example.com", channel="web")
+        assert len((await rig.campaigns.decide(campaign_id, decisions, judy)).recorded) == 2
+        await stack.env.sleep(timedelta(days=15))
+        assert (await handle(stack, campaign_id).result()).status is CampaignStatus.CLOSED
+    except BaseException:  # a campaign's timers must not hold up the next test's clock
+        await handle(stack, campaign_id).terminate("the test failed")
+        raise
+    key = rig.issue_of(campaign_id, "judy@example.com")["key"]
+
+    def outcomes() -> list[str]:
+        return [c for c in rig.jira.comments(key) if c.startswith("Access review Analytics access review (")]
+
+    said = outcomes()
+    assert len(said) == 1, rig.jira.comments(key)
+    assert f"({campaign_id}) is closed and its revocations were applied." in said[0]
+    assert (
+        "The 3 items you reviewed: 1 kept, 1 revoked, 1 decided by the default at the deadline, "
+        "0 whose revocation failed." in said[0]
+    )
+    assert "* cyrus@example.com, member of analytics" in said[0] and "/campaigns/review/" not in said[0]
+    created = rig.created()
+
+    # Told again (a retried page): the stored mark skips her.
+    tell = rig.activity("tell_outcomes")
+    await ActivityEnvironment().run(tell, OutcomePageInput(campaign_id=campaign_id))
+    assert len(outcomes()) == 1
+    # Told again with every mark of her lost (a crash before they were written): the issue already says it.
+    with stack.store.engine.begin() as conn:
+        conn.execute(
+            delete(schema.campaign_digests).where(
+                schema.campaign_digests.c.campaign_id == campaign_id,
+                schema.campaign_digests.c.stage == OUTCOME_STAGE,
+                schema.campaign_digests.c.reviewer_id == stack.ref("judy@example.com").id,
+            )
+        )
+    await ActivityEnvironment().run(tell, OutcomePageInput(campaign_id=campaign_id))
+    assert len(outcomes()) == 1
+    assert stack.store.digest(campaign_id, OUTCOME_STAGE, stack.ref("judy@example.com").id, "jira-outcome")
+    assert rig.created() == created  # nothing new opened: the outcome goes on the last issue
+    assert rig.people_with_issues(campaign_id) == sorted(REVIEWERS)
