@@ -130,6 +130,7 @@ def build_activities(
         campaigns.snapshot,
         campaigns.open_stage,
         campaigns.move_deadline,
+        campaigns.record_refusal,
         campaigns.close_stage,
         campaigns.tell_reviewers,
         campaigns.refresh_digests,

@@ -32,7 +32,7 @@ from domain.campaigns import (
     Usage,
 )
 from domain.directory_sync import Leaver, ManagerChange
-from domain.identity import Person, PersonRef
+from domain.identity import Actor, Person, PersonRef
 from domain.population import Facts
 from domain.review_links import ReviewLinks
 from integrations.gateway import Gateway
@@ -162,6 +162,17 @@ class DeadlineInput(BaseModel):
     ended_early: bool = Field(default=False, description="the owner ended the stage now")
     actor: str = Field(default="", description="who moved the deadline (the owner or an administrator)")
     reason: str = ""
+
+
+class CommandRefusalInput(BaseModel):
+    """An owner command the workflow refused itself (its state moved after the edge asked): the ledger's
+    ``campaign.<kind>_refused``, as the edge writes for the refusals it finds."""
+
+    campaign_id: str
+    command_id: str = Field(description="the command's id: one entry however often the activity runs")
+    kind: str = Field(description="cancel, extend, end_stage or apply")
+    actor: Actor
+    refusal: str
 
 
 class ReviewerPageInput(BaseModel):

@@ -28,6 +28,7 @@ from activities.campaign_base import (
     WRITE_BATCH,
     CampaignBase,
     CampaignRef,
+    CommandRefusalInput,
     DeadlineInput,
     DigestPageInput,
     DigestRefreshInput,
@@ -222,6 +223,20 @@ class CampaignActivities(
             f"extension-{inp.extension}",
             {"stage": inp.stage + 1, "closes_at": inp.closes_at.isoformat(), "reason": inp.reason},
             actor=inp.actor or "grantflow",
+        )
+
+    @activity.defn(name="campaign_record_refusal")
+    async def record_refusal(self, inp: CommandRefusalInput) -> None:
+        """A refused owner command in the ledger, under the acting person and their channel (auditors see
+        refused attempts as well as what was done)."""
+        await asyncio.to_thread(
+            self._store.append_ledger,
+            kind=f"campaign.{inp.kind}_refused",
+            subject=inp.campaign_id,
+            actor=inp.actor.describe(),
+            channel=inp.actor.channel,
+            data={"refusal": inp.refusal, **inp.actor.ledger_data()},
+            idempotency_key=f"{inp.campaign_id}:refused-{inp.command_id}",
         )
 
     @activity.defn(name="campaign_tell_reviewers")

@@ -9,8 +9,9 @@ version may have running (see the README's development section). The saved histo
 ``tests/histories/`` are real runs, most of them decided through Updates as the edge sent decisions before
 they became signalled commands (``signalled_extended`` is the edge's way now). Besides the plain
 paths, they hold requests presented in every channel with a reminder, an approved extension, a renewal
-past 48 h, break-glass with its retro review, and a leaver (``PRESENTED_RUNS``). Runs continued as new
-are replayed by ``tests/test_bounded_history.py``.
+past 48 h, break-glass with its retro review, and a leaver (``PRESENTED_RUNS``), and a campaign whose owner
+extended its stage by an Update and then by a signalled command, and ended it by one (``CAMPAIGN_RUN``).
+Runs continued as new are replayed by ``tests/test_bounded_history.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from domain.campaign_commands import ExtendInput as CampaignExtendInput
+from domain.campaign_state import CampaignStatus
 from domain.policy import RolePolicy
 from domain.requests import (
     AccessRequestInput,
@@ -45,7 +48,10 @@ from domain.requests import (
     Verdict,
 )
 from tests.stack import HOOP_KEY, LEDGER_KEY, LINK_SECRET, Stack
+from tests.test_campaign_workflow import ANALYTICS, finished, synced, until_open
+from tests.test_campaign_workflow import handle as campaign_handle
 from workflows.access_request import AccessRequestWorkflow
+from workflows.campaign import CampaignWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 SAVED = sorted(HISTORIES.glob("*.json"))
@@ -55,7 +61,9 @@ SAVED = sorted(HISTORIES.glob("*.json"))
 async def test_saved_history_replays_on_current_code(path: Path) -> None:
     data = json.loads(path.read_text())
     history = WorkflowHistory.from_json(data["workflow_id"], data["history"])
-    replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[AccessRequestWorkflow, CampaignWorkflow], data_converter=pydantic_data_converter
+    )
     await replayer.replay_workflow(history)
 
 
@@ -76,8 +84,9 @@ async def test_an_update_delivered_after_a_timed_out_task_replays() -> None:
     with "Update machine does not handle this event: HistoryEvent(id: 107, ActivityTaskScheduled)": the
     workflow is stuck until an operator resets it, though hoop still ends the grant at its own expiry.
     grantflow's code is the same on both sides; the order is the SDK's (temporalio 1.35). The edge now sends
-    decisions and actions as signals (``AccessRequestWorkflow.submit``), which cannot meet this; the Update
-    handlers remain for histories that hold Updates, and a campaign owner's commands are still Updates.
+    decisions and actions as signals (``AccessRequestWorkflow.submit``), and a campaign owner's commands too
+    (``CampaignWorkflow.owner_command``), which cannot meet this; the Update handlers remain for histories
+    that hold Updates.
     Strict: once an SDK release replays this history, this test fails and says so."""
     data = json.loads(UPDATE_AFTER_TIMED_OUT_TASK.read_text())
     history = WorkflowHistory.from_json(data["workflow_id"], data["history"])
@@ -90,6 +99,7 @@ def test_histories_are_saved() -> None:
         "approved_then_relinquished",
         "denied",
         "signalled_extended",
+        CAMPAIGN_RUN,
         *PRESENTED_RUNS,
     }
 
@@ -305,3 +315,39 @@ async def test_presented_requests_with_reminders_extensions_renewals_break_glass
             assert secret not in raw, f"a secret reached the history of {name}"
         assert "/review/" not in raw, "review links are credentials: they belong in activities only"
         await _record(stack, name, history)
+
+
+CAMPAIGN_RUN = "campaign_extended_then_ended_by_signal"
+
+
+async def test_a_campaign_commanded_by_an_update_and_by_signals_replays(scim_stack: Stack) -> None:
+    """The owner's commands the way the edge sent them before (an Update) and sends them now (signalled
+    commands, ``CampaignWorkflow.owner_command``), in one campaign that ends early and closes."""
+    stack = scim_stack
+    service = await synced(stack)
+    margaret = stack.actor("margaret@example.com")
+    record = await service.launch(ANALYTICS, margaret)
+    await until_open(stack, record.id)
+    campaign = campaign_handle(stack, record.id)
+    await campaign.execute_update(
+        CampaignWorkflow.extend,
+        CampaignExtendInput(actor=margaret, by=timedelta(days=1), reason="holidays"),
+    )
+    assert "stage 1 now closes at" in await service.extend(record.id, margaret, timedelta(days=2), "more")
+    assert "closing now" in await service.end_stage(record.id, margaret, "everyone answered")
+    outcome = await finished(stack, record.id, after=timedelta(minutes=1))
+    assert outcome.status is CampaignStatus.CLOSED
+
+    history = await campaign.fetch_history()
+    signalled = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert [e.workflow_execution_signaled_event_attributes.signal_name for e in signalled] == [
+        "owner_command",
+        "owner_command",
+    ]
+    replayer = Replayer(workflows=[CampaignWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+    raw = _payload_text(json.loads(history.to_json()))
+    assert "margaret@example.com" in raw  # the decoding works
+    for secret in (HOOP_KEY, LEDGER_KEY.decode(), LINK_SECRET):
+        assert secret not in raw, f"a secret reached the history of {CAMPAIGN_RUN}"
+    await _record(stack, CAMPAIGN_RUN, history)

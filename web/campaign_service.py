@@ -9,25 +9,43 @@ to the store in one transaction — which itself refuses a stage that closed mea
 workflow once for the batch. An item escalated to a reviewer's manager may be decided by that manager too
 (``store/campaign_handovers.py``). Delegating hands a reviewer's items in the open stage to another
 active person (never the item's subject, nor the delegator), recorded in the store and the ledger before the
-workflow is told, which has the delegate told and the digests moved. Owner commands (cancel, extend, apply)
-are the workflow's Updates: its
-validators decide, and a refusal comes back as a sentence and is recorded. It trusts the caller's identity
-(the edges establish it) and decides nothing the domain rules or the workflow decide.
+workflow is told, which has the delegate told and the digests moved. Owner commands (cancel, extend, end
+the stage, apply) are signalled to the workflow as commands with a fresh id and answered by its ``answer``
+query (``domain/campaign_commands.py`` says why signals and not Updates): a stranger is refused from the
+stored campaign, anything else the workflow would refuse is asked of it first (``refusal`` query), and a
+refusal — here, or by the workflow itself when its state moved in between — comes back as a sentence and
+is recorded in the ledger (``campaign.<command>_refused``; the workflow records its own). Once sent, a
+command is durable: with no answer within ``answer_wait`` seconds the caller is told it was delivered and
+will be carried out or refused when a worker runs. It trusts the caller's identity (the edges establish it)
+and decides nothing the domain rules or the workflow decide.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
+from domain.campaign_commands import (
+    CampaignCommand,
+    CampaignCommandAnswer,
+    CommandKind,
+    ExtendInput,
+    OwnerCommand,
+    owner_refusal,
+)
 from domain.campaign_decisions import CampaignVerdict, ItemDecision, default_decision, refusal
 from domain.campaign_report import RefusedAttempt
 from domain.campaign_spec import CampaignSpec, CampaignSpecError, parse_campaign_spec
@@ -44,14 +62,22 @@ from workflows.campaign import (
     CampaignWorkflow,
     DecisionsRecorded,
     Delegation,
-    ExtendInput,
-    OwnerCommand,
     campaign_workflow_id,
 )
+
+log = logging.getLogger("grantflow.web.campaigns")
 
 MAX_SPEC_BYTES = 64 * 1024
 MAX_DECISIONS_PER_CALL = 1000
 MAX_REASON = 2000
+ANSWER_WAIT = 30.0
+"""How long (seconds) an owner command waits for the workflow's answer before telling the caller it was
+delivered but not yet carried out (no worker is running, or the worker is far behind)."""
+REFUSAL_CHECK_TIMEOUT = timedelta(seconds=5)
+"""How long the question "would you refuse this?" may take; with no answer the command is sent anyway and
+the workflow decides."""
+MAX_ANSWER_POLL = 1.0
+"""The longest pause (seconds) between two questions for the answer (the first is 50 ms, then doubling)."""
 
 
 class DecisionRequest(BaseModel):
@@ -104,6 +130,8 @@ class CampaignStatusView(BaseModel):
 
 
 class CampaignService:
+    answer_wait: float = ANSWER_WAIT
+
     def __init__(
         self, client: Client, store: Store, task_queue: str, *, history_limit: int | None = None
     ) -> None:
@@ -596,44 +624,107 @@ class CampaignService:
     # ------------------------------------------------------------------ the owner's commands
 
     async def cancel(self, campaign_id: str, actor: Actor, reason: str = "") -> str:
-        return await self._command(campaign_id, actor, "cancel", OwnerCommand(actor=actor, reason=reason))
+        return await self._command(campaign_id, CommandKind.CANCEL, OwnerCommand(actor=actor, reason=reason))
 
     async def extend(self, campaign_id: str, actor: Actor, by: PositiveDuration, reason: str = "") -> str:
         return await self._command(
-            campaign_id, actor, "extend", ExtendInput(actor=actor, by=by, reason=reason)
+            campaign_id, CommandKind.EXTEND, ExtendInput(actor=actor, by=by, reason=reason)
         )
 
     async def end_stage(self, campaign_id: str, actor: Actor, reason: str = "") -> str:
-        return await self._command(campaign_id, actor, "end_stage", OwnerCommand(actor=actor, reason=reason))
+        return await self._command(
+            campaign_id, CommandKind.END_STAGE, OwnerCommand(actor=actor, reason=reason)
+        )
 
     async def apply(self, campaign_id: str, actor: Actor) -> str:
-        return await self._command(campaign_id, actor, "apply", OwnerCommand(actor=actor))
+        return await self._command(campaign_id, CommandKind.APPLY, OwnerCommand(actor=actor))
 
-    async def _command(self, campaign_id: str, actor: Actor, name: str, command: OwnerCommand) -> str:
+    async def _command(self, campaign_id: str, kind: CommandKind, order: OwnerCommand) -> str:
+        """Refuse what the campaign would refuse (recorded in the ledger), else signal the command with a
+        fresh id and wait for the workflow's answer: the sentence saying what happens now."""
         record = await self._campaign(campaign_id)
         handle = self._client.get_workflow_handle(record.workflow_id)
+        command = CampaignCommand.of(f"cmd-{uuid.uuid4().hex}", kind, order)
         try:
-            answer: str = await handle.execute_update(name, command, result_type=str)
-            return answer
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if not (isinstance(cause, ApplicationError) and cause.type == "Refused"):
-                raise ServiceError(f"campaign {campaign_id}: {name} failed: {short(cause or err)}") from err
-            sentence = cause.message
+            sentence = (
+                _closed_sentence(record)
+                if record.status.is_terminal
+                else owner_refusal(campaign_id, record.owner, kind, order.actor)
+            )
+            if sentence is None:
+                sentence = await self._workflow_refusal(handle, command)
+            if sentence is None:
+                await handle.signal(CampaignWorkflow.owner_command, command)
         except RPCError as err:
-            if record.status.is_terminal:
-                sentence = f"campaign {campaign_id} is already {record.status.value}"
-            else:
+            if err.status is not RPCStatusCode.NOT_FOUND:
                 raise Unavailable(f"Temporal could not be reached: {short(err)}") from err
+            record = await self._campaign(campaign_id)  # the workflow has completed: say how it ended
+            if not record.status.is_terminal:
+                raise Unavailable(f"Temporal could not be reached: {short(err)}") from err
+            sentence = _closed_sentence(record)
+        if sentence is None:
+            answer = await self._answer(handle, command.id)
+            if answer is None:
+                raise Unavailable(
+                    f"campaign {campaign_id}: the {kind.noun} was delivered but no worker has carried it out "
+                    "yet; it will be carried out or refused when one runs (check with status)"
+                )
+            if answer.refusal is None:
+                return answer.message
+            # Refused by the workflow itself (its state moved after the check), which recorded it.
+            raise Refused(answer.refusal)
         await self._db(
             self._store.append_ledger,
-            kind=f"campaign.{name}_refused",
+            kind=f"campaign.{kind.value}_refused",
             subject=campaign_id,
-            actor=actor.describe(),
-            channel=actor.channel,
-            data={"refusal": sentence, **actor.ledger_data()},
+            actor=order.actor.describe(),
+            channel=order.actor.channel,
+            data={"refusal": sentence, **order.actor.ledger_data()},
         )
         raise Refused(sentence)
+
+    async def _workflow_refusal(
+        self, handle: WorkflowHandle[Any, Any], command: CampaignCommand
+    ) -> str | None:
+        """The workflow's refusal of ``command`` as things stand; None when it would carry it out, or cannot
+        say in time (then it decides when the command arrives). NOT_FOUND propagates."""
+        try:
+            refusal: str | None = await handle.query(
+                CampaignWorkflow.refusal, command, rpc_timeout=REFUSAL_CHECK_TIMEOUT
+            )
+            return refusal
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise
+            log.info("campaign %s: no answer to the refusal check (%s); sending anyway", handle.id, err)
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+            log.warning("campaign %s: the refusal check failed (%s); sending anyway", handle.id, err)
+        return None
+
+    async def _answer(
+        self, handle: WorkflowHandle[Any, Any], command_id: str
+    ) -> CampaignCommandAnswer | None:
+        """Query for the answer to ``command_id`` until it comes or ``answer_wait`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.answer_wait
+        pause = 0.05
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                answer: CampaignCommandAnswer | None = await handle.query(
+                    CampaignWorkflow.answer,
+                    command_id,
+                    rpc_timeout=timedelta(seconds=max(1.0, remaining)),
+                )
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+                log.debug("campaign %s: no answer yet to %s (%s)", handle.id, command_id, err)
+            else:
+                if answer is not None:
+                    return answer
+            if loop.time() + pause >= deadline:
+                return None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_ANSWER_POLL)
 
     # ------------------------------------------------------------------ reading
 
@@ -744,6 +835,10 @@ class CampaignService:
             unassigned=unassigned,
             would_revoke=would_revoke,
         )
+
+
+def _closed_sentence(record: CampaignRecord) -> str:
+    return f"campaign {record.id} is already {record.status.value}"
 
 
 def _stage_refusal(shown: int, current: int) -> str:

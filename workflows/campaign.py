@@ -16,8 +16,19 @@ from the edge straight to the store, which refuses them once their stage is clos
 workflow how many it recorded (``decisions_recorded``, one signal per batch, never one per item).
 
 History stays bounded: when it passes ``continue_as_new_after`` events the workflow continues as new
-between two steps, carrying :class:`CampaignState`. The owner (or an admin) can ``cancel`` or ``extend``
-the open stage's deadline; each is validated here and recorded in the ledger by an activity.
+between two steps, carrying :class:`CampaignState`.
+
+The owner (or an admin) can cancel, extend the open stage's deadline, end it now, or order the revocations
+applied. Each arrives as a signal (``owner_command``, one ``CampaignCommand``), answered under its id by
+the ``answer`` query; a signal is in the history as soon as the server has it, worker or no worker, and
+replays in the order it was written. (They were Updates until an SDK defect showed that an Update accepted
+while a timed-out workflow task waits for a worker can be ordered differently on replay, leaving the
+workflow stuck; ``tests/histories/sdk_defects``. The Update handlers stay, so campaigns that received
+Updates replay.) The rules are ``domain.campaign_commands.command_refusal``, which the ``refusal`` query
+answers: the edge asks it first and records a refusal in the ledger; one the workflow makes itself (its
+state moved in between) is recorded by the workflow (``campaign_record_refusal``) before it is answered.
+What a command changes is recorded by the activities that carry it out (``campaign_move_deadline``,
+``campaign_finish``).
 
 Reviewers' Slack digests follow the decisions from every channel: ``decisions_recorded`` names the
 reviewers of the items decided, and the open stage refreshes their digests in one activity
@@ -41,7 +52,6 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, Field
 from temporalio import workflow
@@ -51,6 +61,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.campaign_base import (
         CampaignRef,
+        CommandRefusalInput,
         DeadlineInput,
         DigestPageInput,
         DigestRefreshInput,
@@ -66,11 +77,20 @@ with workflow.unsafe.imports_passed_through():
     from activities.campaign_handovers import Delegation, DelegationNoticeInput, EscalationInput
     from activities.campaign_outcomes import OutcomePageInput
     from activities.campaigns import CampaignActivities
+    from domain.campaign_commands import (
+        CampaignCommand,
+        CampaignCommandAnswer,
+        CommandKind,
+        CommandStanding,
+        ExtendInput,
+        OwnerCommand,
+        Phase,
+        campaign_command_refusal,
+        command_refusal,
+    )
     from domain.campaign_spec import CampaignSpec
     from domain.campaign_state import CampaignStatus
     from domain.campaigns import PARTITIONS
-    from domain.durations import PositiveDuration, format_duration
-    from domain.identity import Actor
 
 from workflows.request_policies import Refused
 
@@ -107,6 +127,8 @@ DIGEST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30), maximum_attempts=3
 )
 """Best effort: a digest that cannot be refreshed is left as it is (the decision is recorded)."""
+ANSWERS_KEPT = 20
+"""Answers to owner commands a campaign keeps (and carries across continue-as-new)."""
 
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -133,23 +155,6 @@ class CampaignInput(BaseModel):
         default="", description="set by a Temporal Schedule's action: the run records itself"
     )
     spec_toml: str = Field(default="", description="a scheduled run's spec, as the schedule holds it")
-
-
-class Phase(StrEnum):
-    SNAPSHOT = "snapshot"
-    STAGE = "stage"
-    AWAIT_APPLY = "await_apply"
-    APPLY = "apply"
-    DONE = "done"
-
-
-class OwnerCommand(BaseModel):
-    actor: Actor
-    reason: str = ""
-
-
-class ExtendInput(OwnerCommand):
-    by: PositiveDuration
 
 
 class DecisionsRecorded(BaseModel):
@@ -200,6 +205,11 @@ class CampaignState(BaseModel):
     outcomes_cursor: str | None = Field(
         default="", description="the next page of reviewers told the campaign's outcome; None when done"
     )
+    answers: dict[str, CampaignCommandAnswer] = Field(
+        default_factory=dict,
+        description="the answers to the latest owner commands, by command id, oldest first (at most "
+        "ANSWERS_KEPT: the edge asks within seconds, and a campaign gets a few commands)",
+    )
 
 
 class CampaignResult(BaseModel):
@@ -221,6 +231,7 @@ class CampaignWorkflow:
                 nominal = self._nominal_time() or launched
                 campaign_id = f"cmp-{campaign_slug(start.spec.name)}-{nominal:%Y%m%d%H%M}"
                 self._s.inp = self._s.inp.model_copy(update={"campaign_id": campaign_id})
+        self._in_flight: set[str] = set()  # owner commands whose refusal is being recorded
 
     # ------------------------------------------------------------------ messages
 
@@ -246,19 +257,91 @@ class CampaignWorkflow:
         if s.phase is Phase.STAGE and not s.stage_closed and len(s.delegations_due) < MAX_DELEGATIONS_DUE:
             s.delegations_due.append(delegation)
 
-    @workflow.update
-    def cancel(self, command: OwnerCommand) -> str:
+    @workflow.signal
+    async def owner_command(self, command: CampaignCommand) -> None:
+        """A command of the owner (or an administrator) from the edge: carried out, or refused with a
+        sentence; either way answered under the command's id (``answer``). A command delivered twice (the
+        same id) is carried out once. What it changes is changed before anything waits, so commands take
+        effect in the order the history holds them; a refusal made here (the state moved after the edge
+        asked) is recorded in the ledger before it is answered, so the refused attempt is on record
+        whether or not the edge is still waiting."""
+        s = self._s
+        if command.id in s.answers or command.id in self._in_flight:
+            return
+        refusal = campaign_command_refusal(self._standing(), command)
+        if refusal is None:
+            assert command.carried is not None  # checked by the rules
+            self._answered(
+                command.id, CampaignCommandAnswer(message=self._carry_out(command.kind, command.carried))
+            )
+            return
+        self._in_flight.add(command.id)
+        try:
+            actor = command.carried.actor if command.carried is not None else None
+            if actor is not None:
+                await workflow.execute_activity_method(
+                    CampaignActivities.record_refusal,
+                    CommandRefusalInput(
+                        campaign_id=s.inp.campaign_id,
+                        command_id=command.id,
+                        kind=command.kind.value,
+                        actor=actor,
+                        refusal=refusal,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=1),
+                    retry_policy=CRITICAL_RETRY,
+                )
+        finally:
+            self._in_flight.discard(command.id)
+        workflow.logger.info("campaign %s: %s refused: %s", s.inp.campaign_id, command.kind.value, refusal)
+        self._answered(command.id, CampaignCommandAnswer(refusal=refusal))
+
+    def _answered(self, command_id: str, answer: CampaignCommandAnswer) -> None:
+        s = self._s
+        s.answers[command_id] = answer
+        while len(s.answers) > ANSWERS_KEPT:
+            del s.answers[next(iter(s.answers))]
+
+    @workflow.query
+    def answer(self, command_id: str) -> CampaignCommandAnswer | None:
+        """The outcome of the owner command with this id, once carried out or refused; None before."""
+        return self._s.answers.get(command_id)
+
+    @workflow.query
+    def refusal(self, command: CampaignCommand) -> str | None:
+        """Why the campaign would refuse ``command`` now (None: it would be carried out); the edge asks
+        before sending it, so refused attempts stay out of the history."""
+        return campaign_command_refusal(self._standing(), command)
+
+    def _standing(self) -> CommandStanding:
+        s = self._s
+        return CommandStanding(
+            campaign_id=s.inp.campaign_id,
+            owner=s.inp.spec.owner,
+            phase=s.phase,
+            stage=s.stage,
+            stage_open=s.phase is Phase.STAGE and not s.stage_closed and s.stage_closes_at is not None,
+            ending_early=s.ended_early,
+            cancelling=s.cancelled_by is not None,
+        )
+
+    def _carry_out(self, kind: CommandKind, command: OwnerCommand) -> str:
+        """The change a command makes (already checked by :func:`command_refusal`); the sentence saying
+        what happens now."""
+        if kind is CommandKind.CANCEL:
+            return self._cancel(command)
+        if kind is CommandKind.EXTEND:
+            assert isinstance(command, ExtendInput)
+            return self._extend(command)
+        if kind is CommandKind.END_STAGE:
+            return self._end_stage(command)
+        return self._apply_ordered(command)
+
+    def _cancel(self, command: OwnerCommand) -> str:
         self._s.cancelled_by = command
         return f"campaign {self._s.inp.campaign_id} is being cancelled; nothing will be revoked"
 
-    @cancel.validator
-    def _check_cancel(self, command: OwnerCommand) -> None:
-        self._check_owner(command, "cancel")
-        if self._s.phase in (Phase.APPLY, Phase.DONE):
-            raise Refused(f"campaign {self._s.inp.campaign_id} is already applying its decisions")
-
-    @workflow.update
-    def extend(self, command: ExtendInput) -> str:
+    def _extend(self, command: ExtendInput) -> str:
         s = self._s
         assert s.stage_closes_at is not None
         s.stage_closes_at = s.stage_closes_at + command.by
@@ -267,14 +350,7 @@ class CampaignWorkflow:
         s.deadline_moved_by = command
         return f"stage {s.stage + 1} now closes at {s.stage_closes_at.isoformat()}"
 
-    @extend.validator
-    def _check_extend(self, command: ExtendInput) -> None:
-        self._check_open_stage(command, "extend")
-        if command.by > timedelta(days=90):
-            raise Refused(f"an extension of {format_duration(command.by)} is more than 90 days")
-
-    @workflow.update
-    def end_stage(self, command: OwnerCommand) -> str:
+    def _end_stage(self, command: OwnerCommand) -> str:
         """The owner ends the open stage now (everyone has answered, or the review is called off early):
         it closes as at its deadline, so undecided items take the stage's course — the next stage's
         reviewer, or after the last stage the default decision."""
@@ -285,42 +361,49 @@ class CampaignWorkflow:
         s.ended_early = True
         return f"stage {s.stage + 1} of campaign {s.inp.campaign_id} is closing now"
 
-    @end_stage.validator
-    def _check_end_stage(self, command: OwnerCommand) -> None:
-        self._check_open_stage(command, "end the open stage of")
-
-    def _check_open_stage(self, command: OwnerCommand, what: str) -> None:
-        self._check_owner(command, what)
-        s = self._s
-        if s.phase is not Phase.STAGE or s.stage_closed or s.stage_closes_at is None:
-            raise Refused(f"campaign {s.inp.campaign_id} has no open review stage")
-        if s.ended_early:
-            raise Refused(f"stage {s.stage + 1} of campaign {s.inp.campaign_id} is already closing")
-        if s.cancelled_by is not None:
-            raise Refused(f"campaign {s.inp.campaign_id} is being cancelled")
-
-    @workflow.update
-    def apply(self, command: OwnerCommand) -> str:
+    def _apply_ordered(self, command: OwnerCommand) -> str:
         self._s.apply_ordered_by = command
         return f"campaign {self._s.inp.campaign_id}: the revocations are being applied"
 
+    # The Updates below are how owner commands arrived before ``owner_command``; kept so the histories of
+    # campaigns that received them replay. Their validators ask the same rules.
+
+    @workflow.update
+    def cancel(self, command: OwnerCommand) -> str:
+        return self._cancel(command)
+
+    @cancel.validator
+    def _check_cancel(self, command: OwnerCommand) -> None:
+        self._check(CommandKind.CANCEL, command)
+
+    @workflow.update
+    def extend(self, command: ExtendInput) -> str:
+        return self._extend(command)
+
+    @extend.validator
+    def _check_extend(self, command: ExtendInput) -> None:
+        self._check(CommandKind.EXTEND, command)
+
+    @workflow.update
+    def end_stage(self, command: OwnerCommand) -> str:
+        return self._end_stage(command)
+
+    @end_stage.validator
+    def _check_end_stage(self, command: OwnerCommand) -> None:
+        self._check(CommandKind.END_STAGE, command)
+
+    @workflow.update
+    def apply(self, command: OwnerCommand) -> str:
+        return self._apply_ordered(command)
+
     @apply.validator
     def _check_apply(self, command: OwnerCommand) -> None:
-        self._check_owner(command, "apply")
-        if self._s.phase is not Phase.AWAIT_APPLY:
-            raise Refused(
-                f"campaign {self._s.inp.campaign_id} is not waiting for its revocations to be applied"
-            )
+        self._check(CommandKind.APPLY, command)
 
-    def _check_owner(self, command: OwnerCommand, what: str) -> None:
-        owner = self._s.inp.spec.owner
-        if command.actor.person.email.lower() != owner and not command.actor.is_admin:
-            raise Refused(
-                f"{command.actor.person.email} cannot {what} campaign {self._s.inp.campaign_id}: "
-                f"only its owner ({owner}) or an administrator can"
-            )
-        if self._s.phase is Phase.DONE:
-            raise Refused(f"campaign {self._s.inp.campaign_id} is already finished")
+    def _check(self, kind: CommandKind, command: OwnerCommand) -> None:
+        refusal = command_refusal(self._standing(), kind, command)
+        if refusal is not None:
+            raise Refused(refusal)
 
     # ------------------------------------------------------------------ the process
 
