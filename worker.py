@@ -153,10 +153,21 @@ Temporal hands it to any worker. The SDK's default (10 s) delays a timer that fi
 down — a grant's expiry — by that much; 2 s bounds the delay and is still ample for a live worker."""
 
 
+MAX_CONCURRENT_WORKFLOW_TASKS = 8
+"""Workflow tasks one worker runs at once. The SDK's default (100 slots, each with its own thread) lets a
+worker that has just started take a hundred tasks together — after a crash, every open request's history
+is replayed at once — and, as workflow code holds the GIL, each of them takes a hundredth of the process:
+on a 2-core machine tasks ran 9-22 s, past Temporal's 10 s workflow-task timeout, and were retried over
+and over (the worker-crashes scenario, ``tests/reliability/test_worker_crashes.py``). With a few slots, a
+task that is not yet taken waits on its queue, where no timeout runs, and each taken one finishes in well
+under a second; the total work is the same."""
+
+
 def build_worker(
     client: Client, task_queue: str, activities: list[Callable[..., Any]], **options: Any
 ) -> Worker:
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_QUEUE_SCHEDULE_TO_START_TIMEOUT)
+    options.setdefault("max_concurrent_workflow_tasks", MAX_CONCURRENT_WORKFLOW_TASKS)
     return Worker(
         client,
         task_queue=task_queue,

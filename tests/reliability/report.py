@@ -25,21 +25,24 @@ when it was recorded; those marked "on demand" have also missed on a loaded CI r
 """
 
 
-ON_DEMAND = {
+FOUND = {
     "worker-crashes": (
-        "Run on demand (`pytest -m on_demand`), outside `.ci/run`. It first found an SDK defect: an "
-        "extension sent as a Temporal Update while the worker was dead after a timed-out task was accepted "
-        "after the task's activity results by the next worker and before them on replay (temporalio 1.35), "
-        "a nondeterminism error that left 1 to 3 of 200 requests stuck in 3 of 4 runs on 2026-12-06; the "
-        "history is in `tests/histories/sdk_defects/`. Decisions and actions are now signalled commands, "
-        "which replay in the order they were written, so that defect cannot recur here. On 2026-12-07 the "
-        "scenario did not finish on the session's machine, with the new code or the old: that machine ran "
-        "the default suite in 18 minutes instead of 11, approvals took two minutes to get through, and "
-        "after a kill the worker rebuilding 200 workflows at once ran workflow tasks past their 10 s "
-        "timeout, so some were retried for minutes and an extension went unanswered for 4 minutes. The "
-        "figures below are from the last run that held (2026-12-06)."
+        "An SDK defect (temporalio 1.35): a decision or extension sent as a Temporal Update while the worker "
+        "was dead after a timed-out workflow task was accepted after the task's activity results by the next "
+        "worker and before them on replay, a nondeterminism error that left 1 to 3 of 200 requests stuck in "
+        "3 of 4 runs on 2026-12-06 (the history is in `tests/histories/sdk_defects/`). Decisions and "
+        "actions on requests, and a campaign owner's commands, are now signalled commands answered by a "
+        "query: a signal replays in the order it was written. Then, on a slower machine (2026-12-07), a "
+        "worker restarted after a kill took every open request's workflow task at once (the SDK's default of "
+        "100 slots): with workflow code sharing one interpreter, tasks ran 9-22 s, past Temporal's 10 s "
+        "workflow-task timeout, and were retried for minutes. A worker now runs at most 8 workflow tasks at "
+        "once (`worker.MAX_CONCURRENT_WORKFLOW_TASKS`); the rest wait on the task queue, where no timeout "
+        "runs."
     ),
 }
+"""What a scenario found in the product and what was changed, shown in its section."""
+
+ON_DEMAND: dict[str, str] = {}
 """Scenarios ``.ci/run`` leaves out (marker ``on_demand``), and why: shown with their figures, which come
 from runs that held."""
 
@@ -65,6 +68,8 @@ def render(results: list[dict[str, Any]]) -> str:
         lines.append(f'<a id="{r["scenario"]}"></a>\n## {r["title"]}\n')
         lines.append(f"**Injected:** {r['injected']}\n")
         lines.append(f"**Outcome:** {r['outcome']}\n")
+        if r["scenario"] in FOUND:
+            lines.append(f"**Found and fixed:** {FOUND[r['scenario']]}\n")
         if r["scenario"] in ON_DEMAND:
             lines.append(f"**Not in CI:** {ON_DEMAND[r['scenario']]}\n")
         lines.append("| Counted | |")

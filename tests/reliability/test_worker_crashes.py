@@ -51,8 +51,7 @@ from tests.reliability.rig import (
     slack_keys,
 )
 
-# On demand, outside .ci/run: see ON_DEMAND in tests/reliability/report.py for the runs that missed.
-pytestmark = [pytest.mark.long, pytest.mark.reliability, pytest.mark.on_demand]
+pytestmark = [pytest.mark.long, pytest.mark.reliability]
 
 # Read at import: the suite's conftest clears GRANTFLOW_* variables before each test runs.
 SEED_GIVEN = os.environ.get("GRANTFLOW_RELIABILITY_SEED")
