@@ -26,15 +26,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from pydantic import BaseModel, Field
 from temporalio.client import (
     Client,
     WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowQueryRejectedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -57,6 +55,7 @@ from store import Store, StoreError
 from store.campaigns import CampaignConflict, StoredItem, spec_hash
 from web.campaign_schedules import create_or_update
 from web.service.errors import BadInput, NotFound, Refused, ServiceError, Unavailable, short
+from web.workflow_commands import ANSWER_WAIT, REFUSAL_CHECK_TIMEOUT, answer_to, refusal_of
 from workflows.campaign import (
     CampaignInput,
     CampaignWorkflow,
@@ -70,14 +69,6 @@ log = logging.getLogger("grantflow.web.campaigns")
 MAX_SPEC_BYTES = 64 * 1024
 MAX_DECISIONS_PER_CALL = 1000
 MAX_REASON = 2000
-ANSWER_WAIT = 30.0
-"""How long (seconds) an owner command waits for the workflow's answer before telling the caller it was
-delivered but not yet carried out (no worker is running, or the worker is far behind)."""
-REFUSAL_CHECK_TIMEOUT = timedelta(seconds=5)
-"""How long the question "would you refuse this?" may take; with no answer the command is sent anyway and
-the workflow decides."""
-MAX_ANSWER_POLL = 1.0
-"""The longest pause (seconds) between two questions for the answer (the first is 50 ms, then doubling)."""
 
 
 class DecisionRequest(BaseModel):
@@ -686,45 +677,12 @@ class CampaignService:
     async def _workflow_refusal(
         self, handle: WorkflowHandle[Any, Any], command: CampaignCommand
     ) -> str | None:
-        """The workflow's refusal of ``command`` as things stand; None when it would carry it out, or cannot
-        say in time (then it decides when the command arrives). NOT_FOUND propagates."""
-        try:
-            refusal: str | None = await handle.query(
-                CampaignWorkflow.refusal, command, rpc_timeout=REFUSAL_CHECK_TIMEOUT
-            )
-            return refusal
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise
-            log.info("campaign %s: no answer to the refusal check (%s); sending anyway", handle.id, err)
-        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
-            log.warning("campaign %s: the refusal check failed (%s); sending anyway", handle.id, err)
-        return None
+        return await refusal_of(handle, CampaignWorkflow.refusal, command, timeout=REFUSAL_CHECK_TIMEOUT)
 
     async def _answer(
         self, handle: WorkflowHandle[Any, Any], command_id: str
     ) -> CampaignCommandAnswer | None:
-        """Query for the answer to ``command_id`` until it comes or ``answer_wait`` passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.answer_wait
-        pause = 0.05
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                answer: CampaignCommandAnswer | None = await handle.query(
-                    CampaignWorkflow.answer,
-                    command_id,
-                    rpc_timeout=timedelta(seconds=max(1.0, remaining)),
-                )
-            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
-                log.debug("campaign %s: no answer yet to %s (%s)", handle.id, command_id, err)
-            else:
-                if answer is not None:
-                    return answer
-            if loop.time() + pause >= deadline:
-                return None
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_ANSWER_POLL)
+        return await answer_to(handle, CampaignWorkflow.answer, command_id, wait=self.answer_wait)
 
     # ------------------------------------------------------------------ reading
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.approval import (
@@ -49,17 +48,11 @@ from domain.requests import (
 )
 from web.service.core import ServiceCore, clean_reason
 from web.service.errors import BadInput, Refused, Unavailable, short
+from web.workflow_commands import ANSWER_WAIT, REFUSAL_CHECK_TIMEOUT, answer_to, refusal_of
 from workflows.access_request import END_ACTIONS, AccessRequestWorkflow
 
 log = logging.getLogger("grantflow.web.service")
 
-ANSWER_WAIT = 30.0
-"""How long (seconds) an action waits for the workflow's answer before telling the caller it was delivered
-but not yet carried out (no worker is running, or the worker is far behind)."""
-REFUSAL_CHECK_TIMEOUT = timedelta(seconds=5)
-"""How long the question "would you refuse this?" may take; with no answer the command is sent anyway and
-the workflow decides."""
-_MAX_ANSWER_POLL = 1.0
 ACTION_NOUNS = {
     RequestAction.DECIDE: "decision",
     RequestAction.EXTEND: "extension request",
@@ -197,43 +190,10 @@ class DecisionsAndActions(ServiceCore):
         return answer.view
 
     async def _refusal(self, handle: WorkflowHandle[Any, Any], command: RequestCommand) -> str | None:
-        """The workflow's refusal of ``command`` as things stand; None when it would carry it out, or
-        cannot say in time (then the workflow decides when the command arrives). NOT_FOUND propagates."""
-        try:
-            refusal: str | None = await handle.query(
-                AccessRequestWorkflow.refusal, command, rpc_timeout=REFUSAL_CHECK_TIMEOUT
-            )
-            return refusal
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise
-            log.info("request %s: no answer to the refusal check (%s); sending anyway", handle.id, err)
-        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
-            log.warning("request %s: the refusal check failed (%s); sending anyway", handle.id, err)
-        return None
+        return await refusal_of(handle, AccessRequestWorkflow.refusal, command, timeout=REFUSAL_CHECK_TIMEOUT)
 
     async def _answer(self, handle: WorkflowHandle[Any, Any], command_id: str) -> CommandAnswer | None:
-        """Query for the answer to ``command_id`` until it comes or ``answer_wait`` passes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.answer_wait
-        pause = 0.05
-        while True:
-            remaining = deadline - loop.time()
-            try:
-                answer: CommandAnswer | None = await handle.query(
-                    AccessRequestWorkflow.answer,
-                    command_id,
-                    rpc_timeout=timedelta(seconds=max(1.0, remaining)),
-                )
-            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
-                log.debug("request %s: no answer yet to %s (%s)", handle.id, command_id, err)
-            else:
-                if answer is not None:
-                    return answer
-            if loop.time() + pause >= deadline:
-                return None
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_ANSWER_POLL)
+        return await answer_to(handle, AccessRequestWorkflow.answer, command_id, wait=self.answer_wait)
 
     async def _record_refusal(self, request_id: str, actor: Actor, kind: str, data: dict[str, Any]) -> None:
         try:
