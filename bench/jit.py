@@ -86,6 +86,11 @@ async def run(
             )
     if "spread" in ours:
         parts.append(f"approval → visible p99 {ours['spread']['approval_to_visible_s']['p99']} s")
+        unanswered = sum(
+            ours[name].get("approvals_unanswered_in_time", 0) for name in ("spread", "burst") if name in ours
+        )
+        if unanswered:
+            parts.append(f"{unanswered} approvals not answered within the edge's 30 s (carried out later)")
     parts.append(f"worker peak {ours['peak_rss_mib']:.0f} MiB (baseline {bare['peak_rss_mib']:.0f})")
     summary = "; ".join(parts)
     parameters = {

@@ -31,7 +31,8 @@ from domain.identity import Actor, PersonRef
 from tests.stack import Stack
 from tests.test_campaign_workflow import ANALYTICS, finished, handle, synced, until_open
 from web.campaign_service import CampaignService
-from web.service import Refused, Unavailable
+from web.service import Refused
+from web.service.errors import NotYetCarriedOut
 from workflows.campaign import CampaignResult, CampaignWorkflow
 
 OWNER = "margaret@example.com"
@@ -247,7 +248,7 @@ async def test_a_command_sent_while_no_worker_runs_is_carried_out_when_one_start
     with pytest.raises(Refused, match="only its owner"):
         await service.cancel(record.id, stack.actor("judy@example.com"))
     assert len(_entries(stack, record.id, "campaign.cancel_refused")) == 1
-    with pytest.raises(Unavailable, match="the cancellation was delivered but no worker has carried it out"):
+    with pytest.raises(NotYetCarriedOut, match="the cancellation was delivered but no worker"):
         await service.cancel(record.id, margaret, "wrong scope")
     async with stack.worker():
         campaign = handle(stack, record.id)

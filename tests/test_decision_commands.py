@@ -31,7 +31,7 @@ from domain.requests import (
 )
 from tests.stack import Stack, start_stack
 from tests.test_service import create_admin_request, make_service, refusals, wait_view
-from web.service import Unavailable
+from web.service.errors import NotYetCarriedOut
 from workflows.access_request import AccessRequestWorkflow
 
 
@@ -77,7 +77,7 @@ async def test_a_decision_sent_while_no_worker_runs_is_carried_out_when_one_star
     # No worker polls now. The edge's question (would you refuse?) goes unanswered; the decision is sent
     # anyway, and the caller is told it was delivered, not that it failed.
     service.answer_wait = 1.0
-    with pytest.raises(Unavailable, match="the decision was delivered but no worker has carried it out yet"):
+    with pytest.raises(NotYetCarriedOut, match="the decision was delivered but no worker"):
         await service.decide(request_id, stack.actor("bob@example.com"), Verdict.APPROVE, "ok")
     assert (await service.show(request_id)).approvals == []  # the store has not seen it yet
 

@@ -54,7 +54,7 @@ from domain.identity import Actor, PersonRef
 from store import Store, StoreError
 from store.campaigns import CampaignConflict, StoredItem, spec_hash
 from web.campaign_schedules import create_or_update
-from web.service.errors import BadInput, NotFound, Refused, ServiceError, Unavailable, short
+from web.service.errors import BadInput, NotFound, NotYetCarriedOut, Refused, ServiceError, Unavailable, short
 from web.workflow_commands import ANSWER_WAIT, REFUSAL_CHECK_TIMEOUT, answer_to, refusal_of
 from workflows.campaign import (
     CampaignInput,
@@ -656,7 +656,7 @@ class CampaignService:
         if sentence is None:
             answer = await self._answer(handle, command.id)
             if answer is None:
-                raise Unavailable(
+                raise NotYetCarriedOut(
                     f"campaign {campaign_id}: the {kind.noun} was delivered but no worker has carried it out "
                     "yet; it will be carried out or refused when one runs (check with status)"
                 )

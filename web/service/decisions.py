@@ -47,7 +47,7 @@ from domain.requests import (
     Verdict,
 )
 from web.service.core import ServiceCore, clean_reason
-from web.service.errors import BadInput, Refused, Unavailable, short
+from web.service.errors import BadInput, NotYetCarriedOut, Refused, Unavailable, short
 from web.workflow_commands import ANSWER_WAIT, REFUSAL_CHECK_TIMEOUT, answer_to, refusal_of
 from workflows.access_request import END_ACTIONS, AccessRequestWorkflow
 
@@ -181,7 +181,7 @@ class DecisionsAndActions(ServiceCore):
             raise Refused(sentence)
         answer = await self._answer(handle, command.id)
         if answer is None:
-            raise Unavailable(
+            raise NotYetCarriedOut(
                 f"request {request_id}: the {ACTION_NOUNS[command.action]} was delivered but no worker has "
                 "carried it out yet; it will be carried out or refused when one runs (check with show)"
             )

@@ -8,6 +8,7 @@ REST edge and one CLI exit code)::
     ├── Conflict            409  the requester already holds an open request for the same connection
     ├── Refused             409  the workflow (or the policy) refused; recorded in the ledger
     └── Unavailable         503  Temporal or the store cannot be reached; try again
+        └── NotYetCarriedOut 503 a command was delivered, but no worker has carried it out yet
 
 :func:`short` is what a caller is told of an internal failure; the details go to the log, never into an
 error body.
@@ -85,6 +86,14 @@ class Unavailable(ServiceError):
 
     code = "unavailable"
     status = 503
+
+
+class NotYetCarriedOut(Unavailable):
+    """A command reached its workflow (it is in the history and will be carried out or refused when a
+    worker runs), but no answer came in time. Calling again is refused as already done; ``status`` and
+    ``show`` tell when it has been carried out."""
+
+    code = "not_yet_carried_out"
 
 
 def short(exc: BaseException | None) -> str:
