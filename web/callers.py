@@ -47,7 +47,10 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("missing or invalid bearer token"),
     403: _error("the token may not do this"),
     422: _error("the input cannot be used; the detail names the field"),
-    503: _error("Temporal or the store is unavailable"),
+    503: _error(
+        "Temporal or the store is unavailable (unavailable); or a decision or command was delivered but no "
+        "worker has carried it out yet (not_yet_carried_out): calling again is refused as already done"
+    ),
 }
 REQUEST_ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
