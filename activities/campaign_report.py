@@ -11,12 +11,18 @@ what the reviewer saw and what happened; ``decisions.jsonl`` every decision, cha
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 from typing import Any
 
+from domain.campaign_decisions import ItemDecision
 from domain.campaign_report import OUTCOMES, CampaignReport, ItemEvidence, Outcome
-from store.evidence_bundle import csv_text
+from store.evidence_bundle import csv_text, safe_cell
 from templates import template_environment
 
 OUTCOME_LABELS: dict[Outcome, str] = {
@@ -35,6 +41,10 @@ OUTCOME_COLOURS: dict[Outcome, str] = {
     "failed": "#6a1b9a",
     "pending": "#9e9e9e",
 }
+REPORT_FILES = ("summary.html", "items.csv", "decisions.jsonl", "population.json")
+"""The bundle's files, as :func:`report_files` and :class:`ReportFilesWriter` write them."""
+PROGRESS_EVERY = 5000
+"""Decisions written between two progress reports (heartbeats) of :meth:`ReportFilesWriter.add_decisions`."""
 CHART_WIDTH = 640
 MAX_REVIEWERS_CHARTED = 25
 
@@ -150,9 +160,27 @@ def population_json(report: CampaignReport) -> str:
 
 
 def summary_html(report: CampaignReport) -> str:
-    counts = report.counts()
-    reviewers = report.per_reviewer()
-    days = report.decisions_per_day()
+    return _summary_page(
+        report,
+        counts=report.counts(),
+        reviewers=report.per_reviewer(),
+        days=report.decisions_per_day(),
+        failed=[e for e in report.items if e.outcome == "failed"],
+        unreviewable=[e for e in report.items if e.reviewer is None],
+        late=report.late_decisions(),
+    )
+
+
+def _summary_page(
+    report: CampaignReport | _Heading,
+    *,
+    counts: dict[Outcome, int],
+    reviewers: list[tuple[str, dict[Outcome, int]]],
+    days: list[tuple[date, int]],
+    failed: Sequence[ItemEvidence],
+    unreviewable: Sequence[ItemEvidence],
+    late: Sequence[ItemEvidence],
+) -> str:
     peak = max((n for _, n in days), default=0)
     env = template_environment(autoescape=True)
     return env.get_template("reports/summary.html.j2").render(
@@ -169,9 +197,9 @@ def summary_html(report: CampaignReport) -> str:
         days=days,
         day_peak=peak,
         chart_width=CHART_WIDTH,
-        failed=[e for e in report.items if e.outcome == "failed"],
-        unreviewable=[e for e in report.items if e.reviewer is None],
-        late=report.late_decisions(),
+        failed=failed,
+        unreviewable=unreviewable,
+        late=late,
     )
 
 
@@ -183,3 +211,115 @@ def report_files(report: CampaignReport) -> dict[str, bytes]:
         "decisions.jsonl": decisions_jsonl(report).encode(),
         "population.json": population_json(report).encode(),
     }
+
+
+class _Heading:
+    """A report without its items and decisions, as the summary page reads it: the item count stands for
+    the items (the page shows only how many there are)."""
+
+    def __init__(self, report: CampaignReport, item_count: int) -> None:
+        self._report = report
+        self._item_count = item_count
+
+    @property
+    def items(self) -> range:
+        return range(self._item_count)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._report, name)
+
+
+def _nested_json(value: object, level: int) -> str:
+    """``value`` as ``json.dumps(..., indent=1)`` writes it ``level`` deep in a larger document (JSON
+    strings hold no raw line break, so every line break is the layout's)."""
+    text = json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False)
+    return text.replace("\n", "\n" + " " * level)
+
+
+class ReportFilesWriter:
+    """The bundle's files written into ``folder`` as the items arrive, page by page, byte for byte what
+    :func:`report_files` renders from a whole :class:`CampaignReport` — for campaigns too large to hold
+    in memory: only the counts the summary page shows and its exception lists are kept.
+
+    ``heading`` is the report without items or decisions (its ``items`` and ``decisions`` are empty).
+    Call :meth:`add_items` for every page of items in id order, :meth:`add_decisions` once with every
+    decision by time (:meth:`store.campaigns.CampaignRecords.decisions_by_time`), :meth:`close`, then
+    :meth:`write_summary`.
+    """
+
+    def __init__(self, folder: Path, heading: CampaignReport) -> None:
+        self._folder = folder
+        self._heading = heading
+        self._count = 0
+        self._counts: Counter[Outcome] = Counter()
+        self._by_reviewer: dict[str, Counter[Outcome]] = {}
+        self._days: Counter[date] = Counter()
+        self._failed: list[ItemEvidence] = []
+        self._unreviewable: list[ItemEvidence] = []
+        self._late: list[ItemEvidence] = []
+        self._csv_file = (folder / "items.csv").open("w", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._csv_file, lineterminator="\n")
+        self._csv.writerow([safe_cell(h) for h in ITEM_COLUMNS])
+        self._population = (folder / "population.json").open("w", encoding="utf-8", newline="")
+        self._population.write(
+            "{\n " + json.dumps("campaign_id") + ": " + json.dumps(heading.campaign_id, ensure_ascii=False)
+        )
+        self._population.write(",\n " + json.dumps("items") + ": [")
+
+    @property
+    def item_count(self) -> int:
+        return self._count
+
+    def add_items(self, page: Sequence[ItemEvidence]) -> None:
+        for evidence in page:
+            self._csv.writerow([safe_cell(v) for v in _item_row(evidence)])
+            self._population.write(",\n  " if self._count else "\n  ")
+            self._population.write(_nested_json(evidence.item.model_dump(mode="json"), 2))
+            self._count += 1
+            outcome = evidence.outcome
+            self._counts[outcome] += 1
+            self._by_reviewer.setdefault(evidence.reviewer or "(nobody independent)", Counter())[outcome] += 1
+            if outcome == "failed":
+                self._failed.append(evidence)
+            if evidence.reviewer is None:
+                self._unreviewable.append(evidence)
+            decision = evidence.decision
+            if decision is not None and not decision.default and decision.decided_at > self._heading.deadline:
+                self._late.append(evidence)
+
+    def add_decisions(
+        self, decisions: Iterable[ItemDecision], progress: Callable[[str], None] | None = None
+    ) -> None:
+        with (self._folder / "decisions.jsonl").open("w", encoding="utf-8", newline="") as out:
+            for n, decision in enumerate(decisions, 1):
+                doc: dict[str, Any] = decision.model_dump(mode="json")
+                doc["decided_by"] = decision.actor.describe() if decision.actor else "default"
+                out.write(json.dumps(doc, sort_keys=True, ensure_ascii=False) + "\n")
+                if not decision.default:
+                    self._days[decision.decided_at.date()] += 1
+                if progress is not None and n % PROGRESS_EVERY == 0:
+                    progress(f"{n} decisions in the evidence")
+
+    def close(self) -> None:
+        """Finish ``items.csv`` and ``population.json`` (idempotent; also after a failure part-way)."""
+        if not self._population.closed:
+            provenance = _nested_json(self._heading.provenance.model_dump(mode="json"), 1)
+            closing = "\n ]" if self._count else "]"
+            self._population.write(f"{closing},\n {json.dumps('provenance')}: {provenance}\n}}\n")
+        self._csv_file.close()
+        self._population.close()
+
+    def write_summary(self, heading: CampaignReport) -> None:
+        """``summary.html``, once every item and decision was added (``heading``: the report without items
+        or decisions, as the page shows it — with the ledger head read after the records)."""
+        rows = [(name, {o: c.get(o, 0) for o in OUTCOMES}) for name, c in self._by_reviewer.items()]
+        page = _summary_page(
+            _Heading(heading, self._count),
+            counts={o: self._counts.get(o, 0) for o in OUTCOMES},
+            reviewers=sorted(rows, key=lambda row: (-sum(row[1].values()), row[0])),
+            days=sorted(self._days.items()),
+            failed=self._failed,
+            unreviewable=self._unreviewable,
+            late=self._late,
+        )
+        (self._folder / "summary.html").write_bytes(page.encode())

@@ -96,7 +96,14 @@ class CampaignActivities(
         usage = UsageIndex(sessions=sessions, key_last_used=key_use)
         activity.heartbeat("usage read")
         people = FactsPeople(facts)
-        kept: list[tuple[CampaignItem, Assignment]] = []
+        del facts, sessions  # what assignment needs is in ``people``; the rest is read, let it go
+        # Scored and assigned a batch at a time, each batch written before the next is scored: a scored
+        # item with its usage and assignment is several times the size of the population's item, so
+        # holding them all would double the snapshot's memory. Only counts and which items stayed are kept.
+        kept_flags = bytearray(len(population.items))
+        kept_count = unassigned = 0
+        reviewers: set[str] = set()
+        batch: list[tuple[CampaignItem, Assignment]] = []
         for n, item in enumerate(population.items):
             if n % 5000 == 0:
                 activity.heartbeat(f"{n} items scored")
@@ -104,34 +111,47 @@ class CampaignActivities(
             if not keep_after_usage(item, item_usage, spec.scope):
                 continue
             scored = CampaignItem.of(item.subject, item.access, item_usage, threshold)
-            kept.append((scored, assign_reviewer(scored, 0, spec, people)))
-        for start in range(0, len(kept), WRITE_BATCH):
-            await asyncio.to_thread(self._store.add_items, inp.campaign_id, kept[start : start + WRITE_BATCH])
-            activity.heartbeat(f"{start + WRITE_BATCH} items written")
+            assignment = assign_reviewer(scored, 0, spec, people)
+            kept_flags[n] = 1
+            kept_count += 1
+            if assignment.reviewer is None:
+                unassigned += 1
+            else:
+                reviewers.add(assignment.reviewer.id)
+            batch.append((scored, assignment))
+            if len(batch) == WRITE_BATCH:
+                await asyncio.to_thread(self._store.add_items, inp.campaign_id, batch)
+                activity.heartbeat(f"{kept_count} items written")
+                batch = []
+        if batch:
+            await asyncio.to_thread(self._store.add_items, inp.campaign_id, batch)
+            activity.heartbeat(f"{kept_count} items written")
+        del batch, people, usage
+        # A scored item has its population item's id, subject and access: the hash is the same.
+        kept = (item for item, flag in zip(population.items, kept_flags, strict=True) if flag)
         provenance = Provenance(
             extracted_at=read_at,
             sources=tuple(extracts + usage_extracts),
-            population_hash=population_hash(item for item, _ in kept),
-            item_count=len(kept),
+            population_hash=population_hash(kept),
+            item_count=kept_count,
             connections=population.connections,
             notes=tuple(n.detail for n in population.notes),
         )
+        del population, kept_flags
         await asyncio.to_thread(
             self._store.update_campaign,
             inp.campaign_id,
             read_at,
             population_hash=provenance.population_hash,
-            item_count=len(kept),
+            item_count=kept_count,
             provenance_json=provenance.model_dump_json(),
         )
-        reviewers = {a.reviewer.id for _, a in kept if a.reviewer is not None}
-        unassigned = sum(1 for _, a in kept if a.reviewer is None)
         await self._ledger(
             "campaign.snapshot",
             inp.campaign_id,
             "snapshot",
             {
-                "items": len(kept),
+                "items": kept_count,
                 "reviewers": len(reviewers),
                 "unassigned": unassigned,
                 "population_hash": provenance.population_hash,
@@ -139,7 +159,7 @@ class CampaignActivities(
             },
         )
         return SnapshotResult(
-            items=len(kept), reviewers=len(reviewers), unassigned=unassigned, notes=list(provenance.notes)
+            items=kept_count, reviewers=len(reviewers), unassigned=unassigned, notes=list(provenance.notes)
         )
 
     @activity.defn(name="campaign_register")

@@ -195,12 +195,20 @@ def build_population(scope: Scope, facts: Facts) -> Population:
             subjects[key] = subject
             memberships[key][group].add(Source.SCIM)
 
+    # Items through the same group from the same systems have equal (frozen) accesses: one object for all
+    # of them, not one per item — a large population holds thousands of items per group.
+    accesses: dict[tuple[str, frozenset[Source]], ItemAccess] = {}
+
+    def group_access(group: str, sources: set[Source]) -> ItemAccess:
+        key = (group, frozenset(sources))
+        if key not in accesses:
+            accesses[key] = _group_access(group, sources, reach, names, admin_groups)
+        return accesses[key]
+
     items: list[CampaignItem] = []
     for key, groups in memberships.items():
         for group, sources in groups.items():
-            items.append(
-                CampaignItem.of(subjects[key], _group_access(group, sources, reach, names, admin_groups))
-            )
+            items.append(CampaignItem.of(subjects[key], group_access(group, sources)))
 
     wanted = set(scope.identities)
     excluded = set(facts.excluded_identities)
@@ -221,9 +229,7 @@ def build_population(scope: Scope, facts: Facts) -> Population:
             continue
         for group in identity.groups:
             if group in reach or (group in admin_groups and scope.include_admins):
-                items.append(
-                    CampaignItem.of(subject, _group_access(group, {Source.HOOP}, reach, names, admin_groups))
-                )
+                items.append(CampaignItem.of(subject, group_access(group, {Source.HOOP})))
     items.sort(key=lambda i: (i.subject.kind.value, i.subject.name, i.access.group or "", i.id))
     return Population(items=tuple(items), connections=names, notes=tuple(notes))
 

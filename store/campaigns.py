@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,6 +38,8 @@ from store.errors import StoreError
 
 PAGE_LIMIT = 1000
 """The largest page any read returns: callers page with ``after``."""
+EVIDENCE_BLOCK = 1 << 20
+"""Bytes of an evidence file copied into SQLite at a time."""
 
 
 class DigestHandle(BaseModel):
@@ -354,6 +357,34 @@ class CampaignRecords(StoreBase):
             rows = conn.execute(query.order_by(d.c.seq).limit(PAGE_LIMIT)).all()
         return [(r.seq, ItemDecision.model_validate_json(r.decision_json)) for r in rows]
 
+    def decisions_of_items(self, campaign_id: str, item_ids: Sequence[str]) -> list[ItemDecision]:
+        """Every decision about the named items (a page of them, at most :data:`PAGE_LIMIT`), in the order
+        they were recorded."""
+        d = schema.campaign_decisions
+        wanted = list(item_ids)[:PAGE_LIMIT]
+        with self._read() as conn:
+            rows = conn.execute(
+                select(d.c.decision_json)
+                .where(d.c.campaign_id == campaign_id, d.c.item_id.in_(wanted))
+                .order_by(d.c.seq)
+            ).scalars()
+            return [ItemDecision.model_validate_json(r) for r in rows]
+
+    def decisions_by_time(self, campaign_id: str) -> Iterator[ItemDecision]:
+        """Every decision of a campaign by when it was made (then item, stage, and the order recorded),
+        read as the caller goes: the database sorts, and no more than a fetch's worth of rows is held here,
+        however many decisions a campaign has. Consume it in one thread, promptly: it holds a read
+        transaction until it is exhausted or closed."""
+        d = schema.campaign_decisions
+        query = (
+            select(d.c.decision_json)
+            .where(d.c.campaign_id == campaign_id)
+            .order_by(d.c.decided_at, d.c.item_id, d.c.stage, d.c.seq)
+        )
+        with self._read() as conn:
+            for row in conn.execution_options(stream_results=True, yield_per=PAGE_LIMIT).execute(query):
+                yield ItemDecision.model_validate_json(row.decision_json)
+
     def stage_verdicts(self, campaign_id: str, stage: int, item_ids: Sequence[str]) -> dict[str, str]:
         """Item id → the verdict a reviewer gave it in ``stage`` (the last one counts), for the items decided
         in that stage; an item kept in an earlier stage is pending again in the next one."""
@@ -429,6 +460,31 @@ class CampaignRecords(StoreBase):
                 insert(e),
                 [{"campaign_id": campaign_id, "file_name": n, "content": c} for n, c in files.items()],
             )
+
+    def save_evidence_files(self, campaign_id: str, files: Mapping[str, Path]) -> None:
+        """:meth:`save_evidence` from files on disk (name in the bundle → path), so a large bundle is never
+        held whole in memory: on SQLite each file is copied in blocks, on PostgreSQL read one at a time."""
+        e = schema.campaign_evidence
+        with self._write() as conn:
+            conn.execute(delete(e).where(e.c.campaign_id == campaign_id))
+            for name, path in files.items():
+                if not self._sqlite:
+                    conn.execute(
+                        insert(e).values(campaign_id=campaign_id, file_name=name, content=path.read_bytes())
+                    )
+                    continue
+                # SQLite writes a blob in place (incremental blob I/O): reserve its size, then copy the
+                # file in blocks, so not even one file of the bundle is held whole.
+                row = conn.execute(
+                    insert(e).values(
+                        campaign_id=campaign_id, file_name=name, content=func.zeroblob(path.stat().st_size)
+                    )
+                ).lastrowid
+                sqlite = conn.connection.driver_connection
+                assert sqlite is not None
+                with sqlite.blobopen(e.name, "content", row) as blob, path.open("rb") as source:
+                    while block := source.read(EVIDENCE_BLOCK):
+                        blob.write(block)
 
     def evidence(self, campaign_id: str) -> dict[str, bytes]:
         e = schema.campaign_evidence

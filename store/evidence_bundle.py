@@ -112,15 +112,34 @@ def signed_bundle(
 ) -> dict[str, bytes]:
     """``files`` with their signed ``manifest.json`` added. ``about`` holds the campaign, workflow and run
     ids, the ledger head and the generation time."""
-    if MANIFEST in files:
+    entries = {name: _file_entry(data) for name, data in files.items()}
+    return {**files, MANIFEST: signed_manifest(entries, about=about, signing_key=signing_key)}
+
+
+def file_entry_of(path: Path) -> dict[str, Any]:
+    """A file's manifest entry (SHA-256 and size), read from disk a block at a time."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
+def signed_manifest(
+    entries: Mapping[str, Mapping[str, Any]], *, about: Mapping[str, Any], signing_key: Ed25519PrivateKey
+) -> bytes:
+    """The signed ``manifest.json`` of files given by their entries (:func:`file_entry_of`), for bundles
+    too large to hold in memory; :func:`signed_bundle` for those that are not."""
+    if MANIFEST in entries:
         raise BundleError(f"{MANIFEST} is written by the bundle itself")
-    for name in files:
+    for name in entries:
         if "/" in name or name.startswith("."):
             raise BundleError(f"bundle file names are plain names, not {name!r}")
     body: dict[str, Any] = {
         "format": FORMAT,
         **about,
-        "files": {name: _file_entry(data) for name, data in sorted(files.items())},
+        "files": {name: dict(entry) for name, entry in sorted(entries.items())},
     }
     signature = signing_key.sign(_canonical(body))
     manifest = {
@@ -131,8 +150,7 @@ def signed_bundle(
             "value": base64.b64encode(signature).decode(),
         },
     }
-    data = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-    return {**files, MANIFEST: data}
+    return json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
 
 
 def manifest_sha256(bundle: Mapping[str, bytes]) -> str:
