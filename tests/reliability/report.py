@@ -35,8 +35,8 @@ FOUND = {
         "query: a signal replays in the order it was written. Then, on a slower machine (2026-12-07), a "
         "worker restarted after a kill took every open request's workflow task at once (the SDK's default of "
         "100 slots): with workflow code sharing one interpreter, tasks ran 9-22 s, past Temporal's 10 s "
-        "workflow-task timeout, and were retried for minutes. A worker now runs at most 8 workflow tasks at "
-        "once (`worker.MAX_CONCURRENT_WORKFLOW_TASKS`); the rest wait on the task queue, where no timeout "
+        "workflow-task timeout, and were retried for minutes. A worker now runs at most 32 workflow tasks "
+        "at once (`worker.MAX_CONCURRENT_WORKFLOW_TASKS`); the rest wait on the task queue, where no timeout "
         "runs."
     ),
 }
