@@ -60,6 +60,20 @@ def _own(item: StoredItem, person_id: str) -> bool:
     return item.subject.is_person and item.subject.id == person_id
 
 
+def escalation_note(item: StoredItem, reader_id: str, escalations: dict[str, PersonRef]) -> str:
+    """What the item's escalation means to the reader of a digest (Slack's or Jira's): to the manager it
+    reached, theirs to decide because its reviewer did not; to its reviewer, shared with that manager (both
+    may decide it until the stage closes). "" when it was not escalated, or the escalation no longer holds
+    (``escalations``: ``store.escalations`` of the digest's items)."""
+    escalated_to = escalations.get(item.id)
+    reviewer = item.assignment.reviewer
+    if escalated_to is None or reviewer is None:
+        return ""
+    if escalated_to.id == reader_id and reviewer.id != reader_id:
+        return f"Escalated to you: {reviewer.name} has not decided it."
+    return f"Escalated to {escalated_to.email}, who may decide it too."
+
+
 async def campaign_record(store: Store, campaign_id: str) -> CampaignRecord:
     """The campaign a digest is about; ``LookupError`` when it does not exist."""
     record = await asyncio.to_thread(store.campaign, campaign_id)
@@ -255,6 +269,7 @@ class SlackDigests:
         verdicts = await asyncio.to_thread(
             self._store.stage_verdicts, record.id, stage, [i.id for i in items]
         )
+        escalations = await asyncio.to_thread(self._store.escalations, record.id, [i.id for i in items])
         link = self._links.campaign_url(record.id, person.id) if self._links is not None else None
         digest = render_digest(
             campaign_id=record.id,
@@ -263,7 +278,12 @@ class SlackDigests:
             stages=len(spec.stages),
             closes_at=record.stage_closes_at if record.stage == stage else None,
             default_sentence=spec.default_decision.sentence,
-            items=[DigestItem(item=i, verdict=verdicts.get(i.id)) for i in items],
+            items=[
+                DigestItem(
+                    item=i, verdict=verdicts.get(i.id), escalation=escalation_note(i, person.id, escalations)
+                )
+                for i in items
+            ],
             reasons_required=spec.reasons_required,
             open_=record.status is CampaignStatus.OPEN and record.stage == stage and record.stage_open,
             reminder=reminder,

@@ -17,7 +17,7 @@ reviewer it was escalated from: it lapses when the item is delegated or re-route
 (``campaign.escalated``: stage, reviewer, manager, how the manager was resolved, items). The manager is sent
 the items (email with their signed review link, their Slack digest, which now lists the escalated items
 with buttons, and — for a campaign in Jira — their Jira digest issue of the stage, opened or updated in
-place); the reviewer is told their items were escalated and to whom, and their Jira issue says so.
+place); the reviewer is told their items were escalated and to whom, and their digests say so.
 
 **Delegation** is decided and recorded at the edge (``web/campaign_service.py``); the workflow then runs
 :meth:`CampaignHandoverActivities.tell_delegates`: the delegate is told (email with their link) and their
@@ -211,8 +211,8 @@ class CampaignHandoverActivities(CampaignBase):
     ) -> None:
         """The manager: the items and their link (and their Slack digest and, for a campaign in Jira, their
         Jira digest issue, which list them now); the reviewer (each member of a reviewing group): that their
-        items were escalated, and to whom, and their Jira issue refreshed to say it. Best effort, as every
-        message of a campaign."""
+        items were escalated, and to whom, and their Slack and Jira digests refreshed to say it. Best
+        effort, as every message of a campaign."""
         key = f"{inp.campaign_id}:{inp.stage}:escalation:{reviewer.id}"
         deadline = (
             f"stage {inp.stage + 1} of {len(spec.stages)} closes soon; then {spec.default_decision.sentence}"
@@ -259,16 +259,15 @@ class CampaignHandoverActivities(CampaignBase):
                     link=self._link(inp.campaign_id, person),
                 ),
             )
-        if self._jira_digests is not None:
-            try:  # the reviewer's issue now says who else may decide those items
-                await self._jira_digests.refresh(inp.campaign_id, inp.stage, reviewers)
-            except Exception as exc:  # best effort: the email says it
-                activity.logger.warning(
-                    "campaign %s: the Jira digests of %s do not show the escalation: %s",
-                    inp.campaign_id,
-                    reviewer.name,
-                    exc,
-                )
+        try:  # the reviewer's digests (Slack's and Jira's) now say who else may decide those items
+            await self._refresh_digests_of(inp.campaign_id, inp.stage, [reviewer.id])
+        except Exception as exc:  # best effort: the email says it
+            activity.logger.warning(
+                "campaign %s: the digests of %s do not show the escalation: %s",
+                inp.campaign_id,
+                reviewer.name,
+                exc,
+            )
 
     @activity.defn(name="campaign_tell_delegates")
     async def tell_delegates(self, inp: DelegationNoticeInput) -> int:

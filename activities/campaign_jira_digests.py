@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from activities.campaign_digests import campaign_record, reviewer_items, update_each
+from activities.campaign_digests import campaign_record, escalation_note, reviewer_items, update_each
 from domain.campaign_spec import parse_campaign_spec
 from domain.campaign_state import CampaignRecord, CampaignStatus
 from domain.identity import PersonRef
@@ -38,13 +38,12 @@ from integrations.jira_campaign_digest import (
     JiraDigestRow,
     digest_label_id,
     digest_summary,
-    escalation_note,
     render_description,
     render_outcome_comment,
 )
 from integrations.jira_tickets import JiraTickets, JiraWorkflowError
 from store import Store
-from store.campaigns import DigestHandle, StoredItem
+from store.campaigns import DigestHandle
 
 JIRA = "jira"
 CLOSE_TRANSITION = "Close"
@@ -61,17 +60,6 @@ def _ids(item_ids: Sequence[str]) -> str:
     shown = ", ".join(item_ids[:MAX_IDS_COMMENTED])
     more = len(item_ids) - MAX_IDS_COMMENTED
     return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _escalation(item: StoredItem, person_id: str, escalations: dict[str, PersonRef]) -> str:
-    """What the item's escalation means to the issue's reader: theirs to decide because its reviewer did
-    not, or shared with the manager it reached; "" when it was not escalated (or no longer holds)."""
-    escalated_to = escalations.get(item.id)
-    reviewer = item.assignment.reviewer
-    if escalated_to is None or reviewer is None:
-        return ""
-    to_reader = escalated_to.id == person_id and reviewer.id != person_id
-    return escalation_note(reviewer.name, escalated_to.email, to_reader=to_reader)
 
 
 def _fingerprint(description: str) -> str:
@@ -224,7 +212,7 @@ class JiraDigests:
         escalations = await asyncio.to_thread(self._store.escalations, record.id, [i.id for i in items])
         rows = [
             JiraDigestRow(
-                item=i, verdict=verdicts.get(i.id), escalation=_escalation(i, person_id, escalations)
+                item=i, verdict=verdicts.get(i.id), escalation=escalation_note(i, person_id, escalations)
             )
             for i in items
         ]

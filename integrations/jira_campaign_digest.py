@@ -70,15 +70,7 @@ class JiraDigestRow:
     verdict: str | None
     """The reviewer's decision in this stage so far (keep / revoke), None while pending."""
     escalation: str = ""
-    """Who else may decide the item because it was escalated (:func:`escalation_note`); "" when nobody."""
-
-
-def escalation_note(reviewer_email: str, escalated_to_email: str, *, to_reader: bool) -> str:
-    """How an escalated item reads on a digest: to the manager it reached (``to_reader``), whose item it
-    is; to its reviewer, who now shares it (both may decide it until the stage closes)."""
-    if to_reader:
-        return f"Escalated to you: {reviewer_email} has not decided it."
-    return f"Escalated to {escalated_to_email}, who may decide it too."
+    """Who else may decide the item because it was escalated ("Escalated to you: …"); "" when nobody."""
 
 
 def pick_rows(rows: Sequence[JiraDigestRow]) -> list[JiraDigestRow]:

@@ -488,6 +488,13 @@ async def test_an_escalation_adds_the_pending_items_to_the_managers_digest(rig: 
     )
     assert dan_after["ts"] == dan_before["ts"]
     assert all(f"*{n}@example.com*" in all_text(dan_after) for n in ("judy", "bea", "cyrus", "dina"))
+    # Each row says why it is there: dan's rows of judy's items, and judy's own digest, name the escalation.
+    assert all_text(dan_after).count("Escalated to you: judy@example.com has not decided it.") == 3
+    judy_after = await until(
+        lambda: showing(rig, campaign_id, "judy@example.com", "Escalated to dan@example.com"),
+        "the escalation in judy's digest",
+    )
+    assert all_text(judy_after).count("Escalated to dan@example.com, who may decide it too.") == 3
     before = len(rig.said_to("dan@example.com"))
     answer = await rig.click_row("dan@example.com", dan_after, "cyrus@example.com", CAMPAIGN_KEEP_ACTION)
     assert answer.status_code == 200, answer.text

@@ -145,6 +145,8 @@ class DigestItem:
     item: CampaignItem
     verdict: str | None
     """The reviewer's decision in this stage so far (keep / revoke), None while pending."""
+    escalation: str = ""
+    """Who else may decide the item because it was escalated ("Escalated to you: …"); "" when nobody."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,12 @@ def render_digest(
         closes_at=closes_at,
         default_sentence=default_sentence,
         rows=[
-            {"item": r.item, "verdict": r.verdict, "value": digest_value(campaign_id, stage, [r.item.id])}
+            {
+                "item": r.item,
+                "verdict": r.verdict,
+                "escalation": r.escalation,
+                "value": digest_value(campaign_id, stage, [r.item.id]),
+            }
             for r in rows
         ],
         total=len(items),
