@@ -602,8 +602,16 @@ async def test_the_outcome_is_commented_once_on_the_last_issue_even_when_told_ag
         ]
         judy = stack.actor("judy@example.com", channel="web")
         assert len((await rig.campaigns.decide(campaign_id, decisions, judy)).recorded) == 2
-        await stack.env.sleep(timedelta(days=15))
-        assert (await handle(stack, campaign_id).result()).status is CampaignStatus.CLOSED
+        # The owner ends the stage (as at its deadline) instead of the test skipping 15 days: a long skip of
+        # the shared time-skipping server also drives every earlier test's leftover timers, and its RPC can
+        # time out on a busy machine.
+        await rig.campaigns.end_stage(campaign_id, stack.actor("margaret@example.com"), "everyone answered")
+        campaign = handle(stack, campaign_id)
+        for _ in range(600):
+            if (await campaign.describe()).status is not WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        assert (await campaign.result()).status is CampaignStatus.CLOSED
     except BaseException:  # a campaign's timers must not hold up the next test's clock
         await handle(stack, campaign_id).terminate("the test failed")
         raise
