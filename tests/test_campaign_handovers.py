@@ -132,14 +132,14 @@ async def until(check: Callable[[], Any], what: str) -> Any:
     raise AssertionError(f"never saw {what}")
 
 
-async def synced_in_place(stack: Stack) -> None:
+async def synced_in_place(stack: Stack, task_queue: str | None = None) -> None:
     """An identity sync, waited for by polling (real time): waiting on its result would let the
     time-skipping server jump to the campaign's next timers while the sync runs."""
     sync = await stack.env.client.start_workflow(
         IdentitySyncWorkflow.run,
         SyncInput(sync_id="", full=True),
         id=f"sync-{uuid.uuid4().hex[:8]}",
-        task_queue=stack.task_queue,
+        task_queue=task_queue or stack.task_queue,
     )
     for _ in range(600):
         if (await sync.describe()).status is WorkflowExecutionStatus.COMPLETED:

@@ -26,7 +26,6 @@ from activities.campaign_handovers import EscalationInput
 from activities.campaign_outcomes import OUTCOME_STAGE, OutcomePageInput
 from domain.campaign_state import CampaignStatus
 from domain.campaigns import AccessVia, CampaignItem, ItemAccess, Source, Subject, SubjectKind, Usage
-from domain.directory_sync import SyncInput
 from integrations.jira_campaign_digest import (
     MAX_LISTED,
     CommentSyntaxError,
@@ -41,6 +40,7 @@ from sandbox.jira import DEFAULT_WORKFLOW, JiraStandIn, JiraStatus, JiraTransiti
 from store.campaigns import StoredItem
 from tests.rigs.edges import DEFAULT_TIMEOUT, serving, settings_for, until
 from tests.stack import LINK_SECRET, Stack, start_stack
+from tests.test_campaign_handovers import synced_in_place
 from tests.test_campaign_slack_digest import synced
 from tests.test_campaign_workflow import handle, item_of, until_open
 from web.auth import TokenRegistry
@@ -48,7 +48,6 @@ from web.campaign_service import CampaignService, DecisionRequest
 from web.service import RequestService
 from worker import build_worker
 from workflows.campaign import CampaignWorkflow
-from workflows.identity_sync import IdentitySyncWorkflow
 
 API_USER, API_TOKEN = "grantflow-bot@example.com", "jira-api-token"
 WEBHOOK_SECRET = "campaign-jira-webhook-secret"
@@ -443,22 +442,6 @@ async def escalated(stack: Stack, campaign_id: str) -> None:
     raise AssertionError(f"campaign {campaign_id} never escalated")
 
 
-async def synced_in_place(rig: Rig) -> None:
-    """An identity sync, waited for by polling (real time): waiting on its result would let the
-    time-skipping server jump to the campaign's next timers while the sync runs."""
-    sync = await rig.stack.env.client.start_workflow(
-        IdentitySyncWorkflow.run,
-        SyncInput(sync_id="", full=True),
-        id=f"sync-{uuid.uuid4().hex[:8]}",
-        task_queue=rig.task_queue,
-    )
-    for _ in range(600):
-        if (await sync.describe()).status is WorkflowExecutionStatus.COMPLETED:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the identity sync never completed")
-
-
 async def test_an_escalation_opens_the_managers_issue_and_shows_on_the_reviewers(rig: Rig) -> None:
     stack = rig.stack
     record = await rig.campaigns.launch(
@@ -511,7 +494,7 @@ async def test_an_escalation_opens_the_managers_issue_and_shows_on_the_reviewers
     server = stack.scim_server
     assert server is not None
     server.set_manager("eli@example.com", "ken@example.com")
-    await synced_in_place(rig)
+    await synced_in_place(rig.stack, rig.task_queue)
     assert eli.id not in described(rig.issue_of(campaign_id, "judy@example.com"))
     assert eli.id not in described(rig.issue_of(campaign_id, "dina@example.com"))
     ken = rig.issue_of(campaign_id, "ken@example.com")
@@ -557,7 +540,7 @@ async def test_items_rerouted_by_a_mover_open_the_new_reviewers_issue_at_once(ri
     assert server is not None
     server.set_manager("eli@example.com", "ken@example.com")  # eli's manager, and reviewer, is ken now
 
-    await synced_in_place(rig)
+    await synced_in_place(rig.stack, rig.task_queue)
     # At once, with the sync: not at the next reminder (none has come: stage 1 is hours old).
     ken = rig.issue_of(campaign_id, "ken@example.com")
     assert ken["fields"]["assignee"]["accountId"] == rig.accounts["ken@example.com"]
