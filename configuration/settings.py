@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     )
     temporal_tls: bool = False
     task_queue: str = "grantflow"
+    worker_cached_workflows: int = Field(
+        default=4000,
+        ge=1,
+        description="workflows a worker keeps in memory between their tasks: at least the open requests and "
+        "campaign reviews, or every task of an evicted one replays its history",
+    )
 
     # Observability: Prometheus metrics and log format
     metrics_port: int | None = Field(

@@ -165,6 +165,15 @@ class RequestAction(StrEnum):
     REVOKE = "revoke"
 
 
+COMMAND_ID = "command_id"
+"""The ledger data key under which a request records the id of the ``RequestCommand`` an entry carries out
+(a decision, an extension) or refuses: the edge reads a command's outcome from the store by it, without
+asking the workflow, and an auditor can tie the entry to the call that caused it."""
+COMMANDS_RECORDED = frozenset({RequestAction.DECIDE, RequestAction.EXTEND})
+"""The actions whose outcome is recorded under ``COMMAND_ID``. Ends are carried out by the request's grant
+(a revocation, a cancellation recorded by the run loop) and answered by the workflow's ``answer`` query."""
+
+
 class RequestCommand(BaseModel):
     """A decision or action the edge sends to a request as a signal (``AccessRequestWorkflow.submit``).
 

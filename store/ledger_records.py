@@ -179,6 +179,17 @@ class LedgerRecords(StoreBase):
         with self._read() as conn:
             return [_stored(row).to_entry() for row in conn.execute(query)]
 
+    def ledger_entry_of_command(
+        self, subject: str, command_id: str, *, after_seq: int = 0
+    ) -> LedgerEntry | None:
+        """The first entry about ``subject`` after ``after_seq`` whose data names ``command_id`` (under
+        ``command_id``): how the edge learns a command's outcome from the store. One indexed range of a
+        subject's newest entries, so it can be asked several times a second."""
+        for entry in self.ledger_entries(subject=subject, after_seq=after_seq):
+            if entry.data.get("command_id") == command_id:
+                return entry
+        return None
+
     def ledger_head(self) -> LedgerHead:
         """Sequence number and hash of the newest entry (0 and 64 zeros when the ledger is empty)."""
         led = schema.ledger

@@ -20,7 +20,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+import web.workflow_commands
 from domain.requests import (
+    COMMAND_ID,
     CommandAnswer,
     DecisionInput,
     RequestAction,
@@ -32,6 +34,7 @@ from domain.requests import (
 from tests.stack import Stack, start_stack
 from tests.test_service import create_admin_request, make_service, refusals, wait_view
 from web.service.errors import NotYetCarriedOut
+from web.workflow_commands import recorded_answer
 from workflows.access_request import AccessRequestWorkflow
 
 
@@ -137,6 +140,74 @@ async def test_a_refusal_the_workflow_makes_itself_is_answered_and_recorded(idle
         assert recorded[0].actor == "alice@example.com"
         assert recorded[0].data["refusal"] == answer.refusal
         assert recorded[0].data["verdict"] == "approve"
+        assert recorded[0].data[COMMAND_ID] == own.id
+
+
+async def test_decisions_are_answered_from_the_store_without_asking_the_workflow(
+    idle_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workflow records a decision's outcome under the command's id, and the edge reads it from the
+    store: with the query fallback switched off, approvals and a refusal the workflow makes itself are still
+    answered, each with the request as it stood after it."""
+    monkeypatch.setattr(web.workflow_commands, "QUERY_FALLBACK_AFTER", ())
+    stack = idle_stack
+    service = make_service(stack)
+    async with stack.worker():
+        request_id = await create_admin_request(stack, service)
+        view = await service.decide(request_id, stack.actor("bob@example.com"), Verdict.APPROVE, "ok")
+        assert [d.approver.email for d in view.approvals] == ["bob@example.com"]
+        assert view.status is RequestStatus.PENDING
+
+        # Refused by the workflow (sent without the edge's check): the refusal is read from the store too.
+        handle = stack.env.client.get_workflow_handle_for(AccessRequestWorkflow.run, request_id)
+        since = stack.store.ledger_head().seq
+        own = _approve(stack, "alice@example.com")
+        await handle.signal(AccessRequestWorkflow.submit, own)
+        answer = await service._answer(handle, own, since)
+        assert answer is not None and answer.refusal is not None and "own request" in answer.refusal
+
+        # The deciding vote: answered from the store, then followed there until the grant is written.
+        view = await service.decide(request_id, stack.actor("carol@example.com"), Verdict.APPROVE, "ok")
+        assert view.status is RequestStatus.ACTIVE
+    approved = [e for e in stack.store.ledger_entries(subject=request_id) if e.kind == "decision.approved"]
+    assert len(approved) == 2
+    assert all(e.data[COMMAND_ID].startswith("cmd-") for e in approved)
+    assert len({e.data[COMMAND_ID] for e in approved}) == 2
+
+
+async def test_an_outcome_the_store_does_not_show_is_asked_of_the_workflow_now_and_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker of an older release records outcomes without the command's id: the edge then asks the
+    workflow, at the fallback moments only, and gives up (None) when neither answers in time."""
+    monkeypatch.setattr(web.workflow_commands, "QUERY_FALLBACK_AFTER", (0.3, 0.6))
+    reads = 0
+    asked_at: list[float] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def recorded() -> str | None:
+        nonlocal reads
+        reads += 1
+        return None
+
+    async def asked() -> str | None:
+        asked_at.append(loop.time() - started)
+        return "carried out" if len(asked_at) == 2 else None
+
+    assert await recorded_answer(recorded, asked, wait=5.0) == "carried out"
+    assert len(asked_at) == 2 and 0.3 <= asked_at[0] < asked_at[1] and asked_at[1] >= 0.6
+    assert reads >= 5  # the store was read every STORE_POLL in between
+
+    asked_at.clear()
+
+    async def never() -> str | None:
+        asked_at.append(loop.time() - started)
+        return None
+
+    started = loop.time()
+    assert await recorded_answer(recorded, never, wait=1.0) is None
+    assert len(asked_at) == 2
 
 
 async def _answer(

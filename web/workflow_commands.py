@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -27,6 +27,12 @@ but not yet carried out (no worker is running, or the worker is far behind)."""
 REFUSAL_CHECK_TIMEOUT = timedelta(seconds=5)
 """How long the question "would you refuse this?" may take; with no answer the command is sent anyway and
 the workflow decides."""
+STORE_POLL = 0.1
+"""The pause (seconds) between two reads of the store for a command's recorded outcome: an indexed read of
+one subject's newest ledger entries, no work for the worker."""
+QUERY_FALLBACK_AFTER = (2.0, 4.0, 8.0, 16.0)
+"""When (seconds after sending) the workflow is asked for an answer the store has not shown: a worker of an
+older release records outcomes without the command's id, and a query is the only way to learn them."""
 FIRST_ANSWER_POLL = 0.05
 MAX_ANSWER_POLL = 1.0
 """The pauses (seconds) between two questions for the answer: 50 ms at first, doubling up to 1 s — a
@@ -84,3 +90,36 @@ async def answer_to(
             return None
         await asyncio.sleep(pause)
         pause = min(pause * 2, MAX_ANSWER_POLL)
+
+
+async def recorded_answer(
+    recorded: Callable[[], Awaitable[Answer | None]],
+    asked: Callable[[], Awaitable[Answer | None]],
+    *,
+    wait: float = ANSWER_WAIT,
+) -> Answer | None:
+    """Wait for a command's outcome as the workflow recorded it (``recorded``, a store read), asking the
+    workflow itself (``asked``, its answer query) only at ``QUERY_FALLBACK_AFTER``; None when neither has an
+    answer within ``wait`` seconds.
+
+    A query is a task for the worker, queued behind the workflow tasks it is already running: with a
+    thousand open requests and approvals arriving every second, a query every 50 ms per approval doubled the
+    worker's load and the approvals' latency. The store is written by the same activity that records the
+    outcome, so it answers as soon as the workflow does."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + wait
+    ask_at = [started + after for after in QUERY_FALLBACK_AFTER if after < wait]
+    while True:
+        answer = await recorded()
+        if answer is None and ask_at and loop.time() >= ask_at[0]:
+            del ask_at[0]
+            try:
+                answer = await asked()
+            except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+                log.debug("no answer yet from the workflow (%s)", err)
+        if answer is not None:
+            return answer
+        if loop.time() + STORE_POLL >= deadline:
+            return None
+        await asyncio.sleep(STORE_POLL)

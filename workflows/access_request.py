@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.durations import format_duration
     from domain.identity import Actor
     from domain.requests import (
+        COMMAND_ID,
         AccessRequestInput,
         ApproversChanged,
         CommandAnswer,
@@ -381,9 +382,9 @@ class AccessRequestWorkflow:
         refusal: str | None = None
         try:
             if command.decision is not None and command.action is RequestAction.DECIDE:
-                await self._decide(command.decision)
+                await self._decide(command.decision, command_id=command.id)
             elif command.extension is not None and command.action is RequestAction.EXTEND:
-                await self._extend(command.extension)
+                await self._extend(command.extension, command_id=command.id)
             elif command.end is not None and command.action.value in END_ACTIONS:
                 await self._handle_end(command.action.value, command.end)
             else:
@@ -393,7 +394,9 @@ class AccessRequestWorkflow:
         if refusal is not None:
             # Refused here, not at the edge (the state moved after the edge asked): record it here.
             await self._ledger.record(
-                command.refusal_kind, actor=command.actor, data={**command.refusal_data, "refusal": refusal}
+                command.refusal_kind,
+                actor=command.actor,
+                data={**command.refusal_data, "refusal": refusal, COMMAND_ID: command.id},
             )
         self._in_flight.discard(command.id)
         self._answers[command.id] = refusal
@@ -419,7 +422,7 @@ class AccessRequestWorkflow:
     async def decide(self, inp: DecisionInput) -> RequestView:
         return await self._decide(inp)
 
-    async def _decide(self, inp: DecisionInput) -> RequestView:
+    async def _decide(self, inp: DecisionInput, *, command_id: str | None = None) -> RequestView:
         # Histories from before admin votes on behalf needed the policy's consent replay without that rule.
         refusal = decision_refusal(
             self._view,
@@ -445,6 +448,7 @@ class AccessRequestWorkflow:
         )
         kind = "decision.approved" if inp.verdict is Verdict.APPROVE else "decision.denied"
         data: dict[str, Any] = {"stage": stage.value, "reason": inp.reason}
+        carried_out = {COMMAND_ID: command_id} if command_id is not None else {}
         if stage is Stage.EXTENSION:
             assert view.pending_extension is not None
             extension = view.pending_extension
@@ -452,7 +456,7 @@ class AccessRequestWorkflow:
                 extension.approvals.append(decision)
                 if quorum_reached(view, Stage.EXTENSION):
                     await self._ledger.record(kind, actor=inp.actor, data=data)
-                    await self._apply_extension(extension.by, inp.actor, extension.reason)
+                    await self._apply_extension(extension.by, inp.actor, extension.reason, command_id)
                     return view
             else:
                 view.denials.append(decision)
@@ -469,7 +473,7 @@ class AccessRequestWorkflow:
             if stage is Stage.RETRO_REVIEW:
                 view.retro_review = RetroReview.DENIED
                 self._grant.request_end(EndReason.REVOKED, inp.actor, "break-glass retro-review denied")
-        await self._ledger.record(kind, actor=inp.actor, data=data)
+        await self._ledger.record(kind, actor=inp.actor, data={**data, **carried_out})
         return view
 
     @decide.validator
@@ -482,20 +486,21 @@ class AccessRequestWorkflow:
     async def extend(self, inp: ExtendInput) -> RequestView:
         return await self._extend(inp)
 
-    async def _extend(self, inp: ExtendInput) -> RequestView:
+    async def _extend(self, inp: ExtendInput, *, command_id: str | None = None) -> RequestView:
         refusal = extension_refusal(self._view, inp.actor, inp.by)
         if refusal is not None:
             raise Refused(refusal)
         self._view.extensions_requested += 1  # counted whatever the approvers decide: bounds the history
         if self._input.policy.self_extension:
-            await self._apply_extension(inp.by, inp.actor, inp.reason)
+            await self._apply_extension(inp.by, inp.actor, inp.reason, command_id)
             return self._view
         self._view.pending_extension = PendingExtension(
             by=inp.by, requested_at=workflow.now(), reason=inp.reason
         )
-        await self._ledger.record(
-            "extension.requested", actor=inp.actor, data={"by": format_duration(inp.by), "reason": inp.reason}
-        )
+        data = {"by": format_duration(inp.by), "reason": inp.reason}
+        if command_id is not None:
+            data[COMMAND_ID] = command_id
+        await self._ledger.record("extension.requested", actor=inp.actor, data=data)
         await self._ledger.notify("extension_requested", self._view.eligible_approvers, with_review_link=True)
         self._presenter.present(ask=self._view.eligible_approvers)
         return self._view
@@ -506,7 +511,9 @@ class AccessRequestWorkflow:
         if refusal is not None:
             raise Refused(refusal)
 
-    async def _apply_extension(self, by: timedelta, actor: Actor, reason: str) -> None:
+    async def _apply_extension(
+        self, by: timedelta, actor: Actor, reason: str, command_id: str | None = None
+    ) -> None:
         view = self._view
         assert view.expires_at is not None
         if view.pending_extension is not None:  # keep who approved the extension visible
@@ -515,11 +522,10 @@ class AccessRequestWorkflow:
         view.expires_at = view.expires_at + by
         view.granted_total = view.granted_total + by
         self._grant.changed()
-        await self._ledger.record(
-            "extension.applied",
-            actor=actor,
-            data={"by": format_duration(by), "expires_at": view.expires_at.isoformat(), "reason": reason},
-        )
+        data = {"by": format_duration(by), "expires_at": view.expires_at.isoformat(), "reason": reason}
+        if command_id is not None:
+            data[COMMAND_ID] = command_id
+        await self._ledger.record("extension.applied", actor=actor, data=data)
 
     @workflow.update
     async def relinquish(self, inp: EndInput) -> RequestView:

@@ -1,17 +1,21 @@
 """Decisions and actions on existing requests: approve, deny, extend, relinquish, cancel, revoke.
 
-Each is sent to the request's workflow as a signal carrying a ``RequestCommand`` with a fresh id, and
-answered by the workflow's ``answer`` query (see ``AccessRequestWorkflow.submit`` for why signals and not
-Updates). Before sending, the request's stored view is checked against the workflow's own rules, and a
-refusal found there is confirmed with the workflow (``refusal`` query): a refusal here — or because the
-workflow has already completed — is written to the evidence ledger as a refused
-attempt (``decision.refused``, ``extend.refused``, ``relinquish.refused``, ``cancel.refused``,
-``revoke.refused``) and raised as :class:`~web.service.errors.Refused` carrying the sentence a person reads;
-a refusal the workflow makes itself (its state moved in between) the workflow records. Once sent, a
-command is durable: if no worker answers within ``answer_wait`` seconds the caller is told it was delivered
-and will be carried out or refused when a worker runs. A vote that decides the request (quorum or deny)
-answers once the workflow has moved on (at most ``setup_wait`` seconds), so the caller sees ACTIVE /
-DENIED rather than a stale PENDING. Who may decide is the workflow's to say, never this module's.
+Each is sent to the request's workflow as a signal carrying a ``RequestCommand`` with a fresh id (see
+``AccessRequestWorkflow.submit`` for why signals and not Updates). Before sending, the request's stored
+view is checked against the workflow's own rules, and a refusal found there is confirmed with the workflow
+(``refusal`` query): a refusal here — or because the workflow has already completed — is written to the
+evidence ledger as a refused attempt (``decision.refused``, ``extend.refused``, ``relinquish.refused``,
+``cancel.refused``, ``revoke.refused``) and raised as :class:`~web.service.errors.Refused` carrying the
+sentence a person reads; a refusal the workflow makes itself (its state moved in between) the workflow
+records.
+
+Once sent, a command is durable. A decision or extension is answered from the store, where the workflow
+records its outcome under the command's id (``COMMAND_ID``), so waiting for it costs the worker nothing; an
+end is answered by the workflow's ``answer`` query. If no worker answers within ``answer_wait`` seconds the
+caller is told it was delivered and will be carried out or refused when a worker runs. A vote that decides
+the request (quorum or deny) answers once the stored request has moved on (at most ``setup_wait``
+seconds), so the caller sees ACTIVE / DENIED rather than a stale PENDING. Who may decide is the workflow's
+to say, never this module's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from domain.approval import (
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.identity import Actor
 from domain.requests import (
+    COMMAND_ID,
+    COMMANDS_RECORDED,
     CommandAnswer,
     DecisionInput,
     EndInput,
@@ -48,7 +54,14 @@ from domain.requests import (
 )
 from web.service.core import ServiceCore, clean_reason
 from web.service.errors import BadInput, NotYetCarriedOut, Refused, Unavailable, short
-from web.workflow_commands import ANSWER_WAIT, REFUSAL_CHECK_TIMEOUT, answer_to, refusal_of
+from web.workflow_commands import (
+    ANSWER_WAIT,
+    REFUSAL_CHECK_TIMEOUT,
+    STORE_POLL,
+    answer_to,
+    recorded_answer,
+    refusal_of,
+)
 from workflows.access_request import END_ACTIONS, AccessRequestWorkflow
 
 log = logging.getLogger("grantflow.web.service")
@@ -100,9 +113,7 @@ class DecisionsAndActions(ServiceCore):
         view = await self._command(request_id, command, closed)
         if view.status is RequestStatus.PENDING and (view.denials or quorum_reached(view, Stage.REQUEST)):
             # This vote decided the request; answer with what it led to (DENIED, ACTIVE, FAILED).
-            view = await self._settle(
-                self._handle(request_id), view, lambda v: v.status is not RequestStatus.PENDING
-            )
+            view = await self._settle_stored(view, lambda v: v.status is not RequestStatus.PENDING)
         return view
 
     async def extend(self, request_id: str, actor: Actor, by: str, reason: str = "") -> RequestView:
@@ -160,6 +171,8 @@ class DecisionsAndActions(ServiceCore):
         stored = await self._stored(request_id)
         handle = self._handle(request_id)
         actor = command.actor
+        # The outcome will be recorded after the ledger's present head (read before sending, so it is older).
+        since_seq = (await self._store_call(self._store.ledger_head)).seq
         try:
             # The stored view is enough to let most commands through without asking the workflow (a
             # query per command would load a busy worker); only a refusal is confirmed with it, since
@@ -179,7 +192,7 @@ class DecisionsAndActions(ServiceCore):
             data = {**command.refusal_data, "refusal": sentence}
             await self._record_refusal(request_id, actor, command.refusal_kind, data)
             raise Refused(sentence)
-        answer = await self._answer(handle, command.id)
+        answer = await self._answer(handle, command, since_seq)
         if answer is None:
             raise NotYetCarriedOut(
                 f"request {request_id}: the {ACTION_NOUNS[command.action]} was delivered but no worker has "
@@ -192,8 +205,42 @@ class DecisionsAndActions(ServiceCore):
     async def _refusal(self, handle: WorkflowHandle[Any, Any], command: RequestCommand) -> str | None:
         return await refusal_of(handle, AccessRequestWorkflow.refusal, command, timeout=REFUSAL_CHECK_TIMEOUT)
 
-    async def _answer(self, handle: WorkflowHandle[Any, Any], command_id: str) -> CommandAnswer | None:
-        return await answer_to(handle, AccessRequestWorkflow.answer, command_id, wait=self.answer_wait)
+    async def _answer(
+        self, handle: WorkflowHandle[Any, Any], command: RequestCommand, since_seq: int
+    ) -> CommandAnswer | None:
+        if command.action not in COMMANDS_RECORDED:
+            return await answer_to(handle, AccessRequestWorkflow.answer, command.id, wait=self.answer_wait)
+        request_id = handle.id
+
+        async def recorded() -> CommandAnswer | None:
+            entry = await self._store_call(
+                self._store.ledger_entry_of_command, request_id, command.id, after_seq=since_seq
+            )
+            if entry is None:
+                return None
+            assert entry.data.get(COMMAND_ID) == command.id
+            # The entry and the request's view are saved in one transaction: the view is at least as new.
+            view = await self._stored(request_id)
+            refused = entry.kind == command.refusal_kind
+            return CommandAnswer(refusal=str(entry.data["refusal"]) if refused else None, view=view)
+
+        async def asked() -> CommandAnswer | None:
+            answer: CommandAnswer | None = await handle.query(
+                AccessRequestWorkflow.answer, command.id, rpc_timeout=REFUSAL_CHECK_TIMEOUT
+            )
+            return answer
+
+        return await recorded_answer(recorded, asked, wait=self.answer_wait)
+
+    async def _settle_stored(self, view: RequestView, done: Callable[[RequestView], bool]) -> RequestView:
+        """Read the stored request until ``done`` holds or ``setup_wait`` passes; the latest view either way
+        (the store, not a query: the workflow records every change of status with its view)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._setup_wait
+        while not done(view) and loop.time() < deadline:
+            await asyncio.sleep(STORE_POLL)
+            view = await self._stored(view.id)
+        return view
 
     async def _record_refusal(self, request_id: str, actor: Actor, kind: str, data: dict[str, Any]) -> None:
         try:
