@@ -18,7 +18,6 @@ never continues the workflow as new itself: ``hold`` asks the request between tw
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,10 +49,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.request_ledger import RequestLedger, approvers_who_decided
     from workflows.request_policies import CRITICAL_RETRY, GRANT_DEADLINE, cause_message, wait_at_most
-
-
-END_RECORDED_AND_TOLD_TOGETHER_PATCH = "end-recorded-and-told-together"
-"""Runs from before this patch recorded a request's end, then told its people, one workflow task apart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +290,7 @@ class GrantHolder:
         view.status = RequestStatus.ENDED
         view.end_reason = reason
         view.ended_at = workflow.now()
-        ended = self._ledger.record(
+        await self._ledger.record(
             "request.ended",
             actor=actor,
             channel=channel,
@@ -310,14 +305,7 @@ class GrantHolder:
                 "ended_at": view.ended_at.isoformat(),
             },
         )
-        told = self._ledger.notify("closed", [view.requester, *approvers_who_decided(view)], note=note)
-        if workflow.patched(END_RECORDED_AND_TOLD_TOGETHER_PATCH):
-            # Both scheduled in one workflow task: at an expiry every task costs the server a round of
-            # writes, and when many grants end together that queue is what delays the next revocation.
-            await asyncio.gather(ended, told)
-        else:
-            await ended
-            await told
+        await self._ledger.notify("closed", [view.requester, *approvers_who_decided(view)], note=note)
 
     def _note_sessions(self, result: RevokeResult) -> None:
         """The sessions the grant enabled, as the revocation found and left them, on the view."""
