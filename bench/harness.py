@@ -82,13 +82,21 @@ def temporal_binary() -> str:
 
 @asynccontextmanager
 async def dev_server(db_file: Path) -> AsyncIterator[WorkflowEnvironment]:
-    """A Temporal dev server on a SQLite file: the configuration the targets are stated for."""
+    """A Temporal dev server on a SQLite file: the configuration the targets are stated for. The CLI opens
+    a new file with a rollback journal synced on every commit (``PRAGMA journal_mode`` reads ``delete``),
+    which made the server's writes the queue every revocation waited in: WAL with ``synchronous=normal``
+    (the two pragmas ``--sqlite-pragma`` accepts) took 1,000 grants' expiry → revoked p99 from 7.6-21 s
+    to 0.67 s (2026-12-07). Both sides run on it."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
         ui=False,
         dev_server_log_level="error",
-        dev_server_extra_args=["--db-filename", str(db_file)],
+        dev_server_extra_args=[
+            *("--db-filename", str(db_file)),
+            *("--sqlite-pragma", "journal_mode=wal"),
+            *("--sqlite-pragma", "synchronous=normal"),
+        ],
     )
     try:
         yield env
