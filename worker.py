@@ -166,7 +166,7 @@ jit``, 2026-12-07). 32 keeps a restart's tasks to about a third of the default's
 steady-state throughput to the server."""
 
 
-MAX_CACHED_WORKFLOWS = 4000
+MAX_CACHED_WORKFLOWS: int = Settings.model_fields["worker_cached_workflows"].default
 """Workflows one worker keeps in memory between their tasks (``GRANTFLOW_WORKER_CACHED_WORKFLOWS``). A
 workflow not in this cache is rebuilt by replaying its whole history for its next task or query, and takes
 another's place. The SDK's default (1,000) is below what grantflow keeps open — every waiting or active

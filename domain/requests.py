@@ -6,6 +6,7 @@ transition, served by the REST API and printed by ``grantflow request show --jso
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -172,6 +173,12 @@ asking the workflow, and an auditor can tie the entry to the call that caused it
 COMMANDS_RECORDED = frozenset({RequestAction.DECIDE, RequestAction.EXTEND})
 """The actions whose outcome is recorded under ``COMMAND_ID``. Ends are carried out by the request's grant
 (a revocation, a cancellation recorded by the run loop) and answered by the workflow's ``answer`` query."""
+
+
+def naming_command(data: Mapping[str, object], command_id: str | None) -> dict[str, object]:
+    """``data`` for a ledger entry, naming the command it carries out or refuses (when there is one: the
+    Update handlers kept for old histories have none)."""
+    return dict(data) if command_id is None else {**data, COMMAND_ID: command_id}
 
 
 class RequestCommand(BaseModel):

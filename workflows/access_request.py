@@ -59,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
     from domain.durations import format_duration
     from domain.identity import Actor
     from domain.requests import (
-        COMMAND_ID,
         AccessRequestInput,
         ApproversChanged,
         CommandAnswer,
@@ -78,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         RetroReview,
         Verdict,
         initial_view,
+        naming_command,
     )
     from workflows.access_gates import check_access
     from workflows.approvers import Approvers
@@ -396,7 +396,7 @@ class AccessRequestWorkflow:
             await self._ledger.record(
                 command.refusal_kind,
                 actor=command.actor,
-                data={**command.refusal_data, "refusal": refusal, COMMAND_ID: command.id},
+                data=naming_command({**command.refusal_data, "refusal": refusal}, command.id),
             )
         self._in_flight.discard(command.id)
         self._answers[command.id] = refusal
@@ -448,7 +448,6 @@ class AccessRequestWorkflow:
         )
         kind = "decision.approved" if inp.verdict is Verdict.APPROVE else "decision.denied"
         data: dict[str, Any] = {"stage": stage.value, "reason": inp.reason}
-        carried_out = {COMMAND_ID: command_id} if command_id is not None else {}
         if stage is Stage.EXTENSION:
             assert view.pending_extension is not None
             extension = view.pending_extension
@@ -473,7 +472,7 @@ class AccessRequestWorkflow:
             if stage is Stage.RETRO_REVIEW:
                 view.retro_review = RetroReview.DENIED
                 self._grant.request_end(EndReason.REVOKED, inp.actor, "break-glass retro-review denied")
-        await self._ledger.record(kind, actor=inp.actor, data={**data, **carried_out})
+        await self._ledger.record(kind, actor=inp.actor, data=naming_command(data, command_id))
         return view
 
     @decide.validator
@@ -498,9 +497,9 @@ class AccessRequestWorkflow:
             by=inp.by, requested_at=workflow.now(), reason=inp.reason
         )
         data = {"by": format_duration(inp.by), "reason": inp.reason}
-        if command_id is not None:
-            data[COMMAND_ID] = command_id
-        await self._ledger.record("extension.requested", actor=inp.actor, data=data)
+        await self._ledger.record(
+            "extension.requested", actor=inp.actor, data=naming_command(data, command_id)
+        )
         await self._ledger.notify("extension_requested", self._view.eligible_approvers, with_review_link=True)
         self._presenter.present(ask=self._view.eligible_approvers)
         return self._view
@@ -523,9 +522,7 @@ class AccessRequestWorkflow:
         view.granted_total = view.granted_total + by
         self._grant.changed()
         data = {"by": format_duration(by), "expires_at": view.expires_at.isoformat(), "reason": reason}
-        if command_id is not None:
-            data[COMMAND_ID] = command_id
-        await self._ledger.record("extension.applied", actor=actor, data=data)
+        await self._ledger.record("extension.applied", actor=actor, data=naming_command(data, command_id))
 
     @workflow.update
     async def relinquish(self, inp: EndInput) -> RequestView:

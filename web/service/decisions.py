@@ -40,7 +40,6 @@ from domain.approval import (
 from domain.durations import DurationError, format_duration, parse_duration
 from domain.identity import Actor
 from domain.requests import (
-    COMMAND_ID,
     COMMANDS_RECORDED,
     CommandAnswer,
     DecisionInput,
@@ -171,8 +170,13 @@ class DecisionsAndActions(ServiceCore):
         stored = await self._stored(request_id)
         handle = self._handle(request_id)
         actor = command.actor
-        # The outcome will be recorded after the ledger's present head (read before sending, so it is older).
-        since_seq = (await self._store_call(self._store.ledger_head)).seq
+        # A recorded outcome comes after the ledger's present head (read before sending, so it is older);
+        # ends are answered by query and need no head.
+        since_seq = (
+            (await self._store_call(self._store.ledger_head)).seq
+            if command.action in COMMANDS_RECORDED
+            else 0
+        )
         try:
             # The stored view is enough to let most commands through without asking the workflow (a
             # query per command would load a busy worker); only a refusal is confirmed with it, since
@@ -218,7 +222,6 @@ class DecisionsAndActions(ServiceCore):
             )
             if entry is None:
                 return None
-            assert entry.data.get(COMMAND_ID) == command.id
             # The entry and the request's view are saved in one transaction: the view is at least as new.
             view = await self._stored(request_id)
             refused = entry.kind == command.refusal_kind
