@@ -219,3 +219,41 @@ async def _answer(
             return answer
         await asyncio.sleep(0.05)
     raise AssertionError(f"no answer to {command_id}")
+
+
+async def test_commands_arriving_together_are_carried_out_one_after_another(idle_stack: Stack) -> None:
+    """Two approvals of an extension and a second vote by one of the approvers, arriving together (as they
+    do when a worker comes back to commands sent while it was down): each command is carried out to its
+    end before the next starts, so the refusal of the repeated vote is recorded after the extension it
+    arrived behind, whichever came first in the worker's task, and the history replays."""
+    stack = idle_stack
+    service = make_service(stack)
+    async with stack.worker():
+        request_id = await create_admin_request(stack, service)
+        for approver in ("bob@example.com", "carol@example.com"):
+            await service.decide(request_id, stack.actor(approver), Verdict.APPROVE, "ok")
+        await wait_view(service, request_id, lambda v: v.status is RequestStatus.ACTIVE)
+        await service.extend(request_id, stack.actor("alice@example.com"), "30m", "more")
+        since = stack.store.ledger_head().seq
+        handle = stack.env.client.get_workflow_handle_for(AccessRequestWorkflow.run, request_id)
+        bob, carol, bob_again = (
+            _approve(stack, email) for email in ("bob@example.com", "carol@example.com", "bob@example.com")
+        )
+        for command in (bob, carol, bob_again):
+            await handle.signal(AccessRequestWorkflow.submit, command)
+        answers = {command.id: await _answer(handle, command.id) for command in (bob, carol, bob_again)}
+        history = await handle.fetch_history()
+    assert answers[bob.id].refusal is None and answers[carol.id].refusal is None
+    assert answers[bob_again.id].refusal is not None
+    entries = [e for e in stack.store.ledger_entries(subject=request_id) if e.seq > since]
+    carried = [(e.kind, e.data.get(COMMAND_ID)) for e in entries if e.data.get(COMMAND_ID)]
+    # The deciding vote's own entry carries no id: the extension it applied names the command.
+    assert carried == [
+        ("decision.approved", bob.id),
+        ("extension.applied", carol.id),
+        ("decision.refused", bob_again.id),
+    ]
+    kinds = [e.kind for e in entries if e.kind.startswith(("decision.", "extension."))]
+    assert kinds == ["decision.approved", "decision.approved", "extension.applied", "decision.refused"]
+    replayer = Replayer(workflows=[AccessRequestWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)

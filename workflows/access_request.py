@@ -26,6 +26,8 @@ Invariants:
   arrives while a timed-out workflow task waits for a worker is accepted after that task's activity
   results when it runs, but before them when the history is replayed, and the request is stuck;
   ``tests/histories/sdk_defects``. The Update handlers stay, so requests that received Updates replay.)
+  Commands and identity changes are carried out one at a time, each to its end, in the order they
+  arrived (``_one_at_a_time``).
   ``refusal`` refuses (with a sentence) anyone not in the eligible set held in state, the requester, a
   second vote by the same identity, and anything after the stage closed. The edge asks it first, so a
   refused attempt usually writes nothing to history and the edge records it in the ledger; what the
@@ -40,6 +42,9 @@ It never calls a vendor (activities do) and never reads the wall clock (only ``w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -96,6 +101,9 @@ END_ACTIONS = ("relinquish", "cancel", "revoke")
 ANSWERS_KEPT = 200  # answers to the edge's commands kept in a run (the edge asks within seconds)
 ANSWERS_CARRIED = 20  # of which a continued run carries the latest
 
+SERIAL_COMMANDS_PATCH = "commands-one-at-a-time"
+"""Requests that received commands before they were carried out one at a time replay side by side."""
+
 ADMIN_ON_BEHALF_PATCH = "admin-on-behalf-needs-policy"
 """Decisions accepted before an administrator's vote on behalf of an approver needed the policy's
 ``allow_admin_on_behalf`` replay as they were made."""
@@ -117,6 +125,7 @@ class AccessRequestWorkflow:
         # carries the latest so an answer given just before continuing is still found.
         self._answers: dict[str, str | None] = dict(carried.answers) if carried is not None else {}
         self._in_flight: set[str] = set()
+        self._turn = asyncio.Lock()  # held by the command or identity change being carried out
         # Presenting the request in Slack, Jira and email runs beside the process, newest view first.
         # A request made in a Jira intake issue adopts that issue as its ticket.
         if carried is None:
@@ -379,14 +388,39 @@ class AccessRequestWorkflow:
         if command.id in self._answers or command.id in self._in_flight:
             return
         self._in_flight.add(command.id)
+        async with self._one_at_a_time():
+            refusal, until_ended = await self._carry_out(command)
+        if until_ended is not None:  # an end waits for the access to end, outside the turn
+            await workflow.wait_condition(until_ended)
+        self._in_flight.discard(command.id)
+        self._answers[command.id] = refusal
+        while len(self._answers) > ANSWERS_KEPT:
+            del self._answers[next(iter(self._answers))]
+
+    def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Commands and identity changes are carried out one at a time, each to its end, in the order they
+        arrived. Run side by side, a command's ledger entries could be split by another's (a refused
+        second vote recorded between an extension's approval and the extension), and which went first
+        depended on whether a signal reached the workflow before or after an activity result: the
+        worker-crash scenario met a request that a rebuilt worker could not replay at such a point
+        (a nondeterminism error leaves the request stuck). Histories written before replay as they ran
+        (``SERIAL_COMMANDS_PATCH``)."""
+        if workflow.patched(SERIAL_COMMANDS_PATCH):
+            return self._turn
+        return contextlib.nullcontext()
+
+    async def _carry_out(self, command: RequestCommand) -> tuple[str | None, Callable[[], bool] | None]:
+        """Carry ``command`` out: its refusal (None when carried out), and for an end, the condition that
+        says the access has ended."""
         refusal: str | None = None
+        until_ended: Callable[[], bool] | None = None
         try:
             if command.decision is not None and command.action is RequestAction.DECIDE:
                 await self._decide(command.decision, command_id=command.id)
             elif command.extension is not None and command.action is RequestAction.EXTEND:
                 await self._extend(command.extension, command_id=command.id)
             elif command.end is not None and command.action.value in END_ACTIONS:
-                await self._handle_end(command.action.value, command.end)
+                until_ended = self._request_end(command.action.value, command.end)
             else:
                 refusal = f"a {command.action.value} command must carry its own input"
         except Refused as refused:
@@ -398,10 +432,7 @@ class AccessRequestWorkflow:
                 actor=command.actor,
                 data=naming_command({**command.refusal_data, "refusal": refusal}, command.id),
             )
-        self._in_flight.discard(command.id)
-        self._answers[command.id] = refusal
-        while len(self._answers) > ANSWERS_KEPT:
-            del self._answers[next(iter(self._answers))]
+        return refusal, until_ended
 
     @workflow.query
     def answer(self, command_id: str) -> CommandAnswer | None:
@@ -554,15 +585,19 @@ class AccessRequestWorkflow:
             raise Refused(refusal)
 
     async def _handle_end(self, action: str, inp: EndInput) -> RequestView:
+        await workflow.wait_condition(self._request_end(action, inp))
+        return self._view
+
+    def _request_end(self, action: str, inp: EndInput) -> Callable[[], bool]:
+        """Ask for the end (cancel a PENDING request, or end ACTIVE access); the condition returned says it
+        has happened."""
         self._validate_end(action, inp)
         if action == "cancel":
             self._cancel = inp
-            await workflow.wait_condition(lambda: self._view.status is not RequestStatus.PENDING)
-        else:
-            reason = EndReason.RELINQUISHED if action == "relinquish" else EndReason.REVOKED
-            self._grant.request_end(reason, inp.actor, inp.reason)
-            await workflow.wait_condition(lambda: self._view.status is not RequestStatus.ACTIVE)
-        return self._view
+            return lambda: self._view.status is not RequestStatus.PENDING
+        reason = EndReason.RELINQUISHED if action == "relinquish" else EndReason.REVOKED
+        self._grant.request_end(reason, inp.actor, inp.reason)
+        return lambda: self._view.status is not RequestStatus.ACTIVE
 
     # ------------------------------------------------------------------ identity sync signals
 
@@ -577,18 +612,20 @@ class AccessRequestWorkflow:
                 if view.status is RequestStatus.ACTIVE:
                     self._grant.end_for_leaver(inp)
             return
-        await self._approvers.left(inp)
+        async with self._one_at_a_time():
+            await self._approvers.left(inp)
 
     @workflow.signal
     async def approvers_changed(self, inp: ApproversChanged) -> None:
         """Membership of the approver groups changed: joiners may approve at once, people who moved out
         may not (their votes on an undecided stage are withdrawn)."""
-        added = await self._approvers.changed(inp)
-        view = self._view
-        if added and open_stage(view) is not None:
-            event = "extension_requested" if view.pending_extension else "request_created"
-            await self._ledger.notify(event, added, with_review_link=True)
-            self._presenter.present(ask=added)
+        async with self._one_at_a_time():
+            added = await self._approvers.changed(inp)
+            view = self._view
+            if added and open_stage(view) is not None:
+                event = "extension_requested" if view.pending_extension else "request_created"
+                await self._ledger.notify(event, added, with_review_link=True)
+                self._presenter.present(ask=added)
 
     @workflow.signal
     def hoop_review_changed(self, inp: HoopReviewChanged) -> None:

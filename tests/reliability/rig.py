@@ -344,6 +344,7 @@ def running_stack(
     except BaseException:
         if rig is not None:
             sys.stderr.write(rig.logs())
+            _keep_histories_that_do_not_replay(rig)
         raise
     finally:
         processes.stop_all()
@@ -364,7 +365,27 @@ async def _check_histories(rig: Rig) -> tuple[ScanResult, ReplayCheck]:
         "review link secret": rig.settings["review_link_secret"],
         "admin API token": rig.admin_token,
     }
-    return await scan_histories(client, secrets), await replay_every_history(client)
+    kept = rig.tmp / "histories-that-do-not-replay"
+    return await scan_histories(client, secrets), await replay_every_history(client, kept)
+
+
+def _keep_histories_that_do_not_replay(rig: Rig) -> None:
+    """After a failed scenario: a workflow stuck on a nondeterminism error is often why; its history is
+    kept beside the run's logs (the scenario's timing rarely repeats)."""
+    kept = rig.tmp / "histories-that-do-not-replay"
+
+    async def replay_all() -> ReplayCheck:
+        address = rig.settings["temporal_address"]
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        return await replay_every_history(client, kept)
+
+    try:
+        check = asyncio.run(replay_all())
+    except Exception as err:  # the server itself may be what failed
+        sys.stderr.write(f"histories not replayed after the failure: {err}\n")
+        return
+    for workflow, failure in check.failures.items():
+        sys.stderr.write(f"history of {workflow} does not replay ({failure}); kept in {kept}\n")
 
 
 # --- the REST API, as a client that outlasts a crash ---------------------------------------------

@@ -5,6 +5,7 @@ nondeterminism error that no retry clears. The reliability scenarios run this af
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -20,7 +21,10 @@ class ReplayCheck:
     """workflow id (and run) → why its history did not replay"""
 
 
-async def replay_every_history(client: Client) -> ReplayCheck:
+async def replay_every_history(client: Client, keep_failures_in: Path | None = None) -> ReplayCheck:
+    """Replay every history on ``client``'s server; one that fails is written to ``keep_failures_in`` (as
+    ``<workflow id>.history.json``, readable by ``WorkflowHistory.from_json``), for the run that found
+    it cannot be repeated at will."""
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
     check = ReplayCheck()
     async for execution in client.list_workflows():
@@ -29,4 +33,7 @@ async def replay_every_history(client: Client) -> ReplayCheck:
         check.workflows += 1
         if result.replay_failure is not None:
             check.failures[f"{execution.id} ({execution.run_id})"] = str(result.replay_failure)
+            if keep_failures_in is not None:
+                keep_failures_in.mkdir(parents=True, exist_ok=True)
+                (keep_failures_in / f"{execution.id}.history.json").write_text(history.to_json())
     return check
