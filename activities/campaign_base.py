@@ -54,6 +54,31 @@ rate limit would reach its reviewer only with a reminder, and only if they still
 DIGEST_PAUSE, DIGEST_PAUSE_MAX = 0.5, 10.0
 """The first pause between two tries when the vendor did not say how long (it doubles from there), and the
 longest pause, whatever ``Retry-After`` asks (seconds)."""
+DOWN_AFTER = 3
+"""Reviewers in a row whose digest in a channel failed every one of its tries before the channel counts as
+out for the rest of a page. One such reviewer is not an outage: a digest takes several calls, and with a
+fifth of calls failing one reviewer in a hundred or so exhausts their tries; calling the channel out after
+that one left the page's other reviewers a single try each, and a dozen ended the campaign without a
+digest (tests/test_campaign_channels_e2e.py)."""
+
+
+@dataclass
+class DigestOutage:
+    """The digest channels out for the rest of a page (or batch) of reviewers: a channel is out once
+    :data:`DOWN_AFTER` reviewers in a row failed every try there, and each reviewer after that gets one
+    try, so an outage never holds the page up. A digest that gets through brings its channel back."""
+
+    failed_in_a_row: dict[str, int] = field(default_factory=dict)
+
+    def attempts(self, channel: str) -> int:
+        return 1 if self.failed_in_a_row.get(channel, 0) >= DOWN_AFTER else DIGEST_ATTEMPTS
+
+    def failed(self, channel: str) -> None:
+        self.failed_in_a_row[channel] = self.failed_in_a_row.get(channel, 0) + 1
+
+    def got_through(self, channel: str) -> None:
+        self.failed_in_a_row.pop(channel, None)
+
 
 _EMAIL_TEXT = template_environment(autoescape=False)
 
@@ -295,13 +320,12 @@ class CampaignBase:
         spec: CampaignSpec,
         person: PersonRef,
         pending: int,
-        down: set[str] | None = None,
+        down: DigestOutage | None = None,
     ) -> None:
         """One email listing the person's pending items of the stage (the first :data:`MAX_ITEMS_EMAILED`,
         then "and N more on the web page") with their signed link — never one email per item — and their
         Slack digest. ``pending`` is the reviewer's count, used when the person's own listing finds none.
-        ``down``: the digest channels that already failed a reviewer :data:`DIGEST_ATTEMPTS` times in
-        this page (see :meth:`_publish_digest`); None: one try each."""
+        ``down``: the digest channels out for this page (:class:`DigestOutage`); None: one try each."""
         link = self._links.campaign_url(inp.campaign_id, person.id) if self._links is not None else None
         listed, found = await self._pending_items(inp.campaign_id, inp.stage, person.id)
         count = found or pending
@@ -362,26 +386,28 @@ class CampaignBase:
                 )
 
     async def _publish_digest(
-        self, channel: str, publish: Callable[[], Awaitable[object]], down: set[str] | None
+        self, channel: str, publish: Callable[[], Awaitable[object]], down: DigestOutage | None
     ) -> None:
         """Publish one reviewer's digest, tried again after a transient failure (up to
         :data:`DIGEST_ATTEMPTS` times, pausing as ``Retry-After`` asks, else backing off from
-        :data:`DIGEST_PAUSE`). A channel that failed a reviewer that often is out, not rate limiting: it
-        joins ``down``, and the page's other reviewers get one try each there, so an outage never holds
-        the page up. The last failure is raised."""
-        attempts = 1 if down is None or channel in down else DIGEST_ATTEMPTS
+        :data:`DIGEST_PAUSE`), or once where ``down`` says the channel is out (or is None). The last
+        failure is raised."""
+        attempts = 1 if down is None else down.attempts(channel)
         for attempt in range(1, attempts + 1):
             try:
                 await publish()
-                return
             except (SlackTransientError, JiraTransientError) as exc:
                 if attempt == attempts:
                     if down is not None:
-                        down.add(channel)
+                        down.failed(channel)
                     raise
                 activity.heartbeat(f"{channel} digest: try {attempt + 1}")
                 pause = exc.retry_after if exc.retry_after else DIGEST_PAUSE * 2 ** (attempt - 1)
                 await asyncio.sleep(min(DIGEST_PAUSE_MAX, pause))
+            else:
+                if down is not None:
+                    down.got_through(channel)
+                return
 
     async def _pending_items(
         self, campaign_id: str, stage: int, person_id: str

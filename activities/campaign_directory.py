@@ -18,6 +18,7 @@ from temporalio import activity
 
 from activities.campaign_base import (
     CampaignBase,
+    DigestOutage,
     DirectoryChangesInput,
     FollowResult,
     ReviewerPageInput,
@@ -47,7 +48,7 @@ class CampaignDirectory(CampaignBase):
             spec = parse_campaign_spec(campaign.spec_toml, f"campaign {campaign.id}")
             told: set[str] = set()
             left: set[str] = set()  # reviewers whose items closed or moved away: their digests shrink
-            down: set[str] = set()  # digest channels out for this campaign (CampaignBase._publish_digest)
+            down = DigestOutage()  # digest channels out for this campaign
             for leaver in inp.leavers:
                 for item in await self._open_items(campaign.id, subject_id=leaver.person.id):
                     left |= await self._escalated_to(campaign.id, item)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 from temporalio import activity
 
-from activities.campaign_base import NOTICE_PAGE, CampaignBase, ReviewerPageResult
+from activities.campaign_base import NOTICE_PAGE, CampaignBase, DigestOutage, ReviewerPageResult
 from domain.campaign_spec import CampaignSpec
 from domain.campaigns import Reviewer
 from domain.identity import Person, PersonRef
@@ -94,7 +94,7 @@ class CampaignHandoverActivities(CampaignBase):
         )
         owner = await asyncio.to_thread(self._store.find_person_by_email, spec.owner)
         escalated = 0
-        down: set[str] = set()  # digest channels out for this page (see CampaignBase._publish_digest)
+        down = DigestOutage()  # digest channels out for this page
         for reviewer_id, kind, name, _count in page:
             reviewer = Reviewer(kind="group" if kind == "group" else "person", id=reviewer_id, name=name)
             pending = [
@@ -136,7 +136,7 @@ class CampaignHandoverActivities(CampaignBase):
         reviewer: Reviewer,
         pending: list[StoredItem],
         owner: Person | None,
-        down: set[str],
+        down: DigestOutage,
     ) -> int:
         target = await self._target(reviewer, owner)
         by_target: dict[str, tuple[EscalationTarget, list[StoredItem]]] = {}
@@ -207,7 +207,7 @@ class CampaignHandoverActivities(CampaignBase):
         reviewer: Reviewer,
         manager: Person,
         count: int,
-        down: set[str],
+        down: DigestOutage,
     ) -> None:
         """The manager: the items and their link (and their Slack digest and, for a campaign in Jira, their
         Jira digest issue, which list them now); the reviewer (each member of a reviewing group): that their
@@ -276,7 +276,7 @@ class CampaignHandoverActivities(CampaignBase):
         delegator's digests; how many were told."""
         spec, _ = await self._spec(inp.campaign_id)
         await asyncio.to_thread(self._store.open_review_tasks, inp.campaign_id, inp.stage)
-        down: set[str] = set()  # digest channels out for this batch (see CampaignBase._publish_digest)
+        down = DigestOutage()  # digest channels out for this batch
         for delegation in inp.delegations:
             delegate = PersonRef(id=delegation.delegate_id, email=delegation.delegate_email)
             pending = len(await self._open_items(inp.campaign_id, reviewer_id=delegate.id, stage=inp.stage))
@@ -323,7 +323,7 @@ class CampaignHandoverActivities(CampaignBase):
         return len(inp.delegations)
 
     async def _publish_jira_digest(
-        self, campaign_id: str, stage: int, spec: CampaignSpec, person: PersonRef, down: set[str]
+        self, campaign_id: str, stage: int, spec: CampaignSpec, person: PersonRef, down: DigestOutage
     ) -> None:
         """Open the person's Jira digest issue of the stage, or bring theirs up to date, for a campaign in
         Jira. Best effort: a failure is logged (the email carries the link)."""

@@ -30,6 +30,7 @@ from activities.campaign_base import (
     CampaignRef,
     CommandRefusalInput,
     DeadlineInput,
+    DigestOutage,
     DigestPageInput,
     DigestRefreshInput,
     DigestRefreshResult,
@@ -271,7 +272,7 @@ class CampaignActivities(
             self._store.reviewers_with_pending, inp.campaign_id, inp.stage, after=inp.after, limit=NOTICE_PAGE
         )
         told = 0
-        down: set[str] = set()  # digest channels out for the rest of this page (see _publish_digest)
+        down = DigestOutage()  # digest channels out for the rest of this page
         for reviewer_id, kind, name, pending in page:
             for person in await self._recipients(Reviewer(kind=kind, id=reviewer_id, name=name)):
                 await self._send(inp, spec, person, pending, down)

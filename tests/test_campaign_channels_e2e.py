@@ -624,14 +624,6 @@ def _digest_with(rig: Rig, campaign_id: str, email: str, text: str) -> dict[str,
     return digest if digest is not None and text in all_text(digest) else None
 
 
-# On demand (left out of .ci/run): on 2026-12-07 it failed 3 runs of 3, one of them on the code it had
-# passed with the day before. Twice 12-17 reviewers ended the campaign with no digest in one channel; once
-# the telling took 227 s (bound 200). The suspect is in the product: `_publish_digest` (in
-# activities/campaign_base.py) calls a channel down for the rest of a page once one reviewer failed
-# DIGEST_ATTEMPTS times, and the page's other reviewers then get a single try, at the notice and again at
-# each reminder; with a fifth of calls failing at random and several calls per digest, some pages lose the
-# channel. Run it with `pytest -m on_demand tests/test_campaign_channels_e2e.py`.
-@pytest.mark.on_demand
 async def test_the_same_campaign_with_a_fifth_of_slack_and_jira_calls_failing(rig: Rig) -> None:
     stack = rig.stack
     started = time.monotonic()
@@ -640,7 +632,9 @@ async def test_the_same_campaign_with_a_fifth_of_slack_and_jira_calls_failing(ri
         "slack": rig.slack.fail_randomly(RandomFaults(seed=SEED, rate=RATE, retry_after=1, delay=HELD)),
         "jira": rig.jira.fail_randomly(RandomFaults(seed=SEED + 1, rate=RATE, retry_after=1, delay=HELD)),
     }
-    spec = SPEC.format(duration="270s", extra='reminders = ["90s"]\n')
+    # Telling a hundred reviewers one after the other, every digest tried again through the faults, took
+    # 174 s on an idle machine and up to 227 s on a loaded one: the stage leaves a minute and a half after.
+    spec = SPEC.format(duration="330s", extra='reminders = ["90s"]\n')
     campaign_id = await rig.launch(spec)
     told_at = time.monotonic()
     reviewers = {manager(t) for t in range(TEAMS)}
@@ -651,7 +645,7 @@ async def test_the_same_campaign_with_a_fifth_of_slack_and_jira_calls_failing(ri
         f"{ {name: dict(plan.injected) for name, plan in plans.items()} }"
     )
 
-    assert told_at - started < 200, "too little of the stage is left for the decisions"
+    assert told_at - started < 260, "too little of the stage is left for the decisions"
     # People decide where their digest reached them (a digest the faults kept away is for the reminder).
     rest = list(CHANNEL_TEAMS["rest"])  # the reviewers with an API token
     with_slack = [
