@@ -301,6 +301,12 @@ def start_temporal(settings: Settings, ports: DevPorts) -> subprocess.Popen[byte
             str(ports.temporal_ui),
             "--db-filename",
             str(settings.state_dir / "temporal.db"),
+            # The CLI opens the file with a rollback journal synced on every commit; with WAL the
+            # server's writes stop being the queue every timer and activity waits in (bench/harness.py
+            # measured 1,000 expiries' p99 fall from 7.6-21 s to 0.67 s). A sandbox loses at most the last
+            # commits on power loss, never the file.
+            *("--sqlite-pragma", "journal_mode=wal"),
+            *("--sqlite-pragma", "synchronous=normal"),
             "--log-level",
             "warn",
         ],
