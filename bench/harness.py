@@ -21,6 +21,8 @@ from typing import Any
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from grantflow.dev import TEMPORAL_SQLITE_PRAGMAS
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 RESULTS_MD = BENCH_DIR / "results.md"
@@ -82,11 +84,10 @@ def temporal_binary() -> str:
 
 @asynccontextmanager
 async def dev_server(db_file: Path) -> AsyncIterator[WorkflowEnvironment]:
-    """A Temporal dev server on a SQLite file: the configuration the targets are stated for. The CLI opens
-    a new file with a rollback journal synced on every commit (``PRAGMA journal_mode`` reads ``delete``),
-    which made the server's writes the queue every revocation waited in: WAL with ``synchronous=normal``
-    (the two pragmas ``--sqlite-pragma`` accepts) took 1,000 grants' expiry → revoked p99 from 7.6-21 s
-    to 0.67 s (2026-12-07). Both sides run on it."""
+    """A Temporal dev server on a SQLite file: the configuration the targets are stated for, written as
+    ``grantflow dev`` writes it (:data:`grantflow.dev.TEMPORAL_SQLITE_PRAGMAS`: WAL, not the CLI's rollback
+    journal synced on every commit, which took 1,000 grants' expiry → revoked p99 from 7.6-21 s to 0.67 s
+    on 2026-12-07). Both sides run on it."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
         data_converter=pydantic_data_converter,
@@ -94,8 +95,7 @@ async def dev_server(db_file: Path) -> AsyncIterator[WorkflowEnvironment]:
         dev_server_log_level="error",
         dev_server_extra_args=[
             *("--db-filename", str(db_file)),
-            *("--sqlite-pragma", "journal_mode=wal"),
-            *("--sqlite-pragma", "synchronous=normal"),
+            *TEMPORAL_SQLITE_PRAGMAS,
         ],
     )
     try:

@@ -351,6 +351,10 @@ def running_stack(
         stand_ins.stop()
 
 
+HISTORIES_KEPT = "histories-that-do-not-replay"
+"""The folder of a run's temporary directory where histories that do not replay are written."""
+
+
 async def _check_histories(rig: Rig) -> tuple[ScanResult, ReplayCheck]:
     client = await Client.connect(rig.settings["temporal_address"], data_converter=pydantic_data_converter)
     secrets = {
@@ -365,14 +369,14 @@ async def _check_histories(rig: Rig) -> tuple[ScanResult, ReplayCheck]:
         "review link secret": rig.settings["review_link_secret"],
         "admin API token": rig.admin_token,
     }
-    kept = rig.tmp / "histories-that-do-not-replay"
+    kept = rig.tmp / HISTORIES_KEPT
     return await scan_histories(client, secrets), await replay_every_history(client, kept)
 
 
 def _keep_histories_that_do_not_replay(rig: Rig) -> None:
     """After a failed scenario: a workflow stuck on a nondeterminism error is often why; its history is
     kept beside the run's logs (the scenario's timing rarely repeats)."""
-    kept = rig.tmp / "histories-that-do-not-replay"
+    kept = rig.tmp / HISTORIES_KEPT
 
     async def replay_all() -> ReplayCheck:
         address = rig.settings["temporal_address"]
