@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.channel_stack import JIRA_TOKEN, JIRA_WEBHOOK_SECRET, SLACK_APP, SLACK_BOT, SLACK_SECRET
 from tests.rigs.secrets_scan import scan_histories
+from tests.rigs.watchdog import Watchdog, limit_for
 from tests.stack import EVIDENCE_KEY, HOOP_KEY, LEDGER_KEY, LINK_SECRET, SCIM_TOKEN, Stack, start_stack
 
 RIG_SECRETS: dict[str, str | bytes] = {
@@ -48,6 +52,44 @@ Runtime.set_default(
     ),
     error_if_already_set=False,
 )
+
+
+WATCHDOG = Watchdog()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The watchdog writes to a copy of the terminal's stdout taken now, while pytest is not capturing:
+    during a test, file descriptor 1 is pytest's capture file (pytest's faulthandler plugin keeps a copy
+    of stderr the same way)."""
+    logging.getLogger("temporalio").addHandler(WATCHDOG.sdk_errors)
+    try:
+        WATCHDOG.out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    except (OSError, ValueError, io.UnsupportedOperation):  # no real stdout: the report goes nowhere
+        WATCHDOG.out = None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    logging.getLogger("temporalio").removeHandler(WATCHDOG.sdk_errors)
+    if WATCHDOG.out is not None:
+        WATCHDOG.out.close()
+        WATCHDOG.out = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Every test runs under the watchdog: a hung test ends the run within minutes, saying where."""
+    with WATCHDOG.watching(item.nodeid, limit_for(item)):
+        return (yield)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", autouse=True)
+async def _watched_loop() -> AsyncIterator[None]:
+    """Shows the watchdog the session's event loop, whose tasks it prints when a test hangs."""
+    WATCHDOG.loop = asyncio.get_running_loop()
+    yield
+    WATCHDOG.loop = None
 
 
 def _venv_binary(name: str) -> str:
