@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class AnchorFile:
-    """One anchor file, shared by every thread of a store. ``lock()`` before the commit, then ``write`` and
-    ``release`` on what it returns."""
+    """One anchor file, shared by every thread of a store. ``lock()`` before the commit, then ``write_heads``
+    and ``release`` on what it returns."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path).absolute()
@@ -50,25 +50,33 @@ class AnchorFile:
 
 
 class HeldAnchor:
-    """The anchor file while its locks are held: write the new head once, then always ``release``."""
+    """The anchor file while its locks are held: write the new heads once, then always ``release``."""
 
     def __init__(self, path: Path, fh: IO[str], lock: threading.Lock) -> None:
         self._path = path
         self._fh = fh
         self._lock = lock
 
-    def write(self, seq: int, digest: str) -> None:
-        """Append the head ``seq``/``digest`` durably; a failure is logged, never raised (see above)."""
+    def write_heads(self, heads: list[tuple[int, str]]) -> None:
+        """Append one line per head, in order, with one fsync (a batch of appends committed together); a
+        failure is logged, never raised (see above)."""
+        if not heads:
+            return
         try:
             created = self._fh.tell() == 0
-            self._fh.write(f"{seq} {digest}\n")
+            self._fh.write("".join(f"{seq} {digest}\n" for seq, digest in heads))
             self._fh.flush()
             os.fsync(self._fh.fileno())
             if created:
                 _fsync_dir(self._path.parent)
         except OSError as exc:
-            # The entry is committed; the anchor lags until the next append writes the newer head.
-            log.error("ledger entry %s committed but the anchor file could not be written: %s", seq, exc)
+            # The entries are committed; the anchor lags until the next append writes a newer head.
+            log.error(
+                "ledger entries %s-%s committed but the anchor file could not be written: %s",
+                heads[0][0],
+                heads[-1][0],
+                exc,
+            )
 
     def release(self) -> None:
         try:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 
 import store.schema as schema
 from store.anchor_file import HeldAnchor
 from store.base import StoreBase
+from store.group_commit import GroupCommit
 from store.ledger import (
     GENESIS_HASH,
     AnchorReading,
@@ -57,6 +58,11 @@ def _newest(column: Any) -> Any:
     return select(column).order_by(schema.ledger.c.seq.desc()).limit(1).scalar_subquery()
 
 
+_BY_KEYS = select(schema.ledger).where(schema.ledger.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+_HEAD = select(
+    _newest(schema.ledger.c.seq).label("head_seq"), _newest(schema.ledger.c.hash).label("head_hash")
+)
+
 # The head and whether the key was seen, in one round trip (the lock is held meanwhile): NULLs when the
 # ledger is empty / the key is new or None.
 _PROBE = select(
@@ -69,8 +75,17 @@ _PROBE = select(
 )
 
 
+APPENDS_PER_BATCH = 256
+"""Most appends committed in one transaction (:mod:`store.group_commit`); bounds the transaction and the
+``IN`` list of its keys."""
+
+
 class LedgerRecords(StoreBase):
     """The ledger part of :class:`store.Store`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._group_commit: GroupCommit[_Append] = GroupCommit(APPENDS_PER_BATCH)
 
     def observe_ledger(self, observer: LedgerObserver) -> None:
         """Call ``observer`` with every entry this store appends from now on, once, after its commit; an
@@ -99,49 +114,27 @@ class LedgerRecords(StoreBase):
 
         Appends are serialised across processes; the new head is appended to the anchor file after the
         commit (while holding the anchor's file lock, taken before the commit, so anchor lines stay in seq
-        order)."""
+        order). Threads of this process appending at the same moment share a transaction
+        (:mod:`store.group_commit`); each still gets its own entry, or its own error."""
         moment = at if at is not None else datetime.now(UTC)
-        at_text = format_at(moment)
-        data_text = canonical_data(data)
-        anchor: HeldAnchor | None = None
-        try:
-            with self._write(lock=_PG_LEDGER_LOCK) as conn:
-                probe = conn.execute(_PROBE, {"key": idempotency_key}).one()
-                if idempotency_key is not None and probe.seen_seq is not None:
-                    existing = conn.execute(_BY_KEY, {"key": idempotency_key}).first()
-                    if existing is not None:
-                        found = _stored(existing)
-                        if content_hash is not None and content_hash != _content_hash_of(found):
-                            raise IdempotencyConflict(
-                                f"ledger idempotency key {idempotency_key!r} arrived again with different "
-                                f"content: entry {found.seq} ({found.kind} about {found.subject}) already "
-                                f"holds other content; the new {kind} event was not recorded"
-                            )
-                        return found.to_entry()
-                empty = probe.head_seq is None
-                unsigned = StoredEntry(
-                    seq=1 if empty else int(probe.head_seq) + 1,
-                    at=at_text,
-                    kind=kind,
-                    subject=subject,
-                    actor=actor,
-                    channel=channel,
-                    data=data_text,
-                    idempotency_key=idempotency_key,
-                    prev_hash=GENESIS_HASH if empty else probe.head_hash,
-                    hash="",
-                )
-                stored = dataclasses.replace(unsigned, hash=unsigned.computed_hash(self._key))
-                # A flat dict of the row: dataclasses.asdict would deep-copy every field for nothing.
-                conn.execute(_INSERT, {f.name: getattr(stored, f.name) for f in _FIELDS})
-                if self._anchor_file is not None:
-                    anchor = self._anchor_file.lock()
-            # committed
-            if anchor is not None:
-                anchor.write(stored.seq, stored.hash)
-        finally:
-            if anchor is not None:
-                anchor.release()
+        request = _Append(
+            kind=kind,
+            subject=subject,
+            actor=actor,
+            channel=channel,
+            data=canonical_data(data),
+            idempotency_key=idempotency_key,
+            at=moment,
+            at_text=format_at(moment),
+            content_hash=content_hash,
+        )
+        self._group_commit.submit(request, self._commit_appends)
+        if request.error is not None:
+            raise request.error
+        assert request.stored is not None  # settled without an error: committed, or found by its key
+        if not request.new:
+            return request.stored.to_entry()
+        stored = request.stored
         # stored.to_entry() would parse at_text back; it is ``moment`` to the microsecond (format_at).
         entry = LedgerEntry(
             seq=stored.seq,
@@ -150,7 +143,7 @@ class LedgerRecords(StoreBase):
             subject=subject,
             actor=actor,
             channel=channel,
-            data=json.loads(data_text),
+            data=json.loads(stored.data),
             idempotency_key=idempotency_key,
             prev_hash=stored.prev_hash,
             hash=stored.hash,
@@ -163,6 +156,62 @@ class LedgerRecords(StoreBase):
                     "a ledger observer failed on entry %s (%s); the entry is recorded", entry.seq, kind
                 )
         return entry
+
+    def _commit_appends(self, batch: Sequence[_Append]) -> None:
+        """Append ``batch`` in one transaction, in its order, chained after the head; a request whose key
+        was seen before (in the ledger or earlier in the batch) gets that entry, or an
+        :class:`IdempotencyConflict` of its own, without failing the others. The anchor file gets one line
+        per new entry and one fsync, after the commit (its lock taken before the commit, so lines stay in
+        seq order across processes)."""
+        anchor: HeldAnchor | None = None
+        new: list[StoredEntry] = []
+        try:
+            with self._write(lock=_PG_LEDGER_LOCK) as conn:
+                head_seq, head_hash, seen = _head_and_seen(conn, batch)
+                for request in batch:
+                    key = request.idempotency_key
+                    found = seen.get(key) if key is not None else None
+                    if found is not None:
+                        if request.content_hash is not None and request.content_hash != _content_hash_of(
+                            found
+                        ):
+                            request.error = IdempotencyConflict(
+                                f"ledger idempotency key {key!r} arrived again with different content: entry "
+                                f"{found.seq} ({found.kind} about {found.subject}) already holds other "
+                                f"content; the new {request.kind} event was not recorded"
+                            )
+                        else:
+                            request.stored, request.new = found, False
+                        continue
+                    unsigned = StoredEntry(
+                        seq=head_seq + 1,
+                        at=request.at_text,
+                        kind=request.kind,
+                        subject=request.subject,
+                        actor=request.actor,
+                        channel=request.channel,
+                        data=request.data,
+                        idempotency_key=key,
+                        prev_hash=head_hash,
+                        hash="",
+                    )
+                    stored = dataclasses.replace(unsigned, hash=unsigned.computed_hash(self._key))
+                    request.stored, request.new = stored, True
+                    new.append(stored)
+                    head_seq, head_hash = stored.seq, stored.hash
+                    if key is not None:
+                        seen[key] = stored
+                if new:
+                    # Flat dicts of the rows: dataclasses.asdict would deep-copy every field for nothing.
+                    conn.execute(_INSERT, [{f.name: getattr(row, f.name) for f in _FIELDS} for row in new])
+                    if self._anchor_file is not None:
+                        anchor = self._anchor_file.lock()
+            # committed
+            if anchor is not None:
+                anchor.write_heads([(row.seq, row.hash) for row in new])
+        finally:
+            if anchor is not None:
+                anchor.release()
 
     def ledger_entries(
         self, *, subject: str | None = None, after_seq: int = 0, limit: int | None = None
@@ -255,6 +304,54 @@ class LedgerRecords(StoreBase):
 
 
 _FIELDS = dataclasses.fields(StoredEntry)
+
+
+@dataclasses.dataclass(eq=False)
+class _Append:
+    """One append waiting for its batch (:mod:`store.group_commit`), then its outcome: ``stored`` (``new``
+    when this append wrote it) or ``error``."""
+
+    kind: str
+    subject: str
+    actor: str
+    channel: str
+    data: str
+    idempotency_key: str | None
+    at: datetime
+    at_text: str
+    content_hash: str | None
+    stored: StoredEntry | None = None
+    new: bool = False
+    error: BaseException | None = None
+    settled: bool = False
+
+    def fail(self, error: BaseException) -> None:
+        self.stored, self.new, self.error, self.settled = None, False, error, True
+
+
+def _head_and_seen(conn: Connection, batch: Sequence[_Append]) -> tuple[int, str, dict[str, StoredEntry]]:
+    """The head's seq and hash (0 and the genesis hash when empty), and the stored entries of the batch's
+    idempotency keys seen before. An append alone makes one round trip (and one more when its key was
+    seen), as before batching."""
+    keys = {r.idempotency_key for r in batch if r.idempotency_key is not None}
+    seen: dict[str, StoredEntry] = {}
+    if len(batch) == 1:
+        probe = conn.execute(_PROBE, {"key": batch[0].idempotency_key}).one()
+        if probe.seen_seq is not None:
+            existing = conn.execute(_BY_KEY, {"key": batch[0].idempotency_key}).first()
+            if existing is not None:
+                found = _stored(existing)
+                seen[str(found.idempotency_key)] = found
+        head = probe
+    else:
+        head = conn.execute(_HEAD).one()
+        if keys:
+            for row in conn.execute(_BY_KEYS, {"keys": sorted(keys)}):
+                found = _stored(row)
+                seen[str(found.idempotency_key)] = found
+    if head.head_seq is None:
+        return 0, GENESIS_HASH, seen
+    return int(head.head_seq), str(head.head_hash), seen
 
 
 def _content_hash_of(entry: StoredEntry) -> str:
