@@ -33,6 +33,9 @@ def main() -> None:
     jitp.add_argument("--burst", type=int, default=100, help="grants expiring in the same second")
     jitp.add_argument("--approve-rate", type=float, default=4.0, help="approvals started per second")
     jitp.add_argument("--session-after", type=float, default=30.0, help="seconds from grant to session open")
+    jitp.add_argument(
+        "--lead", type=float, default=5.0, help="seconds from the last session to the first expiry"
+    )
     scenarios.add_parser("plot", help="redraw bench/campaign.png from the results")
     args = parser.parse_args()
     harness.commit()  # the code measured is the code at the start of the run
@@ -61,6 +64,7 @@ def main() -> None:
                 args.burst,
                 approve_rate=args.approve_rate,
                 session_after=args.session_after,
+                lead=args.lead,
             )
         )
     elif args.scenario == "plot":

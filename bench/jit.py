@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import dev_server, record, run_child
-from bench.jit_run import APPROVE_RATE, SESSION_AFTER_S
+from bench.jit_run import APPROVE_RATE, LEAD_S, SESSION_AFTER_S
 
 SPREAD_TOLERANCE = 1.1
 """How much wider than planned the expiries may fall before a run's line says its load was lighter."""
@@ -47,15 +47,18 @@ async def run(
     results: Path | None = None,
     approve_rate: float = APPROVE_RATE,
     session_after: float = SESSION_AFTER_S,
+    lead: float = LEAD_S,
 ) -> dict[str, Any]:
     """``session_after``: seconds between a grant being written and its session opening, which is also how
     long after the expiry hoop would end that session by itself (so the longest revocation a kill is
-    still measured for)."""
+    still measured for). ``lead``: seconds between the last grant's session opening and the first expiry."""
     command = f"python -m bench jit --grants {grants} --spread {spread:g} --burst {burst}" + (
         f" --approve-rate {approve_rate:g}" if approve_rate != APPROVE_RATE else ""
     )
     if session_after != SESSION_AFTER_S:
         command += f" --session-after {session_after:g}"
+    if lead != LEAD_S:
+        command += f" --lead {lead:g}"
     sides: dict[str, dict[str, Any]] = {}
     for mode in ("grantflow", "baseline"):
         print(f"jit: {grants:,} grants over {spread:g} s, then {burst:,} in one second: {mode}", flush=True)
@@ -71,6 +74,7 @@ async def run(
                         "--burst", str(burst),
                         "--approve-rate", f"{approve_rate:g}",
                         "--session-after", f"{session_after:g}",
+                        "--lead", f"{lead:g}",
                         "--temporal", target,
                     ],
                 )  # fmt: skip
@@ -114,6 +118,7 @@ async def run(
         "burst": burst,
         "approve_rate": approve_rate,
         "session_after_s": session_after,
+        "lead_s": lead,
     }
     path = record("jit", parameters, figures, summary, command, results)
     print(summary)

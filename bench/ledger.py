@@ -1,6 +1,7 @@
 """The ledger scenario: evidence appends per second, and the time ``grantflow ledger verify`` takes.
 
-Appends. ``Store.append_ledger`` (keyed hash chain, one lock per append) from 1, 4 and 16 concurrent writers,
+Appends. ``Store.append_ledger`` (keyed hash chain; appends made at the same moment by threads of one
+process share a transaction, :mod:`store.group_commit`) from 1, 4 and 16 concurrent writers,
 on SQLite (a file) and on PostgreSQL (when reachable), against the baseline: plain INSERTs of the same rows
 (same columns and payload sizes, one transaction per row) into a table of the same shape and indexes but
 without the chain, from the same number of writers, on the same engine. grantflow is measured twice: with an
@@ -10,9 +11,9 @@ the head every few seconds; an append does no anchoring).
 
 Writers are threads sharing one store, because that is how a grantflow worker appends: its activities run
 on the worker's thread pool (16 threads) and call the store through ``asyncio.to_thread``, all on one engine
-and one anchor file. Appends are serialised by a database lock anyway (SQLite's write lock, PostgreSQL's
-advisory lock), so what the writers measure is the lock and commit latency, not Python throughput, and the
-GIL weighs on both sides alike. (Several workers on several machines would be processes; on PostgreSQL they
+and one anchor file. Appends are serialised by a database lock (SQLite's write lock, PostgreSQL's advisory
+lock), so from several writers what counts is how many appends share each lock and commit; the GIL weighs
+on both sides alike. (Several workers on several machines would be processes; on PostgreSQL they
 queue on the same advisory lock.)
 
 Verify. A ledger of ``--verify-entries`` entries is written in bulk (hashes computed with the product's own

@@ -77,8 +77,9 @@ async def test_the_jit_scenario_ends_every_grant_and_session_on_both_sides(tmp_p
     from bench import jit
 
     results = tmp_path / "results"
-    # Small and quick: 6 grants over 3 s, 4 in one second, approved 10 a second, sessions opened 6 s in.
-    figures = await jit.run(6, 3, 4, results=results, approve_rate=10, session_after=6)
+    # Small and quick: 6 grants over 2 s, 4 in one second, approved 10 a second, sessions opened 3 s in,
+    # the first expiry 2 s after the last session opened.
+    figures = await jit.run(6, 2, 4, results=results, approve_rate=10, session_after=3, lead=2)
     for side in (figures["grantflow"], figures["baseline"]):
         for phase, count in (("spread", 6), ("burst", 4)):
             seen = side[phase]
@@ -91,7 +92,9 @@ async def test_the_jit_scenario_ends_every_grant_and_session_on_both_sides(tmp_p
         assert side["peak_rss_mib"] > 0
     assert figures["grantflow"]["expires_at_differs_from_hoop"] == 0
     written = json.loads(next(results.glob("jit-6-*.json")).read_text())
-    command = "python -m bench jit --grants 6 --spread 3 --burst 4 --approve-rate 10 --session-after 6"
+    command = (
+        "python -m bench jit --grants 6 --spread 2 --burst 4 --approve-rate 10 --session-after 3 --lead 2"
+    )
     assert written["command"] == command
     assert written["ratios"]["burst"]["expiry_to_revoked_and_killed_s"]["p99"] is not None
     line = (tmp_path / "results.md").read_text().splitlines()[-1]
