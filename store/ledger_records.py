@@ -124,7 +124,6 @@ class LedgerRecords(StoreBase):
             channel=channel,
             data=canonical_data(data),
             idempotency_key=idempotency_key,
-            at=moment,
             at_text=format_at(moment),
             content_hash=content_hash,
         )
@@ -317,7 +316,6 @@ class _Append:
     channel: str
     data: str
     idempotency_key: str | None
-    at: datetime
     at_text: str
     content_hash: str | None
     stored: StoredEntry | None = None
