@@ -5,14 +5,13 @@ output stopped after a test's last dot, in its teardown), and left nothing to re
 watches each test; past its limit it prints every thread's stack and every asyncio task's stack on the
 terminal's stdout (where CI's log is; ``out`` is a copy of it taken before pytest captures a test's output,
 as pytest's own faulthandler plugin does for stderr), then interrupts pytest with SIGINT so the run ends
-with its summary. If pytest cannot
-unwind either (the interrupt is caught by the hung code, or a teardown hangs again), the process exits
-``GRACE`` seconds later.
+with its summary. If pytest cannot unwind either (the interrupt is caught by the hung code, or a teardown
+hangs again), the process exits ``GRACE_S`` seconds later.
 
 The report ends with the last errors the Temporal SDK logged: a worker whose shutdown waits forever on a
 workflow it cannot evict (the SDK retries the eviction every 2 s and logs why once) says so there.
 
-Limits are far above what any test takes: the default suite's slowest test takes about 70 s, the long
+Limits are far above what any test takes: the default suite's slowest test takes about 40 s, the long
 scenarios' about 10 minutes. Scenarios marked ``on_demand`` are run by hand and are not watched.
 """
 
