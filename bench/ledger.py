@@ -6,8 +6,8 @@ on SQLite (a file) and on PostgreSQL (when reachable), against the baseline: pla
 (same columns and payload sizes, one transaction per row) into a table of the same shape and indexes but
 without the chain, from the same number of writers, on the same engine. grantflow is measured twice: with an
 anchor file, as ``grantflow dev`` and a deployment without the shared anchor append (each transaction
-writes a line per entry and fsyncs them after its commit), and with the shared anchor of a deployment (the anchoring job writes
-the head every few seconds; an append does no anchoring).
+writes a line per entry and fsyncs them after its commit), and with the shared anchor of a deployment (the
+anchoring job writes the head every few seconds; an append does no anchoring).
 
 Writers are threads sharing one store, because that is how a grantflow worker appends: its activities run
 on the worker's thread pool (16 threads) and call the store through ``asyncio.to_thread``, all on one engine
