@@ -331,7 +331,6 @@ def _head_and_seen(conn: Connection, batch: Sequence[_Append]) -> tuple[int, str
     """The head's seq and hash (0 and the genesis hash when empty), and the stored entries of the batch's
     idempotency keys seen before. An append alone makes one round trip (and one more when its key was
     seen), as before batching."""
-    keys = {r.idempotency_key for r in batch if r.idempotency_key is not None}
     seen: dict[str, StoredEntry] = {}
     if len(batch) == 1:
         probe = conn.execute(_PROBE, {"key": batch[0].idempotency_key}).one()
@@ -343,8 +342,9 @@ def _head_and_seen(conn: Connection, batch: Sequence[_Append]) -> tuple[int, str
         head = probe
     else:
         head = conn.execute(_HEAD).one()
+        keys = {r.idempotency_key for r in batch if r.idempotency_key is not None}
         if keys:
-            for row in conn.execute(_BY_KEYS, {"keys": sorted(keys)}):
+            for row in conn.execute(_BY_KEYS, {"keys": list(keys)}):
                 found = _stored(row)
                 seen[str(found.idempotency_key)] = found
     if head.head_seq is None:
