@@ -111,9 +111,11 @@ class CampaignHandovers(StoreBase):
                 i.c.stage == stage,
                 i.c.reviewer_id == e.c.reviewer_id,
                 i.c.outcome == ItemOutcome.OPEN.value,
-                i.c.id > after,
+                # paged on the escalation's item id (the same id): the page is one range of
+                # ix_campaign_escalations_to, not a walk through every item of the campaign
+                e.c.item_id > after,
             )
-            .order_by(i.c.id)
+            .order_by(e.c.item_id)
             .limit(min(limit, PAGE_LIMIT))
         )
         with self._read() as conn:

@@ -200,9 +200,12 @@ campaign_items = Table(
     Column("outcome", String, nullable=False),
     Column("verdict", String, nullable=True),
     Column("revocation_json", Text, nullable=True),
-    Index("ix_campaign_items_reviewer", "campaign_id", "reviewer_id", "stage"),
-    Index("ix_campaign_items_outcome", "campaign_id", "outcome"),
-    Index("ix_campaign_items_subject", "campaign_id", "subject_id"),
+    # Every read of items is a page in id order after a cursor: each index ends with the id, so a page is
+    # one range of the index. Without it SQLite walks the whole campaign in primary-key order to find a
+    # reviewer's few items (1 s a page at 100,000 items; migration 0008).
+    Index("ix_campaign_items_reviewer", "campaign_id", "reviewer_id", "stage", "id"),
+    Index("ix_campaign_items_outcome", "campaign_id", "outcome", "id"),
+    Index("ix_campaign_items_subject", "campaign_id", "subject_id", "id"),
 )
 
 # Every decision, changed ones and defaults included (the last one of a stage counts).
@@ -276,7 +279,7 @@ campaign_escalations = Table(
     Column("escalated_to_id", String, nullable=False),
     Column("escalated_to_email", String, nullable=False),
     Column("escalated_at", UTCDateTime, nullable=False),
-    Index("ix_campaign_escalations_to", "campaign_id", "stage", "escalated_to_id"),
+    Index("ix_campaign_escalations_to", "campaign_id", "stage", "escalated_to_id", "item_id"),
 )
 
 # The evidence bundle of a closed campaign, written once by the worker (signed there) and served as is.

@@ -81,7 +81,7 @@ def test_migrate_twice_is_harmless(store: Store) -> None:
     store.migrate()
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
-            "0007_campaign_triggers"
+            "0008_campaign_page_indexes"
         ]
         tables = set(inspect(conn).get_table_names())
     assert {"people", "group_members", "requests", "ledger", "alembic_version", "campaigns"} <= tables
