@@ -113,6 +113,15 @@ def test_a_reviewers_page_is_a_range_of_the_reviewer_index(store: Store) -> None
     assert "TEMP B-TREE" not in plan  # the order comes from the index: no sort of the reviewer's items
 
 
+def test_a_reviewers_items_of_every_stage_are_a_range_of_the_reviewer_index(store: Store) -> None:
+    # what telling each reviewer the outcome reads
+    [plan] = plans_of(store, lambda: store.items("cmp-1", reviewer_id=KEN.id, after="it-0"))
+    assert (
+        "USING INDEX ix_campaign_items_reviewer_all_stages (campaign_id=? AND reviewer_id=? AND id>?)" in plan
+    )
+    assert "TEMP B-TREE" not in plan
+
+
 def test_an_outcomes_page_and_a_subjects_items_are_ranges_of_their_indexes(store: Store) -> None:
     [by_outcome] = plans_of(store, lambda: store.items("cmp-1", outcome=ItemOutcome.OPEN, after="it-0"))
     assert "USING INDEX ix_campaign_items_outcome (campaign_id=? AND outcome=? AND id>?)" in by_outcome
