@@ -25,6 +25,12 @@ SPREAD_TOLERANCE = 1.1
 PHASES = ("spread", "burst")
 
 
+def slowest_path_note(slowest: dict[str, float | None]) -> str:
+    """Where the slowest 1% of grantflow's spread expiries spent their time (``bench.expiry_path``)."""
+    said = ", ".join(f"{stage.replace('_', ' ')} {seconds} s" for stage, seconds in slowest.items())
+    return f"slowest 1% of expiries: {said}"
+
+
 def lighter_load_note(actual_spread: float, planned_spread: float) -> str | None:
     """What a run's line says when its expiries fell over a wider window than planned. Each expiry is
     planned from its approval, so grants written late move their expiries later and thin them out: the run
@@ -100,6 +106,8 @@ async def run(
                 f"{label}: expiry → revoked+killed p99 {end_ours} s, baseline {end_bare} s, "
                 f"**x{ratios[phase]['expiry_to_revoked_and_killed_s']['p99']}**"
             )
+    if "spread" in ours and "expiry_path_s" in ours["spread"]:
+        parts.append(slowest_path_note(ours["spread"]["expiry_path_s"]["slowest"]))
     if "spread" in ours:
         note = lighter_load_note(ours["spread"].get("expiry_spread_s", spread), spread)
         if note is not None:

@@ -47,6 +47,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench.bare_jit import BareGrantInput, BareJitActivities, BareJitWorkflow, BareSessions
+from bench.expiry_path import expiry_path
 from bench.harness import peak_rss_mib
 from domain.identity import Actor, Person
 from domain.policy import PolicySet, parse_policies
@@ -501,8 +502,17 @@ async def grantflow_side(phases: list[list[Grant]], client: Client, folder: Path
                 for g in grants
                 if (s := store.get_request(g.request_id)) is not None and s.status is RequestStatus.ENDED
             )
+            paths = {
+                g[0].phase: await expiry_path(
+                    client,
+                    [(request_workflow_id(x.request_id), x.expires_at) for x in g if x.expires_at],
+                    "revoke_access",
+                    percentiles,
+                )
+                for g in phases
+            }
             return {
-                **{g[0].phase: figures(g, watch) for g in phases},
+                **{g[0].phase: {**figures(g, watch), "expiry_path_s": paths[g[0].phase]} for g in phases},
                 "timings_s": timings,
                 "requests_ended": ended,
                 "expires_at_differs_from_hoop": mismatched,
@@ -562,8 +572,17 @@ async def baseline_side(phases: list[list[Grant]], client: Client, folder: Path)
             for handle in handles:
                 await handle.result()
                 ended += 1
+            paths = {
+                g[0].phase: await expiry_path(
+                    client,
+                    [(x.request_id, x.expires_at) for x in g if x.expires_at],
+                    "bare_jit_end",
+                    percentiles,
+                )
+                for g in phases
+            }
             return {
-                **{g[0].phase: figures(g, watch) for g in phases},
+                **{g[0].phase: {**figures(g, watch), "expiry_path_s": paths[g[0].phase]} for g in phases},
                 "timings_s": timings,
                 "requests_ended": ended,
                 "peak_rss_mib": peak_rss_mib(),

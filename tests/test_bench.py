@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from bench import campaign, ledger, plot, scim_sync
+from bench.expiry_path import STAGES
 
 
 async def test_the_campaign_scenario_runs_both_sides_and_records_them(tmp_path: Path) -> None:
@@ -88,6 +89,11 @@ async def test_the_jit_scenario_ends_every_grant_and_session_on_both_sides(tmp_p
             assert seen["sessions_opened"] == seen["sessions_killed"] == count
             assert seen["expiry_to_revoked_and_killed_s"]["count"] == count
             assert seen["approval_to_visible_s"]["count"] == count
+            # every revocation traced back through its history to the timer that scheduled it
+            path = seen["expiry_path_s"]
+            assert path["explained"] == count
+            assert all(path[stage]["count"] == count for stage in STAGES)
+            assert set(path["slowest"]) == set(STAGES)
         assert side["requests_ended"] == 10
         assert side["peak_rss_mib"] > 0
     assert figures["grantflow"]["expires_at_differs_from_hoop"] == 0
