@@ -10,67 +10,31 @@ the statements the store really sends. PostgreSQL plans from its own statistics 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from domain.campaign_state import CampaignRecord, CampaignStatus, ItemOutcome
-from domain.campaigns import (
-    AccessVia,
-    Assignment,
-    CampaignItem,
-    ItemAccess,
-    Reviewer,
-    Source,
-    Subject,
-    SubjectKind,
-)
+from domain.campaign_state import CampaignStatus, ItemOutcome
+from domain.campaigns import Assignment
 from domain.identity import PersonRef
 from store import Store
-from store.campaigns import spec_hash
 from tests.db import TEST_LEDGER_KEY
+from tests.test_campaign_store import DANA, KEN, T0, _campaign, _item
 
-T0 = datetime(2027, 1, 4, 9, tzinfo=UTC)
-KEN = Reviewer(kind="person", id="u-2", name="ken@example.com")
-DANA = Reviewer(kind="person", id="u-5", name="dana@example.com")
 GRACE = PersonRef(id="u-9", email="grace@example.com")
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
+    """SQLite, one open campaign of 40 items over Ken and Dana, five of Ken's escalated to Grace."""
     store = Store(f"sqlite:///{tmp_path / 'store.db'}", ledger_key=TEST_LEDGER_KEY, anchor_path=None)
     store.migrate()
-    spec = 'name = "q1"\n'
-    store.create_campaign(
-        CampaignRecord(
-            id="cmp-1",
-            name="Q1",
-            owner="grace@example.com",
-            spec_toml=spec,
-            spec_sha256=spec_hash(spec),
-            status=CampaignStatus.SNAPSHOTTING,
-            launched_at=T0,
-            workflow_id="campaign-cmp-1",
-            updated_at=T0,
-        )
-    )
-    items = [
-        CampaignItem.of(
-            Subject(kind=SubjectKind.PERSON, id=f"u-{100 + n}", name=f"p{n}@example.com"),
-            ItemAccess(via=AccessVia.GROUP, group="db-owners", sources=(Source.HOOP,), connections=("pg",)),
-        )
-        for n in range(40)
-    ]
-    store.add_items(
-        "cmp-1",
-        [
-            (item, Assignment(stage=0, reviewer=KEN if n % 2 else DANA, via="manager"))
-            for n, item in enumerate(items)
-        ],
-    )
+    store.create_campaign(_campaign())
+    items = [_item(n) for n in range(40)]
+    assignments = [Assignment(stage=0, reviewer=KEN if n % 2 else DANA, via="manager") for n in range(40)]
+    store.add_items("cmp-1", list(zip(items, assignments, strict=True)))
     store.update_campaign("cmp-1", T0, status=CampaignStatus.OPEN, stage=0, stage_open=True, item_count=40)
     kens = [item.id for n, item in enumerate(items) if n % 2]
     store.record_escalation("cmp-1", 0, KEN.id, GRACE, kens[:5], T0)
