@@ -401,6 +401,22 @@ def figures(grants: list[Grant], watch: Watch) -> dict[str, Any]:
     }
 
 
+async def expiry_paths(
+    client: Client, phases: list[list[Grant]], workflow_id: Callable[[str], str], activity_type: str
+) -> dict[str, dict[str, Any]]:
+    """Per phase, where each grant's expiry spent its time (:mod:`bench.expiry_path`): ``workflow_id`` names
+    a grant's workflow from its request id, ``activity_type`` is the activity that ends the grant."""
+    return {
+        grants[0].phase: await expiry_path(
+            client,
+            [(workflow_id(g.request_id), g.expires_at) for g in grants if g.expires_at is not None],
+            activity_type,
+            percentiles,
+        )
+        for grants in phases
+    }
+
+
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
@@ -502,15 +518,7 @@ async def grantflow_side(phases: list[list[Grant]], client: Client, folder: Path
                 for g in grants
                 if (s := store.get_request(g.request_id)) is not None and s.status is RequestStatus.ENDED
             )
-            paths = {
-                g[0].phase: await expiry_path(
-                    client,
-                    [(request_workflow_id(x.request_id), x.expires_at) for x in g if x.expires_at],
-                    "revoke_access",
-                    percentiles,
-                )
-                for g in phases
-            }
+            paths = await expiry_paths(client, phases, request_workflow_id, "revoke_access")
             return {
                 **{g[0].phase: {**figures(g, watch), "expiry_path_s": paths[g[0].phase]} for g in phases},
                 "timings_s": timings,
@@ -572,15 +580,7 @@ async def baseline_side(phases: list[list[Grant]], client: Client, folder: Path)
             for handle in handles:
                 await handle.result()
                 ended += 1
-            paths = {
-                g[0].phase: await expiry_path(
-                    client,
-                    [(x.request_id, x.expires_at) for x in g if x.expires_at],
-                    "bare_jit_end",
-                    percentiles,
-                )
-                for g in phases
-            }
+            paths = await expiry_paths(client, phases, lambda request_id: request_id, "bare_jit_end")
             return {
                 **{g[0].phase: {**figures(g, watch), "expiry_path_s": paths[g[0].phase]} for g in phases},
                 "timings_s": timings,
