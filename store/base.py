@@ -9,6 +9,7 @@ This module holds no records: the directory, requests and ledger each have their
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from store.anchor_file import AnchorFile
 from store.anchors import SharedAnchor
-from store.engine import IMMEDIATE, make_engine
+from store.engine import IMMEDIATE, SQLITE_BUSY_TIMEOUT_S, make_engine
 from store.errors import StoreError
 from store.ledger import LedgerEntry
 from store.migration import check_schema, upgrade_schema
@@ -46,6 +47,14 @@ class StoreBase:
         self._shared_anchor = shared_anchor
         self._engine = make_engine(url)
         self._sqlite = self._engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time. Threads of this process that wait for it in SQLite wait in its
+        # busy handler, which polls: it sleeps 1, 2, 5, 10, 15, 20, 25 ms... between tries (SQLite's
+        # src/main.c, sqliteDefaultBusyCallback), so a write queued behind another typically waited
+        # milliseconds after the lock was free. Here they queue on a lock of their own and go the moment it is
+        # released; other processes (the web app) still meet them at SQLite's lock. Re-entrant: a write
+        # opened inside another on the same thread fails at SQLite's lock, as it did before, instead of
+        # hanging here.
+        self._writer = threading.RLock() if self._sqlite else None
         self._ledger_observers: list[Callable[[LedgerEntry], None]] = []  # see LedgerRecords.observe_ledger
 
     @property
@@ -91,13 +100,30 @@ class StoreBase:
     def _write(self, *, lock: int | None = None) -> Iterator[Connection]:
         """A write transaction: on SQLite it holds the database write lock from its first statement;
         on PostgreSQL ``lock`` names an advisory lock held until commit."""
-        with self._engine.connect() as conn:
+        with self._this_process_writes(), self._engine.connect() as conn:
             if self._sqlite:
                 conn.execution_options(**{IMMEDIATE: True})
             with conn.begin():
                 if lock is not None and not self._sqlite:
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock})
                 yield conn
+
+    @contextlib.contextmanager
+    def _this_process_writes(self) -> Iterator[None]:
+        """On SQLite, wait for this process's other writers first (see ``__init__``); as long as SQLite
+        would have waited for the database, then fail as it would have."""
+        if self._writer is None:
+            yield
+            return
+        if not self._writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
+            raise StoreError(
+                f"the database was being written by another thread of this process for "
+                f"{SQLITE_BUSY_TIMEOUT_S:.0f} s"
+            )
+        try:
+            yield
+        finally:
+            self._writer.release()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
