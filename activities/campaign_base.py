@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AwareDatetime, BaseModel, Field
@@ -42,6 +42,9 @@ from integrations.slack import SlackChannel, SlackTransientError
 from store import Store
 from store.campaigns import StoredItem
 from templates import template_environment
+
+if TYPE_CHECKING:
+    from sqlalchemy import Executable
 
 WRITE_BATCH = 500
 NOTICE_PAGE = 200
@@ -296,8 +299,16 @@ class CampaignBase:
         return parse_campaign_spec(record.spec_toml, f"campaign {campaign_id}"), record
 
     async def _ledger(
-        self, kind: str, campaign_id: str, key: str, data: dict[str, object], actor: str = "grantflow"
+        self,
+        kind: str,
+        campaign_id: str,
+        key: str,
+        data: dict[str, object],
+        actor: str = "grantflow",
+        with_record: Executable | None = None,
     ) -> None:
+        """Append a campaign's evidence; ``with_record`` (see ``Store.append_ledger``) commits the record
+        it is evidence of with it."""
         await asyncio.to_thread(
             self._store.append_ledger,
             kind=kind,
@@ -306,6 +317,7 @@ class CampaignBase:
             channel="system",
             data=data,
             idempotency_key=f"{campaign_id}:{key}",
+            with_record=with_record,
         )
 
     async def _recipients(self, reviewer: Reviewer) -> list[PersonRef]:

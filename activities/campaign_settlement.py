@@ -31,7 +31,7 @@ from domain.campaigns import (
 from domain.identity import PersonRef
 from integrations.gateway import GatewayError, GatewayNotFoundError, GatewayTransientError
 from integrations.jira_tickets import JiraError
-from store.campaigns import StoredItem
+from store.campaigns import Settled, StoredItem, outcome_update
 
 GIVE_UP_AFTER_ATTEMPTS = 5
 """A partition's revocations still failing transiently after this many attempts get a remediation record."""
@@ -41,20 +41,26 @@ class CampaignSettlement(CampaignBase):
     @activity.defn(name="campaign_settle_partition")
     async def settle_partition(self, inp: PartitionInput) -> PartitionResult:
         """After a stage closed: revokes end an item's review; keeps and undecided items move to the next
-        stage's reviewer — or, after the last stage, keeps are kept and the default decides the rest."""
+        stage's reviewer — or, after the last stage, keeps are kept and the default decides the rest. A
+        page's outcomes (and the defaults behind them) are written in one transaction."""
         spec, _ = await self._spec(inp.campaign_id)
         people = StorePeople(self._store)
         counts: dict[str, int] = {}
-        async for item in self._partition(inp, ItemOutcome.OPEN, stage=inp.stage):
-            outcome = await self._settle(inp, spec, people, item)
-            counts[outcome] = counts.get(outcome, 0) + 1
+        async for page in self._pages(inp, ItemOutcome.OPEN, stage=inp.stage):
+            settled: list[Settled] = []
+            defaults: list[ItemDecision] = []
+            for item in page:
+                outcome = await self._settle(inp, spec, people, item, settled, defaults)
+                counts[outcome] = counts.get(outcome, 0) + 1
+            await asyncio.to_thread(self._store.settle_items, inp.campaign_id, settled, defaults)
+            activity.heartbeat(page[-1].id)
         return PartitionResult(counts=counts)
 
-    async def _partition(
+    async def _pages(
         self, inp: PartitionInput, outcome: ItemOutcome, *, stage: int | None = None
-    ) -> AsyncIterator[StoredItem]:
-        """The partition's items with ``outcome``, page by page (each page read after the previous one was
-        worked on, so items it changed are not read again), with a heartbeat per item."""
+    ) -> AsyncIterator[list[StoredItem]]:
+        """The partition's items with ``outcome``, page by page, each page read after the previous one was
+        worked on (items it changed are not read again)."""
         after = ""
         while page := await asyncio.to_thread(
             self._store.items,
@@ -64,35 +70,44 @@ class CampaignSettlement(CampaignBase):
             outcome=outcome,
             partition=inp.partition,
         ):
-            for item in page:
-                yield item
-                activity.heartbeat(item.id)
+            yield page
             after = page[-1].id
 
-    async def _settle(self, inp: PartitionInput, spec: CampaignSpec, people: People, item: StoredItem) -> str:
+    async def _settle(
+        self,
+        inp: PartitionInput,
+        spec: CampaignSpec,
+        people: People,
+        item: StoredItem,
+        settled: list[Settled],
+        defaults: list[ItemDecision],
+    ) -> str:
+        """What becomes of ``item``: an outcome added to ``settled`` (and ``defaults``), written with its
+        page, or a move to the next stage's reviewer, written now."""
         if item.verdict == "revoke":
-            await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, ItemOutcome.REVOKE)
+            settled.append(Settled(item.id, ItemOutcome.REVOKE))
             return "revoke"
         if not inp.final:
             assignment = assign_reviewer(item, inp.stage + 1, spec, people)
             await asyncio.to_thread(self._store.reassign, inp.campaign_id, item.id, assignment)
             return "next_stage"
         if item.verdict == "keep":
-            await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, ItemOutcome.KEPT)
+            settled.append(Settled(item.id, ItemOutcome.KEPT))
             return "kept"
         verdict, basis = default_decision(item, spec)
-        default = ItemDecision(
-            item_id=item.id,
-            stage=inp.stage,
-            verdict=verdict,
-            actor=None,
-            decided_at=datetime.now(UTC),
-            default=True,
-            default_basis=basis,
+        defaults.append(
+            ItemDecision(
+                item_id=item.id,
+                stage=inp.stage,
+                verdict=verdict,
+                actor=None,
+                decided_at=datetime.now(UTC),
+                default=True,
+                default_basis=basis,
+            )
         )
-        await asyncio.to_thread(self._store.record_default, inp.campaign_id, default)
         outcome = ItemOutcome.KEPT if verdict == "keep" else ItemOutcome.REVOKE
-        await asyncio.to_thread(self._store.set_outcome, inp.campaign_id, item.id, outcome, verdict=verdict)
+        settled.append(Settled(item.id, outcome, verdict))
         return f"default_{verdict}"
 
     @activity.defn(name="campaign_apply_partition")
@@ -100,19 +115,19 @@ class CampaignSettlement(CampaignBase):
         """Apply the partition's revocations one item after the other, each read back; an item that cannot
         be revoked gets a remediation record and stays open in the evidence."""
         counts: dict[str, int] = {}
-        async for item in self._partition(inp, ItemOutcome.REVOKE):
-            revocation = await self._revoke(inp.campaign_id, item)
-            outcome = ItemOutcome.REVOKED if revocation.status == "applied" else ItemOutcome.FAILED
-            await asyncio.to_thread(
-                self._store.set_outcome, inp.campaign_id, item.id, outcome, revocation=revocation
-            )
-            await self._ledger(
-                f"campaign.item_{outcome.value}",
-                inp.campaign_id,
-                f"apply:{item.id}",
-                {"item": item.id, "subject": item.subject.name, **revocation.model_dump(mode="json")},
-            )
-            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        async for page in self._pages(inp, ItemOutcome.REVOKE):
+            for item in page:
+                revocation = await self._revoke(inp.campaign_id, item)
+                outcome = ItemOutcome.REVOKED if revocation.status == "applied" else ItemOutcome.FAILED
+                await self._ledger(
+                    f"campaign.item_{outcome.value}",
+                    inp.campaign_id,
+                    f"apply:{item.id}",
+                    {"item": item.id, "subject": item.subject.name, **revocation.model_dump(mode="json")},
+                    with_record=outcome_update(inp.campaign_id, item.id, outcome, revocation=revocation),
+                )
+                counts[outcome.value] = counts.get(outcome.value, 0) + 1
+                activity.heartbeat(item.id)
         return PartitionResult(counts=counts)
 
     async def _revoke(self, campaign_id: str, item: StoredItem) -> Revocation:

@@ -16,10 +16,10 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
-from sqlalchemy import and_, case, delete, func, insert, select, update
+from sqlalchemy import Update, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 import store.schema as schema
@@ -38,6 +38,30 @@ from store.errors import StoreError
 
 PAGE_LIMIT = 1000
 """The largest page any read returns: callers page with ``after``."""
+
+
+class Settled(NamedTuple):
+    """An item's outcome once its review ended (:meth:`CampaignRecords.settle_items`); ``verdict`` when the
+    deadline's default decided it."""
+
+    item_id: str
+    outcome: ItemOutcome
+    verdict: str | None = None
+
+
+# One statement for a page of settled items (executemany); the bound names differ from the columns'.
+_SETTLE = (
+    update(schema.campaign_items)
+    .where(
+        schema.campaign_items.c.campaign_id == bindparam("b_campaign"),
+        schema.campaign_items.c.id == bindparam("b_item"),
+    )
+    .values(
+        outcome=bindparam("b_outcome"),
+        verdict=func.coalesce(bindparam("b_verdict"), schema.campaign_items.c.verdict),
+    )
+)
+
 EVIDENCE_BLOCK = 1 << 20
 """Bytes of an evidence file copied into SQLite at a time."""
 
@@ -204,7 +228,9 @@ class CampaignRecords(StoreBase):
         i = schema.campaign_items
         query = select(i).where(i.c.campaign_id == campaign_id, i.c.id > after)
         if partition is not None:
-            query = query.where(i.c.id.like(f"it-{partition}%"))
+            # A range of ids, not LIKE 'it-x%': SQLite cannot read a LIKE as a range (it ignores case), and
+            # a partition's first page walked every partition before it.
+            query = query.where(i.c.id >= f"it-{partition}", i.c.id < f"it-{chr(ord(partition) + 1)}")
         if reviewer_id is not None:
             query = query.where(i.c.reviewer_id == reviewer_id)
         if stage is not None:
@@ -279,14 +305,9 @@ class CampaignRecords(StoreBase):
         verdict: str | None = None,
         revocation: Revocation | None = None,
     ) -> None:
-        i = schema.campaign_items
-        values: dict[str, Any] = {"outcome": outcome.value}
-        if verdict is not None:
-            values["verdict"] = verdict
-        if revocation is not None:
-            values["revocation_json"] = revocation.model_dump_json()
+        statement = outcome_update(campaign_id, item_id, outcome, verdict=verdict, revocation=revocation)
         with self._write() as conn:
-            conn.execute(update(i).where(i.c.campaign_id == campaign_id, i.c.id == item_id).values(**values))
+            conn.execute(statement)
 
     # ------------------------------------------------------------------ decisions
 
@@ -408,29 +429,27 @@ class CampaignRecords(StoreBase):
                     found[row.item_id] = decision.verdict
         return found
 
-    def record_default(self, campaign_id: str, decision: ItemDecision) -> None:
-        """The deadline's decision for an item nobody decided (after its stage closed); written once."""
-        if not decision.default:
-            raise ValueError("record_default records defaults only")
-        d = schema.campaign_decisions
+    def settle_items(
+        self, campaign_id: str, settled: Sequence[Settled], defaults: Sequence[ItemDecision] = ()
+    ) -> None:
+        """A page of items' outcomes after their last stage closed, and the deadline's decisions for items
+        nobody decided, in one transaction: one commit a page instead of one or two an item. A default is
+        written once: a settlement retried after a crash finds it."""
         with self._write() as conn:
-            present = conn.execute(
-                select(d.c.seq).where(
-                    d.c.campaign_id == campaign_id,
-                    d.c.item_id == decision.item_id,
-                    d.c.stage == decision.stage,
-                    d.c.decision_json.like('%"default":true%'),
-                )
-            ).first()
-            if present is None:
+            for decision in defaults:
+                _record_default(conn, campaign_id, decision)
+            if settled:
                 conn.execute(
-                    insert(d).values(
-                        campaign_id=campaign_id,
-                        item_id=decision.item_id,
-                        stage=decision.stage,
-                        decision_json=decision.model_dump_json(),
-                        decided_at=decision.decided_at,
-                    )
+                    _SETTLE,
+                    [
+                        {
+                            "b_campaign": campaign_id,
+                            "b_item": s.item_id,
+                            "b_outcome": s.outcome.value,
+                            "b_verdict": s.verdict,
+                        }
+                        for s in settled
+                    ],
                 )
 
     def record_refusal(self, campaign_id: str, attempt: RefusedAttempt) -> None:
@@ -750,4 +769,47 @@ class CampaignRecords(StoreBase):
                 ReviewerProgress(reviewer=r[0] or "(nobody independent)", decided=r[1], pending=r[2])
                 for r in reviewer_rows
             ),
+        )
+
+
+def outcome_update(
+    campaign_id: str,
+    item_id: str,
+    outcome: ItemOutcome,
+    *,
+    verdict: str | None = None,
+    revocation: Revocation | None = None,
+) -> Update:
+    """The statement setting an item's outcome: :meth:`CampaignRecords.set_outcome` runs it alone, a
+    revocation runs it with the ledger entry that is its evidence (``append_ledger(with_record=...)``)."""
+    i = schema.campaign_items
+    values: dict[str, Any] = {"outcome": outcome.value}
+    if verdict is not None:
+        values["verdict"] = verdict
+    if revocation is not None:
+        values["revocation_json"] = revocation.model_dump_json()
+    return update(i).where(i.c.campaign_id == campaign_id, i.c.id == item_id).values(**values)
+
+
+def _record_default(conn: Connection, campaign_id: str, decision: ItemDecision) -> None:
+    if not decision.default:
+        raise ValueError("only the deadline's defaults are recorded after a stage closed")
+    d = schema.campaign_decisions
+    present = conn.execute(
+        select(d.c.seq).where(
+            d.c.campaign_id == campaign_id,
+            d.c.item_id == decision.item_id,
+            d.c.stage == decision.stage,
+            d.c.decision_json.like('%"default":true%'),
+        )
+    ).first()
+    if present is None:
+        conn.execute(
+            insert(d).values(
+                campaign_id=campaign_id,
+                item_id=decision.item_id,
+                stage=decision.stage,
+                decision_json=decision.model_dump_json(),
+                decided_at=decision.decided_at,
+            )
         )

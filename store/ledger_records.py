@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Executable, bindparam, insert, select
 from sqlalchemy.engine import Connection, Row
 
 import store.schema as schema
@@ -105,6 +105,7 @@ class LedgerRecords(StoreBase):
         idempotency_key: str | None = None,
         at: datetime | None = None,
         content_hash: str | None = None,
+        with_record: Executable | None = None,
     ) -> LedgerEntry:
         """Append one entry (or, if ``idempotency_key`` was seen before, return that entry unchanged).
 
@@ -115,7 +116,12 @@ class LedgerRecords(StoreBase):
         Appends are serialised across processes; the new head is appended to the anchor file after the
         commit (while holding the anchor's file lock, taken before the commit, so anchor lines stay in seq
         order). Threads of this process appending at the same moment share a transaction
-        (:mod:`store.group_commit`); each still gets its own entry, or its own error."""
+        (:mod:`store.group_commit`); each still gets its own entry, or its own error.
+
+        ``with_record``: a statement writing the record this entry is evidence of (an item's outcome), run in
+        the transaction that commits the entry, or finds it by its key: the record and its evidence are
+        committed together, in one commit instead of two. It is not run when the append fails; when it
+        fails, so does the batch it was in."""
         moment = at if at is not None else datetime.now(UTC)
         request = _Append(
             kind=kind,
@@ -126,6 +132,7 @@ class LedgerRecords(StoreBase):
             idempotency_key=idempotency_key,
             at_text=format_at(moment),
             content_hash=content_hash,
+            with_record=with_record,
         )
         self._group_commit.submit(request, self._commit_appends)
         if request.error is not None:
@@ -200,6 +207,9 @@ class LedgerRecords(StoreBase):
                     head_seq, head_hash = stored.seq, stored.hash
                     if key is not None:
                         seen[key] = stored
+                for request in batch:
+                    if request.with_record is not None and request.error is None:
+                        conn.execute(request.with_record)
                 if new:
                     # Flat dicts of the rows: dataclasses.asdict would deep-copy every field for nothing.
                     conn.execute(_INSERT, [{f.name: getattr(row, f.name) for f in _FIELDS} for row in new])
@@ -318,6 +328,7 @@ class _Append:
     idempotency_key: str | None
     at_text: str
     content_hash: str | None
+    with_record: Executable | None = None
     stored: StoredEntry | None = None
     new: bool = False
     error: BaseException | None = None

@@ -23,7 +23,7 @@ from domain.campaigns import (
     SubjectKind,
 )
 from domain.identity import Actor, PersonRef
-from store.campaigns import CampaignConflict, CampaignRecords, spec_hash
+from store.campaigns import CampaignConflict, CampaignRecords, Settled, spec_hash
 from tests.db import TEST_LEDGER_KEY
 
 pytest_plugins = ["tests.db"]
@@ -153,6 +153,32 @@ def test_review_tasks_reminders_and_progress(records: CampaignRecords) -> None:
         (KEN.name, 0, 3),
         (DANA.name, 2, 0),
     ]
+
+
+def test_a_page_settles_in_one_transaction_and_a_retried_settlement_writes_its_defaults_once(
+    records: CampaignRecords,
+) -> None:
+    items = _open(records, 4)
+    records.record_decisions("cmp-1", [_decision(items[0]), _decision(items[1], "revoke")])
+    default = _decision(items[2], "revoke").model_copy(
+        update={"actor": None, "default": True, "default_basis": "the campaign's default"}
+    )
+    settled = [
+        Settled(items[0].id, ItemOutcome.KEPT),
+        Settled(items[1].id, ItemOutcome.REVOKE),
+        Settled(items[2].id, ItemOutcome.REVOKE, verdict="revoke"),
+    ]
+    records.settle_items("cmp-1", settled, [default])
+    records.settle_items("cmp-1", settled, [default])  # the activity retried after its commit
+    after = {i: records.item("cmp-1", i.id) for i in items}
+    assert [(s.outcome, s.verdict) for s in after.values() if s is not None] == [
+        (ItemOutcome.KEPT, "keep"),  # a reviewer's verdict stays when the settlement names none
+        (ItemOutcome.REVOKE, "revoke"),
+        (ItemOutcome.REVOKE, "revoke"),  # the default's
+        (ItemOutcome.OPEN, None),  # not in the page
+    ]
+    defaults = [d for _, d in records.decisions("cmp-1") if d.default]
+    assert [(d.item_id, d.verdict) for d in defaults] == [(items[2].id, "revoke")]
 
 
 def test_reassign_outcomes_and_refusals(records: CampaignRecords) -> None:

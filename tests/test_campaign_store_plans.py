@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import event
 
 from domain.campaign_state import CampaignStatus, ItemOutcome
-from domain.campaigns import Assignment
+from domain.campaigns import PARTITIONS, Assignment
+from domain.campaigns import partition as domain_partition
 from domain.identity import PersonRef
 from store import Store
 from tests.db import TEST_LEDGER_KEY
@@ -103,3 +104,16 @@ def test_a_page_of_escalated_items_starts_from_the_escalations_not_from_every_it
     # and the page is what it was: Ken's five escalated items, in id order
     page = store.escalated_items("cmp-1", 0, GRACE.id, after="")
     assert [i.id for i in page] == sorted(i.id for i in page) and len(page) == 5
+
+
+def test_a_partitions_page_is_a_range_of_ids_not_a_walk_of_the_partitions_before_it(store: Store) -> None:
+    # What settling and applying a partition read. With LIKE 'it-a%' (no range: SQLite's LIKE ignores
+    # case) the plan was "campaign_id=? AND id>?", every partition after the cursor; now the partition's
+    # ids are bounded on both sides, through whichever index SQLite prefers.
+    [plan] = plans_of(store, lambda: store.items("cmp-1", outcome=ItemOutcome.OPEN, partition="a"))
+    assert plan.startswith("SEARCH campaign_items USING INDEX") and "id>? AND id<?)" in plan
+    assert "TEMP B-TREE" not in plan
+    every = store.items("cmp-1")
+    for partition in PARTITIONS:
+        page = store.items("cmp-1", outcome=ItemOutcome.OPEN, partition=partition)
+        assert [i.id for i in page] == [i.id for i in every if domain_partition(i.id) == partition]

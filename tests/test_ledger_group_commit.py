@@ -14,15 +14,24 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import Executable, update
+from sqlalchemy.exc import IntegrityError
 
+import store.schema as schema
+from domain.campaign_state import ItemOutcome
+from domain.campaigns import Assignment
 from store import LedgerEntry, Store
+from store.campaigns import outcome_update
 from store.group_commit import GroupCommit
 from store.ledger import IdempotencyConflict, content_hash
+from tests.test_campaign_store import KEN, _campaign, _item
 
 pytest_plugins = ["tests.db"]
 
 
-def _append(store: Store, subject: str, key: str | None = None, **data: Any) -> LedgerEntry:
+def _append(
+    store: Store, subject: str, key: str | None = None, with_record: Executable | None = None, **data: Any
+) -> LedgerEntry:
     payload = data or {"subject": subject}
     return store.append_ledger(
         kind="t",
@@ -32,6 +41,7 @@ def _append(store: Store, subject: str, key: str | None = None, **data: Any) -> 
         data=payload,
         idempotency_key=key,
         content_hash=content_hash(kind="t", subject=subject, actor="a", channel="c", data=payload),
+        with_record=with_record,
     )
 
 
@@ -181,6 +191,48 @@ def test_a_batch_whose_transaction_fails_fails_every_append_in_it_and_commits_no
     assert [e.subject for e in store.ledger_entries()] == ["lead"]
     failing["on"] = False
     assert _append(store, "later").seq == 2, "the next append works and chains after the last commit"
+    assert store.verify_ledger().ok
+
+
+def test_a_record_written_with_its_entry_commits_with_it_and_never_without_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item's outcome written with the ledger entry that is its evidence (a campaign's revocation)."""
+    store.create_campaign(_campaign())
+    items = [_item(n) for n in range(4)]
+    store.add_items("cmp-1", [(item, Assignment(stage=0, reviewer=KEN, via="manager")) for item in items])
+
+    def revoked(n: int) -> Executable:
+        return outcome_update("cmp-1", items[n].id, ItemOutcome.REVOKED)
+
+    _append(store, "seen", key="k-seen", v=1)
+    held = HeldFirstBatch(store, monkeypatch)
+    with appending(store, {"lead": lambda: _append(store, "lead")}):
+        assert held.holding.wait(30)
+        work = {
+            "new": lambda: _append(store, "new", key="k-new", with_record=revoked(0)),
+            "repeat": lambda: _append(store, "seen", key="k-seen", with_record=revoked(1), v=1),
+            "conflict": lambda: _append(store, "other", key="k-seen", with_record=revoked(2), v=2),
+        }
+        with appending(store, work) as outcomes:
+            _wait_for_queue(store, len(work))
+            held.release()
+    assert len(held.batches) == 2 and sorted(held.batches[1]) == ["new", "other", "seen"]
+    assert isinstance(outcomes["conflict"], IdempotencyConflict)
+
+    def outcome(n: int) -> ItemOutcome:
+        item = store.item("cmp-1", items[n].id)
+        assert item is not None
+        return item.outcome
+
+    # the new entry's record and the repeat's (its retry finds the entry) are written; the conflict's not
+    assert [outcome(n) for n in range(3)] == [ItemOutcome.REVOKED, ItemOutcome.REVOKED, ItemOutcome.OPEN]
+    # a record that cannot be written fails its append, and the entry is not committed either
+    i = schema.campaign_items
+    broken = update(i).where(i.c.id == items[3].id).values(outcome=None)
+    with pytest.raises(IntegrityError):
+        _append(store, "broken", with_record=broken)
+    assert "broken" not in [e.subject for e in store.ledger_entries()] and outcome(3) is ItemOutcome.OPEN
     assert store.verify_ledger().ok
 
 
