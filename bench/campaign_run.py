@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from bench.activity_phases import activity_phases
 from bench.bare_campaign import BareActivities, BareCampaign, BareCampaignWorkflow, BareInput
 from bench.harness import peak_rss_mib
 from bench.organisation import OWNER, Organisation, spec
@@ -143,6 +144,7 @@ async def _grantflow_side(
             result = await handle.result()
             clock.mark("closed")
             history, runs = await largest_history(client, record.workflow_id)
+            phases = await activity_phases(client, record.workflow_id)
             closed = store.campaign(record.id)
             assert closed is not None
             return {
@@ -154,6 +156,7 @@ async def _grantflow_side(
                 "notifications": notifier.sent,
                 "largest_history_events": history,
                 "workflow_runs": runs,
+                "activity_phases": phases,
                 "peak_rss_mib": peak_rss_mib(),
             }
     finally:
@@ -214,6 +217,7 @@ async def _baseline_side(org: Organisation, client: Client, scim_url: str, hoop_
             await handle.result()
             clock.mark("closed")
             history, runs = await largest_history(client, handle.id)
+            phases = await activity_phases(client, handle.id)
             return {
                 "timings_s": clock.marks,
                 "items": sum(len(i) for i in campaigns[campaign_id].items.values()),
@@ -222,6 +226,7 @@ async def _baseline_side(org: Organisation, client: Client, scim_url: str, hoop_
                 "notifications": notifier.sent,
                 "largest_history_events": history,
                 "workflow_runs": runs,
+                "activity_phases": phases,
                 "peak_rss_mib": peak_rss_mib(),
             }
     finally:

@@ -68,20 +68,14 @@ def stages_of(
     ):
         return None
 
-    def of_scheduled(kind: EventType.ValueType) -> HistoryEvent | None:
-        for e in events:
-            if e.event_type != kind:
-                continue
-            if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                of = e.activity_task_started_event_attributes.scheduled_event_id
-            else:
-                of = e.activity_task_completed_event_attributes.scheduled_event_id
-            if of == scheduled.event_id:
-                return e
-        return None
-
-    started = of_scheduled(EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
-    completed = of_scheduled(EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    started = completed = None
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            if e.activity_task_started_event_attributes.scheduled_event_id == scheduled.event_id:
+                started = e
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            if e.activity_task_completed_event_attributes.scheduled_event_id == scheduled.event_id:
+                completed = e
     if started is None or completed is None:
         return None
 

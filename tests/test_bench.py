@@ -22,6 +22,10 @@ async def test_the_campaign_scenario_runs_both_sides_and_records_them(tmp_path: 
     for side in (ours, bare):
         assert side["timings_s"]["open"] <= side["timings_s"]["decided"] <= side["timings_s"]["closed"]
         assert side["peak_rss_mib"] > 0 and side["largest_history_events"] > 0
+        assert all(0 <= p["from_s"] <= p["to_s"] and p["count"] > 0 for p in side["activity_phases"])
+    # where the time went, phase by phase: each side's revocations, one activity per partition
+    applied = {p["activity"]: p["count"] for p in ours["activity_phases"] + bare["activity_phases"]}
+    assert applied["campaign_apply_partition"] == applied["bare_apply"] > 0
     written = json.loads(next(results.glob("campaign-60-*.json")).read_text())
     assert written["command"] == "python -m bench campaign --size 60 --reviewers 3"
     assert written["ratio_end_to_end"] > 0 and written["machine"]["cpus"]
