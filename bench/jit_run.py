@@ -36,6 +36,7 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,7 @@ from temporalio.worker import Worker
 from bench.bare_jit import BareGrantInput, BareJitActivities, BareJitWorkflow, BareSessions
 from bench.expiry_path import expiry_path
 from bench.harness import peak_rss_mib
+from bench.hoop_process import hoop_in_its_own_process
 from domain.identity import Actor, Person
 from domain.policy import PolicySet, parse_policies
 from domain.requests import RequestStatus, request_workflow_id
@@ -434,11 +436,21 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def new_stand_in() -> HoopStandIn:
-    return HoopStandIn(api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]}, api_key_names={HOOP_KEY: "grantflow"})
+def new_stand_in() -> AbstractContextManager[HoopStandIn]:
+    """Each side's hoop stand-in, in a process of its own (:mod:`bench.hoop_process`)."""
+    return hoop_in_its_own_process(
+        api_keys={HOOP_KEY: ["admin", GRANTFLOW_GROUP]}, api_key_names={HOOP_KEY: "grantflow"}
+    )
 
 
 async def grantflow_side(phases: list[list[Grant]], client: Client, folder: Path) -> dict[str, Any]:
+    with new_stand_in() as hoop:
+        return await _grantflow_side(phases, client, folder, hoop)
+
+
+async def _grantflow_side(
+    phases: list[list[Grant]], client: Client, folder: Path, hoop: HoopStandIn
+) -> dict[str, Any]:
     total = sum(len(p) for p in phases)
     people = directory(people_needed(total))
     policy_set = policies(max(g.duration_s for p in phases for g in p))
@@ -449,7 +461,6 @@ async def grantflow_side(phases: list[list[Grant]], client: Client, folder: Path
     )
     store.migrate()
     store.replace_directory(people)
-    hoop = new_stand_in()
     gateway = HoopGateway(base_url=hoop.start(), api_key=HOOP_KEY)
     seed(hoop, people)
     watch = Watch(hoop)
@@ -533,9 +544,13 @@ async def grantflow_side(phases: list[list[Grant]], client: Client, folder: Path
 
 
 async def baseline_side(phases: list[list[Grant]], client: Client, folder: Path) -> dict[str, Any]:
+    with new_stand_in() as hoop:
+        return await _baseline_side(phases, client, hoop)
+
+
+async def _baseline_side(phases: list[list[Grant]], client: Client, hoop: HoopStandIn) -> dict[str, Any]:
     total = sum(len(p) for p in phases)
     people = directory(people_needed(total))
-    hoop = new_stand_in()
     gateway = HoopGateway(base_url=hoop.start(), api_key=HOOP_KEY)
     seed(hoop, people)
     watch = Watch(hoop)
