@@ -52,8 +52,8 @@ class CampaignSettlement(CampaignBase):
             for item in page:
                 outcome = await self._settle(inp, spec, people, item, settled, defaults)
                 counts[outcome] = counts.get(outcome, 0) + 1
+                activity.heartbeat(item.id)  # a move to the next stage is written item by item
             await asyncio.to_thread(self._store.settle_items, inp.campaign_id, settled, defaults)
-            activity.heartbeat(page[-1].id)
         return PartitionResult(counts=counts)
 
     async def _pages(
