@@ -1,7 +1,7 @@
 """The jit benchmark's hoop stand-in in a process of its own, driven through a proxy.
 
 hoop is a service of its own in production. Run inside the measured process, the stand-in's HTTP server
-competed with the worker for the interpreter's lock: at 1,000 grants its uvicorn thread was a fifth of the
+competed with the worker for the interpreter's lock: at 1,000 grants its uvicorn thread was a sixth of the
 worker process's samples (py-spy, 2026-12-08), and every answer it sent waited for the lock first. The
 benchmark still drives it directly (seeding, opening sessions as ``hoop connect`` does, reading its event
 log): those calls go to the other process through a ``multiprocessing`` manager. Its events carry
